@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs to build, run and test plateqc. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build tools for the bundled C codecs (libjpeg-turbo needs cmake and nasm, CharLS cmake),
+# and DICOM tools the tests use as independent peers and validators.
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v nasm >/dev/null || need+=(nasm)
+command -v dcmdump >/dev/null || need+=(dcmtk)
+command -v dciodvfy >/dev/null || need+=(dicom3tools)
+command -v sqlite3 >/dev/null || need+=(sqlite3)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "setup: please install: ${need[*]} (Debian packages)" >&2
+        exit 1
+    fi
+fi
+
+scripts/setup-ort.sh
+
+# A small Python environment for the generator's tests and as an independent DICOM reader.
+if [ ! -x .venv-test/bin/python ] || ! cmp -s models/requirements-test.txt .venv-test/.requirements; then
+    rm -rf .venv-test
+    python3 -m venv .venv-test
+    .venv-test/bin/pip install --quiet --upgrade pip
+    .venv-test/bin/pip install --quiet -r models/requirements-test.txt
+    cp models/requirements-test.txt .venv-test/.requirements
+fi

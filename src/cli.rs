@@ -1,0 +1,399 @@
+//! Command line: `scan`, `inspect`, `check-config`. Errors become one clear line and an exit
+//! code; no backtraces for operators.
+
+use crate::config::Config;
+use crate::pipeline::{self, Engine, Outcome, Progress};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "plateqc",
+    version,
+    about = "Quality control for dental phosphor-plate X-rays"
+)]
+pub struct Cli {
+    /// TOML configuration file (see plateqc.example.toml); flags override it.
+    #[arg(long, global = true, env = "PLATEQC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: `human` or `json`.
+    #[arg(long, global = true, default_value = "human")]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct Common {
+    /// SQLite QC history database.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Folder for overlays and montages.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// ONNX model file following models/README.md.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Accepted modalities, comma-separated (e.g. IO,DX,CR,PX), or `any`.
+    #[arg(long)]
+    pub modalities: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Judge every plate under the given files or folders (recursive) and record the results.
+    Scan {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+        /// Exit 0 even when some files failed.
+        #[arg(long)]
+        no_fail_on_error: bool,
+    },
+    /// Show one file's header, verdict, reasons and where its overlays went.
+    Inspect {
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Validate the configuration and the model, print the effective settings, and exit.
+    CheckConfig {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Large stacks for blocking workers: a parser is the last line of defence against
+        // a file built to recurse deeply.
+        .thread_stack_size(16 * 1024 * 1024)
+        .build();
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("plateqc: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("plateqc: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLATEQC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.with_target(false).init();
+    }
+}
+
+/// Loads the config file (if any) and applies flags on top.
+pub fn resolve_config(path: Option<&PathBuf>, common: &Common) -> Result<Config> {
+    let mut config = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(db) = &common.db {
+        config.paths.db = db.clone();
+    }
+    if let Some(out) = &common.out {
+        config.paths.out = out.clone();
+    }
+    if let Some(model) = &common.model {
+        config.paths.model = model.clone();
+    }
+    if let Some(m) = &common.modalities {
+        config.decode.modalities = if m.trim().eq_ignore_ascii_case("any") {
+            Vec::new()
+        } else {
+            m.split(',')
+                .map(|s| s.trim().to_ascii_uppercase())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+    }
+    let problems = config.validate();
+    if !problems.is_empty() {
+        anyhow::bail!("invalid settings:\n  - {}", problems.join("\n  - "));
+    }
+    Ok(config)
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Scan {
+            paths,
+            common,
+            no_fail_on_error,
+        } => {
+            let mut config = resolve_config(cli.config.as_ref(), common)?;
+            if *no_fail_on_error {
+                config.scan.fail_on_error = false;
+            }
+            scan(config, paths.clone()).await
+        }
+        Command::Inspect { file, common } => {
+            let config = resolve_config(cli.config.as_ref(), common)?;
+            inspect(config, file.clone()).await
+        }
+        Command::CheckConfig { common } => {
+            let config = resolve_config(cli.config.as_ref(), common)?;
+            let opts = config.infer.clone();
+            let model = crate::infer::Model::load(
+                &config.paths.model,
+                config.paths.ort_library.as_deref(),
+                &opts,
+            )?;
+            println!(
+                "{}",
+                toml::to_string_pretty(&config).context("printing the configuration")?
+            );
+            println!("# model contract read from {}", model.path.display());
+            println!("{}", serde_json::to_string_pretty(&model.contract)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+struct Bar(indicatif::ProgressBar);
+
+impl Progress for Bar {
+    fn done(&self, o: &Outcome) {
+        self.0.inc(1);
+        if o.record.verdict == "error" {
+            self.0.println(format!(
+                "error: {}: {}",
+                o.record.source_path,
+                o.record.error.as_deref().unwrap_or("")
+            ));
+        }
+    }
+}
+
+/// Without a terminal: a log line every 5% so a service log shows the run moving.
+struct Lines {
+    total: usize,
+    seen: std::sync::atomic::AtomicUsize,
+    started: std::time::Instant,
+}
+
+impl Progress for Lines {
+    fn done(&self, _: &Outcome) {
+        let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let step = (self.total / 20).max(1);
+        if n % step == 0 || n == self.total {
+            let rate = n as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            tracing::info!(
+                done = n,
+                total = self.total,
+                rate = format!("{rate:.1}/s"),
+                "scan progress"
+            );
+        }
+    }
+}
+
+async fn scan(config: Config, paths: Vec<PathBuf>) -> Result<ExitCode> {
+    for p in &paths {
+        if !p.exists() {
+            anyhow::bail!("{} does not exist", p.display());
+        }
+    }
+    let files = pipeline::collect_files(&paths);
+    let fail_on_error = config.scan.fail_on_error;
+    let db = config.paths.db.clone();
+    let out = config.paths.out.clone();
+    let engine = Arc::new(Engine::start(config).await?);
+    let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} plates  {per_sec}  ETA {eta}",
+            )
+            .expect("static template"),
+        );
+        Arc::new(Bar(bar))
+    } else {
+        Arc::new(Lines {
+            total: files.len(),
+            seen: 0.into(),
+            started: std::time::Instant::now(),
+        })
+    };
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("interrupted: finishing the plates in flight, taking no new ones");
+            c2.cancel();
+        }
+    });
+    let started = std::time::Instant::now();
+    let outcomes = pipeline::run(engine.clone(), files.clone(), progress, cancel).await?;
+    let elapsed = started.elapsed();
+    print_summary(&outcomes, files.len(), elapsed, &db, &out);
+    let failed = outcomes
+        .iter()
+        .filter(|o| o.record.verdict == "error")
+        .count();
+    Ok(if failed > 0 && fail_on_error {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_summary(
+    outcomes: &[Outcome],
+    total: usize,
+    elapsed: std::time::Duration,
+    db: &std::path::Path,
+    out: &std::path::Path,
+) {
+    let count = |v: &str| outcomes.iter().filter(|o| o.record.verdict == v).count();
+    let (usable, unusable, errors) = (count("usable"), count("unusable"), count("error"));
+    let secs = elapsed.as_secs_f64();
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for o in outcomes.iter().filter(|o| o.record.verdict == "unusable") {
+        for f in &o.record.findings {
+            *reasons.entry(f.artifact_type.clone()).or_default() += 1;
+        }
+    }
+    let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+    for o in outcomes.iter().filter(|o| o.record.verdict == "error") {
+        *kinds
+            .entry(o.record.error_kind.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    println!();
+    println!(
+        "  plates      {:>6}   ({:.1} s, {:.1} plates/s)",
+        outcomes.len(),
+        secs,
+        outcomes.len() as f64 / secs.max(1e-9)
+    );
+    println!("  usable      {usable:>6}");
+    println!("  unusable    {unusable:>6}");
+    for (name, n) in &reasons {
+        println!("    {name:<18}{n:>4}");
+    }
+    println!("  error       {errors:>6}");
+    for (kind, n) in &kinds {
+        println!("    {kind:<18}{n:>4}");
+    }
+    if outcomes.len() < total {
+        println!(
+            "  not reached {:>6}   (interrupted)",
+            total - outcomes.len()
+        );
+    }
+    println!();
+    println!("  database    {}", db.display());
+    println!("  overlays    {}", out.join("overlays").display());
+    println!("  query       sqlite3 {} \"SELECT verdict, count(*) FROM plate_verdicts GROUP BY verdict\"", db.display());
+}
+
+async fn inspect(config: Config, file: PathBuf) -> Result<ExitCode> {
+    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    match crate::decode::decode_header(&bytes, &config.decode) {
+        Ok(h) => {
+            println!("file              {}", file.display());
+            println!("SOP instance      {}", h.sop_instance_uid);
+            println!("SOP class         {}", h.sop_class_uid);
+            println!("modality          {}", h.modality);
+            println!("transfer syntax   {}", h.transfer_syntax);
+            println!(
+                "image             {} x {}, {} of {} bits{}, {}",
+                h.columns,
+                h.rows,
+                h.bits_stored,
+                h.bits_allocated,
+                if h.pixel_signed { " signed" } else { "" },
+                h.photometric
+            );
+            println!(
+                "rescale           slope {} intercept {}",
+                h.rescale_slope, h.rescale_intercept
+            );
+            if let Some((c, w)) = h.window {
+                println!("window            centre {c} width {w}");
+            }
+            println!(
+                "acquired          {}",
+                h.acquisition_datetime.as_deref().unwrap_or("-")
+            );
+            println!(
+                "station           {}",
+                h.station_name.as_deref().unwrap_or("-")
+            );
+            println!(
+                "device / plate    {} / {}",
+                h.device_serial.as_deref().unwrap_or("-"),
+                h.plate_id.as_deref().unwrap_or("-")
+            );
+        }
+        Err(e) => println!("header            unreadable: {e}"),
+    }
+    let engine = Arc::new(Engine::start(config).await?);
+    let outcomes =
+        pipeline::run(engine, vec![file], Arc::new(()), CancellationToken::new()).await?;
+    let Some(o) = outcomes.first() else {
+        anyhow::bail!("no result");
+    };
+    let r = &o.record;
+    println!("verdict           {}", r.verdict);
+    if let Some(s) = r.unusable_score {
+        println!(
+            "unusable score    {:.4} (threshold {:.4})",
+            s,
+            r.threshold.unwrap_or(f64::NAN)
+        );
+    }
+    if let Some(code) = &r.reason_code {
+        println!("reason code       {code} (CID 7011)");
+    }
+    for f in &r.findings {
+        println!(
+            "  finding         {:<16} {:.3}  code {}",
+            f.artifact_type, f.score, f.reason_code
+        );
+    }
+    for (layer, path) in &r.overlays {
+        println!("overlay {layer:<9} {path}");
+    }
+    if let Some(m) = &r.montage_path {
+        println!("montage           {m}");
+    }
+    if let Some(e) = &r.error {
+        println!(
+            "error             [{}] {e}",
+            r.error_stage.as_deref().unwrap_or("")
+        );
+    }
+    println!("recorded as row   {}", o.row_id);
+    Ok(if r.verdict == "error" {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

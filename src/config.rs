@@ -1,0 +1,251 @@
+//! Configuration: a TOML file parsed section by section so that every mistake is reported in
+//! one go, then command-line flags on top.
+
+use crate::decode::DecodePolicy;
+use crate::explain::colormap::Colormap;
+use crate::explain::CamMethod;
+use crate::infer::InferOptions;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration {path} has {} problem(s):\n  - {}", .problems.len(), .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub path: String,
+    pub problems: Vec<String>,
+}
+
+/// Where things live. Relative paths in a config file are relative to the working directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    /// The SQLite QC history.
+    pub db: PathBuf,
+    /// Root of overlay and montage images (dated sub-folders below it).
+    pub out: PathBuf,
+    /// The ONNX model following `models/README.md`.
+    pub model: PathBuf,
+    /// libonnxruntime.so; `ORT_DYLIB_PATH` overrides, the set-up's copy is the default.
+    pub ort_library: Option<PathBuf>,
+    /// Secret for hashing patient IDs; created on first use beside the database if unset.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            db: PathBuf::from("plateqc.sqlite"),
+            out: PathBuf::from("plateqc-out"),
+            model: default_model_path(),
+            ort_library: None,
+            key_file: None,
+        }
+    }
+}
+
+/// The bundled model, compiled in so that the binary works from any directory of a checkout.
+pub fn default_model_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/plateqc.onnx")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExplainOptions {
+    /// Weighting of the heat maps: `gradcam`, `gradcampp` or `layercam`.
+    pub method: CamMethod,
+    /// `turbo` (default), `inferno`, `viridis` or `jet`.
+    pub colormap: Colormap,
+    /// Peak opacity of the heat map on the plate.
+    pub alpha: f32,
+    /// Height in pixels of each montage panel.
+    pub montage_height: u32,
+    /// Write per-layer overlays and the montage; off for a verdict-only run.
+    pub write_overlays: bool,
+}
+
+impl Default for ExplainOptions {
+    fn default() -> Self {
+        ExplainOptions {
+            method: CamMethod::GradCam,
+            colormap: Colormap::Turbo,
+            alpha: 0.55,
+            montage_height: 384,
+            write_overlays: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanOptions {
+    /// Plates decoded at once; each holds a decoded plate in memory.
+    pub decode_workers: usize,
+    /// Exit non-zero when any file failed, so scripts notice.
+    pub fail_on_error: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            decode_workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            fail_on_error: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Config {
+    pub paths: Paths,
+    pub decode: DecodePolicy,
+    pub infer: InferOptions,
+    pub explain: ExplainOptions,
+    pub scan: ScanOptions,
+}
+
+const SECTIONS: [&str; 5] = ["paths", "decode", "infer", "explain", "scan"];
+
+impl Config {
+    /// Parses a TOML text, collecting every problem instead of stopping at the first.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            path: origin.to_string(),
+            problems,
+        };
+        let table: toml::Table = toml::from_str(text).map_err(|e| fail(vec![e.to_string()]))?;
+        let mut problems = Vec::new();
+        for key in table.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                problems.push(format!(
+                    "unknown section [{key}] (known: {})",
+                    SECTIONS.join(", ")
+                ));
+            }
+        }
+        fn section<T: serde::de::DeserializeOwned + Default>(
+            table: &toml::Table,
+            name: &str,
+            problems: &mut Vec<String>,
+        ) -> T {
+            match table.get(name) {
+                None => T::default(),
+                Some(v) => v.clone().try_into().unwrap_or_else(|e: toml::de::Error| {
+                    problems.push(format!("[{name}]: {}", e.message()));
+                    T::default()
+                }),
+            }
+        }
+        let config = Config {
+            paths: section(&table, "paths", &mut problems),
+            decode: section(&table, "decode", &mut problems),
+            infer: section(&table, "infer", &mut problems),
+            explain: section(&table, "explain", &mut problems),
+            scan: section(&table, "scan", &mut problems),
+        };
+        problems.extend(config.validate());
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(problems))
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.display().to_string(),
+            problems: vec![format!("cannot read: {e}")],
+        })?;
+        Config::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Range checks that serde cannot express.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.infer.batch_size == 0 || self.infer.batch_size > 64 {
+            p.push(format!(
+                "[infer] batch_size {} must be 1..=64",
+                self.infer.batch_size
+            ));
+        }
+        if self.infer.intra_threads == 0 {
+            p.push("[infer] intra_threads must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.explain.alpha) {
+            p.push(format!(
+                "[explain] alpha {} must be within 0..1",
+                self.explain.alpha
+            ));
+        }
+        if !(32..=4096).contains(&self.explain.montage_height) {
+            p.push(format!(
+                "[explain] montage_height {} must be 32..=4096",
+                self.explain.montage_height
+            ));
+        }
+        if self.scan.decode_workers == 0 {
+            p.push("[scan] decode_workers must be at least 1".into());
+        }
+        if self.decode.max_dimension == 0 {
+            p.push("[decode] max_dimension must be positive".into());
+        }
+        if self.decode.max_sequence_depth == 0 || self.decode.max_sequence_depth > 64 {
+            p.push("[decode] max_sequence_depth must be 1..=64".into());
+        }
+        p
+    }
+
+    /// The site key's location: configured, or beside the database.
+    pub fn key_file(&self) -> PathBuf {
+        self.paths.key_file.clone().unwrap_or_else(|| {
+            let mut p = self.paths.db.clone().into_os_string();
+            p.push(".key");
+            PathBuf::from(p)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            [paths]
+            db = "x.sqlite"
+            colour = "red"
+            [explain]
+            alpha = 3.0
+            [infer]
+            batch_size = 0
+            [extra]
+            a = 1
+        "#;
+        let err = Config::from_toml(text, "t.toml").unwrap_err();
+        let all = err.problems.join("\n");
+        assert!(all.contains("unknown section [extra]"), "{all}");
+        assert!(all.contains("colour"), "{all}");
+        assert!(all.contains("alpha"), "{all}");
+        assert!(all.contains("batch_size"), "{all}");
+        assert_eq!(err.problems.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml("", "t").unwrap();
+        assert_eq!(c.decode.modalities, vec!["IO".to_string()]);
+        assert_eq!(c.explain.colormap, Colormap::Turbo);
+    }
+
+    #[test]
+    fn enums_parse_from_text() {
+        let c = Config::from_toml(
+            "[explain]\nmethod = \"layercam\"\ncolormap = \"inferno\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.explain.method, CamMethod::LayerCam);
+        assert_eq!(c.explain.colormap, Colormap::Inferno);
+    }
+}

@@ -1,0 +1,131 @@
+//! JPEG family (baseline 8-bit, extended 12-bit, lossless process 14 up to 16-bit) through
+//! libjpeg-turbo 3's TurboJPEG API, built from the source bundled in `turbojpeg-sys`.
+//!
+//! dicom-rs's pure-Rust decoder refuses 12-bit DCT JPEG, which dental sensors commonly write;
+//! libjpeg-turbo 3 decodes 8, 12 and (lossless) 16-bit precision in one library.
+
+use std::ffi::CStr;
+use turbojpeg_sys as tj;
+
+pub struct Gray {
+    pub width: usize,
+    pub height: usize,
+    pub samples: Vec<i32>,
+}
+
+struct Handle(tj::tjhandle);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from tj3Init and is destroyed exactly once.
+        unsafe { tj::tj3Destroy(self.0) }
+    }
+}
+
+impl Handle {
+    fn error(&self) -> String {
+        // SAFETY: tj3GetErrorStr returns a NUL-terminated string owned by the handle.
+        unsafe { CStr::from_ptr(tj::tj3GetErrorStr(self.0)) }
+            .to_string_lossy()
+            .into_owned()
+    }
+    fn get(&self, param: tj::TJPARAM) -> i32 {
+        // SAFETY: valid handle; unknown parameters return -1.
+        unsafe { tj::tj3Get(self.0, param as i32) }
+    }
+}
+
+/// Decodes one grayscale JPEG stream to samples.
+pub fn decode(stream: &[u8]) -> Result<Gray, String> {
+    if stream.len() < 4 {
+        return Err("JPEG stream is empty".into());
+    }
+    // SAFETY: plain constructor; a null return is checked.
+    let raw = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as i32) };
+    if raw.is_null() {
+        return Err("cannot initialise the JPEG decoder".into());
+    }
+    let h = Handle(raw);
+    // SAFETY: the buffer and its length are valid for the call.
+    if unsafe { tj::tj3DecompressHeader(h.0, stream.as_ptr(), stream.len() as _) } != 0 {
+        return Err(format!("JPEG header: {}", h.error()));
+    }
+    let width = h.get(tj::TJPARAM_TJPARAM_JPEGWIDTH);
+    let height = h.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT);
+    let precision = h.get(tj::TJPARAM_TJPARAM_PRECISION);
+    if width <= 0 || height <= 0 {
+        return Err(format!("JPEG has invalid size {width}x{height}"));
+    }
+    let (w, hgt) = (width as usize, height as usize);
+    let n = w * hgt;
+    let gray = tj::TJPF_TJPF_GRAY;
+    // SAFETY (all three arms): the destination holds width*height samples of the requested
+    // precision with pitch = width, as TurboJPEG requires for a one-component pixel format.
+    let (rc, samples) = match precision {
+        2..=8 => {
+            let mut buf = vec![0u8; n];
+            let rc = unsafe {
+                tj::tj3Decompress8(
+                    h.0,
+                    stream.as_ptr(),
+                    stream.len() as _,
+                    buf.as_mut_ptr(),
+                    width,
+                    gray,
+                )
+            };
+            (rc, buf.into_iter().map(i32::from).collect())
+        }
+        9..=12 => {
+            let mut buf = vec![0i16; n];
+            let rc = unsafe {
+                tj::tj3Decompress12(
+                    h.0,
+                    stream.as_ptr(),
+                    stream.len() as _,
+                    buf.as_mut_ptr(),
+                    width,
+                    gray,
+                )
+            };
+            (rc, buf.into_iter().map(i32::from).collect())
+        }
+        13..=16 => {
+            let mut buf = vec![0u16; n];
+            let rc = unsafe {
+                tj::tj3Decompress16(
+                    h.0,
+                    stream.as_ptr(),
+                    stream.len() as _,
+                    buf.as_mut_ptr(),
+                    width,
+                    gray,
+                )
+            };
+            (rc, buf.into_iter().map(i32::from).collect())
+        }
+        p => return Err(format!("JPEG sample precision {p} is not supported")),
+    };
+    if rc != 0 {
+        return Err(format!("JPEG data: {}", h.error()));
+    }
+    Ok(Gray {
+        width: w,
+        height: hgt,
+        samples,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_error_not_a_crash() {
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 4, 5]).is_err());
+        let mut junk = vec![0xFF, 0xD8];
+        junk.extend((0..5000).map(|i| (i * 31 % 251) as u8));
+        assert!(decode(&junk).is_err());
+    }
+}

@@ -1,0 +1,408 @@
+//! DICOM bytes to stored pixel values, with every check that keeps a bad file from hurting us
+//! done before the expensive or dangerous step it guards.
+
+mod jpeg;
+pub mod preprocess;
+pub mod prescan;
+
+use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use dicom_pixeldata::PixelDecoder;
+use serde::{Deserialize, Serialize};
+
+/// Why a plate could not be decoded. Every variant is a normal, recorded outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a DICOM file: {0}")]
+    NotDicom(String),
+    #[error("malformed DICOM: {0}")]
+    Malformed(String),
+    #[error("refused by policy: {0}")]
+    Policy(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("pixel data could not be decoded: {0}")]
+    Pixels(String),
+}
+
+impl DecodeError {
+    /// A short stable label for the failure kind, used in the database and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::NotDicom(_) => "not_dicom",
+            DecodeError::Malformed(_) => "malformed",
+            DecodeError::Policy(_) => "policy",
+            DecodeError::Unsupported(_) => "unsupported",
+            DecodeError::Pixels(_) => "pixels",
+        }
+    }
+}
+
+/// What a site accepts, and the limits that keep a hostile header from costing memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodePolicy {
+    /// Accepted modalities (`IO`, `DX`, `CR`, `PX`, ...); empty means any single-frame grayscale
+    /// image, for test data from other modalities.
+    pub modalities: Vec<String>,
+    /// Largest accepted Rows and Columns: a 4 kpx edge is far beyond any intraoral plate.
+    pub max_dimension: u32,
+    /// Largest accepted file, checked before reading it.
+    pub max_file_bytes: u64,
+    /// Deepest sequence nesting accepted; real images stay below 6.
+    pub max_sequence_depth: usize,
+}
+
+impl Default for DecodePolicy {
+    fn default() -> Self {
+        DecodePolicy {
+            modalities: vec!["IO".into()],
+            max_dimension: 8192,
+            max_file_bytes: 512 * 1024 * 1024,
+            max_sequence_depth: 16,
+        }
+    }
+}
+
+/// Identity and acquisition facts of a plate. Patient names are never read into it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlateHeader {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub modality: String,
+    /// Kept only long enough to be hashed with the site key before recording.
+    #[serde(skip)]
+    pub patient_id: Option<String>,
+    pub acquisition_datetime: Option<String>,
+    pub station_name: Option<String>,
+    pub operator: Option<String>,
+    pub device_serial: Option<String>,
+    pub plate_id: Option<String>,
+    pub transfer_syntax: String,
+    pub rows: u32,
+    pub columns: u32,
+    pub bits_allocated: u16,
+    pub bits_stored: u16,
+    pub pixel_signed: bool,
+    pub photometric: String,
+    pub rescale_slope: f64,
+    pub rescale_intercept: f64,
+    pub window: Option<(f64, f64)>,
+}
+
+impl PlateHeader {
+    pub fn is_monochrome1(&self) -> bool {
+        self.photometric == "MONOCHROME1"
+    }
+}
+
+/// A decoded plate: stored values of frame 1, masked to Bits Stored and sign-extended.
+#[derive(Debug, Clone)]
+pub struct Plate {
+    pub header: PlateHeader,
+    pub pixels: Vec<i32>,
+}
+
+impl Plate {
+    pub fn width(&self) -> usize {
+        self.header.columns as usize
+    }
+    pub fn height(&self) -> usize {
+        self.header.rows as usize
+    }
+}
+
+/// Decodes a whole Part 10 file held in memory.
+pub fn decode(bytes: &[u8], policy: &DecodePolicy) -> Result<Plate, DecodeError> {
+    let scan = prescan::prescan(
+        bytes,
+        policy.max_sequence_depth,
+        policy.max_file_bytes as usize,
+    )
+    .map_err(|e| match e {
+        prescan::PrescanError::NotDicom => DecodeError::NotDicom(e.to_string()),
+        other => DecodeError::Malformed(other.to_string()),
+    })?;
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .from_reader(&bytes[128..])
+        .map_err(|e| DecodeError::Malformed(flatten_error(&e)))?;
+    let header = read_header(&obj, &scan.transfer_syntax)?;
+    check_policy(&header, &obj, policy)?;
+    let pixels = decode_pixels(&obj, &header)?;
+    Ok(Plate { header, pixels })
+}
+
+/// Reads only the header, for `inspect` and for early routing decisions.
+pub fn decode_header(bytes: &[u8], policy: &DecodePolicy) -> Result<PlateHeader, DecodeError> {
+    let scan = prescan::prescan(
+        bytes,
+        policy.max_sequence_depth,
+        policy.max_file_bytes as usize,
+    )
+    .map_err(|e| match e {
+        prescan::PrescanError::NotDicom => DecodeError::NotDicom(e.to_string()),
+        other => DecodeError::Malformed(other.to_string()),
+    })?;
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(&bytes[128..])
+        .map_err(|e| DecodeError::Malformed(flatten_error(&e)))?;
+    read_header(&obj, &scan.transfer_syntax)
+}
+
+/// dicom-rs errors nest their causes; one line with all of them is what an operator needs.
+fn flatten_error(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let part = s.to_string();
+        if !msg.contains(&part) {
+            msg.push_str(": ");
+            msg.push_str(&part);
+        }
+        src = s.source();
+    }
+    msg
+}
+
+fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    obj.get(tag)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn int(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<i64> {
+    obj.get(tag).and_then(|e| e.to_int::<i64>().ok())
+}
+
+fn float(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<f64> {
+    obj.get(tag)
+        .and_then(|e| e.to_multi_float64().ok())
+        .and_then(|v| v.first().copied())
+}
+
+fn read_header(obj: &DefaultDicomObject, ts: &str) -> Result<PlateHeader, DecodeError> {
+    let required = |tag, name: &str| {
+        text(obj, tag).ok_or_else(|| DecodeError::Malformed(format!("missing {name}")))
+    };
+    let dims = |tag, name: &str| -> Result<u32, DecodeError> {
+        let v = int(obj, tag)
+            .ok_or_else(|| DecodeError::Policy(format!("not an image: missing {name}")))?;
+        u32::try_from(v).map_err(|_| DecodeError::Malformed(format!("{name} is {v}")))
+    };
+    let acquisition_datetime = text(obj, tags::ACQUISITION_DATE_TIME).or_else(|| {
+        let date = text(obj, tags::ACQUISITION_DATE).or_else(|| text(obj, tags::CONTENT_DATE))?;
+        let time = text(obj, tags::ACQUISITION_TIME)
+            .or_else(|| text(obj, tags::CONTENT_TIME))
+            .unwrap_or_default();
+        Some(format!("{date}{time}"))
+    });
+    let window = match (
+        float(obj, tags::WINDOW_CENTER),
+        float(obj, tags::WINDOW_WIDTH),
+    ) {
+        (Some(c), Some(w)) if w > 0.0 => Some((c, w)),
+        _ => None,
+    };
+    let bits_allocated = int(obj, tags::BITS_ALLOCATED).unwrap_or(0) as u16;
+    Ok(PlateHeader {
+        sop_class_uid: required(tags::SOP_CLASS_UID, "SOP Class UID")?,
+        sop_instance_uid: required(tags::SOP_INSTANCE_UID, "SOP Instance UID")?,
+        study_instance_uid: text(obj, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
+        series_instance_uid: text(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+        modality: text(obj, tags::MODALITY).unwrap_or_default(),
+        patient_id: text(obj, tags::PATIENT_ID),
+        acquisition_datetime,
+        station_name: text(obj, tags::STATION_NAME),
+        operator: text(obj, tags::OPERATORS_NAME),
+        device_serial: text(obj, tags::DEVICE_SERIAL_NUMBER),
+        plate_id: text(obj, tags::PLATE_ID),
+        transfer_syntax: ts.to_string(),
+        rows: dims(tags::ROWS, "Rows")?,
+        columns: dims(tags::COLUMNS, "Columns")?,
+        bits_allocated,
+        bits_stored: int(obj, tags::BITS_STORED).unwrap_or(bits_allocated as i64) as u16,
+        pixel_signed: int(obj, tags::PIXEL_REPRESENTATION) == Some(1),
+        photometric: text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default(),
+        rescale_slope: float(obj, tags::RESCALE_SLOPE).unwrap_or(1.0),
+        rescale_intercept: float(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
+        window,
+    })
+}
+
+fn check_policy(
+    h: &PlateHeader,
+    obj: &DefaultDicomObject,
+    policy: &DecodePolicy,
+) -> Result<(), DecodeError> {
+    if !policy.modalities.is_empty()
+        && !policy
+            .modalities
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(&h.modality))
+    {
+        return Err(DecodeError::Policy(format!(
+            "modality '{}' is not accepted (accepted: {})",
+            h.modality,
+            policy.modalities.join(", ")
+        )));
+    }
+    if obj.get(tags::PIXEL_DATA).is_none() {
+        return Err(DecodeError::Policy("not an image: no Pixel Data".into()));
+    }
+    let samples = int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    if samples != 1 || !matches!(h.photometric.as_str(), "MONOCHROME1" | "MONOCHROME2") {
+        return Err(DecodeError::Unsupported(format!(
+            "only grayscale plates are judged (photometric '{}', {samples} samples)",
+            h.photometric
+        )));
+    }
+    let frames = int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1);
+    if frames != 1 {
+        return Err(DecodeError::Unsupported(format!(
+            "{frames} frames; plates are single-frame"
+        )));
+    }
+    if h.rows == 0
+        || h.columns == 0
+        || h.rows > policy.max_dimension
+        || h.columns > policy.max_dimension
+    {
+        return Err(DecodeError::Policy(format!(
+            "{}x{} pixels is outside 1..={} per side",
+            h.columns, h.rows, policy.max_dimension
+        )));
+    }
+    if !matches!(h.bits_allocated, 8 | 16) || h.bits_stored == 0 || h.bits_stored > h.bits_allocated
+    {
+        return Err(DecodeError::Unsupported(format!(
+            "{} bits stored in {} allocated",
+            h.bits_stored, h.bits_allocated
+        )));
+    }
+    if !h.rescale_slope.is_finite() || h.rescale_slope == 0.0 || !h.rescale_intercept.is_finite() {
+        return Err(DecodeError::Malformed(format!(
+            "rescale slope {} intercept {}",
+            h.rescale_slope, h.rescale_intercept
+        )));
+    }
+    Ok(())
+}
+
+const JPEG_SYNTAXES: [&str; 4] = [
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+];
+
+/// Transfer syntaxes this build decodes; network negotiation offers exactly these.
+pub const SUPPORTED_TRANSFER_SYNTAXES: [&str; 13] = [
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+];
+
+fn decode_pixels(obj: &DefaultDicomObject, h: &PlateHeader) -> Result<Vec<i32>, DecodeError> {
+    if !SUPPORTED_TRANSFER_SYNTAXES.contains(&h.transfer_syntax.as_str()) {
+        return Err(DecodeError::Unsupported(format!(
+            "transfer syntax {}",
+            h.transfer_syntax
+        )));
+    }
+    let n = h.rows as usize * h.columns as usize;
+    let raw: Vec<i32> = if JPEG_SYNTAXES.contains(&h.transfer_syntax.as_str()) {
+        let element = obj
+            .get(tags::PIXEL_DATA)
+            .ok_or_else(|| DecodeError::Policy("no Pixel Data".into()))?;
+        let fragments = element.value().fragments().ok_or_else(|| {
+            DecodeError::Malformed(
+                "compressed transfer syntax without encapsulated pixel data".into(),
+            )
+        })?;
+        let stream: Vec<u8> = fragments.iter().flatten().copied().collect();
+        let img = jpeg::decode(&stream).map_err(DecodeError::Pixels)?;
+        if img.width != h.columns as usize || img.height != h.rows as usize {
+            return Err(DecodeError::Pixels(format!(
+                "JPEG is {}x{} but the header says {}x{}",
+                img.width, img.height, h.columns, h.rows
+            )));
+        }
+        img.samples
+    } else {
+        let decoded = obj
+            .decode_pixel_data_frame(0)
+            .map_err(|e| DecodeError::Pixels(flatten_error(&e)))?;
+        let data = decoded
+            .frame_data(0)
+            .map_err(|e| DecodeError::Pixels(flatten_error(&e)))?;
+        let bytes_per = if h.bits_allocated == 8 { 1 } else { 2 };
+        if data.len() < n * bytes_per {
+            return Err(DecodeError::Pixels(format!(
+                "pixel data holds {} bytes, {} needed",
+                data.len(),
+                n * bytes_per
+            )));
+        }
+        if bytes_per == 1 {
+            data[..n].iter().map(|&b| b as i32).collect()
+        } else {
+            data[..2 * n]
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i32)
+                .collect()
+        }
+    };
+    Ok(mask_stored(raw, h.bits_stored, h.pixel_signed))
+}
+
+/// Keeps the low Bits Stored bits (overlay bits or garbage above them are common in old
+/// scanners' output) and sign-extends when Pixel Representation says so.
+fn mask_stored(mut v: Vec<i32>, bits: u16, signed: bool) -> Vec<i32> {
+    let bits = bits.min(31) as u32;
+    let mask = (1i64 << bits) as i32 - 1;
+    let sign = 1i32 << (bits - 1);
+    for x in v.iter_mut() {
+        let m = *x & mask;
+        *x = if signed && m & sign != 0 {
+            m - (1 << bits)
+        } else {
+            m
+        };
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking_drops_high_bits_and_sign_extends() {
+        assert_eq!(
+            mask_stored(vec![0xF0FF, 0x0FFF], 12, false),
+            vec![0x0FF, 0xFFF]
+        );
+        assert_eq!(
+            mask_stored(vec![0x0FFF, 0x07FF, 0x0800], 12, true),
+            vec![-1, 2047, -2048]
+        );
+        assert_eq!(mask_stored(vec![255], 8, false), vec![255]);
+    }
+}

@@ -1,0 +1,282 @@
+//! Heat maps from the model's own activation and gradient outputs, and the overlay images a
+//! dentist or physicist looks at.
+
+pub mod colormap;
+mod font;
+pub mod overlay;
+
+use crate::decode::preprocess::Letterbox;
+use crate::infer::LayerMaps;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("cannot write overlay {path}: {reason}")]
+    Write { path: String, reason: String },
+    #[error("layer {layer}: {reason}")]
+    Layer { layer: String, reason: String },
+}
+
+/// How channel weights are formed from the gradients.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CamMethod {
+    /// Selvaraju et al.: weights are the spatial mean of the gradients.
+    #[default]
+    GradCam,
+    /// Chattopadhyay et al.: pixel-wise weights from second and third gradient powers.
+    #[serde(rename = "gradcampp", alias = "gradcam++")]
+    GradCamPlusPlus,
+    /// Jiang et al.: element-wise positive gradients times activations; sharper on early layers.
+    LayerCam,
+}
+
+impl CamMethod {
+    pub fn parse(s: &str) -> Option<CamMethod> {
+        match s.to_ascii_lowercase().replace(['-', '_', '+'], "").as_str() {
+            "gradcam" => Some(CamMethod::GradCam),
+            "gradcampp" | "gradcamplusplus" | "gradcam++" => Some(CamMethod::GradCamPlusPlus),
+            "layercam" => Some(CamMethod::LayerCam),
+            _ => None,
+        }
+    }
+    pub fn label(&self) -> &'static str {
+        match self {
+            CamMethod::GradCam => "Grad-CAM",
+            CamMethod::GradCamPlusPlus => "Grad-CAM++",
+            CamMethod::LayerCam => "LayerCAM",
+        }
+    }
+}
+
+/// A raw class-activation map at the layer's resolution (unnormalised, non-negative).
+#[derive(Debug, Clone)]
+pub struct Cam {
+    pub height: usize,
+    pub width: usize,
+    pub values: Vec<f32>,
+}
+
+impl Cam {
+    pub fn max(&self) -> f32 {
+        self.values.iter().copied().fold(0.0, f32::max)
+    }
+    /// True when the map carries no signal: all zero after ReLU, or not finite.
+    pub fn is_empty(&self) -> bool {
+        !(self.max() > 0.0)
+    }
+    /// Position of the peak as fractions of the map (row, column) in 0..1, pixel centres.
+    pub fn peak(&self) -> Option<(f32, f32)> {
+        if self.is_empty() {
+            return None;
+        }
+        let (i, _) = self
+            .values
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::MIN),
+                |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
+            );
+        Some((
+            ((i / self.width) as f32 + 0.5) / self.height as f32,
+            ((i % self.width) as f32 + 0.5) / self.width as f32,
+        ))
+    }
+}
+
+/// Computes a class-activation map from one layer's activations and gradients.
+pub fn cam(maps: &LayerMaps, method: CamMethod) -> Cam {
+    let (c, h, w) = (maps.channels, maps.height, maps.width);
+    let hw = h * w;
+    let a = &maps.activation;
+    let g = &maps.gradient;
+    let mut out = vec![0f64; hw];
+    match method {
+        CamMethod::GradCam => {
+            for k in 0..c {
+                let gk = &g[k * hw..(k + 1) * hw];
+                let weight = gk.iter().map(|&x| x as f64).sum::<f64>() / hw as f64;
+                if weight == 0.0 {
+                    continue;
+                }
+                for (o, &x) in out.iter_mut().zip(&a[k * hw..(k + 1) * hw]) {
+                    *o += weight * x as f64;
+                }
+            }
+        }
+        CamMethod::GradCamPlusPlus => {
+            for k in 0..c {
+                let gk = &g[k * hw..(k + 1) * hw];
+                let ak = &a[k * hw..(k + 1) * hw];
+                let sum_a: f64 = ak.iter().map(|&x| x as f64).sum();
+                let mut weight = 0f64;
+                for &gv in gk {
+                    let g1 = gv as f64;
+                    let g2 = g1 * g1;
+                    let denom = 2.0 * g2 + sum_a * g2 * g1;
+                    if denom != 0.0 && g1 > 0.0 {
+                        weight += (g2 / denom) * g1;
+                    }
+                }
+                if weight == 0.0 {
+                    continue;
+                }
+                for (o, &x) in out.iter_mut().zip(ak) {
+                    *o += weight * x as f64;
+                }
+            }
+        }
+        CamMethod::LayerCam => {
+            for k in 0..c {
+                let gk = &g[k * hw..(k + 1) * hw];
+                let ak = &a[k * hw..(k + 1) * hw];
+                for ((o, &gv), &x) in out.iter_mut().zip(gk).zip(ak) {
+                    if gv > 0.0 {
+                        *o += gv as f64 * x as f64;
+                    }
+                }
+            }
+        }
+    }
+    Cam {
+        height: h,
+        width: w,
+        values: out
+            .into_iter()
+            .map(|v| {
+                if v.is_finite() && v > 0.0 {
+                    v as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Samples a layer map at every native pixel: native pixel centre -> letterbox canvas ->
+/// layer grid, bilinear with half-pixel centres and edge clamping; then min-max normalised to
+/// 0..1 over the plate. An empty or flat map stays all zero rather than becoming noise
+/// divided by epsilon.
+pub fn to_native(cam: &Cam, lb: &Letterbox, native_h: usize, native_w: usize) -> Vec<f32> {
+    let mut out = vec![0f32; native_h * native_w];
+    if cam.is_empty() {
+        return out;
+    }
+    let sy = lb.height as f64 / native_h as f64;
+    let sx = lb.width as f64 / native_w as f64;
+    let ly = cam.height as f64 / lb.size as f64;
+    let lx = cam.width as f64 / lb.size as f64;
+    // Column positions once; rows on the fly.
+    let cols: Vec<(usize, usize, f32)> = (0..native_w)
+        .map(|x| {
+            let canvas = lb.left as f64 + (x as f64 + 0.5) * sx;
+            axis(canvas * lx - 0.5, cam.width)
+        })
+        .collect();
+    let (mut min, mut max) = (f32::MAX, f32::MIN);
+    for y in 0..native_h {
+        let canvas = lb.top as f64 + (y as f64 + 0.5) * sy;
+        let (y0, y1, fy) = axis(canvas * ly - 0.5, cam.height);
+        let r0 = &cam.values[y0 * cam.width..(y0 + 1) * cam.width];
+        let r1 = &cam.values[y1 * cam.width..(y1 + 1) * cam.width];
+        let row = &mut out[y * native_w..(y + 1) * native_w];
+        for (o, &(x0, x1, fx)) in row.iter_mut().zip(&cols) {
+            let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
+            let bottom = r1[x0] + (r1[x1] - r1[x0]) * fx;
+            let v = top + (bottom - top) * fy;
+            min = min.min(v);
+            max = max.max(v);
+            *o = v;
+        }
+    }
+    let span = max - min;
+    if !(span > f32::EPSILON * max.abs().max(1e-30)) {
+        out.iter_mut().for_each(|v| *v = 0.0);
+        return out;
+    }
+    for v in out.iter_mut() {
+        *v = (*v - min) / span;
+    }
+    out
+}
+
+fn axis(pos: f64, n: usize) -> (usize, usize, f32) {
+    let p = pos.clamp(0.0, (n - 1) as f64);
+    let i0 = p.floor() as usize;
+    let i1 = (i0 + 1).min(n - 1);
+    (i0, i1, (p - i0 as f64) as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn maps(act: Vec<f32>, grad: Vec<f32>, c: usize, h: usize, w: usize) -> LayerMaps {
+        LayerMaps {
+            channels: c,
+            height: h,
+            width: w,
+            activation: act,
+            gradient: grad,
+        }
+    }
+
+    #[test]
+    fn gradcam_weights_are_mean_gradients_and_relu_applies() {
+        // Channel 0 weight +1, channel 1 weight -1 (mean of its gradients).
+        let m = maps(
+            vec![1.0, 2.0, 3.0, 4.0, 4.0, 0.0, 0.0, 0.0],
+            vec![1.0, 1.0, 1.0, 1.0, -2.0, 0.0, 0.0, -2.0],
+            2,
+            2,
+            2,
+        );
+        let c = cam(&m, CamMethod::GradCam);
+        assert_eq!(c.values, vec![0.0, 2.0, 3.0, 4.0]);
+        assert_eq!(c.peak(), Some((0.75, 0.75)));
+    }
+
+    #[test]
+    fn layercam_uses_only_positive_gradients() {
+        let m = maps(vec![1.0, 1.0, 1.0, 1.0], vec![2.0, -1.0, 0.0, 0.5], 1, 2, 2);
+        assert_eq!(
+            cam(&m, CamMethod::LayerCam).values,
+            vec![2.0, 0.0, 0.0, 0.5]
+        );
+    }
+
+    #[test]
+    fn empty_and_nan_maps_stay_zero() {
+        let m = maps(vec![f32::NAN, 1.0, 1.0, 1.0], vec![-1.0; 4], 1, 2, 2);
+        let c = cam(&m, CamMethod::GradCam);
+        assert!(c.is_empty());
+        let lb = Letterbox::for_plate(10, 10, 8);
+        assert!(to_native(&c, &lb, 10, 10).iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn native_map_is_normalised_and_keeps_the_peak_location() {
+        let mut values = vec![0.0f32; 16 * 16];
+        values[4 * 16 + 12] = 5.0; // row 4, column 12 of a square canvas
+        let c = Cam {
+            height: 16,
+            width: 16,
+            values,
+        };
+        let lb = Letterbox::for_plate(200, 200, 64);
+        let native = to_native(&c, &lb, 200, 200);
+        let (idx, &max) = native
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.partial_cmp(b.1).unwrap())
+            .unwrap();
+        assert!((max - 1.0).abs() < 1e-3);
+        let (py, px) = (idx / 200, idx % 200);
+        assert!(
+            (py as i32 - 59).abs() <= 7 && (px as i32 - 159).abs() <= 7,
+            "{py},{px}"
+        );
+    }
+}

@@ -1,0 +1,447 @@
+//! The ONNX artifact classifier through ONNX Runtime: the model contract (read from the model,
+//! never assumed) and batched inference returning scores plus Grad-CAM inputs.
+
+use crate::decode::preprocess;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::{Tensor, TensorRef, ValueType};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("ONNX Runtime library {path} could not be loaded ({reason}); run `make setup` to install it, or point `ORT_DYLIB_PATH` / `model.ort_library` at libonnxruntime.so")]
+    Runtime { path: PathBuf, reason: String },
+    #[error("model {path}: {reason}")]
+    Load { path: PathBuf, reason: String },
+    #[error("model {path} breaks the plateqc model contract: {rule}")]
+    Contract { path: PathBuf, rule: String },
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// One artifact type the model reports, with its CID 7011 reason code.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArtifactType {
+    pub name: String,
+    pub code: String,
+    #[serde(default)]
+    pub meaning: String,
+}
+
+/// Everything plateqc needs to know about a model, read from its inputs, outputs and metadata.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelContract {
+    pub input_size: usize,
+    pub preprocessing: String,
+    pub classes: Vec<String>,
+    pub unusable_index: usize,
+    pub artifact_types: Vec<ArtifactType>,
+    pub layers: Vec<String>,
+    pub threshold: f32,
+    pub artifact_threshold: f32,
+    pub model_name: String,
+    pub model_version: String,
+    pub has_target_input: bool,
+    /// sha256 of the model file, so every recorded verdict names the exact weights.
+    pub sha256: String,
+}
+
+/// Thread settings; spinning is off by default because a daemon idles most of the time and
+/// spinning threads would burn a core between plates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferOptions {
+    pub intra_threads: usize,
+    pub inter_threads: usize,
+    pub spinning: bool,
+    /// Plates per inference call.
+    pub batch_size: usize,
+    /// Which class Grad-CAM explains: `unusable` (why the model would reject) or `predicted`.
+    pub explain_target: ExplainTarget,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExplainTarget {
+    Unusable,
+    Predicted,
+}
+
+impl Default for InferOptions {
+    fn default() -> Self {
+        InferOptions {
+            intra_threads: 2,
+            inter_threads: 1,
+            spinning: false,
+            batch_size: 4,
+            explain_target: ExplainTarget::Unusable,
+        }
+    }
+}
+
+/// Activations and gradients of one exported layer for one plate, `[C, h, w]`.
+#[derive(Debug, Clone)]
+pub struct LayerMaps {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub activation: Vec<f32>,
+    pub gradient: Vec<f32>,
+}
+
+/// The model's answer for one plate.
+#[derive(Debug, Clone)]
+pub struct Inference {
+    pub logits: Vec<f32>,
+    pub probabilities: Vec<f32>,
+    pub unusable_score: f32,
+    pub artifact_scores: Vec<f32>,
+    pub layers: Vec<LayerMaps>,
+}
+
+static RUNTIME: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// Where the set-up puts libonnxruntime; compiled in so the binary needs no environment.
+pub fn default_library_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor/onnxruntime/lib/libonnxruntime.so")
+}
+
+/// Loads ONNX Runtime once per process. `ORT_DYLIB_PATH` wins over the configured path.
+pub fn init_runtime(
+    configured: Option<&Path>,
+) -> Result<&'static ort::environment::Environment, InferError> {
+    let path = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .or_else(|| configured.map(Path::to_path_buf))
+        .unwrap_or_else(default_library_path);
+    let result = RUNTIME.get_or_init(|| {
+        if !path.exists() {
+            return Err(format!("{} does not exist", path.display()));
+        }
+        let builder = ort::init_from(&path).map_err(|e| e.to_string())?;
+        builder
+            .with_name("plateqc")
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    result.as_ref().map_err(|reason| InferError::Runtime {
+        path,
+        reason: reason.clone(),
+    })
+}
+
+pub struct Model {
+    session: Mutex<Session>,
+    pub contract: ModelContract,
+    pub path: PathBuf,
+    options: InferOptions,
+}
+
+impl Model {
+    pub fn load(
+        path: &Path,
+        ort_library: Option<&Path>,
+        options: &InferOptions,
+    ) -> Result<Model, InferError> {
+        let env = init_runtime(ort_library)?;
+        let bytes = std::fs::read(path).map_err(|e| InferError::Load {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        let load_err = |e: ort::Error| InferError::Load {
+            path: path.into(),
+            reason: e.to_string(),
+        };
+        let session = Session::builder(env)
+            .map_err(load_err)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| load_err(e.into()))?
+            .with_intra_threads(options.intra_threads.max(1))
+            .map_err(|e| load_err(e.into()))?
+            .with_inter_threads(options.inter_threads.max(1))
+            .map_err(|e| load_err(e.into()))?
+            .with_intra_op_spinning(options.spinning)
+            .map_err(|e| load_err(e.into()))?
+            .with_inter_op_spinning(options.spinning)
+            .map_err(|e| load_err(e.into()))?
+            .commit_from_memory(&bytes)
+            .map_err(load_err)?;
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let contract = read_contract(&session, path, sha256)?;
+        Ok(Model {
+            session: Mutex::new(session),
+            contract,
+            path: path.into(),
+            options: options.clone(),
+        })
+    }
+
+    /// Runs one batch of preprocessed tensors (each `2*S*S` long).
+    pub fn infer(&self, batch: &[&[f32]]) -> Result<Vec<Inference>, InferError> {
+        let c = &self.contract;
+        let s = c.input_size;
+        let n = batch.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut data = Vec::with_capacity(n * 2 * s * s);
+        for t in batch {
+            if t.len() != 2 * s * s {
+                return Err(InferError::Run(format!(
+                    "tensor has {} values, expected {}",
+                    t.len(),
+                    2 * s * s
+                )));
+            }
+            data.extend_from_slice(t);
+        }
+        let run_err = |e: ort::Error| InferError::Run(e.to_string());
+        let image = Tensor::from_array(([n, 2, s, s], data.into_boxed_slice())).map_err(run_err)?;
+        let target: i64 = match self.options.explain_target {
+            ExplainTarget::Unusable => c.unusable_index as i64,
+            ExplainTarget::Predicted => -1,
+        };
+        let targets = vec![target; n];
+        let target_tensor =
+            TensorRef::from_array_view(([n], targets.as_slice())).map_err(run_err)?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| InferError::Run("model session poisoned".into()))?;
+        let outputs = if c.has_target_input {
+            session
+                .run(ort::inputs!["image" => image, "target_class" => target_tensor])
+                .map_err(run_err)?
+        } else {
+            session
+                .run(ort::inputs!["image" => image])
+                .map_err(run_err)?
+        };
+        let get = |name: &str| -> Result<(Vec<usize>, Vec<f32>), InferError> {
+            let value = outputs
+                .get(name)
+                .ok_or_else(|| InferError::Run(format!("model produced no '{name}'")))?;
+            let (shape, values) = value.try_extract_tensor::<f32>().map_err(run_err)?;
+            Ok((shape.iter().map(|&d| d as usize).collect(), values.to_vec()))
+        };
+        let (_, logits) = get("logits")?;
+        let (_, probs) = get("probabilities")?;
+        let (_, arts) = get("artifact_scores")?;
+        let k = c.artifact_types.len();
+        let nc = c.classes.len();
+        let mut layer_data = Vec::new();
+        for layer in &c.layers {
+            let (shape, act) = get(&format!("act_{layer}"))?;
+            let (gshape, grad) = get(&format!("grad_{layer}"))?;
+            if shape.len() != 4 || shape != gshape || shape[0] != n {
+                return Err(InferError::Run(format!(
+                    "layer {layer}: activation {shape:?} and gradient {gshape:?} disagree"
+                )));
+            }
+            layer_data.push((shape, act, grad));
+        }
+        let mut result = Vec::with_capacity(n);
+        for i in 0..n {
+            let layers = layer_data
+                .iter()
+                .map(|(shape, act, grad)| {
+                    let per = shape[1] * shape[2] * shape[3];
+                    LayerMaps {
+                        channels: shape[1],
+                        height: shape[2],
+                        width: shape[3],
+                        activation: act[i * per..(i + 1) * per].to_vec(),
+                        gradient: grad[i * per..(i + 1) * per].to_vec(),
+                    }
+                })
+                .collect();
+            let probabilities = probs[i * nc..(i + 1) * nc].to_vec();
+            result.push(Inference {
+                logits: logits[i * nc..(i + 1) * nc].to_vec(),
+                unusable_score: probabilities[c.unusable_index],
+                probabilities,
+                artifact_scores: arts[i * k..(i + 1) * k].to_vec(),
+                layers,
+            });
+        }
+        Ok(result)
+    }
+}
+
+fn read_contract(
+    session: &Session,
+    path: &Path,
+    sha256: String,
+) -> Result<ModelContract, InferError> {
+    let mut broken: Vec<String> = Vec::new();
+    let meta = session.metadata().map_err(|e| InferError::Load {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    let mut prop = |key: &str| -> Option<String> {
+        let v = meta.custom(key);
+        if v.is_none() {
+            broken.push(format!("metadata '{key}' is missing"));
+        }
+        v
+    };
+    let contract_version = prop("plateqc.contract");
+    let preprocessing = prop("plateqc.preprocessing").unwrap_or_default();
+    let input_size = prop("plateqc.input_size");
+    let classes = prop("plateqc.classes");
+    let artifact_types = prop("plateqc.artifact_types");
+    let layers = prop("plateqc.layers");
+    let threshold = prop("plateqc.threshold");
+    let artifact_threshold = prop("plateqc.artifact_threshold");
+    let model_name = prop("plateqc.model_name").unwrap_or_default();
+    let model_version = prop("plateqc.model_version").unwrap_or_default();
+
+    if let Some(v) = &contract_version {
+        if v != "1" {
+            broken.push(format!("contract version {v} is not 1"));
+        }
+    }
+    if !preprocessing.is_empty() && !preprocess::SUPPORTED.contains(&preprocessing.as_str()) {
+        broken.push(format!(
+            "preprocessing '{preprocessing}' is not implemented here"
+        ));
+    }
+    let parse_json =
+        |what: &str, v: &Option<String>, broken: &mut Vec<String>| -> Option<serde_json::Value> {
+            let s = v.as_ref()?;
+            match serde_json::from_str(s) {
+                Ok(j) => Some(j),
+                Err(e) => {
+                    broken.push(format!("metadata '{what}' is not valid JSON: {e}"));
+                    None
+                }
+            }
+        };
+    let classes: Vec<String> = parse_json("plateqc.classes", &classes, &mut broken)
+        .and_then(|j| serde_json::from_value(j).ok())
+        .unwrap_or_default();
+    let artifact_types: Vec<ArtifactType> =
+        parse_json("plateqc.artifact_types", &artifact_types, &mut broken)
+            .map(|j| {
+                serde_json::from_value(j).unwrap_or_else(|e| {
+                    broken.push(format!(
+                        "metadata 'plateqc.artifact_types' entries need name and code: {e}"
+                    ));
+                    Vec::new()
+                })
+            })
+            .unwrap_or_default();
+    let layers: Vec<String> = parse_json("plateqc.layers", &layers, &mut broken)
+        .and_then(|j| serde_json::from_value(j).ok())
+        .unwrap_or_default();
+    let unusable_index = classes.iter().position(|c| c == "unusable");
+    if classes.len() != 2 || unusable_index.is_none() || !classes.iter().any(|c| c == "usable") {
+        broken.push(format!(
+            "classes must be 'usable' and 'unusable', found {classes:?}"
+        ));
+    }
+    if layers.is_empty() {
+        broken.push("no explainable layers listed in 'plateqc.layers'".into());
+    }
+    let num = |key: &str, v: &Option<String>, broken: &mut Vec<String>| -> Option<f64> {
+        let s = v.as_ref()?;
+        match s.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() => Some(x),
+            _ => {
+                broken.push(format!("metadata '{key}' = '{s}' is not a number"));
+                None
+            }
+        }
+    };
+    let input_size = num("plateqc.input_size", &input_size, &mut broken).unwrap_or(0.0) as usize;
+    let threshold = num("plateqc.threshold", &threshold, &mut broken).unwrap_or(0.5) as f32;
+    let artifact_threshold = num(
+        "plateqc.artifact_threshold",
+        &artifact_threshold,
+        &mut broken,
+    )
+    .unwrap_or(0.5) as f32;
+    if !(0.0..=1.0).contains(&threshold) {
+        broken.push(format!("threshold {threshold} is outside 0..1"));
+    }
+
+    // Inputs and outputs must be what the metadata promises.
+    let shape_of = |vt: &ValueType| {
+        vt.tensor_shape()
+            .map(|s| s.iter().copied().collect::<Vec<i64>>())
+    };
+    let input = session.inputs().iter().find(|i| i.name() == "image");
+    match input.map(|i| shape_of(i.dtype())) {
+        None => broken.push("no input named 'image'".into()),
+        Some(Some(shape)) => {
+            let s = input_size as i64;
+            let ok = shape.len() == 4
+                && (shape[1] == 2)
+                && (shape[2] == s || shape[2] < 0)
+                && (shape[3] == s || shape[3] < 0);
+            if !ok {
+                broken.push(format!(
+                    "input 'image' has shape {shape:?}, expected [N, 2, {s}, {s}]"
+                ));
+            }
+        }
+        Some(None) => broken.push("input 'image' is not a tensor".into()),
+    }
+    let has_target_input = session.inputs().iter().any(|i| i.name() == "target_class");
+    for other in session.inputs() {
+        if other.name() != "image" && other.name() != "target_class" {
+            broken.push(format!("unexpected input '{}'", other.name()));
+        }
+    }
+    let output_names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+    let mut required = vec![
+        "logits".to_string(),
+        "probabilities".into(),
+        "artifact_scores".into(),
+    ];
+    for l in &layers {
+        required.push(format!("act_{l}"));
+        required.push(format!("grad_{l}"));
+    }
+    for r in &required {
+        if !output_names.contains(&r.as_str()) {
+            broken.push(format!("output '{r}' is missing"));
+        }
+    }
+    if let Some(o) = session
+        .outputs()
+        .iter()
+        .find(|o| o.name() == "artifact_scores")
+    {
+        if let Some(shape) = shape_of(o.dtype()) {
+            if shape.len() != 2 || (shape[1] >= 0 && shape[1] as usize != artifact_types.len()) {
+                broken.push(format!(
+                    "output 'artifact_scores' has shape {shape:?} but {} artifact types are listed",
+                    artifact_types.len()
+                ));
+            }
+        }
+    }
+    if !broken.is_empty() {
+        return Err(InferError::Contract {
+            path: path.into(),
+            rule: broken.join("; "),
+        });
+    }
+    Ok(ModelContract {
+        input_size,
+        preprocessing,
+        unusable_index: unusable_index.unwrap_or(1),
+        classes,
+        artifact_types,
+        layers,
+        threshold,
+        artifact_threshold,
+        model_name,
+        model_version,
+        has_target_input,
+        sha256,
+    })
+}

@@ -1,0 +1,15 @@
+//! plateqc: quality control for dental phosphor-plate X-rays.
+//!
+//! The pipeline follows the data: [`decode`] (DICOM to stored values and the model tensor),
+//! [`infer`] (the ONNX classifier), [`explain`] (Grad-CAM from the model's own outputs, overlay
+//! images), [`record`] (the SQLite QC history); [`pipeline`] wires them with bounded channels
+//! and [`cli`] is what the binary calls.
+
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod explain;
+pub mod fsutil;
+pub mod infer;
+pub mod pipeline;
+pub mod record;

@@ -1,0 +1,574 @@
+//! Wiring of the stages: ingest -> decode -> infer -> explain -> record, with bounded channels
+//! between them and CPU work on blocking threads. Only ingest watches the cancellation token;
+//! every later stage finishes what it holds and stops when its input closes, so a shutdown
+//! never leaves a plate half-recorded.
+
+use crate::config::Config;
+use crate::decode::{self, preprocess, PlateHeader};
+use crate::explain::{self, overlay};
+use crate::infer::{Inference, Model};
+use crate::record::{Finding, PatientHasher, PlateRecord, RecordError, Recorder};
+use futures::StreamExt;
+use sha2::Digest;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Everything the stages share for a run.
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub model: Arc<Model>,
+    pub recorder: Recorder,
+    pub hasher: PatientHasher,
+    pub run_id: String,
+    lut: Arc<[[u8; 3]; 256]>,
+}
+
+impl Engine {
+    pub async fn start(config: Config) -> Result<Engine, PipelineError> {
+        let opts = config.infer.clone();
+        let model_path = config.paths.model.clone();
+        let ort = config.paths.ort_library.clone();
+        let model =
+            tokio::task::spawn_blocking(move || Model::load(&model_path, ort.as_deref(), &opts))
+                .await
+                .map_err(|e| PipelineError::Setup(e.to_string()))?
+                .map_err(|e| PipelineError::Setup(e.to_string()))?;
+        let recorder = Recorder::open(&config.paths.db).await?;
+        let hasher = PatientHasher::load_or_create(&config.key_file())?;
+        let lut = Arc::new(overlay::lut_for(config.explain.colormap));
+        let run_id = format!(
+            "{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+            std::process::id()
+        );
+        Ok(Engine {
+            config: Arc::new(config),
+            model: Arc::new(model),
+            recorder,
+            hasher,
+            run_id,
+            lut,
+        })
+    }
+}
+
+/// What became of one file, for the summary and the CLI.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub row_id: i64,
+    pub record: PlateRecord,
+}
+
+/// Reports progress; the CLI shows a bar on a terminal and log lines otherwise.
+pub trait Progress: Send + Sync {
+    fn done(&self, outcome: &Outcome);
+}
+
+impl Progress for () {
+    fn done(&self, _: &Outcome) {}
+}
+
+/// A plate between decode and infer: display image kept, raw pixels dropped (memory).
+struct Decoded {
+    base: PlateRecord,
+    header: PlateHeader,
+    gray: Vec<u8>,
+    tensor: Vec<f32>,
+    letterbox: preprocess::Letterbox,
+    started: Instant,
+}
+
+struct Inferred {
+    decoded: Decoded,
+    inference: Inference,
+}
+
+enum Item<T> {
+    Ok(T),
+    Done(PlateRecord),
+}
+
+/// Expands folders recursively, skipping hidden and partial files, in a stable order.
+pub fn collect_files(inputs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut stack = vec![input.clone()];
+            while let Some(dir) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                let mut entries: Vec<_> =
+                    entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+                entries.sort();
+                for p in entries.into_iter().rev() {
+                    if is_ignored(&p) {
+                        continue;
+                    }
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if p.is_file() {
+                        out.push(p);
+                    }
+                }
+            }
+        } else {
+            out.push(input.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Files that are being written or are not plates: dotfiles, `*.part`, `*.tmp`, our sidecars.
+pub fn is_ignored(p: &Path) -> bool {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    name.starts_with('.')
+        || name.ends_with(".part")
+        || name.ends_with(".tmp")
+        || name.ends_with(".reason.txt")
+        || name.ends_with(".jsonl")
+        || name.ends_with(".npz")
+        || name.ends_with(".json")
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn failure(
+    mut base: PlateRecord,
+    stage: &str,
+    kind: &str,
+    message: String,
+    started: Instant,
+) -> PlateRecord {
+    base.verdict = "error".into();
+    base.error_stage = Some(stage.into());
+    base.error_kind = Some(kind.into());
+    base.error = Some(message);
+    base.total_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+    base.processed_at = now_rfc3339();
+    base
+}
+
+fn decode_file(engine: &Engine, path: &Path) -> Item<Decoded> {
+    let started = Instant::now();
+    let mut base = PlateRecord {
+        run_id: engine.run_id.clone(),
+        source_path: path.display().to_string(),
+        ..Default::default()
+    };
+    let policy = &engine.config.decode;
+    let size = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) => {
+            return Item::Done(failure(
+                base,
+                "read",
+                "io",
+                format!("cannot read: {e}"),
+                started,
+            ))
+        }
+    };
+    base.size_bytes = size as i64;
+    if size > policy.max_file_bytes {
+        return Item::Done(failure(
+            base,
+            "read",
+            "too_large",
+            format!("file is {size} bytes, limit {}", policy.max_file_bytes),
+            started,
+        ));
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            return Item::Done(failure(
+                base,
+                "read",
+                "io",
+                format!("cannot read: {e}"),
+                started,
+            ))
+        }
+    };
+    base.sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+    let plate = match decode::decode(&bytes, policy) {
+        Ok(p) => p,
+        Err(e) => {
+            // The header may still be readable; keep what identity we can for the record.
+            if let Ok(h) = decode::decode_header(&bytes, policy) {
+                fill_identity(&mut base, &h, &engine.hasher);
+            }
+            return Item::Done(failure(base, "decode", e.kind(), e.to_string(), started));
+        }
+    };
+    drop(bytes);
+    fill_identity(&mut base, &plate.header, &engine.hasher);
+    let (tensor, letterbox) = preprocess::preprocess(&plate, engine.model.contract.input_size);
+    let gray = overlay::display_gray(&plate);
+    base.decode_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+    Item::Ok(Decoded {
+        base,
+        header: plate.header,
+        gray,
+        tensor,
+        letterbox,
+        started,
+    })
+}
+
+fn fill_identity(r: &mut PlateRecord, h: &PlateHeader, hasher: &PatientHasher) {
+    r.sop_instance_uid = Some(h.sop_instance_uid.clone());
+    r.sop_class_uid = Some(h.sop_class_uid.clone());
+    r.study_instance_uid = Some(h.study_instance_uid.clone()).filter(|s| !s.is_empty());
+    r.series_instance_uid = Some(h.series_instance_uid.clone()).filter(|s| !s.is_empty());
+    r.modality = Some(h.modality.clone()).filter(|s| !s.is_empty());
+    r.patient_id_hash = h.patient_id.as_deref().map(|id| hasher.hash(id));
+    r.acquisition_datetime = h.acquisition_datetime.clone();
+    r.station_name = h.station_name.clone();
+    r.operator = h.operator.clone();
+    r.device_serial = h.device_serial.clone();
+    r.plate_identifier = h.plate_id.clone();
+    r.transfer_syntax = Some(h.transfer_syntax.clone());
+    r.rows = Some(h.rows as i64);
+    r.columns = Some(h.columns as i64);
+    r.bits_stored = Some(h.bits_stored as i64);
+    r.photometric = Some(h.photometric.clone());
+}
+
+fn infer_batch(engine: &Engine, batch: Vec<Decoded>) -> Vec<Item<Inferred>> {
+    let started = Instant::now();
+    let tensors: Vec<&[f32]> = batch.iter().map(|d| d.tensor.as_slice()).collect();
+    match engine.model.infer(&tensors) {
+        Ok(results) => {
+            let per_plate = started.elapsed().as_secs_f64() * 1e3 / batch.len() as f64;
+            batch
+                .into_iter()
+                .zip(results)
+                .map(|(mut decoded, inference)| {
+                    decoded.base.infer_ms = Some(per_plate);
+                    decoded.tensor = Vec::new();
+                    Item::Ok(Inferred { decoded, inference })
+                })
+                .collect()
+        }
+        Err(e) => batch
+            .into_iter()
+            .map(|d| Item::Done(failure(d.base, "infer", "model", e.to_string(), d.started)))
+            .collect(),
+    }
+}
+
+fn explain_plate(engine: &Engine, item: Inferred) -> PlateRecord {
+    let started = Instant::now();
+    let Inferred { decoded, inference } = item;
+    let Decoded {
+        mut base,
+        header,
+        gray,
+        letterbox,
+        started: plate_started,
+        ..
+    } = decoded;
+    let contract = &engine.model.contract;
+    let cfg = &engine.config.explain;
+    let unusable = inference.unusable_score >= contract.threshold;
+    base.verdict = if unusable { "unusable" } else { "usable" }.into();
+    base.unusable_score = Some(inference.unusable_score as f64);
+    base.threshold = Some(contract.threshold as f64);
+    base.model_name = Some(contract.model_name.clone());
+    base.model_version = Some(contract.model_version.clone());
+    base.model_sha256 = Some(contract.sha256.clone());
+    base.cam_method = Some(cfg.method.label().to_string());
+    let mut ranked: Vec<(usize, f32)> = inference
+        .artifact_scores
+        .iter()
+        .copied()
+        .enumerate()
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    base.findings = ranked
+        .iter()
+        .filter(|(_, s)| *s >= contract.artifact_threshold)
+        .map(|&(i, s)| Finding {
+            artifact_type: contract.artifact_types[i].name.clone(),
+            reason_code: contract.artifact_types[i].code.clone(),
+            score: s,
+        })
+        .collect();
+    if unusable {
+        base.reason_code = ranked
+            .first()
+            .map(|&(i, _)| contract.artifact_types[i].code.clone());
+    }
+
+    if cfg.write_overlays {
+        let (w, h) = (header.columns as usize, header.rows as usize);
+        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let uid = crate::fsutil::sanitize_component(&header.sop_instance_uid);
+        let short = &base.sha256[..base.sha256.len().min(8)];
+        let dir = engine
+            .config
+            .paths
+            .out
+            .join("overlays")
+            .join(day)
+            .join(format!("{uid}_{short}"));
+        let mut panels = vec![overlay::Panel {
+            label: "ORIGINAL".into(),
+            image: overlay::gray_rgb(&gray, w, h),
+        }];
+        let mut overlays = BTreeMap::new();
+        for (name, maps) in contract.layers.iter().zip(&inference.layers) {
+            let cam = explain::cam(maps, cfg.method);
+            let heat = explain::to_native(&cam, &letterbox, h, w);
+            let img = overlay::blend(&gray, &heat, w, h, &engine.lut, cfg.alpha);
+            let path = dir.join(format!("{}.png", crate::fsutil::sanitize_component(name)));
+            if let Err(e) = overlay::save_png(&img, &path) {
+                return failure(base, "explain", "write", e.to_string(), plate_started);
+            }
+            overlays.insert(name.clone(), path.display().to_string());
+            let empty = if cam.is_empty() { " (EMPTY)" } else { "" };
+            panels.push(overlay::Panel {
+                label: format!("{} {}{}", name, cfg.method.label(), empty),
+                image: img,
+            });
+        }
+        let mut lines = vec![format!(
+            "{} {:.2} (THRESHOLD {:.2})  {}",
+            base.verdict.to_uppercase(),
+            inference.unusable_score,
+            contract.threshold,
+            contract.model_version
+        )];
+        if base.findings.is_empty() {
+            lines.push("NO ARTIFACT TYPE ABOVE ITS THRESHOLD".into());
+        } else {
+            lines.push(
+                base.findings
+                    .iter()
+                    .take(4)
+                    .map(|f| format!("{} {:.2}", f.artifact_type, f.score))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
+        let m = overlay::montage(&panels, &lines, unusable, &engine.lut, cfg.montage_height);
+        let montage_path = dir.join("montage.png");
+        if let Err(e) = overlay::save_png(&m, &montage_path) {
+            return failure(base, "explain", "write", e.to_string(), plate_started);
+        }
+        base.overlays = overlays;
+        base.montage_path = Some(montage_path.display().to_string());
+    }
+    base.explain_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+    base.total_ms = Some(plate_started.elapsed().as_secs_f64() * 1e3);
+    base.processed_at = now_rfc3339();
+    base
+}
+
+/// Runs the pipeline over `files`; returns the outcome of every file, in input order.
+pub async fn run(
+    engine: Arc<Engine>,
+    files: Vec<PathBuf>,
+    progress: Arc<dyn Progress>,
+    cancel: CancellationToken,
+) -> Result<Vec<Outcome>, PipelineError> {
+    let workers = engine.config.scan.decode_workers.max(1);
+    let batch_size = engine.config.infer.batch_size.max(1);
+    let (to_decode_tx, to_decode_rx) = mpsc::channel::<PathBuf>(workers * 2);
+    let (to_infer_tx, mut to_infer_rx) = mpsc::channel::<Item<Decoded>>(batch_size * 2);
+    let (to_explain_tx, to_explain_rx) = mpsc::channel::<Item<Inferred>>(batch_size * 2);
+    let (to_record_tx, mut to_record_rx) = mpsc::channel::<PlateRecord>(workers * 2);
+
+    // Ingest: the only stage that listens for cancellation.
+    let ingest = tokio::spawn(async move {
+        for f in files {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                sent = to_decode_tx.send(f) => if sent.is_err() { break },
+            }
+        }
+    });
+
+    // Decode: up to `workers` plates at once, output kept in input order.
+    let e = engine.clone();
+    let decode = tokio::spawn(async move {
+        let mut stream = tokio_stream_from(to_decode_rx)
+            .map(|path| {
+                let e = e.clone();
+                async move {
+                    let p = path.clone();
+                    tokio::task::spawn_blocking(move || decode_file(&e, &p))
+                        .await
+                        .unwrap_or_else(|join| {
+                            Item::Done(failure(
+                                PlateRecord {
+                                    source_path: path.display().to_string(),
+                                    ..Default::default()
+                                },
+                                "decode",
+                                "panic",
+                                format!("decoder crashed: {join}"),
+                                Instant::now(),
+                            ))
+                        })
+                }
+            })
+            .buffered(workers);
+        while let Some(item) = stream.next().await {
+            if to_infer_tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    // Infer: batches whatever is waiting, up to batch_size, without waiting for more.
+    let e = engine.clone();
+    let infer = tokio::spawn(async move {
+        let mut pending_done: Vec<PlateRecord> = Vec::new();
+        while let Some(first) = to_infer_rx.recv().await {
+            let mut batch = Vec::new();
+            let push = |item: Item<Decoded>,
+                        batch: &mut Vec<Decoded>,
+                        done: &mut Vec<PlateRecord>| match item {
+                Item::Ok(d) => batch.push(d),
+                Item::Done(r) => done.push(r),
+            };
+            push(first, &mut batch, &mut pending_done);
+            while batch.len() < batch_size {
+                match to_infer_rx.try_recv() {
+                    Ok(item) => push(item, &mut batch, &mut pending_done),
+                    Err(_) => break,
+                }
+            }
+            for r in pending_done.drain(..) {
+                if to_explain_tx.send(Item::Done(r)).await.is_err() {
+                    return;
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let e2 = e.clone();
+            let results = tokio::task::spawn_blocking(move || infer_batch(&e2, batch)).await;
+            let Ok(results) = results else { return };
+            for r in results {
+                if to_explain_tx.send(r).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
+    // Explain: heat maps and PNGs on blocking threads, in order.
+    let e = engine.clone();
+    let explain = tokio::spawn(async move {
+        let mut stream = tokio_stream_from(to_explain_rx)
+            .map(|item| {
+                let e = e.clone();
+                async move {
+                    match item {
+                        Item::Done(r) => r,
+                        Item::Ok(inf) => {
+                            let path = inf.decoded.base.source_path.clone();
+                            tokio::task::spawn_blocking(move || explain_plate(&e, inf))
+                                .await
+                                .unwrap_or_else(|join| {
+                                    failure(
+                                        PlateRecord {
+                                            source_path: path,
+                                            ..Default::default()
+                                        },
+                                        "explain",
+                                        "panic",
+                                        format!("explain crashed: {join}"),
+                                        Instant::now(),
+                                    )
+                                })
+                        }
+                    }
+                }
+            })
+            .buffered(workers);
+        while let Some(r) = stream.next().await {
+            if to_record_tx.send(r).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    // Record: one transaction per plate, in order.
+    let mut outcomes = Vec::new();
+    let mut record_error = None;
+    while let Some(mut r) = to_record_rx.recv().await {
+        if r.run_id.is_empty() {
+            r.run_id = engine.run_id.clone();
+        }
+        match engine.recorder.insert(&r).await {
+            Ok(row_id) => {
+                let outcome = Outcome { row_id, record: r };
+                log_outcome(&outcome);
+                progress.done(&outcome);
+                outcomes.push(outcome);
+            }
+            Err(e) => {
+                tracing::error!(path = %r.source_path, error = %e, "could not record plate; stopping");
+                record_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(to_record_rx);
+    let _ = tokio::join!(ingest, decode, infer, explain);
+    match record_error {
+        Some(e) => Err(e.into()),
+        None => Ok(outcomes),
+    }
+}
+
+fn log_outcome(o: &Outcome) {
+    let r = &o.record;
+    match r.verdict.as_str() {
+        "error" => tracing::warn!(
+            path = %r.source_path,
+            stage = r.error_stage.as_deref().unwrap_or(""),
+            kind = r.error_kind.as_deref().unwrap_or(""),
+            error = r.error.as_deref().unwrap_or(""),
+            "plate failed"
+        ),
+        v => tracing::debug!(
+            path = %r.source_path,
+            sop = r.sop_instance_uid.as_deref().unwrap_or(""),
+            verdict = v,
+            score = r.unusable_score.unwrap_or(f64::NAN),
+            "plate judged"
+        ),
+    }
+}
+
+/// A receiver as a stream, without pulling in tokio-stream for one adapter.
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
