@@ -1,0 +1,271 @@
+"""Write synthetic plates as DICOM Part 10 files (Modality IO) and verify them by re-reading.
+
+Encoders: native / deflate / RLE by pydicom itself; JPEG-LS by pyjpegls and JPEG 2000 by
+pylibjpeg-openjpeg (through pydicom's encoding plugins); JPEG baseline (process 1),
+12-bit extended (process 2/4) and lossless process 14 SV1 by imagecodecs (libjpeg-turbo),
+encapsulated with pydicom.  Decoding on re-read is pydicom's (pylibjpeg / pyjpegls plugins).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import generate_uid
+
+SOP_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.3"
+SOP_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.3.1"
+
+# short name -> (UID, lossless?)
+SYNTAXES = {
+    "explicit_le": ("1.2.840.10008.1.2.1", True),
+    "implicit_le": ("1.2.840.10008.1.2", True),
+    "deflated_le": ("1.2.840.10008.1.2.1.99", True),
+    "explicit_be": ("1.2.840.10008.1.2.2", True),
+    "rle": ("1.2.840.10008.1.2.5", True),
+    "jpegls": ("1.2.840.10008.1.2.4.80", True),
+    "j2k_lossless": ("1.2.840.10008.1.2.4.90", True),
+    "j2k": ("1.2.840.10008.1.2.4.91", False),
+    "jpeg_baseline": ("1.2.840.10008.1.2.4.50", False),
+    "jpeg_extended": ("1.2.840.10008.1.2.4.51", False),
+    "jpeg_lossless_sv1": ("1.2.840.10008.1.2.4.70", True),
+}
+NATIVE = ("explicit_le", "implicit_le", "deflated_le", "explicit_be")
+
+# lossy tolerance on re-read, as fractions of the stored range 2^bits - 1
+LOSSY_MEAN_TOL = 0.01
+LOSSY_MAX_TOL = 0.15
+
+
+class VerifyError(RuntimeError):
+    pass
+
+
+def syntax_available(name: str) -> bool:
+    """Can this environment encode *and* decode the syntax?"""
+    try:
+        if name in NATIVE or name == "rle":
+            return True
+        if name in ("jpegls", "j2k_lossless", "j2k"):
+            from pydicom.pixels import get_encoder
+            enc = get_encoder(SYNTAXES[name][0])
+            return bool(enc.is_available) and _decoder_ok(name)
+        if name.startswith("jpeg_"):
+            import imagecodecs  # noqa: F401
+            return bool(imagecodecs.JPEG8.available) and _decoder_ok(name)
+    except Exception:
+        return False
+    return False
+
+
+def _decoder_ok(name):
+    from pydicom.pixels import get_decoder
+    return bool(get_decoder(SYNTAXES[name][0]).is_available)
+
+
+def compatible(name: str, plate) -> bool:
+    """Whether the syntax can carry this plate's pixel format."""
+    bits, signed = plate.bits_stored, plate.pixel_representation
+    if name == "jpeg_baseline":
+        return bits == 8 and not signed
+    if name == "jpeg_extended":
+        return bits == 12 and not signed
+    if name in ("jpeg_lossless_sv1", "jpegls"):
+        return not signed
+    return True
+
+
+def synthetic_identity(seed: int, patient_key: str | None = None, *, sop_class: str | None = None,
+                       when: _dt.datetime | None = None) -> dict:
+    """Obviously fake patient/study/series/instance identity, deterministic from the seed.
+
+    Plates that share `patient_key` share the patient and the study (one series per plate).
+    """
+    pk = str(patient_key if patient_key is not None else seed)
+    h = int(hashlib.sha256(f"synth-patient-{pk}".encode()).hexdigest()[:8], 16)
+    r = np.random.Generator(np.random.PCG64(h))
+    pnum = h % 10000
+    base = when or (_dt.datetime(2026, 1, 5, 8, 0, 0)
+                    + _dt.timedelta(days=int(r.integers(0, 300)), minutes=int(r.integers(0, 540))))
+    ri = np.random.Generator(np.random.PCG64(int(seed) & 0xFFFFFFFFFFFF))
+    acq = base + _dt.timedelta(seconds=int(ri.integers(0, 1800)))
+    if sop_class is None:
+        sop_class = SOP_PROCESSING if ri.random() < 0.1 else SOP_PRESENTATION
+    station = int(ri.integers(1, 5))
+    plate_no = int(ri.integers(1, 61))
+    return {
+        "PatientName": f"SYNTH^PATIENT^{pnum:04d}",
+        "PatientID": f"SYNTH-{pnum:04d}",
+        "PatientBirthDate": f"{1940 + int(r.integers(0, 70))}0101",
+        "PatientSex": ["F", "M", "O"][int(r.integers(0, 3))],
+        "StudyInstanceUID": generate_uid(entropy_srcs=["synth-study", pk]),
+        "SeriesInstanceUID": generate_uid(entropy_srcs=["synth-series", str(seed), pk]),
+        "SOPInstanceUID": generate_uid(entropy_srcs=["synth-instance", str(seed), pk]),
+        "StudyID": f"{h % 100000:05d}",
+        "AccessionNumber": f"SYN{h % 10**8:08d}",
+        "StudyDate": base.strftime("%Y%m%d"),
+        "StudyTime": base.strftime("%H%M%S"),
+        "AcquisitionDateTime": acq.strftime("%Y%m%d%H%M%S"),
+        "StationName": f"SYNTH-OP{station}",
+        "OperatorsName": f"SYNTH^OPERATOR^{int(ri.integers(1, 9))}",
+        "DeviceSerialNumber": f"SYN-PSP-SCANNER-{station:03d}",
+        "PlateID": f"SYNTH-PLATE-{station}-{plate_no:03d}",
+        "SOPClassUID": sop_class,
+        "SeriesNumber": int(ri.integers(1, 20)),
+        "InstanceNumber": 1,
+    }
+
+
+def build_dataset(plate, identity: dict) -> Dataset:
+    ds = Dataset()
+    for k in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+              "SeriesInstanceUID", "SOPInstanceUID", "StudyID", "AccessionNumber", "StudyDate",
+              "StudyTime", "AcquisitionDateTime", "StationName", "OperatorsName",
+              "DeviceSerialNumber", "PlateID", "SOPClassUID", "SeriesNumber", "InstanceNumber"):
+        setattr(ds, k, identity[k])
+    ds.SeriesDate = identity["StudyDate"]
+    ds.SeriesTime = identity["StudyTime"]
+    ds.ContentDate = identity["AcquisitionDateTime"][:8]
+    ds.ContentTime = identity["AcquisitionDateTime"][8:]
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.Modality = "IO"
+    ds.Manufacturer = "plateqc synthetic generator"
+    ds.ManufacturerModelName = "synth"
+    ds.ReferringPhysicianName = ""
+    ds.SeriesDescription = f"SYNTH {plate.view}"
+    ds.BodyPartExamined = "JAW"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
+    ds.PresentationIntentType = ("FOR PRESENTATION" if identity["SOPClassUID"] == SOP_PRESENTATION
+                                 else "FOR PROCESSING")
+    ds.ImageLaterality = "U"
+    ds.PositionerType = "NONE"
+    ds.DetectorType = "STORAGE"
+    ds.PatientOrientation = ""
+    ds.BurnedInAnnotation = "NO"
+    ds.ImagerPixelSpacing = [f"{1.0 / plate.px_per_mm:.6f}"] * 2
+    ds.PixelSpacing = [f"{1.0 / plate.px_per_mm:.6f}"] * 2
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = plate.photometric
+    ds.Rows, ds.Columns = (int(v) for v in plate.stored.shape)
+    ds.BitsAllocated = 8 if plate.bits_stored == 8 else 16
+    ds.BitsStored = plate.bits_stored
+    ds.HighBit = plate.bits_stored - 1
+    ds.PixelRepresentation = plate.pixel_representation
+    ds.PixelIntensityRelationship = "LOG"
+    ds.PixelIntensityRelationshipSign = -1 if plate.photometric == "MONOCHROME2" else 1
+    ds.RescaleSlope = f"{plate.rescale_slope:g}"
+    ds.RescaleIntercept = f"{plate.rescale_intercept:g}"
+    ds.RescaleType = "US"
+    if plate.window_center is not None:
+        ds.WindowCenter = f"{plate.window_center:g}"
+        ds.WindowWidth = f"{plate.window_width:g}"
+    ds.LossyImageCompression = "00"
+    return ds
+
+
+def pixel_array_for(plate) -> np.ndarray:
+    a = plate.stored
+    if plate.bits_stored == 8:
+        return a.astype(np.uint8)
+    return a.astype(np.int16 if plate.pixel_representation else np.uint16)
+
+
+def _strip_app(b: bytes) -> bytes:
+    """Drop JFIF APPn segments after SOI (DICOM JPEG streams need none)."""
+    out = bytearray(b[:2])
+    i = 2
+    while i + 4 <= len(b) and b[i] == 0xFF and 0xE0 <= b[i + 1] <= 0xEF:
+        i += 2 + int.from_bytes(b[i + 2:i + 4], "big")
+    out += b[i:]
+    return bytes(out)
+
+
+def write_dicom(plate, path, *, transfer_syntax: str = "explicit_le", identity: dict | None = None,
+                verify: bool = True) -> dict:
+    """Write `plate` to `path` with the named transfer syntax (a key of SYNTAXES or its UID).
+
+    Returns {"transfer_syntax": uid, "lossless": bool, "max_abs_err": int, "mean_abs_err": float}.
+    Raises VerifyError when the re-read pixels differ (lossless) or exceed the lossy tolerance.
+    """
+    name = transfer_syntax
+    if name not in SYNTAXES:
+        inv = {v[0]: k for k, v in SYNTAXES.items()}
+        if name not in inv:
+            raise ValueError(f"unknown transfer syntax {transfer_syntax!r}")
+        name = inv[name]
+    uid, lossless = SYNTAXES[name]
+    if not compatible(name, plate):
+        raise ValueError(f"{name} cannot carry {plate.bits_stored}-bit "
+                         f"{'signed' if plate.pixel_representation else 'unsigned'} pixels")
+    if identity is None:
+        identity = synthetic_identity(plate.seed)
+    ds = build_dataset(plate, identity)
+    arr = pixel_array_for(plate)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.ImplementationClassUID = generate_uid(entropy_srcs=["plateqc-synth-implementation"])
+    meta.ImplementationVersionName = "PLATEQC_SYNTH1"
+    ds.file_meta = meta
+
+    if name in NATIVE:
+        meta.TransferSyntaxUID = uid
+        ds.PixelData = arr.tobytes()
+        ds["PixelData"].VR = "OB" if ds.BitsAllocated == 8 else "OW"
+        if name == "explicit_be" and ds.BitsAllocated == 16:
+            ds.PixelData = arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+    elif name in ("rle", "jpegls", "j2k_lossless", "j2k"):
+        kw = {}
+        if name == "j2k":
+            kw = {"j2k_psnr": [85.0 if plate.bits_stored > 8 else 48.0]}
+        ds.PixelData = arr.tobytes()
+        ds["PixelData"].VR = "OB" if ds.BitsAllocated == 8 else "OW"
+        meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+        ds.compress(uid, arr, generate_instance_uid=False, **kw)
+    else:
+        import imagecodecs
+        a = arr
+        if name == "jpeg_lossless_sv1":
+            frame = imagecodecs.jpeg8_encode(a, lossless=True, predictor=1,
+                                             bitspersample=plate.bits_stored)
+        elif name == "jpeg_extended":
+            frame = imagecodecs.jpeg8_encode(a.astype(np.uint16), level=92,
+                                             bitspersample=12)
+        else:
+            frame = imagecodecs.jpeg8_encode(a.astype(np.uint8), level=92)
+        frame = _strip_app(bytes(frame))
+        ds.PixelData = encapsulate([frame])
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+        meta.TransferSyntaxUID = uid
+    if not lossless:
+        ds.LossyImageCompression = "01"
+        raw = arr.size * (1 if ds.BitsAllocated == 8 else 2)
+        size = len(ds.PixelData)
+        ds.LossyImageCompressionRatio = f"{raw / max(1, size):.2f}"
+        ds.LossyImageCompressionMethod = "ISO_15444_1" if name == "j2k" else "ISO_10918_1"
+    ds.save_as(path, enforce_file_format=True)
+    return verify_file(path, plate, name) if verify else {"transfer_syntax": uid}
+
+
+def verify_file(path, plate, name: str) -> dict:
+    uid, lossless = SYNTAXES[name]
+    ds = pydicom.dcmread(path)
+    if ds.file_meta.TransferSyntaxUID != uid:
+        raise VerifyError(f"{path}: transfer syntax {ds.file_meta.TransferSyntaxUID} != {uid}")
+    got = ds.pixel_array.astype(np.int64)
+    want = pixel_array_for(plate).astype(np.int64)
+    if got.shape != want.shape:
+        raise VerifyError(f"{path}: shape {got.shape} != {want.shape}")
+    diff = np.abs(got - want)
+    mx, mean = int(diff.max()), float(diff.mean())
+    rng_ = (1 << plate.bits_stored) - 1
+    if lossless and mx != 0:
+        raise VerifyError(f"{path}: lossless {name} re-read differs (max {mx})")
+    if not lossless and (mean > LOSSY_MEAN_TOL * rng_ or mx > LOSSY_MAX_TOL * rng_):
+        raise VerifyError(f"{path}: lossy {name} error too large (mean {mean:.2f}, max {mx})")
+    return {"transfer_syntax": uid, "lossless": lossless, "max_abs_err": mx,
+            "mean_abs_err": round(mean, 4)}
