@@ -42,8 +42,7 @@ pub fn preprocess(plate: &Plate, size: usize) -> (Vec<f32>, Letterbox) {
 
     // Channel 0: percentiles of the modality values. Rescale is monotonic, so ranking stored
     // values gives the same order statistics; the two ranks are found in O(n).
-    let k_lo = (0.005 * (n - 1) as f64).floor() as usize;
-    let k_hi = (0.995 * (n - 1) as f64).ceil() as usize;
+    let (k_lo, k_hi) = percentile_ranks(n);
     let mut scratch = plate.pixels.clone();
     let v_lo = *scratch.select_nth_unstable(k_lo).1;
     let v_hi = *scratch.select_nth_unstable(k_hi).1;
@@ -98,6 +97,13 @@ pub fn preprocess(plate: &Plate, size: usize) -> (Vec<f32>, Letterbox) {
         }
     }
     (out, lb)
+}
+
+/// 0-based ranks of the 0.5th and 99.5th percentiles among `n` values, in integer arithmetic
+/// so that no floating-point rounding can move a rank away from the reference's.
+pub fn percentile_ranks(n: usize) -> (usize, usize) {
+    let k = n.saturating_sub(1);
+    (5 * k / 1000, (995 * k).div_ceil(1000))
 }
 
 /// Sparse area-resampling weights: for each output index, (first source index, weights).
@@ -174,6 +180,14 @@ mod tests {
             let total: f64 = coverage.iter().sum();
             assert!((total - n_out as f64).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn percentile_ranks_are_exact() {
+        assert_eq!(percentile_ranks(1), (0, 0));
+        assert_eq!(percentile_ranks(201), (1, 199));
+        assert_eq!(percentile_ranks(1001), (5, 995));
+        assert_eq!(percentile_ranks(1002), (5, 996));
     }
 
     #[test]

@@ -1,0 +1,42 @@
+# The two commands of the README are `make demo` and `make test`; everything else is a step.
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN := target/release/plateqc
+
+.PHONY: setup build demo test lint unit pytest bench model fixtures clean-demo
+
+setup:
+	scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked
+
+# Judge the demo inbox with the bundled model into demo/out (database, overlays, montages).
+demo: build
+	rm -rf demo/out
+	$(BIN) scan demo/inbox --db demo/out/plateqc.sqlite --out demo/out --no-fail-on-error
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --release --locked
+
+pytest:
+	cd models && ../.venv-test/bin/python -m pytest -q synth/tests
+
+test: setup lint unit pytest
+
+bench: build
+	$(CARGO) run --release --locked --bin plateqc-bench -- tests/fixtures
+
+# Retrain the bundled model (needs PyTorch; see models/README.md). CI never does this.
+model:
+	$(MAKE) -C models model
+
+fixtures:
+	$(MAKE) -C models fixtures
+
+clean-demo:
+	rm -rf demo/out

@@ -1,0 +1,85 @@
+//! Shared helpers: where the test environment lives and the independent reader.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python of `.venv-test`, created by `make setup`.
+pub fn python() -> PathBuf {
+    let p = root().join(".venv-test/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run `make setup` (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+/// Real non-dental radiographs shipped inside the pydicom wheel.
+pub fn pydicom_test_files() -> PathBuf {
+    let lib = root().join(".venv-test/lib");
+    let entry = std::fs::read_dir(&lib)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `make setup`", lib.display()))
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("python"))
+        .expect("a python3.x folder in .venv-test/lib");
+    let dir = entry.path().join("site-packages/pydicom/data/test_files");
+    assert!(dir.is_dir(), "{} is missing", dir.display());
+    dir
+}
+
+pub fn fixtures() -> PathBuf {
+    root().join("tests/fixtures")
+}
+
+/// pydicom's description of each file's pixels, keyed by path.
+pub fn pydicom_describe(files: &[PathBuf]) -> Vec<Value> {
+    let out = Command::new(python())
+        .arg(root().join("tests/support/pydicom_pixels.py"))
+        .args(files)
+        .output()
+        .expect("run pydicom");
+    assert!(
+        out.status.success(),
+        "pydicom reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Statistics of decoded stored values, in the shape pydicom_pixels.py prints.
+pub struct Stats {
+    pub sum: i128,
+    pub sumsq: i128,
+    pub min: i64,
+    pub max: i64,
+}
+
+pub fn stats(px: &[i32]) -> Stats {
+    let mut s = Stats {
+        sum: 0,
+        sumsq: 0,
+        min: i64::MAX,
+        max: i64::MIN,
+    };
+    for &v in px {
+        let v = v as i64;
+        s.sum += v as i128;
+        s.sumsq += (v * v) as i128;
+        s.min = s.min.min(v);
+        s.max = s.max.max(v);
+    }
+    s
+}
+
+pub fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
