@@ -160,7 +160,7 @@ def bend(img, ctx, rng, sev, placement):
         prof = prof + 0.35 * amp * np.exp(-(d / wb) ** 2)
     prof = (prof * env).astype(np.float32)
     img = img + (1.0 - img) * prof
-    return img, prof > 0.04
+    return img, prof > 0.06
 
 
 def bite_mark(img, ctx, rng, sev, placement):
@@ -170,15 +170,15 @@ def bite_mark(img, ctx, rng, sev, placement):
     x, y = _pick_point(rng, ctx, placement)
     n = {1: int(rng.integers(1, 3)), 2: int(rng.integers(2, 5)), 3: int(rng.integers(4, 7))}[sev]
     amp = {1: (0.15, 0.3), 2: (0.3, 0.5), 3: (0.45, 0.7)}[sev]
-    arc_r = rng.uniform(6.0, 14.0) * p
+    arc_r = rng.uniform(8.0, 18.0) * p
     base = rng.uniform(0, 2 * math.pi)
     ccx, ccy = x - arc_r * math.cos(base), y - arc_r * math.sin(base)
-    spacing = rng.uniform(1.8, 3.0) * p / arc_r
+    spacing = rng.uniform(3.0, 4.5) * p / arc_r
     for i in range(n):
         a = base + (i - (n - 1) / 2) * spacing
         mx, my = ccx + arc_r * math.cos(a), ccy + arc_r * math.sin(a)
-        r = rng.uniform(0.6, 1.4) * p
-        th = max(1.0, rng.uniform(0.12, 0.3) * p)
+        r = rng.uniform(1.0, 2.2) * p
+        th = max(1.0, rng.uniform(0.15, 0.35) * p)
         x0, x1 = max(0, int(mx - r - th - 2)), min(W, int(mx + r + th + 3))
         y0, y1 = max(0, int(my - r - th - 2)), min(H, int(my + r + th + 3))
         if x1 <= x0 or y1 <= y0:
@@ -188,10 +188,13 @@ def bite_mark(img, ctx, rng, sev, placement):
         rr = np.sqrt(xx * xx + yy * yy)
         facing = np.cos(np.arctan2(yy, xx) - (a + math.pi)) > rng.uniform(-0.5, 0.2)  # crescent
         ring = np.exp(-((rr - r) / th) ** 2) * facing
-        val = (ring * rng.uniform(*amp)).astype(np.float32)
+        rim = np.exp(-((rr - r - 1.6 * th) / (0.8 * th)) ** 2) * facing   # dent edge: darker
+        av = rng.uniform(*amp)
+        val = (ring * av).astype(np.float32)
+        dark = (rim * av * 0.5).astype(np.float32)
         sub = img[y0:y1, x0:x1]
-        img[y0:y1, x0:x1] = sub + (1 - sub) * val
-        mask[y0:y1, x0:x1] |= val > 0.05
+        img[y0:y1, x0:x1] = sub + (1 - sub) * val - sub * dark
+        mask[y0:y1, x0:x1] |= (val > 0.05) | (dark > 0.05)
     return img, mask
 
 
@@ -365,8 +368,6 @@ def double_exposure(img, ctx, rng, sev, placement):
     second = render_scene(rng, ctx["geometry"], scale=ctx["scale"]).brightness
     if second.shape != img.shape:
         second = U.resize_bilinear(second, *img.shape)
-    dx, dy = (int(v) for v in rng.integers(-img.shape[1] // 6, img.shape[1] // 6 + 1, size=2))
-    second = np.roll(second, (dy, dx), axis=(0, 1))
     e = (1.0 - img) + k * (1.0 - second)
     img = 1.0 - e / (1.0 + k * rng.uniform(0.6, 1.0))
     return np.clip(img, 0, 1).astype(np.float32), np.ones(img.shape, bool)
