@@ -1,0 +1,186 @@
+"""Synthetic plate sets, preprocessed once and cached in models/work/cache/ (git-ignored).
+
+A split is a list of plates made by ``synth.plate.make_plate(seed)`` with per-plate seeds
+``split_seed * 1_000_000 + i``; each plate is preprocessed by plateqc_preprocess (float64) and
+stored as float16.  Generation is plain sequential code (no multiprocessing, so it is
+reproducible); a split is built in shards, and separate shard commands may run side by side.
+
+    python models/data.py --split train --seed 1 --count 10000 [--start 0 --stop 5000]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "work"
+CACHE = WORK / "cache"
+sys.path.insert(0, str(HERE))
+
+import plateqc_preprocess as pp  # noqa: E402
+
+TYPE_NAMES = ["scratch", "bend", "bite_mark", "dust", "fingerprint", "peel", "fading",
+              "delayed_scan", "scanner_lines", "cone_cut", "double_exposure", "motion",
+              "reversed_plate", "brightness"]
+LOCAL_FRACTION = 0.5   # an artifact mask covering less than this share of the plate is "local"
+SHARD = 1000
+
+
+def generator():
+    """(make_plate, ARTIFACT_TYPES, source files) of the real generator, or the placeholder
+    when PLATEQC_PLACEHOLDER=1 (used only before models/synth/ existed)."""
+    if os.environ.get("PLATEQC_PLACEHOLDER") == "1":
+        sys.path.insert(0, str(WORK))
+        import placeholder_synth as ps
+        return ps.make_plate, ps.ARTIFACT_TYPES, [WORK / "placeholder_synth.py"]
+    from synth.artifacts import ARTIFACT_TYPES
+    from synth.plate import make_plate
+    srcs = sorted((HERE / "synth").rglob("*.py"))
+    return make_plate, ARTIFACT_TYPES, srcs
+
+
+def artifact_types():
+    try:
+        from synth.artifacts import ARTIFACT_TYPES
+    except ImportError:
+        ARTIFACT_TYPES = generator()[1]
+    return [dict(t) for t in ARTIFACT_TYPES]
+
+
+def global_types() -> frozenset:
+    try:
+        from synth.artifacts import GLOBAL_TYPES
+        return frozenset(GLOBAL_TYPES)
+    except Exception:
+        return frozenset({"fading", "delayed_scan", "brightness", "motion", "double_exposure",
+                          "reversed_plate"})
+
+
+def data_hash(settings: dict) -> str:
+    """sha256 of the generator source files and the data settings."""
+    _, _, srcs = generator()
+    h = hashlib.sha256()
+    for p in srcs:
+        h.update(str(p.relative_to(HERE)).encode())
+        h.update(p.read_bytes())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def plate_seed(split_seed: int, i: int) -> int:
+    return int(split_seed) * 1_000_000 + int(i)
+
+
+def local_union_mask(plate) -> np.ndarray | None:
+    """Union of the masks of local artifacts (not synth.artifacts.GLOBAL_TYPES and covering less
+    than LOCAL_FRACTION of the plate; native size), or None when there is none."""
+    h, w = plate.stored.shape
+    union = None
+    for a in plate.artifacts:
+        m = plate.masks.get(a["type"]) if plate.masks else None
+        if m is None:
+            continue
+        if a["type"] in global_types():
+            continue
+        m = np.asarray(m, bool)
+        if m.shape != (h, w) or not m.any() or m.mean() >= LOCAL_FRACTION:
+            continue
+        union = m.copy() if union is None else (union | m)
+    return union
+
+
+def encode_plate(plate, size: int):
+    """Preprocess a plate and its labels into cache rows."""
+    x, rect = pp.preprocess_plate(plate, size)
+    types = np.zeros(len(TYPE_NAMES), np.uint8)
+    sev = np.zeros(len(TYPE_NAMES), np.float32)
+    for a in plate.artifacts:
+        k = TYPE_NAMES.index(a["type"])
+        types[k] = 1
+        sev[k] = max(sev[k], float(a.get("severity", 1) or 0))
+    um = local_union_mask(plate)
+    if um is None:
+        m_s = np.zeros((size, size), bool)
+    else:
+        m_s = pp.plate_mask_to_input(um, size) > 0.0
+    return x.astype(np.float16), int(not plate.usable), types, sev, m_s, rect
+
+
+def build_shard(split: str, split_seed: int, start: int, stop: int, size: int, shifted: bool,
+                unusable_fraction: float = 0.5, artifact_fraction: float = 0.6) -> Path:
+    make_plate, _, _ = generator()
+    out_dir = CACHE / f"{split}-s{size}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{start:06d}-{stop:06d}.npz"
+    if out.exists():
+        return out
+    n = stop - start
+    X = np.zeros((n, 2, size, size), np.float16)
+    Y = np.zeros(n, np.uint8)
+    T = np.zeros((n, len(TYPE_NAMES)), np.uint8)
+    SV = np.zeros((n, len(TYPE_NAMES)), np.float32)
+    M = np.zeros((n, size * size // 8), np.uint8)
+    R = np.zeros((n, 4), np.int32)
+    HW = np.zeros((n, 2), np.int32)
+    t0 = time.time()
+    for j in range(n):
+        seed = plate_seed(split_seed, start + j)
+        plate = make_plate(seed, unusable_fraction=unusable_fraction,
+                           artifact_fraction=artifact_fraction, shifted=shifted)
+        X[j], Y[j], T[j], SV[j], m_s, R[j] = encode_plate(plate, size)
+        M[j] = np.packbits(m_s.reshape(-1))
+        HW[j] = plate.stored.shape
+        if (j + 1) % 200 == 0:
+            print(f"{split} {start + j + 1}/{stop} {(time.time() - t0) / (j + 1):.3f}s/plate",
+                  flush=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, x=X, y=Y, types=T, sev=SV, mask=M, rect=R, hw=HW,
+             seeds=np.array([plate_seed(split_seed, start + j) for j in range(n)], np.int64))
+    os.replace(tmp, out)
+    return out
+
+
+def load_split(split: str, size: int, count: int | None = None):
+    """Concatenate the shards of a split (in index order)."""
+    d = CACHE / f"{split}-s{size}"
+    files = sorted(d.glob("[0-9]*-[0-9]*.npz"))
+    files = [f for f in files if not f.name.endswith(".tmp.npz")]
+    if not files:
+        raise FileNotFoundError(f"no cached shards in {d}")
+    parts = [dict(np.load(f)) for f in files]
+    data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if count is not None:
+        data = {k: v[:count] for k, v in data.items()}
+    return data
+
+
+def unpack_masks(packed: np.ndarray, size: int) -> np.ndarray:
+    return np.unpackbits(packed, axis=-1)[..., : size * size].reshape(-1, size, size).astype(bool)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--split", required=True)
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--count", type=int, required=True)
+    ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--stop", type=int, default=None)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--shifted", action="store_true")
+    ap.add_argument("--shard", type=int, default=SHARD)
+    a = ap.parse_args(argv)
+    stop = a.count if a.stop is None else min(a.stop, a.count)
+    for s in range(a.start, stop, a.shard):
+        p = build_shard(a.split, a.seed, s, min(s + a.shard, stop), a.size, a.shifted)
+        print("wrote", p, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Export the trained plateqc model to models/plateqc.onnx, verify it, write models/VERIFY.md.
+
+    python models/ship.py --run models/work/run --out models/plateqc.onnx
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import data as D  # noqa: E402
+import export as E  # noqa: E402
+import verify as V  # noqa: E402
+from net import PlateNet  # noqa: E402
+
+MODEL_NAME = "plateqc-psp-cnn"
+MODEL_VERSION = "1.0.0"
+
+
+def load_model(weights: Path, width: int, n_types: int = 14) -> PlateNet:
+    m = PlateNet(n_types=n_types, width=width)
+    m.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return m.eval()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", default=str(HERE / "work" / "run"))
+    ap.add_argument("--out", default=str(HERE / "plateqc.onnx"))
+    ap.add_argument("--weights-out", default=str(HERE / "plateqc_weights.pt"))
+    ap.add_argument("--verify-split", default="test")
+    ap.add_argument("--verify-count", type=int, default=24)
+    ap.add_argument("--data-settings", default="{}", help="JSON of the data settings (hashed)")
+    ap.add_argument("--report", default=str(HERE / "VERIFY.md"))
+    a = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    run = Path(a.run)
+    res = json.loads((run / "train_result.json").read_text())
+    model = load_model(run / "weights.pt", res["width"])
+    layers = list(PlateNet.LAYERS)
+    settings = json.loads(a.data_settings)
+    md = E.build_metadata(
+        input_size=res["size"], layers=layers, artifact_types=D.artifact_types(),
+        threshold=res["threshold"], artifact_threshold=0.5, model_name=MODEL_NAME,
+        model_version=MODEL_VERSION, training_seed=res["seed"],
+        data_hash=D.data_hash(settings))
+    info = E.export_onnx(model, layers, a.out, input_size=res["size"], metadata=md)
+    problems = E.check_contract(a.out)
+    print(json.dumps({**info, "contract_problems": problems}), flush=True)
+    if problems:
+        raise SystemExit(f"contract problems: {problems}")
+    shutil.copyfile(run / "weights.pt", a.weights_out)
+    (Path(a.weights_out).with_suffix(".json")).write_text(json.dumps(
+        {"width": res["width"], "size": res["size"], "layers": layers,
+         "threshold": res["threshold"], "seed": res["seed"]}, indent=1) + "\n")
+    imgs = D.load_split(a.verify_split, res["size"], a.verify_count)["x"].astype(np.float64)
+    vr = V.verify(a.out, model, layers, imgs)
+    print(json.dumps({k: v for k, v in vr.items() if k not in ("inputs", "outputs")}, indent=1))
+    V.write_report(vr, a.out, Path(a.report))
+    if not vr["pass"]:
+        raise SystemExit("verification FAILED (see VERIFY.md)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Train the plateqc CNN on cached synthetic plates (see data.py) and choose the threshold.
+
+    python models/train.py --train train --val val --epochs 4 --out models/work/run
+
+Loss = class CE (weighted toward unusable) + BCE over the 14 artifact types
+      + attn_weight * mask-guided attention term (training only: for plates with local artifact
+        masks, the unusable-class CAM of layer ``last`` -- computed in closed form from the linear
+        head over max+avg pooling -- is pushed to put its spatial-softmax mass inside the mask).
+Masks are never an input of the network.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import data as D  # noqa: E402
+from net import PlateNet  # noqa: E402
+
+
+def set_seed(seed: int):
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.set_num_threads(2)
+    torch.set_num_interop_threads(1) if not getattr(set_seed, "_done", False) else None
+    set_seed._done = True
+
+
+def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """ROC AUC via the rank statistic (ties count one half)."""
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(s, np.float64)
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), np.float64)
+    ss = s[order]
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and ss[j + 1] == ss[i]:
+            j += 1
+        ranks[order[i:j + 1]] = 0.5 * (i + j) + 1.0
+        i = j + 1
+    return float((ranks[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray, target_sens: float) -> float:
+    """Largest threshold t with sensitivity(P(unusable) >= t) >= target_sens."""
+    pos = np.sort(np.asarray(p, np.float64)[np.asarray(y).astype(bool)])
+    if len(pos) == 0:
+        return 0.5
+    k = int(math.floor((1.0 - target_sens) * len(pos)))  # number of positives we may miss
+    return float(pos[min(k, len(pos) - 1)])
+
+
+def cam_last(model: PlateNet, a: torch.Tensor) -> torch.Tensor:
+    """Closed-form Grad-CAM (before ReLU) of the unusable logit at layer last: the gradient's
+    spatial mean is (w_max + w_avg) / (h w) per channel (max ties aside)."""
+    c = a.shape[1]
+    w = model.cls_head.weight[1]
+    wk = (w[:c] + w[c:]) / (a.shape[2] * a.shape[3])
+    return torch.einsum("nkhw,k->nhw", a, wk)
+
+
+def forward_with_last(model: PlateNet, x: torch.Tensor):
+    feats = {}
+    h = model.last.register_forward_hook(lambda m, i, o: feats.__setitem__("last", o))
+    try:
+        cls, typ = model(x)
+    finally:
+        h.remove()
+    return cls, typ, feats["last"]
+
+
+def batches(n: int, bs: int, rng: np.random.Generator | None):
+    idx = np.arange(n) if rng is None else rng.permutation(n)
+    for i in range(0, n, bs):
+        yield idx[i:i + bs]
+
+
+@torch.no_grad()
+def predict(model, X: np.ndarray, bs: int = 64):
+    model.eval()
+    pc, pt = [], []
+    for b in batches(len(X), bs, None):
+        cls, typ = model(torch.from_numpy(X[b].astype(np.float32)))
+        pc.append(torch.softmax(cls, 1)[:, 1].numpy())
+        pt.append(torch.sigmoid(typ).numpy())
+    return np.concatenate(pc), np.concatenate(pt)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--train", default="train")
+    ap.add_argument("--val", default="val")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--count", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--unusable-weight", type=float, default=2.0)
+    ap.add_argument("--attn-weight", type=float, default=0.2)
+    ap.add_argument("--target-sens", type=float, default=0.96)
+    ap.add_argument("--time-budget", type=float, default=3600.0,
+                    help="stop starting new epochs after this many seconds")
+    ap.add_argument("--out", default=str(HERE / "work" / "run"))
+    a = ap.parse_args(argv)
+
+    set_seed(a.seed)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tr = D.load_split(a.train, a.size, a.count)
+    va = D.load_split(a.val, a.size)
+    Xtr, Ytr, Ttr = tr["x"], tr["y"].astype(np.int64), tr["types"].astype(np.float32)
+    Mtr = tr["mask"]
+    has_mask = Mtr.any(axis=1)
+    print(f"train {len(Xtr)} plates (unusable {Ytr.mean():.3f}, with local masks "
+          f"{has_mask.mean():.3f}); val {len(va['x'])}", flush=True)
+
+    model = PlateNet(n_types=Ttr.shape[1], width=a.width)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    steps_per_epoch = math.ceil(len(Xtr) / a.batch)
+    total = steps_per_epoch * a.epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=total,
+                                                pct_start=0.15)
+    cw = torch.tensor([1.0, a.unusable_weight])
+    rng = np.random.default_rng(a.seed)
+    t_start = time.time()
+    history = []
+    S = a.size
+    for ep in range(a.epochs):
+        if ep > 0 and time.time() - t_start > a.time_budget:
+            print(f"time budget reached, stopping before epoch {ep}", flush=True)
+            break
+        model.train()
+        t0 = time.time()
+        tot = {"cls": 0.0, "typ": 0.0, "attn": 0.0, "n": 0}
+        for step, b in enumerate(batches(len(Xtr), a.batch, rng)):
+            x = torch.from_numpy(Xtr[b].astype(np.float32))
+            y = torch.from_numpy(Ytr[b])
+            t = torch.from_numpy(Ttr[b])
+            m = torch.from_numpy(D.unpack_masks(Mtr[b], S).astype(np.float32)).unsqueeze(1)
+            # augmentation: random flips of the whole canvas (artifacts are position-free)
+            if rng.random() < 0.5:
+                x, m = x.flip(3), m.flip(3)
+            if rng.random() < 0.5:
+                x, m = x.flip(2), m.flip(2)
+            cls, typ, last = forward_with_last(model, x)
+            l_cls = F.cross_entropy(cls, y, weight=cw)
+            l_typ = F.binary_cross_entropy_with_logits(typ, t)
+            loss = l_cls + l_typ
+            l_attn = torch.zeros(())
+            sel = torch.from_numpy(has_mask[b]) & (y == 1)
+            if a.attn_weight > 0 and bool(sel.any()):
+                cam = cam_last(model, last[sel])                      # [k,h,w]
+                mm = F.adaptive_max_pool2d(m[sel], cam.shape[-2:]).squeeze(1)  # any coverage
+                logp = torch.log_softmax(cam.flatten(1) * 4.0, dim=1)
+                inside = torch.logsumexp(logp.masked_fill(mm.flatten(1) < 0.5, -1e4), dim=1)
+                l_attn = -inside.mean()
+                loss = loss + a.attn_weight * l_attn
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            k = len(b)
+            tot["cls"] += float(l_cls) * k
+            tot["typ"] += float(l_typ) * k
+            tot["attn"] += float(l_attn) * k
+            tot["n"] += k
+            if step % 50 == 0:
+                print(f"ep {ep} step {step}/{steps_per_epoch} cls {float(l_cls):.4f} "
+                      f"typ {float(l_typ):.4f} attn {float(l_attn):.4f} "
+                      f"{time.time() - t0:.0f}s", flush=True)
+        pv, tv = predict(model, va["x"])
+        auc = roc_auc(va["y"], pv)
+        rec = {"epoch": ep, "seconds": time.time() - t0,
+               **{k: tot[k] / tot["n"] for k in ("cls", "typ", "attn")}, "val_auc": auc}
+        history.append(rec)
+        print(json.dumps(rec), flush=True)
+        torch.save(model.state_dict(), out / "weights.pt")
+
+    train_seconds = time.time() - t_start
+    pv, tv = predict(model, va["x"])
+    thr = choose_threshold(va["y"], pv, a.target_sens)
+    yv = va["y"].astype(bool)
+    result = {
+        "seed": a.seed, "size": a.size, "width": a.width, "epochs_run": len(history),
+        "train_plates": int(len(Xtr)), "val_plates": int(len(yv)),
+        "train_seconds": train_seconds, "history": history,
+        "threshold": thr, "target_sens": a.target_sens,
+        "val_auc": roc_auc(yv, pv),
+        "val_sensitivity": float((pv[yv] >= thr).mean()),
+        "val_specificity": float((pv[~yv] < thr).mean()),
+        "args": vars(a),
+    }
+    torch.save(model.state_dict(), out / "weights.pt")
+    (out / "train_result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
