@@ -169,8 +169,8 @@ def build_dataset(plate, identity: dict) -> Dataset:
 def pixel_array_for(plate) -> np.ndarray:
     a = plate.stored
     if plate.bits_stored == 8:
-        return a.astype(np.uint8)
-    return a.astype(np.int16 if plate.pixel_representation else np.uint16)
+        return np.ascontiguousarray(a, dtype=np.uint8)
+    return np.ascontiguousarray(a, dtype=np.int16 if plate.pixel_representation else np.uint16)
 
 
 def _strip_app(b: bytes) -> bytes:

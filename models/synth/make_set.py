@@ -3,9 +3,10 @@
     python -m synth.make_set --out DIR --count N --seed S [--shifted] [--syntaxes LIST] [--scale F]
 
 Plate i uses seed `S * 1_000_003 + i` (so sets with different --seed do not overlap for
-practical sizes) and the transfer syntax LIST[i % len(LIST)]; when that syntax cannot carry the
-plate's pixel format (e.g. JPEG baseline needs 8-bit) the next compatible one in LIST is used,
-and explicit VR little endian as a last resort.  Four consecutive plates share a synthetic
+practical sizes).  Its transfer syntax is drawn (from the plate seed) among the syntaxes in LIST
+that can carry its pixel format (JPEG baseline needs 8-bit, JPEG extended 12-bit, JPEG-LS and
+JPEG lossless unsigned data), weighted so that every syntax gets about the same number of files;
+explicit VR little endian when none fits.  Four consecutive plates share a synthetic
 patient and study.  Same arguments -> byte-identical files.
 """
 from __future__ import annotations
@@ -29,13 +30,19 @@ def plate_seed(set_seed: int, i: int) -> int:
     return int(set_seed) * 1_000_003 + int(i)
 
 
-def choose_syntax(plate, syntaxes: list[str], i: int) -> str:
-    n = len(syntaxes)
-    for k in range(n):
-        s = syntaxes[(i + k) % n]
-        if dicom_io.compatible(s, plate):
-            return s
-    return "explicit_le"
+# share of nominal plates each syntax can carry (8-bit only, 12-bit only, unsigned only ...);
+# syntaxes are drawn with weight 1/share among the compatible ones so that each ends up on
+# roughly the same number of files
+_SHARE = {"jpeg_baseline": 0.25, "jpeg_extended": 0.43, "jpeg_lossless_sv1": 0.95, "jpegls": 0.95}
+
+
+def choose_syntax(plate, syntaxes: list[str], seed: int) -> str:
+    ok = [t for t in syntaxes if dicom_io.compatible(t, plate)]
+    if not ok:
+        return "explicit_le"
+    w = np.array([1.0 / _SHARE.get(t, 1.0) for t in ok])
+    u = np.random.Generator(np.random.PCG64([int(seed), 0x5E1EC7])).random()
+    return ok[int(np.searchsorted(np.cumsum(w) / w.sum(), u, side="right").clip(0, len(ok) - 1))]
 
 
 def main(argv=None) -> int:
@@ -73,7 +80,7 @@ def main(argv=None) -> int:
             p = make_plate(seed, unusable_fraction=a.unusable_fraction,
                            artifact_fraction=a.artifact_fraction, shifted=a.shifted, scale=a.scale)
             name = f"{'shift' if a.shifted else 'synth'}_{a.seed}_{i:06d}"
-            ts = choose_syntax(p, syntaxes, i)
+            ts = choose_syntax(p, syntaxes, seed)
             ident = dicom_io.synthetic_identity(seed, patient_key=f"{a.seed}-{a.shifted}-{i // 4}")
             res = dicom_io.write_dicom(p, os.path.join(a.out, name + ".dcm"), transfer_syntax=ts,
                                        identity=ident)

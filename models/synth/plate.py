@@ -119,8 +119,8 @@ def to_stored(b: np.ndarray, enc: dict) -> np.ndarray:
         v = full - v
     v = np.clip(v, 0, full)
     if enc["signed"]:
-        return (v - (1 << (bits - 1))).astype(np.int16)
-    return v.astype(np.uint16)
+        return np.ascontiguousarray(v - (1 << (bits - 1)), dtype=np.int16)
+    return np.ascontiguousarray(v, dtype=np.uint16)
 
 
 def make_plate(seed: int, *, unusable_fraction: float = 0.5, artifact_fraction: float = 0.6,

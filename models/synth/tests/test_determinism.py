@@ -36,6 +36,7 @@ def test_plate_fields():
     for s in range(12):
         p = make_plate(s, scale=0.3)
         assert p.stored.ndim == 2 and p.stored.dtype in (np.uint16, np.int16)
+        assert p.stored.flags["C_CONTIGUOUS"]
         assert p.bits_stored in (8, 12, 16)
         lo, hi = ((-(1 << (p.bits_stored - 1)), (1 << (p.bits_stored - 1)) - 1)
                   if p.pixel_representation else (0, (1 << p.bits_stored) - 1))

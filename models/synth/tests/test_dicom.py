@@ -102,3 +102,16 @@ def test_make_set_deterministic(tmp_path):
         assert "diagnostic" in m.files
         assert {f"artifact_{x['type']}" for x in rec["artifacts"]} <= set(m.files)
     assert sorted(os.listdir(outs[0])) == sorted(os.listdir(outs[1]))
+
+
+def test_generated_plates_every_available_syntax(tmp_path):
+    """Plates straight from make_plate (flipped views, all encodings) through every syntax."""
+    names = [n for n in dicom_io.SYNTAXES if dicom_io.syntax_available(n)]
+    assert set(ALWAYS) <= set(names)
+    for s in range(8):
+        p = make_plate(700 + s, scale=0.2)
+        for name in names:
+            if dicom_io.compatible(name, p):
+                path = str(tmp_path / f"{s}_{name}.dcm")
+                dicom_io.write_dicom(p, path, transfer_syntax=name)
+                _check(path, p, name)
