@@ -415,6 +415,9 @@ def render_scene(rng: np.random.Generator, geometry: dict | None = None, *,
     b = np.ascontiguousarray(b)
     occ_o = np.ascontiguousarray(occ_o)
     bone_o = np.ascontiguousarray(bone_o)
+    if rng.random() < 0.7:
+        # rounded plate corners: no phosphor there, so no signal (bright in MONOCHROME2)
+        b = _round_corners(b, rng.uniform(1.5, 3.0) * ppmm, float(rng.uniform(0.9, 1.0)))
     diag = diagnostic_region(occ_o, bone_o, ppmm)
     noise_sigma = float(rng.uniform(0.012, 0.040))
     return Scene(brightness=b, tooth_mask=occ_o, bone_mask=bone_o, diagnostic_mask=diag,
@@ -423,6 +426,27 @@ def render_scene(rng: np.random.Generator, geometry: dict | None = None, *,
                  noise_sigma=noise_sigma,
                  n_restorations=sum(t.restoration is not None for t in teeth),
                  params=dict(geometry=g, n_teeth=len(teeth), bone_loss_mm=loss))
+
+
+def _round_corners(b: np.ndarray, r: float, level: float) -> np.ndarray:
+    H, W = b.shape
+    k = int(math.ceil(r))
+    if k < 2 or 2 * k > min(H, W):
+        return b
+    yy = np.arange(k, dtype=np.float32)[:, None] + 0.5
+    xx = np.arange(k, dtype=np.float32)[None, :] + 0.5
+    d = np.sqrt((r - yy) ** 2 + (r - xx) ** 2)          # distance from the arc centre
+    cov = np.clip(d - r + 0.5, 0, 1) * ((yy < r) & (xx < r))  # 1 = outside the plate
+    b = b.copy()
+    for sy, sx in ((slice(0, k), slice(0, k)), (slice(H - k, H), slice(0, k)),
+                   (slice(0, k), slice(W - k, W)), (slice(H - k, H), slice(W - k, W))):
+        c = cov
+        if sy.start:
+            c = c[::-1]
+        if sx.start:
+            c = c[:, ::-1]
+        b[sy, sx] = b[sy, sx] * (1 - c) + level * c
+    return b
 
 
 DIAG_MARGIN_MM = 1.5
