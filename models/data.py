@@ -116,6 +116,7 @@ def encode_plate(plate, size: int):
 def build_shard(split: str, split_seed: int, start: int, stop: int, size: int, shifted: bool,
                 unusable_fraction: float = 0.5, artifact_fraction: float = 0.6) -> Path:
     make_plate, _, _ = generator()
+    gen_hash = data_hash({})   # generator sources as imported by this process
     out_dir = CACHE / f"{split}-s{size}"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{start:06d}-{stop:06d}.npz"
@@ -141,7 +142,7 @@ def build_shard(split: str, split_seed: int, start: int, stop: int, size: int, s
             print(f"{split} {start + j + 1}/{stop} {(time.time() - t0) / (j + 1):.3f}s/plate",
                   flush=True)
     tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, x=X, y=Y, types=T, sev=SV, mask=M, rect=R, hw=HW,
+    np.savez(tmp, gen_hash=np.array([gen_hash] * n), x=X, y=Y, types=T, sev=SV, mask=M, rect=R, hw=HW,
              seeds=np.array([plate_seed(split_seed, start + j) for j in range(n)], np.int64))
     os.replace(tmp, out)
     return out

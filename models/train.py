@@ -168,7 +168,9 @@ def main(argv=None):
             if a.attn_weight > 0 and bool(sel.any()):
                 cam = cam_last(model, last[sel])                      # [k,h,w]
                 mm = F.adaptive_max_pool2d(m[sel], cam.shape[-2:]).squeeze(1)  # any coverage
-                logp = torch.log_softmax(cam.flatten(1) * 4.0, dim=1)
+                z = cam.flatten(1)
+                z = (z - z.mean(1, keepdim=True)) / (z.std(1, keepdim=True) + 1e-6)
+                logp = torch.log_softmax(z * 2.0, dim=1)
                 inside = torch.logsumexp(logp.masked_fill(mm.flatten(1) < 0.5, -1e4), dim=1)
                 l_attn = -inside.mean()
                 loss = loss + a.attn_weight * l_attn
@@ -177,9 +179,9 @@ def main(argv=None):
             opt.step()
             sched.step()
             k = len(b)
-            tot["cls"] += float(l_cls) * k
-            tot["typ"] += float(l_typ) * k
-            tot["attn"] += float(l_attn) * k
+            tot["cls"] += float(l_cls.detach()) * k
+            tot["typ"] += float(l_typ.detach()) * k
+            tot["attn"] += float(l_attn.detach()) * k
             tot["n"] += k
             if step % 50 == 0:
                 print(f"ep {ep} step {step}/{steps_per_epoch} cls {float(l_cls):.4f} "

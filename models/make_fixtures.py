@@ -1,0 +1,234 @@
+"""Golden references for the Rust tests and the demo inbox.
+
+    python models/make_fixtures.py [--fixtures tests/fixtures] [--demo demo/inbox]
+
+tests/fixtures/*.dcm: small plates written with synth.dicom_io covering every transfer syntax the
+generator can write here, MONOCHROME1/2, 8/12/16 bits (signed and unsigned), rescale and VOI
+window attributes and mixed verdicts.
+tests/fixtures/golden.json: per file the plateqc-psp-v1 preprocessing of the pydicom-decoded file
+(plateqc_preprocess.py, float64), the PyTorch float64 outputs of models/plateqc_weights.pt and the
+raw Grad-CAM / Grad-CAM++ / LayerCAM maps for target class 1 (unusable) from PyTorch autograd.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import cams as C  # noqa: E402
+import export as E  # noqa: E402
+import plateqc_preprocess as pp  # noqa: E402
+from net import PlateNet  # noqa: E402
+
+FIXTURE_SEED_BASE = 7_000_000
+DEMO_SEED_BASE = 8_000_000
+N_SAMPLES = 256
+SAMPLE_SEED = 20261126
+
+# (name, transfer syntax, wanted attributes, scale)
+# attrs: bits, signed, mono1, rescale (non-identity), window (VOI present), usable
+SPECS = [
+    ("01_explicit_le_u16_rescale", "explicit_le", dict(bits=16, signed=0, rescale=True), 0.5),
+    ("02_explicit_le_s16", "explicit_le", dict(bits=16, signed=1), 0.5),
+    ("03_implicit_le_u12_mono1", "implicit_le", dict(bits=12, mono1=True), 0.5),
+    ("04_deflated_le_u8", "deflated_le", dict(bits=8, window=True), 0.5),
+    ("05_explicit_be_u12_rescale", "explicit_be", dict(bits=12, rescale=True), 0.5),
+    ("06_rle_s12", "rle", dict(bits=12, signed=1), 0.5),
+    ("07_rle_u8_mono1", "rle", dict(bits=8, mono1=True), 0.5),
+    ("08_jpegls_u16", "jpegls", dict(bits=16, signed=0, window=False), 0.5),
+    ("09_jpegls_u12_mono1", "jpegls", dict(bits=12, signed=0, mono1=True), 0.5),
+    ("10_j2k_lossless_s16", "j2k_lossless", dict(bits=16, signed=1), 0.5),
+    ("11_j2k_lossless_u8", "j2k_lossless", dict(bits=8), 0.5),
+    ("12_j2k_u12", "j2k", dict(bits=12, signed=0), 0.5),
+    ("13_jpeg_baseline_u8", "jpeg_baseline", dict(bits=8), 0.5),
+    ("14_jpeg_extended_u12", "jpeg_extended", dict(bits=12, signed=0), 0.5),
+    ("15_jpeg_lossless_sv1_u16", "jpeg_lossless_sv1", dict(bits=16, signed=0), 0.5),
+    ("16_explicit_le_u12_small", "explicit_le", dict(bits=12, window=True), 0.2),
+    ("17_explicit_le_u16_native", "explicit_le", dict(bits=16, signed=0), 1.0),
+    ("18_jpegls_u8_rescale", "jpegls", dict(bits=8, rescale=True), 0.5),
+]
+
+
+def plate_attrs(p) -> dict:
+    return dict(bits=p.bits_stored, signed=p.pixel_representation,
+                mono1=p.photometric == "MONOCHROME1",
+                rescale=not (p.rescale_slope == 1.0 and p.rescale_intercept == 0.0),
+                window=p.window_center is not None, usable=p.usable)
+
+
+def find_plate(want: dict, seed0: int, used: set, scale: float, tries: int = 400):
+    from synth.plate import make_plate
+    for s in range(seed0, seed0 + tries):
+        if s in used:
+            continue
+        p = make_plate(s, scale=scale)
+        a = plate_attrs(p)
+        if all(a[k] == v for k, v in want.items()):
+            used.add(s)
+            return p
+    raise RuntimeError(f"no plate with {want} in {tries} seeds from {seed0}")
+
+
+def sample_positions(size: int):
+    rng = np.random.Generator(np.random.PCG64(SAMPLE_SEED))
+    c = rng.integers(0, 2, N_SAMPLES)
+    y = rng.integers(0, size, N_SAMPLES)
+    x = rng.integers(0, size, N_SAMPLES)
+    return [[int(a), int(b), int(d)] for a, b, d in zip(c, y, x)]
+
+
+def load_model():
+    meta = json.loads((HERE / "plateqc_weights.json").read_text())
+    m = PlateNet(width=meta["width"])
+    m.load_state_dict(torch.load(HERE / "plateqc_weights.pt", map_location="cpu",
+                                 weights_only=True))
+    return m.double().eval(), meta
+
+
+def _sig(a: np.ndarray, digits: int = 12):
+    """Nested lists with `digits` significant digits (keeps golden.json at a few MB)."""
+    if a.ndim == 1:
+        return [float(f"{v:.{digits}g}") for v in a.tolist()]
+    return [_sig(r, digits) for r in a]
+
+
+def golden_entry(path: Path, model, layers, size: int, positions) -> dict:
+    import pydicom
+    ds = pydicom.dcmread(str(path))
+    x, rect = pp.preprocess_dataset(ds, size)
+    pre = {"rect": {"top": rect[0], "left": rect[1], "oh": rect[2], "ow": rect[3]},
+           "channels": [{"mean": float(x[c].mean()), "std": float(x[c].std()),
+                         "min": float(x[c].min()), "max": float(x[c].max())} for c in range(2)],
+           "samples": [[c, yy, xx, float(x[c, yy, xx])] for c, yy, xx in positions]}
+    xt = torch.from_numpy(x[None])
+    out = E.explain_torch(model, layers, xt, torch.tensor([1]))
+    cam = {}
+    for l in layers:
+        A = out[f"act_{l}"][0].numpy()
+        G = out[f"grad_{l}"][0].numpy()
+        cam[l] = {"shape": list(A.shape),
+                  **{meth: _sig(fn(A, G)) for meth, fn in C.METHODS.items()}}
+    return {
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "transfer_syntax": str(ds.file_meta.TransferSyntaxUID),
+        "attributes": {"rows": int(ds.Rows), "columns": int(ds.Columns),
+                       "bits_allocated": int(ds.BitsAllocated), "bits_stored": int(ds.BitsStored),
+                       "pixel_representation": int(ds.PixelRepresentation),
+                       "photometric": str(ds.PhotometricInterpretation),
+                       "rescale_slope": float(ds.get("RescaleSlope", 1.0)),
+                       "rescale_intercept": float(ds.get("RescaleIntercept", 0.0)),
+                       "window_center": (float(ds.WindowCenter) if "WindowCenter" in ds
+                                         else None),
+                       "window_width": (float(ds.WindowWidth) if "WindowWidth" in ds else None)},
+        "preprocessing": pre,
+        "logits": out["logits"][0].tolist(),
+        "probabilities": out["probabilities"][0].tolist(),
+        "artifact_scores": out["artifact_scores"][0].tolist(),
+        "cam_target_class": 1,
+        "cams": cam,
+    }
+
+
+def make_fixtures(out_dir: Path):
+    from synth.dicom_io import syntax_available, write_dicom
+    model, meta = load_model()
+    layers = meta["layers"]
+    size = meta["size"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in out_dir.glob("*.dcm"):
+        f.unlink()
+    positions = sample_positions(size)
+    used: set = set()
+    entries, labels = [], []
+    for k, (name, ts, want, scale) in enumerate(SPECS):
+        if not syntax_available(ts):
+            print(f"skip {name}: {ts} not available", flush=True)
+            continue
+        want = dict(want)
+        want.setdefault("usable", k % 2 == 0)   # alternate verdicts
+        try:
+            p = find_plate(want, FIXTURE_SEED_BASE + 1000 * k, used, scale)
+        except RuntimeError:
+            want.pop("usable")
+            p = find_plate(want, FIXTURE_SEED_BASE + 1000 * k, used, scale)
+        path = out_dir / f"{name}.dcm"
+        info = write_dicom(p, path, transfer_syntax=ts)
+        e = golden_entry(path, model, layers, size, positions)
+        e["label"] = {"usable": bool(p.usable), "artifacts": p.artifacts, "seed": int(p.seed),
+                      "scale": scale, "lossless": bool(info.get("lossless", True))}
+        entries.append(e)
+        print(name, p.stored.shape, e["attributes"]["photometric"], p.bits_stored,
+              "signed" if p.pixel_representation else "unsigned",
+              "usable" if p.usable else "UNUSABLE", f"p={e['probabilities'][1]:.3f}", flush=True)
+    golden = {
+        "about": ("plateqc golden references (models/make_fixtures.py). Preprocessing "
+                  "plateqc-psp-v1 by models/plateqc_preprocess.py (float64) on the pydicom-decoded "
+                  "file; model outputs by PyTorch float64 (models/plateqc_weights.pt, BatchNorm "
+                  "in eval mode, not folded); CAMs for target class 1 (unusable) from PyTorch "
+                  "autograd, raw (unnormalised) at layer resolution, row-major [h][w]: "
+                  "gradcam = ReLU(sum_k mean_ij(G_k) A_k); gradcampp: alpha = G^2 / (2 G^2 + "
+                  "sum_ij(A_k) G^3) (0 where the denominator is 0), w_k = sum_ij alpha ReLU(G), "
+                  "map = ReLU(sum_k w_k A_k); layercam = ReLU(sum_k ReLU(G) A). Samples are "
+                  "[channel, y, x, value] of the S x S tensor."),
+        "preprocessing_id": pp.PREPROCESSING_ID,
+        "input_size": size,
+        "layers": layers,
+        "threshold": meta["threshold"],
+        "model_onnx_sha256": hashlib.sha256((HERE / "plateqc.onnx").read_bytes()).hexdigest(),
+        "sample_positions_seed": SAMPLE_SEED,
+        "files": entries,
+    }
+    (out_dir / "golden.json").write_text(json.dumps(golden) + "\n")
+    total = sum(f.stat().st_size for f in out_dir.iterdir())
+    print(f"fixtures: {len(entries)} files, {total / 1e6:.2f} MB in {out_dir}")
+
+
+def make_demo(out_dir: Path, count: int = 30, max_bytes: int = 15_000_000):
+    from synth.dicom_io import SYNTAXES, compatible, syntax_available, write_dicom
+    from synth.plate import make_plate
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in out_dir.glob("*.dcm"):
+        f.unlink()
+    names = [s for s in SYNTAXES if syntax_available(s)]
+    # mostly compressed (keeps the inbox small), some uncompressed
+    total = 0
+    rows = []
+    for i in range(count):
+        p = make_plate(DEMO_SEED_BASE + i, scale=0.75)
+        ok = [s for s in names if compatible(s, p)]
+        ts = ok[(i * 5) % len(ok)]
+        path = out_dir / f"plate_{i:02d}.dcm"
+        write_dicom(p, path, transfer_syntax=ts)
+        total += path.stat().st_size
+        rows.append((path.name, ts, p.usable, [a["type"] for a in p.artifacts]))
+    if total > max_bytes:
+        raise RuntimeError(f"demo inbox is {total} bytes > {max_bytes}")
+    n_bad = sum(1 for r in rows if not r[2])
+    print(f"demo: {count} plates ({n_bad} unusable), {total / 1e6:.2f} MB in {out_dir}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fixtures", default=str(ROOT / "tests" / "fixtures"))
+    ap.add_argument("--demo", default=str(ROOT / "demo" / "inbox"))
+    ap.add_argument("--no-demo", action="store_true")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    make_fixtures(Path(a.fixtures))
+    if not a.no_demo:
+        make_demo(Path(a.demo))
+
+
+if __name__ == "__main__":
+    main()
