@@ -249,3 +249,20 @@ mod tests {
         assert_eq!(c.explain.colormap, Colormap::Inferno);
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// The shipped example must stay loadable and equal to the defaults it documents.
+    #[test]
+    fn example_config_parses_to_the_defaults() {
+        let text = include_str!("../plateqc.example.toml");
+        let c = Config::from_toml(text, "plateqc.example.toml").unwrap();
+        let d = Config::default();
+        assert_eq!(c.paths.db, d.paths.db);
+        assert_eq!(c.decode.max_file_bytes, d.decode.max_file_bytes);
+        assert_eq!(c.infer.batch_size, d.infer.batch_size);
+        assert_eq!(c.explain.alpha, d.explain.alpha);
+    }
+}

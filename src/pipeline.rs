@@ -95,6 +95,9 @@ struct Inferred {
     inference: Inference,
 }
 
+// Both variants are moved, never copied, through short bounded channels; boxing would add
+// an allocation per plate for no measurable gain.
+#[allow(clippy::large_enum_variant)]
 enum Item<T> {
     Ok(T),
     Done(PlateRecord),
@@ -258,7 +261,12 @@ fn fill_identity(r: &mut PlateRecord, h: &PlateHeader, hasher: &PatientHasher) {
 fn infer_batch(engine: &Engine, batch: Vec<Decoded>) -> Vec<Item<Inferred>> {
     let started = Instant::now();
     let tensors: Vec<&[f32]> = batch.iter().map(|d| d.tensor.as_slice()).collect();
-    match engine.model.infer(&tensors) {
+    // A panic inside the runtime bindings must cost this batch, not the whole run.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        engine.model.infer(&tensors)
+    }))
+    .unwrap_or_else(|_| Err(crate::infer::InferError::Run("inference panicked".into())));
+    match result {
         Ok(results) => {
             let per_plate = started.elapsed().as_secs_f64() * 1e3 / batch.len() as f64;
             batch
@@ -442,38 +450,50 @@ pub async fn run(
         }
     });
 
-    // Infer: batches whatever is waiting, up to batch_size, without waiting for more.
+    // Infer: batches whatever is waiting, up to batch_size plates, without waiting for more;
+    // failed items ride along in their place so the output keeps the input order.
     let e = engine.clone();
     let infer = tokio::spawn(async move {
-        let mut pending_done: Vec<PlateRecord> = Vec::new();
         while let Some(first) = to_infer_rx.recv().await {
-            let mut batch = Vec::new();
-            let push = |item: Item<Decoded>,
-                        batch: &mut Vec<Decoded>,
-                        done: &mut Vec<PlateRecord>| match item {
-                Item::Ok(d) => batch.push(d),
-                Item::Done(r) => done.push(r),
-            };
-            push(first, &mut batch, &mut pending_done);
-            while batch.len() < batch_size {
+            let mut window = vec![first];
+            let plates =
+                |w: &Vec<Item<Decoded>>| w.iter().filter(|i| matches!(i, Item::Ok(_))).count();
+            while plates(&window) < batch_size {
                 match to_infer_rx.try_recv() {
-                    Ok(item) => push(item, &mut batch, &mut pending_done),
+                    Ok(item) => window.push(item),
                     Err(_) => break,
                 }
             }
-            for r in pending_done.drain(..) {
-                if to_explain_tx.send(Item::Done(r)).await.is_err() {
-                    return;
+            let mut slots: Vec<Option<PlateRecord>> = Vec::with_capacity(window.len());
+            let mut batch = Vec::new();
+            for item in window {
+                match item {
+                    Item::Ok(d) => {
+                        slots.push(None);
+                        batch.push(d);
+                    }
+                    Item::Done(r) => slots.push(Some(r)),
                 }
             }
-            if batch.is_empty() {
-                continue;
-            }
-            let e2 = e.clone();
-            let results = tokio::task::spawn_blocking(move || infer_batch(&e2, batch)).await;
-            let Ok(results) = results else { return };
-            for r in results {
-                if to_explain_tx.send(r).await.is_err() {
+            let results = if batch.is_empty() {
+                Vec::new()
+            } else {
+                let e2 = e.clone();
+                match tokio::task::spawn_blocking(move || infer_batch(&e2, batch)).await {
+                    Ok(r) => r,
+                    Err(_) => return,
+                }
+            };
+            let mut results = results.into_iter();
+            for slot in slots {
+                let item = match slot {
+                    Some(r) => Item::Done(r),
+                    None => match results.next() {
+                        Some(i) => i,
+                        None => return,
+                    },
+                };
+                if to_explain_tx.send(item).await.is_err() {
                     return;
                 }
             }

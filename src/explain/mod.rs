@@ -63,7 +63,7 @@ impl Cam {
     }
     /// True when the map carries no signal: all zero after ReLU, or not finite.
     pub fn is_empty(&self) -> bool {
-        !(self.max() > 0.0)
+        self.max().partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
     }
     /// Position of the peak as fractions of the map (row, column) in 0..1, pixel centres.
     pub fn peak(&self) -> Option<(f32, f32)> {
@@ -192,7 +192,8 @@ pub fn to_native(cam: &Cam, lb: &Letterbox, native_h: usize, native_w: usize) ->
         }
     }
     let span = max - min;
-    if !(span > f32::EPSILON * max.abs().max(1e-30)) {
+    let flat = span.is_nan() || span <= f32::EPSILON * max.abs().max(1e-30);
+    if flat {
         out.iter_mut().for_each(|v| *v = 0.0);
         return out;
     }

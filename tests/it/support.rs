@@ -32,10 +32,6 @@ pub fn pydicom_test_files() -> PathBuf {
     dir
 }
 
-pub fn fixtures() -> PathBuf {
-    root().join("tests/fixtures")
-}
-
 /// pydicom's description of each file's pixels, keyed by path.
 pub fn pydicom_describe(files: &[PathBuf]) -> Vec<Value> {
     let out = Command::new(python())

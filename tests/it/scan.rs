@@ -1,0 +1,280 @@
+//! The whole scan pipeline with the real ONNX Runtime, the bundled model and a real SQLite
+//! file, on real DICOM files mixed with broken ones.
+
+use crate::support::*;
+use plateqc::config::Config;
+use plateqc::pipeline::{self, Engine};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Real images (any modality) and every kind of bad input, in one folder.
+fn mixed_inbox(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let src = pydicom_test_files();
+    let good: Vec<PathBuf> = [
+        "MR_small.dcm",
+        "CT_small.dcm",
+        "MR_small_RLE.dcm",
+        "JPGExtended.dcm",
+    ]
+    .iter()
+    .map(|f| {
+        let to = dir.join(f);
+        std::fs::copy(src.join(f), &to).unwrap();
+        to
+    })
+    .collect();
+    let mut bad = Vec::new();
+    let mut put = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        bad.push(p);
+    };
+    put("empty.dcm", b"");
+    put("notes.dcm", b"this is a text file with a .dcm name\n");
+    let mr = read(&src.join("MR_small.dcm"));
+    put("truncated.dcm", &mr[..mr.len() / 3]);
+    put("plan.dcm", &read(&src.join("rtplan.dcm")));
+    put("broken-jpeg.dcm", &read(&src.join("JPEG-lossy.dcm")));
+    // Hidden and partial files are someone else's business and must not be touched.
+    std::fs::write(dir.join(".hidden.dcm"), b"x").unwrap();
+    std::fs::write(dir.join("incoming.dcm.part"), b"x").unwrap();
+    (good, bad)
+}
+
+fn config(dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.paths.db = dir.join("db/qc.sqlite");
+    c.paths.out = dir.join("out");
+    c.decode.modalities = Vec::new();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_file_gets_exactly_one_row_and_bad_files_do_not_stop_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inbox = tmp.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let (good, bad) = mixed_inbox(&inbox);
+    let cfg = config(tmp.path());
+    let engine = Arc::new(Engine::start(cfg.clone()).await.unwrap());
+    let files = pipeline::collect_files(std::slice::from_ref(&inbox));
+    assert_eq!(
+        files.len(),
+        good.len() + bad.len(),
+        "hidden and partial files are skipped"
+    );
+    let outcomes = pipeline::run(
+        engine.clone(),
+        files.clone(),
+        Arc::new(()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcomes.len(), files.len());
+    // Outcomes come back in input order, one per file.
+    let paths: Vec<String> = outcomes
+        .iter()
+        .map(|o| o.record.source_path.clone())
+        .collect();
+    let expected: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(paths, expected);
+
+    for o in &outcomes {
+        let r = &o.record;
+        let is_good = good
+            .iter()
+            .any(|g| g.display().to_string() == r.source_path);
+        if is_good {
+            assert_ne!(r.verdict, "error", "{}: {:?}", r.source_path, r.error);
+            let score = r.unusable_score.unwrap();
+            assert!((0.0..=1.0).contains(&score));
+            assert_eq!(r.verdict == "unusable", score >= r.threshold.unwrap());
+            assert_eq!(r.overlays.len(), 3, "one overlay per exported layer");
+            for p in r.overlays.values().chain(r.montage_path.iter()) {
+                let meta = std::fs::metadata(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+                assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{p}");
+                let img = image::open(p).unwrap();
+                assert!(img.width() > 0);
+            }
+            // Per-layer overlays are at the plate's native size.
+            let first = image::open(r.overlays.values().next().unwrap()).unwrap();
+            assert_eq!(first.width() as i64, r.columns.unwrap());
+            assert_eq!(first.height() as i64, r.rows.unwrap());
+            assert_eq!(r.sha256.len(), 64);
+        } else {
+            assert_eq!(r.verdict, "error", "{} should have failed", r.source_path);
+            assert!(r.error.as_deref().is_some_and(|e| !e.is_empty()));
+            assert!(r.error_stage.is_some() && r.error_kind.is_some());
+        }
+    }
+
+    // The database holds the same, through the documented view.
+    let pool = engine.recorder.pool();
+    let rows: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT source_path, verdict, error FROM plate_verdicts ORDER BY plate_row")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), files.len());
+    let errors = rows.iter().filter(|r| r.1 == "error").count();
+    assert_eq!(errors, bad.len());
+    let kinds: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT error_kind, count(*) FROM plates WHERE verdict = 'error' GROUP BY error_kind ORDER BY error_kind",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let kinds: std::collections::BTreeMap<_, _> = kinds.into_iter().collect();
+    assert_eq!(kinds.get("not_dicom"), Some(&2), "{kinds:?}");
+    assert_eq!(kinds.get("policy"), Some(&1), "{kinds:?}");
+    assert_eq!(kinds.get("pixels"), Some(&1), "{kinds:?}");
+    assert_eq!(kinds.get("malformed"), Some(&1), "{kinds:?}");
+
+    // Privacy: the patient ID is a keyed hash and no patient name reaches the database.
+    let (hash,): (Option<String>,) =
+        sqlx::query_as("SELECT patient_id_hash FROM plates WHERE source_path LIKE '%MR_small.dcm'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let hash = hash.expect("MR_small has a Patient ID");
+    assert_eq!(hash.len(), 32);
+    engine.recorder.clone().close().await;
+    let db_bytes = std::fs::read(&cfg.paths.db).unwrap();
+    let wal = std::fs::read(cfg.paths.db.with_extension("sqlite-wal")).unwrap_or_default();
+    for needle in [b"CompressedSamples".as_slice(), b"4MR1".as_slice()] {
+        let hit = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            !hit(&db_bytes) && !hit(&wal),
+            "{} found in the database",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(&cfg.paths.db)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+}
+
+fn plateqc() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_plateqc"))
+}
+
+#[test]
+fn cli_scan_reports_summary_and_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inbox = tmp.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    mixed_inbox(&inbox);
+    let db = tmp.path().join("qc.sqlite");
+    let run = |extra: &[&str]| {
+        let mut cmd = plateqc();
+        cmd.args([
+            "scan",
+            inbox.to_str().unwrap(),
+            "--modalities",
+            "any",
+            "--db",
+        ])
+        .arg(&db)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .args(extra);
+        cmd.output().unwrap()
+    };
+    let out = run(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "failures give exit 1\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("error            5"), "{stdout}");
+    assert!(stdout.contains(db.to_str().unwrap()), "{stdout}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+    let out = run(&["--no-fail-on-error"]);
+    assert_eq!(out.status.code(), Some(0));
+
+    // Non-dental images are refused by the default policy, with a reason per file.
+    let out = plateqc()
+        .args(["scan", inbox.join("CT_small.dcm").to_str().unwrap(), "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("modality 'CT' is not accepted"));
+}
+
+#[test]
+fn cli_inspect_shows_verdict_and_overlays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = pydicom_test_files().join("MR_small.dcm");
+    let out = plateqc()
+        .args([
+            "inspect",
+            file.to_str().unwrap(),
+            "--modalities",
+            "any",
+            "--db",
+        ])
+        .arg(tmp.path().join("qc.sqlite"))
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("transfer syntax   1.2.840.10008.1.2.1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("verdict"), "{stdout}");
+    assert!(stdout.contains("montage"), "{stdout}");
+    assert!(
+        !stdout.contains("CompressedSamples"),
+        "no patient name on screen: {stdout}"
+    );
+}
+
+#[test]
+fn a_bad_model_is_refused_with_the_broken_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A real ONNX file that is not a plateqc model at all.
+    let foreign = root().join("tests/support/not-a-plateqc-model.onnx");
+    let out = plateqc()
+        .args(["check-config", "--model", foreign.to_str().unwrap(), "--db"])
+        .arg(tmp.path().join("qc.sqlite"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("breaks the plateqc model contract"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("plateqc.layers"), "{stderr}");
+    // And a model path that does not exist.
+    let out = plateqc()
+        .args(["check-config", "--model", "/nonexistent/model.onnx"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model.onnx"));
+}
