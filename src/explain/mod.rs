@@ -155,50 +155,46 @@ pub fn cam(maps: &LayerMaps, method: CamMethod) -> Cam {
     }
 }
 
-/// Samples a layer map at every native pixel: native pixel centre -> letterbox canvas ->
-/// layer grid, bilinear with half-pixel centres and edge clamping; then min-max normalised to
-/// 0..1 over the plate. An empty or flat map stays all zero rather than becoming noise
-/// divided by epsilon.
+/// Maps a layer map onto the plate as the contract states: bilinear (half-pixel centres) up to
+/// the S x S canvas, crop to the letterbox, bilinear to the native size; then min-max
+/// normalised to 0..1. An empty or flat map stays all zero rather than becoming noise divided
+/// by epsilon.
 pub fn to_native(cam: &Cam, lb: &Letterbox, native_h: usize, native_w: usize) -> Vec<f32> {
-    let mut out = vec![0f32; native_h * native_w];
     if cam.is_empty() {
-        return out;
+        return vec![0f32; native_h * native_w];
     }
-    let sy = lb.height as f64 / native_h as f64;
-    let sx = lb.width as f64 / native_w as f64;
-    let ly = cam.height as f64 / lb.size as f64;
-    let lx = cam.width as f64 / lb.size as f64;
-    // Column positions once; rows on the fly.
-    let cols: Vec<(usize, usize, f32)> = (0..native_w)
-        .map(|x| {
-            let canvas = lb.left as f64 + (x as f64 + 0.5) * sx;
-            axis(canvas * lx - 0.5, cam.width)
-        })
-        .collect();
-    let (mut min, mut max) = (f32::MAX, f32::MIN);
-    for y in 0..native_h {
-        let canvas = lb.top as f64 + (y as f64 + 0.5) * sy;
-        let (y0, y1, fy) = axis(canvas * ly - 0.5, cam.height);
-        let r0 = &cam.values[y0 * cam.width..(y0 + 1) * cam.width];
-        let r1 = &cam.values[y1 * cam.width..(y1 + 1) * cam.width];
-        let row = &mut out[y * native_w..(y + 1) * native_w];
-        for (o, &(x0, x1, fx)) in row.iter_mut().zip(&cols) {
-            let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
-            let bottom = r1[x0] + (r1[x1] - r1[x0]) * fx;
-            let v = top + (bottom - top) * fy;
-            min = min.min(v);
-            max = max.max(v);
-            *o = v;
-        }
+    let canvas = bilinear(&cam.values, cam.height, cam.width, lb.size, lb.size);
+    let mut crop = Vec::with_capacity(lb.height * lb.width);
+    for y in lb.top..lb.top + lb.height {
+        crop.extend_from_slice(&canvas[y * lb.size + lb.left..y * lb.size + lb.left + lb.width]);
     }
+    let mut out = bilinear(&crop, lb.height, lb.width, native_h, native_w);
+    let (min, max) = out
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let span = max - min;
     let flat = span.is_nan() || span <= f32::EPSILON * max.abs().max(1e-30);
-    if flat {
-        out.iter_mut().for_each(|v| *v = 0.0);
-        return out;
-    }
     for v in out.iter_mut() {
-        *v = (*v - min) / span;
+        *v = if flat { 0.0 } else { (*v - min) / span };
+    }
+    out
+}
+
+/// Bilinear resize with half-pixel centres and edge clamping (PyTorch's align_corners=False).
+pub fn bilinear(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+    let cols: Vec<(usize, usize, f32)> = (0..ow)
+        .map(|x| axis((x as f64 + 0.5) * w as f64 / ow as f64 - 0.5, w))
+        .collect();
+    let mut out = vec![0f32; oh * ow];
+    for y in 0..oh {
+        let (y0, y1, fy) = axis((y as f64 + 0.5) * h as f64 / oh as f64 - 0.5, h);
+        let r0 = &src[y0 * w..(y0 + 1) * w];
+        let r1 = &src[y1 * w..(y1 + 1) * w];
+        for (o, &(x0, x1, fx)) in out[y * ow..(y + 1) * ow].iter_mut().zip(&cols) {
+            let a = r0[x0] * (1.0 - fy) + r1[x0] * fy;
+            let b = r0[x1] * (1.0 - fy) + r1[x1] * fy;
+            *o = a * (1.0 - fx) + b * fx;
+        }
     }
     out
 }
@@ -246,6 +242,13 @@ mod tests {
             cam(&m, CamMethod::LayerCam).values,
             vec![2.0, 0.0, 0.0, 0.5]
         );
+    }
+
+    #[test]
+    fn bilinear_matches_half_pixel_convention() {
+        // 2 -> 4 samples: positions -0.25 (clamped), 0.25, 0.75, 1.25 (clamped).
+        let out = bilinear(&[0.0, 1.0], 1, 2, 1, 4);
+        assert_eq!(out, vec![0.0, 0.25, 0.75, 1.0]);
     }
 
     #[test]
