@@ -31,6 +31,7 @@ TYPE_NAMES = ["scratch", "bend", "bite_mark", "dust", "fingerprint", "peel", "fa
               "reversed_plate", "brightness"]
 LOCAL_FRACTION = 0.5   # an artifact mask covering less than this share of the plate is "local"
 SHARD = 1000
+_IMPORT_HASH: list = [None]   # hash of the generator sources when this process imported them
 
 
 def generator():
@@ -39,10 +40,14 @@ def generator():
     if os.environ.get("PLATEQC_PLACEHOLDER") == "1":
         sys.path.insert(0, str(WORK))
         import placeholder_synth as ps
+        _IMPORT_HASH[0] = _IMPORT_HASH[0] or "placeholder"
         return ps.make_plate, ps.ARTIFACT_TYPES, [WORK / "placeholder_synth.py"]
     from synth.artifacts import ARTIFACT_TYPES
     from synth.plate import make_plate
     srcs = sorted((HERE / "synth").rglob("*.py"))
+    if _IMPORT_HASH[0] is None:
+        _IMPORT_HASH[0] = "pending"
+        _IMPORT_HASH[0] = data_hash({})
     return make_plate, ARTIFACT_TYPES, srcs
 
 
@@ -116,7 +121,7 @@ def encode_plate(plate, size: int):
 def build_shard(split: str, split_seed: int, start: int, stop: int, size: int, shifted: bool,
                 unusable_fraction: float = 0.5, artifact_fraction: float = 0.6) -> Path:
     make_plate, _, _ = generator()
-    gen_hash = data_hash({})   # generator sources as imported by this process
+    gen_hash = _IMPORT_HASH[0]   # generator sources as imported by this process
     out_dir = CACHE / f"{split}-s{size}"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{start:06d}-{stop:06d}.npz"
