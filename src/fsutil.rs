@@ -16,6 +16,12 @@ pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
 
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename) with mode 0600.
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_private_with(path, bytes, true)
+}
+
+/// As [`write_private`]; `durable = false` skips the fsync for derived files (overlays) that can
+/// be regenerated from the plate, where an fsync per image would dominate the run time.
+pub fn write_private_with(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         create_private_dir_all(dir)?;
     }
@@ -27,7 +33,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)
     })();
     if result.is_err() {

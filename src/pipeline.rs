@@ -33,6 +33,7 @@ pub struct Engine {
     pub hasher: PatientHasher,
     pub run_id: String,
     lut: Arc<[[u8; 3]; 256]>,
+    blend: Arc<overlay::BlendTable>,
 }
 
 impl Engine {
@@ -48,6 +49,7 @@ impl Engine {
         let recorder = Recorder::open(&config.paths.db).await?;
         let hasher = PatientHasher::load_or_create(&config.key_file())?;
         let lut = Arc::new(overlay::lut_for(config.explain.colormap));
+        let blend = Arc::new(overlay::BlendTable::new(&lut, config.explain.alpha));
         let run_id = format!(
             "{}-{}",
             chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
@@ -60,6 +62,7 @@ impl Engine {
             hasher,
             run_id,
             lut,
+            blend,
         })
     }
 }
@@ -341,24 +344,30 @@ fn explain_plate(engine: &Engine, item: Inferred) -> PlateRecord {
             .join("overlays")
             .join(day)
             .join(format!("{uid}_{short}"));
+        // Montage panels are made at panel size from the start (heat maps sampled straight to
+        // that size) rather than by shrinking native-size overlays.
+        let (pw, ph) = overlay::panel_size(w, h, cfg.montage_height);
+        let small_gray = overlay::shrink_raw(&gray, w, h, pw, ph, 1);
         let mut panels = vec![overlay::Panel {
             label: "ORIGINAL".into(),
-            image: overlay::gray_rgb(&gray, w, h),
+            image: overlay::gray_rgb(&small_gray, pw, ph),
         }];
         let mut overlays = BTreeMap::new();
         for (name, maps) in contract.layers.iter().zip(&inference.layers) {
             let cam = explain::cam(maps, cfg.method);
             let heat = explain::to_native(&cam, &letterbox, h, w);
-            let img = overlay::blend(&gray, &heat, w, h, &engine.lut, cfg.alpha);
+            let img = engine.blend.blend(&gray, &heat, w, h);
             let path = dir.join(format!("{}.png", crate::fsutil::sanitize_component(name)));
             if let Err(e) = overlay::save_png(&img, &path) {
                 return failure(base, "explain", "write", e.to_string(), plate_started);
             }
             overlays.insert(name.clone(), path.display().to_string());
             let empty = if cam.is_empty() { " (EMPTY)" } else { "" };
+            drop(img);
+            let small_heat = explain::to_native(&cam, &letterbox, ph, pw);
             panels.push(overlay::Panel {
                 label: format!("{} {}{}", name, cfg.method.label(), empty),
-                image: img,
+                image: engine.blend.blend(&small_gray, &small_heat, pw, ph),
             });
         }
         let mut lines = vec![format!(

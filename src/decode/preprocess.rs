@@ -32,71 +32,110 @@ impl Letterbox {
 }
 
 /// Produces the `[2, S, S]` tensor (channel-major) and its letterbox.
+///
+/// Stored values are integers within Bits Stored (at most 16 bits here), so both channels are
+/// a lookup table over that range, the percentiles come from a histogram, and the area resize
+/// reads the stored values directly: no full-resolution float copies of the plate.
 pub fn preprocess(plate: &Plate, size: usize) -> (Vec<f32>, Letterbox) {
     let h = plate.height();
     let w = plate.width();
     let hd = &plate.header;
-    let n = plate.pixels.len();
     let slope = hd.rescale_slope;
     let icpt = hd.rescale_intercept;
+    let (vmin, vmax) = stored_limits(hd.bits_stored, hd.pixel_signed);
 
-    // Channel 0: percentiles of the modality values. Rescale is monotonic, so ranking stored
-    // values gives the same order statistics; the two ranks are found in O(n).
-    let (k_lo, k_hi) = percentile_ranks(n);
-    let mut scratch = plate.pixels.clone();
-    let v_lo = *scratch.select_nth_unstable(k_lo).1;
-    let v_hi = *scratch.select_nth_unstable(k_hi).1;
-    drop(scratch);
+    // Channel 0 window: percentiles of the modality values. Rescale is monotonic, so the order
+    // statistics of the stored values map onto those of the modality values.
+    let (v_lo, v_hi) = stored_percentiles(&plate.pixels, vmin, vmax);
     let (mut lo, mut hi) = (v_lo as f64 * slope + icpt, v_hi as f64 * slope + icpt);
     if slope < 0.0 {
         std::mem::swap(&mut lo, &mut hi);
     }
     let span = hi - lo;
-
-    let bits = hd.bits_stored as i32;
-    let (vmin, vmax) = if hd.pixel_signed {
-        (
-            -(1i64 << (bits - 1)) as f64,
-            ((1i64 << (bits - 1)) - 1) as f64,
-        )
-    } else {
-        (0.0, ((1i64 << bits) - 1) as f64)
-    };
     let invert = hd.is_monochrome1();
-
-    let mut c0 = vec![0f64; n];
-    let mut c1 = vec![0f64; n];
-    for (i, &v) in plate.pixels.iter().enumerate() {
+    let range = (vmax - vmin) as f64;
+    let entries = (vmax - vmin + 1) as usize;
+    let mut lut0 = Vec::with_capacity(entries);
+    let mut lut1 = Vec::with_capacity(entries);
+    for v in vmin..=vmax {
         let m = v as f64 * slope + icpt;
-        let mut a = if span > 0.0 {
+        let a = if span > 0.0 {
             ((m - lo) / span).clamp(0.0, 1.0)
         } else {
             0.0
         };
-        let mut b = (v as f64 - vmin) / (vmax - vmin);
-        if invert {
-            a = 1.0 - a;
-            b = 1.0 - b;
-        }
-        c0[i] = a;
-        c1[i] = b;
+        let b = (v - vmin) as f64 / range;
+        lut0.push(if invert { 1.0 - a } else { a });
+        lut1.push(if invert { 1.0 - b } else { b });
     }
 
     let lb = Letterbox::for_plate(h, w, size);
     let rows = area_weights(h, lb.height);
     let cols = area_weights(w, lb.width);
+    // Vertical pass straight from stored values through the tables.
+    let mut tmp0 = vec![0f64; lb.height * w];
+    let mut tmp1 = vec![0f64; lb.height * w];
+    for (i, (first, wts)) in rows.iter().enumerate() {
+        let d0 = &mut tmp0[i * w..(i + 1) * w];
+        let d1 = &mut tmp1[i * w..(i + 1) * w];
+        for (k, &wt) in wts.iter().enumerate() {
+            let src = &plate.pixels[(first + k) * w..(first + k + 1) * w];
+            for ((a, b), &v) in d0.iter_mut().zip(d1.iter_mut()).zip(src) {
+                let idx = (v.clamp(vmin, vmax) - vmin) as usize;
+                *a += wt * lut0[idx];
+                *b += wt * lut1[idx];
+            }
+        }
+    }
+    // Horizontal pass into the letterboxed canvas.
     let mut out = vec![0f32; 2 * size * size];
-    for (ch, src) in [c0, c1].iter().enumerate() {
-        let resized = resample(src, h, w, &rows, &cols);
+    for (ch, tmp) in [tmp0, tmp1].iter().enumerate() {
         let base = ch * size * size;
         for y in 0..lb.height {
+            let row = &tmp[y * w..(y + 1) * w];
             let dst = base + (lb.top + y) * size + lb.left;
-            for x in 0..lb.width {
-                out[dst + x] = resized[y * lb.width + x] as f32;
+            for (x, (first, wts)) in cols.iter().enumerate() {
+                let v: f64 = wts.iter().zip(&row[*first..]).map(|(wt, s)| wt * s).sum();
+                out[dst + x] = v as f32;
             }
         }
     }
     (out, lb)
+}
+
+/// The range of values Bits Stored can hold.
+pub fn stored_limits(bits_stored: u16, signed: bool) -> (i32, i32) {
+    let b = bits_stored.clamp(1, 16) as i32;
+    if signed {
+        (-(1 << (b - 1)), (1 << (b - 1)) - 1)
+    } else {
+        (0, (1 << b) - 1)
+    }
+}
+
+/// The stored values at the 0.5th and 99.5th percentile ranks, by counting (values are
+/// bounded by Bits Stored, so a histogram beats sorting and needs no copy of the plate).
+pub fn stored_percentiles(pixels: &[i32], vmin: i32, vmax: i32) -> (i32, i32) {
+    let mut hist = vec![0u32; (vmax - vmin + 1) as usize];
+    for &v in pixels {
+        hist[(v.clamp(vmin, vmax) - vmin) as usize] += 1;
+    }
+    let (k_lo, k_hi) = percentile_ranks(pixels.len());
+    let (mut lo, mut hi) = (vmin, vmax);
+    let mut seen = 0usize;
+    let mut found_lo = false;
+    for (i, &c) in hist.iter().enumerate() {
+        seen += c as usize;
+        if !found_lo && seen > k_lo {
+            lo = vmin + i as i32;
+            found_lo = true;
+        }
+        if seen > k_hi {
+            hi = vmin + i as i32;
+            break;
+        }
+    }
+    (lo, hi)
 }
 
 /// 0-based ranks of the 0.5th and 99.5th percentiles among `n` values, in integer arithmetic
@@ -126,42 +165,6 @@ pub(crate) fn area_weights(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f64>)> 
         .collect()
 }
 
-/// Separable resampling: vertical pass first here, horizontal first in the reference;
-/// the operator is linear and separable, so the order changes only rounding (~1e-16).
-fn resample(
-    src: &[f64],
-    h: usize,
-    w: usize,
-    rows: &[(usize, Vec<f64>)],
-    cols: &[(usize, Vec<f64>)],
-) -> Vec<f64> {
-    let oh = rows.len();
-    let ow = cols.len();
-    let mut tmp = vec![0f64; oh * w];
-    for (i, (first, wts)) in rows.iter().enumerate() {
-        let dst = &mut tmp[i * w..(i + 1) * w];
-        for (k, &wt) in wts.iter().enumerate() {
-            let row = &src[(first + k) * w..(first + k + 1) * w];
-            for (d, &s) in dst.iter_mut().zip(row) {
-                *d += wt * s;
-            }
-        }
-    }
-    let _ = h;
-    let mut out = vec![0f64; oh * ow];
-    for y in 0..oh {
-        let row = &tmp[y * w..(y + 1) * w];
-        for (x, (first, wts)) in cols.iter().enumerate() {
-            out[y * ow + x] = wts
-                .iter()
-                .enumerate()
-                .map(|(k, &wt)| wt * row[first + k])
-                .sum();
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +184,20 @@ mod tests {
             let total: f64 = coverage.iter().sum();
             assert!((total - n_out as f64).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn histogram_percentiles_match_sorting() {
+        let px: Vec<i32> = (0..5000).map(|i| (i * 7919) % 4096).collect();
+        let mut sorted = px.clone();
+        sorted.sort();
+        let (a, b) = percentile_ranks(px.len());
+        assert_eq!(stored_percentiles(&px, 0, 4095), (sorted[a], sorted[b]));
+        let signed: Vec<i32> = px.iter().map(|v| v - 2048).collect();
+        assert_eq!(
+            stored_percentiles(&signed, -2048, 2047),
+            (sorted[a] - 2048, sorted[b] - 2048)
+        );
     }
 
     #[test]

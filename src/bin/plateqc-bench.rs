@@ -1,0 +1,207 @@
+//! Throughput benchmark of the scan pipeline on a folder of plates.
+//!
+//! Machines here are noisy, so every figure is reported next to a baseline measured in the same
+//! process: the decode-only pass (read + decode + preprocess) is the baseline, and the full
+//! pipeline with and without overlays is expressed against it. Run: `make bench` or
+//! `cargo run --release --bin plateqc-bench -- DIR [--rounds N] [--modalities any]`.
+
+use plateqc::config::Config;
+use plateqc::decode::{self, preprocess};
+use plateqc::pipeline::{self, Engine};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+struct Args {
+    dir: PathBuf,
+    rounds: usize,
+    any_modality: bool,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut dir = None;
+    let mut rounds = 3;
+    let mut any_modality = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--rounds" => {
+                rounds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--rounds takes a number")?
+            }
+            "--modalities" => any_modality = it.next().as_deref() == Some("any"),
+            _ if dir.is_none() => dir = Some(PathBuf::from(a)),
+            _ => return Err(format!("unexpected argument {a}")),
+        }
+    }
+    Ok(Args {
+        dir: dir.ok_or("usage: plateqc-bench DIR [--rounds N] [--modalities any]")?,
+        rounds: rounds.max(1),
+        any_modality,
+    })
+}
+
+// glibc hands every multi-megabyte plate buffer back to the kernel and faults it in again for
+// the next plate; mimalloc keeps and reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Err(e) = rt.block_on(run(args)) {
+        eprintln!("plateqc-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let files = pipeline::collect_files(std::slice::from_ref(&args.dir));
+    if files.is_empty() {
+        return Err(format!("no files under {}", args.dir.display()).into());
+    }
+    let tmp = std::env::temp_dir().join(format!("plateqc-bench-{}", std::process::id()));
+    let mut config = Config::default();
+    if args.any_modality {
+        config.decode.modalities = Vec::new();
+    }
+    config.paths.db = tmp.join("bench.sqlite");
+    config.paths.out = tmp.join("out");
+
+    let cold_start = Instant::now();
+    let engine = Arc::new(Engine::start(config.clone()).await?);
+    let model_load_s = cold_start.elapsed().as_secs_f64();
+    let size = engine.model.contract.input_size;
+
+    // Megapixels and bit depth of the set, so figures can be compared across sets.
+    let mut mpx = 0.0;
+    let mut bits = std::collections::BTreeMap::new();
+    for f in &files {
+        if let Ok(h) = decode::decode_header(&std::fs::read(f)?, &config.decode) {
+            mpx += (h.rows as f64 * h.columns as f64) / 1e6;
+            *bits.entry(h.bits_stored).or_insert(0) += 1;
+        }
+    }
+    println!(
+        "set: {} files, mean {:.2} Mpx, bits stored {:?}; model load {:.2} s; {} cores",
+        files.len(),
+        mpx / files.len() as f64,
+        bits,
+        model_load_s,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+
+    let mut decode_rates = Vec::new();
+    let mut full_rates = Vec::new();
+    let mut verdict_rates = Vec::new();
+    let mut first_full = None;
+    for round in 0..args.rounds {
+        // Baseline: decode + preprocess only, same worker count as the pipeline.
+        let t = Instant::now();
+        let workers = config.scan.decode_workers.max(1);
+        let chunks: Vec<Vec<PathBuf>> = (0..workers)
+            .map(|w| files.iter().skip(w).step_by(workers).cloned().collect())
+            .collect();
+        let policy = config.decode.clone();
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let policy = policy.clone();
+                std::thread::spawn(move || {
+                    for f in chunk {
+                        if let Ok(bytes) = std::fs::read(&f) {
+                            if let Ok(p) = decode::decode(&bytes, &policy) {
+                                std::hint::black_box(preprocess::preprocess(&p, size));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            let _ = h.join();
+        }
+        decode_rates.push(files.len() as f64 / t.elapsed().as_secs_f64());
+
+        // Full pipeline with overlays and montage.
+        let t = Instant::now();
+        let outcomes = pipeline::run(
+            engine.clone(),
+            files.clone(),
+            Arc::new(()),
+            CancellationToken::new(),
+        )
+        .await?;
+        let rate = outcomes.len() as f64 / t.elapsed().as_secs_f64();
+        full_rates.push(rate);
+        if round == 0 {
+            first_full = Some(rate);
+            let stage = |f: fn(&plateqc::record::PlateRecord) -> Option<f64>| {
+                let v: Vec<f64> = outcomes.iter().filter_map(|o| f(&o.record)).collect();
+                if v.is_empty() {
+                    0.0
+                } else {
+                    v.iter().sum::<f64>() / v.len() as f64
+                }
+            };
+            println!(
+                "per plate (mean ms, round 1): decode+preprocess {:.1}, infer {:.1}, explain+overlays {:.1}, total latency {:.1}",
+                stage(|r| r.decode_ms),
+                stage(|r| r.infer_ms),
+                stage(|r| r.explain_ms),
+                stage(|r| r.total_ms)
+            );
+        }
+
+        // Verdicts only (no overlay PNGs): what the explain stage costs.
+        let mut c2 = config.clone();
+        c2.explain.write_overlays = false;
+        c2.paths.db = tmp.join(format!("bench-noverlay-{round}.sqlite"));
+        let e2 = Arc::new(Engine::start(c2).await?);
+        let t = Instant::now();
+        let n = pipeline::run(e2, files.clone(), Arc::new(()), CancellationToken::new())
+            .await?
+            .len();
+        verdict_rates.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    let base = median(decode_rates.clone());
+    let full = median(full_rates.clone());
+    let verdicts = median(verdict_rates.clone());
+    println!("rounds: {}", args.rounds);
+    println!("baseline decode+preprocess : {base:7.1} plates/s");
+    println!(
+        "full pipeline (overlays)   : {full:7.1} plates/s  = {:.2} x baseline",
+        full / base
+    );
+    println!(
+        "verdicts only (no PNGs)    : {verdicts:7.1} plates/s  = {:.2} x baseline",
+        verdicts / base
+    );
+    if let Some(cold) = first_full {
+        println!(
+            "cold first round (full)    : {cold:7.1} plates/s  = {:.2} x warm median",
+            cold / full
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
