@@ -278,3 +278,61 @@ fn a_bad_model_is_refused_with_the_broken_rule() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model.onnx"));
 }
+
+/// Every fixture (all transfer syntaxes, photometrics and bit depths) is judged, none fails,
+/// and each verdict agrees with the PyTorch reference probability and the model's threshold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixtures_are_all_judged_like_the_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.decode.modalities = vec!["IO".into()];
+    let engine = Arc::new(Engine::start(cfg).await.unwrap());
+    let dir = root().join("tests/fixtures");
+    let files = pipeline::collect_files(std::slice::from_ref(&dir));
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let entries = golden["files"].as_array().unwrap();
+    assert_eq!(
+        files.len(),
+        entries.len(),
+        "only the .dcm fixtures are taken"
+    );
+    let outcomes = pipeline::run(
+        engine.clone(),
+        files,
+        Arc::new(()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let threshold = engine.model.contract.threshold as f64;
+    for o in &outcomes {
+        let r = &o.record;
+        assert_ne!(r.verdict, "error", "{}: {:?}", r.source_path, r.error);
+        let name = Path::new(&r.source_path)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let e = entries.iter().find(|e| e["file"] == name).unwrap();
+        let p_ref = e["probabilities"][1].as_f64().unwrap();
+        if (p_ref - threshold).abs() > 1e-3 {
+            let want = if p_ref >= threshold {
+                "unusable"
+            } else {
+                "usable"
+            };
+            assert_eq!(
+                r.verdict, want,
+                "{name}: reference p={p_ref}, ours {:?}",
+                r.unusable_score
+            );
+        }
+        if r.verdict == "unusable" {
+            assert!(
+                r.reason_code.as_deref().is_some_and(|c| c.len() == 6),
+                "{name}: CID 7011 code"
+            );
+        }
+    }
+}
