@@ -170,9 +170,12 @@ struct Frame {
     end: Option<usize>,
     /// Encapsulated pixel data: its items are opaque fragments, not data sets.
     fragments: bool,
+    /// Encoding inside this container: an undefined-length UN element holds an implicit VR
+    /// little endian sequence (CP-246) even in an explicit VR data set.
+    enc: Encoding,
 }
 
-fn walk(data: &[u8], enc: Encoding, max_depth: usize) -> Result<usize, PrescanError> {
+fn walk(data: &[u8], base: Encoding, max_depth: usize) -> Result<usize, PrescanError> {
     let dict = StandardDataDictionary;
     let mut stack: Vec<Frame> = Vec::new();
     let mut deepest = 0usize;
@@ -181,11 +184,11 @@ fn walk(data: &[u8], enc: Encoding, max_depth: usize) -> Result<usize, PrescanEr
         offset,
         what: what.to_string(),
     };
-    let u16_at = |p: usize| match enc {
+    let u16_at = |p: usize, enc: Encoding| match enc {
         Encoding::ExplicitBe => u16::from_be_bytes([data[p], data[p + 1]]),
         _ => u16::from_le_bytes([data[p], data[p + 1]]),
     };
-    let u32_at = |p: usize| match enc {
+    let u32_at = |p: usize, enc: Encoding| match enc {
         Encoding::ExplicitBe => {
             u32::from_be_bytes([data[p], data[p + 1], data[p + 2], data[p + 3]])
         }
@@ -217,10 +220,11 @@ fn walk(data: &[u8], enc: Encoding, max_depth: usize) -> Result<usize, PrescanEr
         if pos + 8 > data.len() {
             return Err(bad(pos, "truncated element header"));
         }
-        let tag = (u16_at(pos), u16_at(pos + 2));
+        let enc = stack.last().map_or(base, |f| f.enc);
+        let tag = (u16_at(pos, enc), u16_at(pos + 2, enc));
         // Item and delimiter tags are never followed by a VR, whatever the encoding.
         if tag == ITEM || tag == ITEM_DELIM || tag == SEQ_DELIM {
-            let len = u32_at(pos + 4);
+            let len = u32_at(pos + 4, enc);
             pos += 8;
             match tag {
                 ITEM => {
@@ -232,6 +236,7 @@ fn walk(data: &[u8], enc: Encoding, max_depth: usize) -> Result<usize, PrescanEr
                         stack.push(Frame {
                             end: None,
                             fragments: false,
+                            enc,
                         });
                     } else {
                         let end = checked_end(pos, len, data.len())
@@ -243,6 +248,7 @@ fn walk(data: &[u8], enc: Encoding, max_depth: usize) -> Result<usize, PrescanEr
                         stack.push(Frame {
                             end: Some(end),
                             fragments: false,
+                            enc,
                         });
                     }
                 }
@@ -263,9 +269,10 @@ fn walk(data: &[u8], enc: Encoding, max_depth: usize) -> Result<usize, PrescanEr
                 }
             }
         } else {
+            let mut inner = enc;
             let (vr_is_sq, len, header) = match enc {
                 Encoding::ImplicitLe => {
-                    let len = u32_at(pos + 4);
+                    let len = u32_at(pos + 4, enc);
                     let is_sq = len == UNDEFINED
                         || dict
                             .by_tag(Tag(tag.0, tag.1))
@@ -278,9 +285,13 @@ fn walk(data: &[u8], enc: Encoding, max_depth: usize) -> Result<usize, PrescanEr
                         if pos + 12 > data.len() {
                             return Err(bad(pos, "truncated element header"));
                         }
-                        (vr == b"SQ", u32_at(pos + 8), 12)
+                        let len = u32_at(pos + 8, enc);
+                        if vr == b"UN" && len == UNDEFINED {
+                            inner = Encoding::ImplicitLe;
+                        }
+                        (vr == b"SQ", len, 12)
                     } else if vr.iter().all(|c| c.is_ascii_uppercase()) {
-                        (false, u16_at(pos + 6) as u32, 8)
+                        (false, u16_at(pos + 6, enc) as u32, 8)
                     } else {
                         return Err(bad(pos, "invalid value representation"));
                     }
@@ -294,6 +305,7 @@ fn walk(data: &[u8], enc: Encoding, max_depth: usize) -> Result<usize, PrescanEr
                 stack.push(Frame {
                     end: None,
                     fragments: pixel_data,
+                    enc: inner,
                 });
             } else {
                 let end = checked_end(pos, len, data.len())
@@ -302,6 +314,7 @@ fn walk(data: &[u8], enc: Encoding, max_depth: usize) -> Result<usize, PrescanEr
                     stack.push(Frame {
                         end: Some(end),
                         fragments: false,
+                        enc,
                     });
                 } else {
                     pos = end;
@@ -353,6 +366,20 @@ mod tests {
             body.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
         }
         body
+    }
+
+    #[test]
+    fn undefined_length_un_holds_an_implicit_sequence() {
+        // (0009,0010) UN, undefined length, then an implicit VR item with one element.
+        let mut body = vec![
+            0x09, 0x00, 0x10, 0x00, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ];
+        body.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        body.extend_from_slice(&[0x09, 0x00, 0x11, 0x10, 2, 0, 0, 0, b'A', b'B']);
+        body.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        body.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        let f = part10("1.2.840.10008.1.2.1", &body);
+        assert_eq!(prescan(&f, 8, 1 << 20).unwrap().max_depth, 1);
     }
 
     #[test]

@@ -175,6 +175,19 @@ fn malformed_inputs_are_errors_not_crashes() {
     assert!(matches!(e, DecodeError::Unsupported(_)), "{e}");
     let e = expect_err(&read(&dir.join("rtdose_1frame.dcm")), "32-bit dose grid");
     assert!(matches!(e, DecodeError::Unsupported(_)), "{e}");
+    // Real-world oddities: no file meta, no transfer syntax in the meta, a data set encoded
+    // otherwise than its meta says, a 32-bit image, a colour image, and a CP-246 UN sequence
+    // (dicom-rs cannot parse it; it must be a clean error).
+    for (f, what) in [
+        ("no_meta.dcm", "no meta"),
+        ("meta_missing_tsyntax.dcm", "no transfer syntax"),
+        ("SC_rgb_jpeg.dcm", "explicit meta, implicit data set"),
+        ("badVR.dcm", "bad VR"),
+        ("GDCMJ2K_TextGBR.dcm", "colour"),
+        ("UN_sequence.dcm", "UN sequence"),
+    ] {
+        expect_err(&read(&dir.join(f)), what);
+    }
     // Not images at all.
     expect_err(&read(&dir.join("rtplan.dcm")), "RT plan");
     expect_err(&read(&dir.join("reportsi.dcm")), "SR document");
