@@ -42,6 +42,12 @@ pub struct Common {
     /// Accepted modalities, comma-separated (e.g. IO,DX,CR,PX), or `any`.
     #[arg(long)]
     pub modalities: Option<String>,
+    /// Heat-map method: gradcam, gradcampp or layercam.
+    #[arg(long)]
+    pub cam_method: Option<String>,
+    /// Heat-map colours: turbo, inferno, viridis or jet.
+    #[arg(long)]
+    pub colormap: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,6 +137,17 @@ pub fn resolve_config(path: Option<&PathBuf>, common: &Common) -> Result<Config>
                 .filter(|s| !s.is_empty())
                 .collect()
         };
+    }
+    if let Some(m) = &common.cam_method {
+        config.explain.method = crate::explain::CamMethod::parse(m).ok_or_else(|| {
+            anyhow::anyhow!("--cam-method {m}: expected gradcam, gradcampp or layercam")
+        })?;
+    }
+    if let Some(c) = &common.colormap {
+        config.explain.colormap =
+            crate::explain::colormap::Colormap::parse(c).ok_or_else(|| {
+                anyhow::anyhow!("--colormap {c}: expected turbo, inferno, viridis or jet")
+            })?;
     }
     let problems = config.validate();
     if !problems.is_empty() {

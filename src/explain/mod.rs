@@ -33,7 +33,7 @@ pub enum CamMethod {
 
 impl CamMethod {
     pub fn parse(s: &str) -> Option<CamMethod> {
-        match s.to_ascii_lowercase().replace(['-', '_', '+'], "").as_str() {
+        match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
             "gradcam" => Some(CamMethod::GradCam),
             "gradcampp" | "gradcamplusplus" | "gradcam++" => Some(CamMethod::GradCamPlusPlus),
             "layercam" => Some(CamMethod::LayerCam),
@@ -233,6 +233,21 @@ mod tests {
         let c = cam(&m, CamMethod::GradCam);
         assert_eq!(c.values, vec![0.0, 2.0, 3.0, 4.0]);
         assert_eq!(c.peak(), Some((0.75, 0.75)));
+    }
+
+    #[test]
+    fn method_names_parse() {
+        assert_eq!(CamMethod::parse("Grad-CAM"), Some(CamMethod::GradCam));
+        assert_eq!(
+            CamMethod::parse("grad-cam++"),
+            Some(CamMethod::GradCamPlusPlus)
+        );
+        assert_eq!(
+            CamMethod::parse("gradcampp"),
+            Some(CamMethod::GradCamPlusPlus)
+        );
+        assert_eq!(CamMethod::parse("LayerCAM"), Some(CamMethod::LayerCam));
+        assert_eq!(CamMethod::parse("scorecam"), None);
     }
 
     #[test]

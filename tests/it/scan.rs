@@ -336,3 +336,53 @@ async fn fixtures_are_all_judged_like_the_reference() {
         }
     }
 }
+
+/// The example queries in docs/schema.md run against a real history database and return rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_queries_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inbox = tmp.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    mixed_inbox(&inbox);
+    let engine = Arc::new(Engine::start(config(tmp.path())).await.unwrap());
+    let files = pipeline::collect_files(std::slice::from_ref(&inbox));
+    pipeline::run(
+        engine.clone(),
+        files,
+        Arc::new(()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let doc = std::fs::read_to_string(root().join("docs/schema.md")).unwrap();
+    let block = doc
+        .split("```sql")
+        .nth(1)
+        .expect("an sql block")
+        .split("```")
+        .next()
+        .unwrap();
+    let mut ran = 0;
+    for stmt in block.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let sql: String = stmt
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if sql.trim().is_empty() {
+            continue;
+        }
+        sqlx::query(&sql)
+            .fetch_all(engine.recorder.pool())
+            .await
+            .unwrap_or_else(|e| panic!("documented query failed: {e}\n{sql}"));
+        ran += 1;
+    }
+    assert!(ran >= 5, "{ran} queries");
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM plate_verdicts WHERE verdict = 'error'")
+            .fetch_one(engine.recorder.pool())
+            .await
+            .unwrap();
+    assert_eq!(n, 5);
+}
