@@ -386,3 +386,18 @@ async fn documented_queries_run() {
             .unwrap();
     assert_eq!(n, 5);
 }
+
+/// A file over the size limit is refused before it is read into memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_files_are_refused_unread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.decode.max_file_bytes = 4096;
+    let engine = Arc::new(Engine::start(cfg).await.unwrap());
+    let file = pydicom_test_files().join("MR_small.dcm");
+    let out = pipeline::run(engine, vec![file], Arc::new(()), CancellationToken::new()).await.unwrap();
+    let r = &out[0].record;
+    assert_eq!(r.verdict, "error");
+    assert_eq!(r.error_kind.as_deref(), Some("too_large"));
+    assert!(r.sha256.is_empty(), "the file was not read");
+}
