@@ -79,6 +79,25 @@ def data_hash(settings: dict) -> str:
     return h.hexdigest()
 
 
+def split_generator_hash(split: str, size: int) -> str:
+    """The generator-source hash recorded in a cached split (all shards must agree)."""
+    d = CACHE / f"{split}-s{size}"
+    hs = set()
+    for f in sorted(d.glob("[0-9]*-[0-9]*.npz")):
+        if f.name.endswith(".tmp.npz"):
+            continue
+        with np.load(f) as z:
+            hs.add(str(z["gen_hash"][0]) if "gen_hash" in z.files else "unknown")
+    if len(hs) != 1:
+        raise RuntimeError(f"split {split}: shards made by different generator versions {hs}")
+    return hs.pop()
+
+
+def dataset_hash(gen_hash: str, settings: dict) -> str:
+    """plateqc.data_hash: sha256 of the generator-source hash and the data settings."""
+    return hashlib.sha256((gen_hash + json.dumps(settings, sort_keys=True)).encode()).hexdigest()
+
+
 def plate_seed(split_seed: int, i: int) -> int:
     return int(split_seed) * 1_000_000 + int(i)
 

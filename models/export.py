@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as _dt
-import hashlib
 import importlib
 import json
 import os
@@ -237,7 +235,6 @@ def export_onnx(model: nn.Module, layers: list[str], out_path: str | Path, *, in
     for p in folded.parameters():
         p.requires_grad_(True)
     ex = Explained(folded, layers).eval()
-    n_types = None
     S = int(input_size)
     # batch 3 so that the symbolic batch is not unified with the 2 channels
     img = torch.rand(3, 2, S, S)

@@ -47,11 +47,19 @@ def main(argv=None):
     model = load_model(run / "weights.pt", res["width"])
     layers = list(PlateNet.LAYERS)
     settings = json.loads(a.data_settings)
+    hashes = {sp: D.split_generator_hash(sp, res["size"])
+              for sp in (res["args"]["train"], res["args"]["val"])}
+    if len(set(hashes.values())) != 1:
+        raise SystemExit(f"train/val made by different generator versions: {hashes}")
+    gen_hash = hashes[res["args"]["train"]]
+    if gen_hash != D.data_hash({}):
+        print("WARNING: models/synth changed since the training data was generated", flush=True)
+    settings["generator_sources_sha256"] = gen_hash
     md = E.build_metadata(
         input_size=res["size"], layers=layers, artifact_types=D.artifact_types(),
         threshold=res["threshold"], artifact_threshold=0.5, model_name=MODEL_NAME,
         model_version=MODEL_VERSION, training_seed=res["seed"],
-        data_hash=D.data_hash(settings))
+        data_hash=D.dataset_hash(gen_hash, settings))
     info = E.export_onnx(model, layers, a.out, input_size=res["size"], metadata=md)
     problems = E.check_contract(a.out)
     print(json.dumps({**info, "contract_problems": problems}), flush=True)
