@@ -68,6 +68,16 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Run as a service: judge every complete file arriving in the inbox folders, record it,
+    /// and move it to accepted/, rejected/ or quarantine/. Stops on SIGINT or SIGTERM after
+    /// finishing the plates in flight.
+    Watch {
+        /// Inbox folder (repeatable); overrides `watch.inboxes`.
+        #[arg(long = "inbox")]
+        inboxes: Vec<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Validate the configuration and the model, print the effective settings, and exit.
     CheckConfig {
         #[command(flatten)]
@@ -172,6 +182,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Inspect { file, common } => {
             let config = resolve_config(cli.config.as_ref(), common)?;
             inspect(config, file.clone()).await
+        }
+        Command::Watch { inboxes, common } => {
+            let mut config = resolve_config(cli.config.as_ref(), common)?;
+            if !inboxes.is_empty() {
+                config.watch.inboxes = inboxes.clone();
+                let problems = config.validate();
+                if !problems.is_empty() {
+                    anyhow::bail!("invalid settings:\n  - {}", problems.join("\n  - "));
+                }
+            }
+            watch(config).await
         }
         Command::CheckConfig { common } => {
             let config = resolve_config(cli.config.as_ref(), common)?;
@@ -328,6 +349,43 @@ fn print_summary(
     println!("  database    {}", db.display());
     println!("  overlays    {}", out.join("overlays").display());
     println!("  query       sqlite3 {} \"SELECT verdict, count(*) FROM plate_verdicts GROUP BY verdict\"", db.display());
+}
+
+async fn watch(config: Config) -> Result<ExitCode> {
+    let mut route = config.route.clone();
+    route.root = config.route_root();
+    let watch_opts = config.watch.clone();
+    let engine = Arc::new(Engine::start(config).await?);
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping: no new plates; finishing the ones in flight");
+        c2.cancel();
+    });
+    tracing::info!(
+        inboxes = ?watch_opts.inboxes,
+        routed = %route.root.display(),
+        model = %engine.model.contract.model_version,
+        "watching"
+    );
+    let stats = crate::watch::run(engine, watch_opts, route, cancel).await?;
+    tracing::info!(
+        judged = stats.judged,
+        resumed = stats.resumed,
+        duplicates = stats.duplicates,
+        quarantined_crashers = stats.poisoned,
+        "stopped"
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn inspect(config: Config, file: PathBuf) -> Result<ExitCode> {

@@ -5,6 +5,8 @@ use crate::decode::DecodePolicy;
 use crate::explain::colormap::Colormap;
 use crate::explain::CamMethod;
 use crate::infer::InferOptions;
+use crate::ingest::WatchOptions;
+use crate::route::RouteOptions;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -102,9 +104,13 @@ pub struct Config {
     pub infer: InferOptions,
     pub explain: ExplainOptions,
     pub scan: ScanOptions,
+    pub watch: WatchOptions,
+    pub route: RouteOptions,
 }
 
-const SECTIONS: [&str; 5] = ["paths", "decode", "infer", "explain", "scan"];
+const SECTIONS: [&str; 7] = [
+    "paths", "decode", "infer", "explain", "scan", "watch", "route",
+];
 
 impl Config {
     /// Parses a TOML text, collecting every problem instead of stopping at the first.
@@ -142,6 +148,8 @@ impl Config {
             infer: section(&table, "infer", &mut problems),
             explain: section(&table, "explain", &mut problems),
             scan: section(&table, "scan", &mut problems),
+            watch: section(&table, "watch", &mut problems),
+            route: section(&table, "route", &mut problems),
         };
         problems.extend(config.validate());
         if problems.is_empty() {
@@ -192,7 +200,36 @@ impl Config {
         if self.decode.max_sequence_depth == 0 || self.decode.max_sequence_depth > 64 {
             p.push("[decode] max_sequence_depth must be 1..=64".into());
         }
+        if self.watch.max_attempts < 1 {
+            p.push("[watch] max_attempts must be at least 1".into());
+        }
+        if self.watch.quiet_ms < 50 {
+            p.push("[watch] quiet_ms below 50 would take files still being written".into());
+        }
+        // Output inside an inbox would be taken again as input, forever.
+        let route_root = self.route_root();
+        for inbox in &self.watch.inboxes {
+            let inbox_abs = absolute(inbox);
+            for (what, out) in [("paths.out", &self.paths.out), ("route.root", &route_root)] {
+                if absolute(out).starts_with(&inbox_abs) {
+                    p.push(format!(
+                        "{what} {} is inside the inbox {}",
+                        out.display(),
+                        inbox.display()
+                    ));
+                }
+            }
+        }
         p
+    }
+
+    /// Where routed files go: `route.root`, or the output folder when unset.
+    pub fn route_root(&self) -> PathBuf {
+        if self.route.root.as_os_str().is_empty() {
+            self.paths.out.clone()
+        } else {
+            self.route.root.clone()
+        }
     }
 
     /// The site key's location: configured, or beside the database.
@@ -203,6 +240,10 @@ impl Config {
             PathBuf::from(p)
         })
     }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 #[cfg(test)]
@@ -229,6 +270,17 @@ mod tests {
         assert!(all.contains("alpha"), "{all}");
         assert!(all.contains("batch_size"), "{all}");
         assert_eq!(err.problems.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn output_inside_an_inbox_is_refused() {
+        let text = "[paths]\nout = \"/srv/inbox/out\"\n[watch]\ninboxes = [\"/srv/inbox\"]\n";
+        let err = Config::from_toml(text, "t").unwrap_err();
+        assert!(
+            err.problems.iter().any(|p| p.contains("inside the inbox")),
+            "{:?}",
+            err.problems
+        );
     }
 
     #[test]

@@ -11,5 +11,8 @@ pub mod decode;
 pub mod explain;
 pub mod fsutil;
 pub mod infer;
+pub mod ingest;
 pub mod pipeline;
 pub mod record;
+pub mod route;
+pub mod watch;

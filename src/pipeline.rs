@@ -8,6 +8,7 @@ use crate::decode::{self, preprocess, PlateHeader};
 use crate::explain::{self, overlay};
 use crate::infer::{Inference, Model};
 use crate::record::{Finding, PatientHasher, PlateRecord, RecordError, Recorder};
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use sha2::Digest;
 use std::collections::BTreeMap;
@@ -21,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub enum PipelineError {
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error(transparent)]
+    Route(#[from] crate::route::RouteError),
     #[error("{0}")]
     Setup(String),
 }
@@ -411,21 +414,60 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<Vec<Outcome>, PipelineError> {
     let workers = engine.config.scan.decode_workers.max(1);
-    let batch_size = engine.config.infer.batch_size.max(1);
-    let (to_decode_tx, to_decode_rx) = mpsc::channel::<PathBuf>(workers * 2);
-    let (to_infer_tx, mut to_infer_rx) = mpsc::channel::<Item<Decoded>>(batch_size * 2);
-    let (to_explain_tx, to_explain_rx) = mpsc::channel::<Item<Inferred>>(batch_size * 2);
-    let (to_record_tx, mut to_record_rx) = mpsc::channel::<PlateRecord>(workers * 2);
-
+    let (tx, rx) = mpsc::channel::<PathBuf>(workers * 2);
     // Ingest: the only stage that listens for cancellation.
     let ingest = tokio::spawn(async move {
         for f in files {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                sent = to_decode_tx.send(f) => if sent.is_err() { break },
+                sent = tx.send(f) => if sent.is_err() { break },
             }
         }
     });
+    let result = run_stream(engine, rx, Arc::new(RecordOnly), progress, true).await;
+    let _ = ingest.await;
+    result
+}
+
+/// What the last stage does with a judged plate.
+pub trait Finisher: Send + Sync {
+    fn finish<'a>(
+        &'a self,
+        engine: &'a Engine,
+        record: PlateRecord,
+    ) -> BoxFuture<'a, Result<Outcome, PipelineError>>;
+}
+
+/// `scan`: record the plate, touch nothing else.
+pub struct RecordOnly;
+
+impl Finisher for RecordOnly {
+    fn finish<'a>(
+        &'a self,
+        engine: &'a Engine,
+        record: PlateRecord,
+    ) -> BoxFuture<'a, Result<Outcome, PipelineError>> {
+        Box::pin(async move {
+            let row_id = engine.recorder.insert(&record).await?;
+            Ok(Outcome { row_id, record })
+        })
+    }
+}
+
+/// Runs decode -> infer -> explain -> finish over paths arriving on `inputs` until it closes.
+/// Outcomes are returned when `keep` is set (a daemon would accumulate them forever).
+pub async fn run_stream(
+    engine: Arc<Engine>,
+    to_decode_rx: mpsc::Receiver<PathBuf>,
+    finisher: Arc<dyn Finisher>,
+    progress: Arc<dyn Progress>,
+    keep: bool,
+) -> Result<Vec<Outcome>, PipelineError> {
+    let workers = engine.config.scan.decode_workers.max(1);
+    let batch_size = engine.config.infer.batch_size.max(1);
+    let (to_infer_tx, mut to_infer_rx) = mpsc::channel::<Item<Decoded>>(batch_size * 2);
+    let (to_explain_tx, to_explain_rx) = mpsc::channel::<Item<Inferred>>(batch_size * 2);
+    let (to_record_tx, mut to_record_rx) = mpsc::channel::<PlateRecord>(workers * 2);
 
     // Decode: up to `workers` plates at once, output kept in input order.
     let e = engine.clone();
@@ -553,24 +595,26 @@ pub async fn run(
         if r.run_id.is_empty() {
             r.run_id = engine.run_id.clone();
         }
-        match engine.recorder.insert(&r).await {
-            Ok(row_id) => {
-                let outcome = Outcome { row_id, record: r };
+        let path = r.source_path.clone();
+        match finisher.finish(&engine, r).await {
+            Ok(outcome) => {
                 log_outcome(&outcome);
                 progress.done(&outcome);
-                outcomes.push(outcome);
+                if keep {
+                    outcomes.push(outcome);
+                }
             }
             Err(e) => {
-                tracing::error!(path = %r.source_path, error = %e, "could not record plate; stopping");
+                tracing::error!(path = %path, error = %e, "could not record plate; stopping");
                 record_error = Some(e);
                 break;
             }
         }
     }
     drop(to_record_rx);
-    let _ = tokio::join!(ingest, decode, infer, explain);
+    let _ = tokio::join!(decode, infer, explain);
     match record_error {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => Ok(outcomes),
     }
 }

@@ -107,7 +107,9 @@ impl Recorder {
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            // One connection: every write is serialized here instead of failing with SQLITE_BUSY
+            // when two deferred transactions try to upgrade; readers elsewhere use WAL.
+            .max_connections(1)
             .connect_with(options)
             .await
             .map_err(|e| open_err(e.to_string()))?;
@@ -125,71 +127,7 @@ impl Recorder {
     /// Inserts one plate and its findings in a single transaction; returns the row id.
     pub async fn insert(&self, r: &PlateRecord) -> Result<i64, RecordError> {
         let mut tx = self.pool.begin().await?;
-        let overlays = if r.overlays.is_empty() {
-            None
-        } else {
-            Some(serde_json::to_string(&r.overlays).unwrap_or_default())
-        };
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO plates (run_id, processed_at, source_path, sha256, size_bytes, sop_instance_uid,
-                sop_class_uid, study_instance_uid, series_instance_uid, modality, patient_id_hash,
-                acquisition_datetime, station_name, operator, device_serial, plate_identifier,
-                transfer_syntax, rows, columns, bits_stored, photometric, verdict, unusable_score,
-                threshold, reason_code, model_name, model_version, model_sha256, cam_method, overlays,
-                montage_path, decode_ms, infer_ms, explain_ms, total_ms, error_stage, error_kind, error)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                     ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             RETURNING id",
-        )
-        .bind(&r.run_id)
-        .bind(&r.processed_at)
-        .bind(&r.source_path)
-        .bind(&r.sha256)
-        .bind(r.size_bytes)
-        .bind(&r.sop_instance_uid)
-        .bind(&r.sop_class_uid)
-        .bind(&r.study_instance_uid)
-        .bind(&r.series_instance_uid)
-        .bind(&r.modality)
-        .bind(&r.patient_id_hash)
-        .bind(&r.acquisition_datetime)
-        .bind(&r.station_name)
-        .bind(&r.operator)
-        .bind(&r.device_serial)
-        .bind(&r.plate_identifier)
-        .bind(&r.transfer_syntax)
-        .bind(r.rows)
-        .bind(r.columns)
-        .bind(r.bits_stored)
-        .bind(&r.photometric)
-        .bind(&r.verdict)
-        .bind(r.unusable_score)
-        .bind(r.threshold)
-        .bind(&r.reason_code)
-        .bind(&r.model_name)
-        .bind(&r.model_version)
-        .bind(&r.model_sha256)
-        .bind(&r.cam_method)
-        .bind(overlays)
-        .bind(&r.montage_path)
-        .bind(r.decode_ms)
-        .bind(r.infer_ms)
-        .bind(r.explain_ms)
-        .bind(r.total_ms)
-        .bind(&r.error_stage)
-        .bind(&r.error_kind)
-        .bind(&r.error)
-        .fetch_one(&mut *tx)
-        .await?;
-        for f in &r.findings {
-            sqlx::query("INSERT INTO plate_artifacts (plate_row, artifact_type, reason_code, score) VALUES (?, ?, ?, ?)")
-                .bind(id)
-                .bind(&f.artifact_type)
-                .bind(&f.reason_code)
-                .bind(f.score as f64)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let id = insert_plate(&mut tx, r).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -197,6 +135,298 @@ impl Recorder {
     pub async fn close(self) {
         self.pool.close().await;
     }
+}
+
+/// What the database already knows about a file about to be taken from an inbox.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobStart {
+    /// New work: a job row is committed as `processing`.
+    Process { job_id: i64, attempts: i64 },
+    /// Its outcome was committed but the file was never moved (crash between the two).
+    Resume {
+        job_id: i64,
+        state: String,
+        plate_row: Option<i64>,
+    },
+    /// Identical content was already recorded: recorded as a duplicate of that plate.
+    Duplicate { job_id: i64, of_plate: i64 },
+    /// It was taken `attempts` times and never finished: it crashes us, so it is quarantined.
+    Poison { job_id: i64, attempts: i64 },
+    /// Judged before and deliberately left in place (accepted plates kept in the inbox).
+    AlreadyHere,
+}
+
+impl Recorder {
+    /// Decides, in one transaction, how a file from the inbox is handled.
+    pub async fn start_job(
+        &self,
+        path: &str,
+        sha256: &str,
+        size: i64,
+        max_attempts: i64,
+    ) -> Result<JobStart, RecordError> {
+        let now = now();
+        let mut tx = self.pool.begin().await?;
+        let kept: Option<(i64,)> =
+            sqlx::query_as("SELECT id FROM jobs WHERE source_path = ? AND sha256 = ? AND routed_path = source_path LIMIT 1")
+                .bind(path)
+                .bind(sha256)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if kept.is_some() {
+            return Ok(JobStart::AlreadyHere);
+        }
+        let open: Option<(i64, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, state, attempts, plate_row FROM jobs WHERE source_path = ? AND sha256 = ? AND routed_path IS NULL",
+        )
+        .bind(path)
+        .bind(sha256)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let start = match open {
+            Some((id, state, _, plate_row)) if state != "processing" => JobStart::Resume {
+                job_id: id,
+                state,
+                plate_row,
+            },
+            Some((id, _, attempts, _)) if attempts >= max_attempts => JobStart::Poison {
+                job_id: id,
+                attempts,
+            },
+            Some((id, _, attempts, _)) => {
+                sqlx::query("UPDATE jobs SET attempts = attempts + 1, updated_at = ? WHERE id = ?")
+                    .bind(&now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                JobStart::Process {
+                    job_id: id,
+                    attempts: attempts + 1,
+                }
+            }
+            None => {
+                let earlier: Option<(i64,)> =
+                    sqlx::query_as("SELECT id FROM plates WHERE sha256 = ? AND verdict <> 'error' ORDER BY id LIMIT 1")
+                        .bind(sha256)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let state = if earlier.is_some() {
+                    "duplicate"
+                } else {
+                    "processing"
+                };
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO jobs (source_path, sha256, size_bytes, state, duplicate_of, first_seen, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                )
+                .bind(path)
+                .bind(sha256)
+                .bind(size)
+                .bind(state)
+                .bind(earlier.map(|e| e.0))
+                .bind(&now)
+                .bind(&now)
+                .fetch_one(&mut *tx)
+                .await?;
+                match earlier {
+                    Some((of,)) => JobStart::Duplicate {
+                        job_id: id,
+                        of_plate: of,
+                    },
+                    None => JobStart::Process {
+                        job_id: id,
+                        attempts: 1,
+                    },
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(start)
+    }
+
+    /// Records a judged plate and closes its job in one transaction; returns the plate row and
+    /// whether its SOP Instance UID was already known with other content.
+    pub async fn finish_job(
+        &self,
+        job_id: i64,
+        r: &PlateRecord,
+    ) -> Result<(i64, bool), RecordError> {
+        let mut tx = self.pool.begin().await?;
+        let conflict = match &r.sop_instance_uid {
+            Some(uid) => {
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT count(*) FROM plates WHERE sop_instance_uid = ? AND sha256 <> ?",
+                )
+                .bind(uid)
+                .bind(&r.sha256)
+                .fetch_one(&mut *tx)
+                .await?;
+                n > 0
+            }
+            None => false,
+        };
+        let row = insert_plate(&mut tx, r).await?;
+        let state = if r.verdict == "error" {
+            "quarantined"
+        } else {
+            "done"
+        };
+        sqlx::query("UPDATE jobs SET state = ?, plate_row = ?, uid_conflict = ?, updated_at = ? WHERE id = ?")
+            .bind(state)
+            .bind(row)
+            .bind(conflict as i64)
+            .bind(now())
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((row, conflict))
+    }
+
+    /// Records a file that was never judged (it crashed us repeatedly) and closes its job.
+    pub async fn quarantine_job(&self, job_id: i64, r: &PlateRecord) -> Result<i64, RecordError> {
+        let mut tx = self.pool.begin().await?;
+        let row = insert_plate(&mut tx, r).await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'quarantined', plate_row = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(row)
+        .bind(now())
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// The verdict recorded in a plate row.
+    pub async fn verdict_of(
+        &self,
+        plate_row: i64,
+    ) -> Result<Option<(String, Option<String>)>, RecordError> {
+        Ok(
+            sqlx::query_as("SELECT verdict, error FROM plates WHERE id = ?")
+                .bind(plate_row)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Writes down where a file is about to be moved, before moving it.
+    pub async fn set_routing_to(&self, job_id: i64, target: &str) -> Result<(), RecordError> {
+        sqlx::query("UPDATE jobs SET routing_to = ?, updated_at = ? WHERE id = ?")
+            .bind(target)
+            .bind(now())
+            .bind(job_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// After a crash between a move and its record: jobs whose source is gone and whose planned
+    /// destination exists were moved; record it. Returns how many were reconciled.
+    pub async fn reconcile_moves(&self) -> Result<usize, RecordError> {
+        let open: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT id, source_path, routing_to FROM jobs WHERE routed_path IS NULL AND routing_to IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut n = 0;
+        for (id, src, to) in open {
+            if !std::path::Path::new(&src).exists() && std::path::Path::new(&to).exists() {
+                self.mark_routed(id, &to).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The file has left the inbox.
+    pub async fn mark_routed(&self, job_id: i64, routed: &str) -> Result<(), RecordError> {
+        sqlx::query("UPDATE jobs SET routed_path = ?, updated_at = ? WHERE id = ?")
+            .bind(routed)
+            .bind(now())
+            .bind(job_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+async fn insert_plate(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    r: &PlateRecord,
+) -> Result<i64, RecordError> {
+    let overlays = if r.overlays.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&r.overlays).unwrap_or_default())
+    };
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO plates (run_id, processed_at, source_path, sha256, size_bytes, sop_instance_uid,
+            sop_class_uid, study_instance_uid, series_instance_uid, modality, patient_id_hash,
+            acquisition_datetime, station_name, operator, device_serial, plate_identifier,
+            transfer_syntax, rows, columns, bits_stored, photometric, verdict, unusable_score,
+            threshold, reason_code, model_name, model_version, model_sha256, cam_method, overlays,
+            montage_path, decode_ms, infer_ms, explain_ms, total_ms, error_stage, error_kind, error)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                 ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         RETURNING id",
+    )
+    .bind(&r.run_id)
+    .bind(&r.processed_at)
+    .bind(&r.source_path)
+    .bind(&r.sha256)
+    .bind(r.size_bytes)
+    .bind(&r.sop_instance_uid)
+    .bind(&r.sop_class_uid)
+    .bind(&r.study_instance_uid)
+    .bind(&r.series_instance_uid)
+    .bind(&r.modality)
+    .bind(&r.patient_id_hash)
+    .bind(&r.acquisition_datetime)
+    .bind(&r.station_name)
+    .bind(&r.operator)
+    .bind(&r.device_serial)
+    .bind(&r.plate_identifier)
+    .bind(&r.transfer_syntax)
+    .bind(r.rows)
+    .bind(r.columns)
+    .bind(r.bits_stored)
+    .bind(&r.photometric)
+    .bind(&r.verdict)
+    .bind(r.unusable_score)
+    .bind(r.threshold)
+    .bind(&r.reason_code)
+    .bind(&r.model_name)
+    .bind(&r.model_version)
+    .bind(&r.model_sha256)
+    .bind(&r.cam_method)
+    .bind(overlays)
+    .bind(&r.montage_path)
+    .bind(r.decode_ms)
+    .bind(r.infer_ms)
+    .bind(r.explain_ms)
+    .bind(r.total_ms)
+    .bind(&r.error_stage)
+    .bind(&r.error_kind)
+    .bind(&r.error)
+    .fetch_one(&mut **tx)
+    .await?;
+    for f in &r.findings {
+        sqlx::query("INSERT INTO plate_artifacts (plate_row, artifact_type, reason_code, score) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(&f.artifact_type)
+            .bind(&f.reason_code)
+            .bind(f.score as f64)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(id)
 }
 
 /// Hashes patient IDs with a per-site secret, so records of one patient can be linked inside

@@ -4,3 +4,4 @@ mod decode_real;
 mod golden;
 mod scan;
 mod support;
+mod watch;

@@ -395,7 +395,9 @@ async fn oversized_files_are_refused_unread() {
     cfg.decode.max_file_bytes = 4096;
     let engine = Arc::new(Engine::start(cfg).await.unwrap());
     let file = pydicom_test_files().join("MR_small.dcm");
-    let out = pipeline::run(engine, vec![file], Arc::new(()), CancellationToken::new()).await.unwrap();
+    let out = pipeline::run(engine, vec![file], Arc::new(()), CancellationToken::new())
+        .await
+        .unwrap();
     let r = &out[0].record;
     assert_eq!(r.verdict, "error");
     assert_eq!(r.error_kind.as_deref(), Some("too_large"));

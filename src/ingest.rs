@@ -1,0 +1,210 @@
+//! Finding complete plate files in inbox folders: inotify events through `notify`, a full scan
+//! at start-up and a periodic rescan (events are lost on queue overflow and on network file
+//! systems). A file is handed on only once it is complete: closed after writing, or unchanged in
+//! size and mtime for the quiet time. Temporary names are never touched.
+
+use crate::pipeline::is_ignored;
+use notify::{EventKind, RecursiveMode, Watcher};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot watch {path}: {reason}")]
+    Watch { path: PathBuf, reason: String },
+}
+
+/// Inbox settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchOptions {
+    /// Folders watched recursively for plates.
+    pub inboxes: Vec<PathBuf>,
+    /// A file unchanged this long (size and mtime) is taken as complete even without a
+    /// close-after-write event (writers over the network, or that never close).
+    pub quiet_ms: u64,
+    /// Full rescan period, the fallback for lost events.
+    pub rescan_secs: u64,
+    /// A file taken this many times without finishing (it crashed plateqc) is quarantined.
+    pub max_attempts: i64,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            inboxes: vec![PathBuf::from("inbox")],
+            quiet_ms: 2000,
+            rescan_secs: 30,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// Paths handed on and not yet finished: never handed on twice at once.
+pub type InFlight = Arc<Mutex<HashSet<PathBuf>>>;
+
+#[derive(Clone, Copy, PartialEq)]
+struct Signature {
+    size: u64,
+    mtime: Option<SystemTime>,
+}
+
+struct Candidate {
+    sig: Signature,
+    stable_since: Instant,
+    closed: bool,
+}
+
+fn signature(p: &Path) -> Option<Signature> {
+    let m = std::fs::metadata(p).ok()?;
+    m.is_file().then(|| Signature {
+        size: m.len(),
+        mtime: m.modified().ok(),
+    })
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if is_ignored(&p) {
+            continue;
+        }
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk(&p, out),
+            Ok(t) if t.is_file() => out.push(p),
+            _ => {}
+        }
+    }
+}
+
+/// Starts watching; complete files arrive on the returned channel (bounded: when the
+/// pipeline is busy, the watcher waits and keeps collecting candidates, never file contents).
+pub fn spawn(
+    opts: WatchOptions,
+    in_flight: InFlight,
+    cancel: CancellationToken,
+) -> Result<mpsc::Receiver<PathBuf>, IngestError> {
+    let (events_tx, mut events_rx) = mpsc::channel::<notify::Event>(4096);
+    let overflow = Arc::new(AtomicBool::new(false));
+    let overflow_cb = overflow.clone();
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) => {
+                if events_tx.try_send(ev).is_err() {
+                    overflow_cb.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(_) => overflow_cb.store(true, Ordering::Relaxed),
+        })
+        .map_err(|e| IngestError::Watch {
+            path: PathBuf::new(),
+            reason: e.to_string(),
+        })?;
+    for dir in &opts.inboxes {
+        crate::fsutil::create_private_dir_all(dir).map_err(|e| IngestError::Watch {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+        watcher
+            .watch(dir, RecursiveMode::Recursive)
+            .map_err(|e| IngestError::Watch {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    let (tx, rx) = mpsc::channel::<PathBuf>(1);
+    tokio::spawn(async move {
+        let _watcher = watcher; // dropped when this task ends, which stops the events
+        let quiet = Duration::from_millis(opts.quiet_ms);
+        let tick = Duration::from_millis((opts.quiet_ms / 4).clamp(20, 500));
+        let mut candidates: HashMap<PathBuf, Candidate> = HashMap::new();
+        let mut next_rescan = Instant::now();
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if Instant::now() >= next_rescan || overflow.swap(false, Ordering::Relaxed) {
+                let mut found = Vec::new();
+                for dir in &opts.inboxes {
+                    walk(dir, &mut found);
+                }
+                for p in found {
+                    note(&mut candidates, p, false);
+                }
+                next_rescan = Instant::now() + Duration::from_secs(opts.rescan_secs.max(1));
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                ev = events_rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    let closed = matches!(ev.kind, EventKind::Access(notify::event::AccessKind::Close(notify::event::AccessMode::Write)));
+                    for p in ev.paths {
+                        if !is_ignored(&p) {
+                            note(&mut candidates, p, closed);
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    let mut ready = Vec::new();
+                    candidates.retain(|p, c| {
+                        let Some(sig) = signature(p) else { return false };
+                        if sig != c.sig {
+                            c.sig = sig;
+                            c.stable_since = Instant::now();
+                            c.closed = false;
+                            return true;
+                        }
+                        if c.closed || c.stable_since.elapsed() >= quiet {
+                            ready.push(p.clone());
+                            return false;
+                        }
+                        true
+                    });
+                    ready.sort();
+                    for p in ready {
+                        let fresh = in_flight.lock().map(|mut s| s.insert(p.clone())).unwrap_or(false);
+                        if !fresh {
+                            continue;
+                        }
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            sent = tx.send(p) => if sent.is_err() { return },
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn note(candidates: &mut HashMap<PathBuf, Candidate>, p: PathBuf, closed: bool) {
+    let Some(sig) = signature(&p) else { return };
+    match candidates.get_mut(&p) {
+        Some(c) => {
+            if c.sig != sig {
+                c.sig = sig;
+                c.stable_since = Instant::now();
+            }
+            c.closed |= closed;
+        }
+        None => {
+            candidates.insert(
+                p,
+                Candidate {
+                    sig,
+                    stable_since: Instant::now(),
+                    closed,
+                },
+            );
+        }
+    }
+}

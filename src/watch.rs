@@ -1,0 +1,329 @@
+//! `plateqc watch`: the inbox daemon. Ingest finds complete files, admission commits a job for
+//! each before any work, the shared pipeline judges the plate, and the finisher commits the
+//! plate row and the job's outcome together before the file is moved. The files on disk plus
+//! the jobs table are the durable queue: a restart after a crash at any point finds every
+//! unfinished file again and finishes it exactly once.
+
+use crate::ingest::{self, InFlight, WatchOptions};
+use crate::pipeline::{self, Engine, Finisher, Outcome, PipelineError};
+use crate::record::{JobStart, PlateRecord};
+use crate::route::{self, Destination, RouteOptions};
+use futures::future::BoxFuture;
+use sha2::Digest;
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+struct WatchFinisher {
+    route: RouteOptions,
+    in_flight: InFlight,
+    jobs: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+/// Moves a finished file and closes its job. A routing failure (full disk, unwritable folder)
+/// is logged and the file stays in the inbox with its outcome committed; the next rescan finds
+/// it and retries the move without judging it again.
+async fn route_and_close(
+    engine: &Engine,
+    opts: &RouteOptions,
+    job_id: i64,
+    path: &Path,
+    verdict: &str,
+    error: Option<&str>,
+    dest: Destination,
+) {
+    let result: Result<PathBuf, PipelineError> = async {
+        if dest == Destination::Accepted && opts.keep_accepted_in_place {
+            return Ok(path.to_path_buf());
+        }
+        // Intent first: a crash after the move but before its record is reconciled at start-up.
+        let (src, o) = (path.to_path_buf(), opts.clone());
+        let target =
+            tokio::task::spawn_blocking(move || route::plan_target(&src, dest, &o, &today()))
+                .await
+                .map_err(|e| PipelineError::Setup(e.to_string()))??;
+        engine
+            .recorder
+            .set_routing_to(job_id, &target.display().to_string())
+            .await?;
+        let (src, t2, note) = (
+            path.to_path_buf(),
+            target.clone(),
+            error.map(str::to_string),
+        );
+        let routed = tokio::task::spawn_blocking(move || -> Result<PathBuf, route::RouteError> {
+            route::move_file(&src, &t2).map_err(|e| route::RouteError::Move {
+                from: src.clone(),
+                to: t2.clone(),
+                source: e,
+            })?;
+            if let Some(text) = note {
+                route::write_reason(&t2, &text)?;
+            }
+            Ok(t2)
+        })
+        .await
+        .map_err(|e| PipelineError::Setup(e.to_string()))??;
+        Ok(routed)
+    }
+    .await;
+    match result {
+        Ok(routed) => {
+            if let Err(e) = engine
+                .recorder
+                .mark_routed(job_id, &routed.display().to_string())
+                .await
+            {
+                tracing::error!(path = %path.display(), error = %e, "moved, but could not record the move");
+            } else {
+                tracing::info!(path = %path.display(), verdict, to = %routed.display(), "routed");
+            }
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "could not move the file; it stays in the inbox and is retried")
+        }
+    }
+}
+
+impl Finisher for WatchFinisher {
+    fn finish<'a>(
+        &'a self,
+        engine: &'a Engine,
+        record: PlateRecord,
+    ) -> BoxFuture<'a, Result<Outcome, PipelineError>> {
+        Box::pin(async move {
+            let path = PathBuf::from(&record.source_path);
+            let job = self
+                .jobs
+                .lock()
+                .ok()
+                .and_then(|mut j| j.remove(&record.source_path));
+            let Some(job_id) = job else {
+                // Cannot happen through admission; record it rather than lose it.
+                let row_id = engine.recorder.insert(&record).await?;
+                return Ok(Outcome { row_id, record });
+            };
+            let (row_id, conflict) = engine.recorder.finish_job(job_id, &record).await?;
+            if conflict {
+                tracing::warn!(path = %path.display(), sop = record.sop_instance_uid.as_deref().unwrap_or(""),
+                    "SOP Instance UID already recorded with different content; recorded separately and flagged");
+            }
+            let dest = Destination::for_verdict(&record.verdict);
+            route_and_close(
+                engine,
+                &self.route,
+                job_id,
+                &path,
+                &record.verdict,
+                record.error.as_deref(),
+                dest,
+            )
+            .await;
+            if let Ok(mut f) = self.in_flight.lock() {
+                f.remove(&path);
+            }
+            Ok(Outcome { row_id, record })
+        })
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(String, i64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0i64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as i64;
+        h.update(&buf[..n]);
+    }
+    Ok((hex::encode(h.finalize()), size))
+}
+
+/// Counters of a daemon run, for the log line at shutdown and the tests.
+#[derive(Debug, Default, Clone)]
+pub struct WatchStats {
+    pub judged: u64,
+    pub resumed: u64,
+    pub duplicates: u64,
+    pub poisoned: u64,
+}
+
+/// Runs until `cancel` fires, then stops taking files, finishes those in flight and returns.
+pub async fn run(
+    engine: Arc<Engine>,
+    watch: WatchOptions,
+    route: RouteOptions,
+    cancel: CancellationToken,
+) -> Result<WatchStats, PipelineError> {
+    let reconciled = engine.recorder.reconcile_moves().await?;
+    if reconciled > 0 {
+        tracing::warn!(
+            reconciled,
+            "recorded moves that an earlier run made but did not record"
+        );
+    }
+    let in_flight: InFlight = Arc::new(Mutex::new(Default::default()));
+    let mut found = ingest::spawn(watch.clone(), in_flight.clone(), cancel.clone())
+        .map_err(|e| PipelineError::Setup(e.to_string()))?;
+    let jobs: Arc<Mutex<HashMap<String, i64>>> = Arc::new(Mutex::new(HashMap::new()));
+    let workers = engine.config.scan.decode_workers.max(1);
+    let (to_decode_tx, to_decode_rx) = mpsc::channel::<PathBuf>(workers * 2);
+    let finisher = Arc::new(WatchFinisher {
+        route: route.clone(),
+        in_flight: in_flight.clone(),
+        jobs: jobs.clone(),
+    });
+    let stats = Arc::new(Mutex::new(WatchStats::default()));
+
+    // Admission: commit a job before any work, and settle what needs no judging.
+    let (e, st, inf) = (engine.clone(), stats.clone(), in_flight.clone());
+    let admission = tokio::spawn(async move {
+        while let Some(path) = found.recv().await {
+            let done = |p: &Path| {
+                if let Ok(mut f) = inf.lock() {
+                    f.remove(p);
+                }
+            };
+            let p2 = path.clone();
+            let hashed = tokio::task::spawn_blocking(move || hash_file(&p2)).await;
+            let (sha, size) = match hashed {
+                Ok(Ok(v)) => v,
+                _ => {
+                    // Vanished or unreadable between detection and now: the rescan retries.
+                    done(&path);
+                    continue;
+                }
+            };
+            let key = path.display().to_string();
+            let start = match e
+                .recorder
+                .start_job(&key, &sha, size, watch.max_attempts)
+                .await
+            {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::error!(path = %key, error = %err, "cannot record the job; will retry");
+                    done(&path);
+                    continue;
+                }
+            };
+            match start {
+                JobStart::Process { job_id, attempts } => {
+                    if attempts > 1 {
+                        tracing::warn!(path = %key, attempts, "taking up a plate an earlier run did not finish");
+                    }
+                    if let Ok(mut j) = jobs.lock() {
+                        j.insert(key.clone(), job_id);
+                    }
+                    if to_decode_tx.send(path).await.is_err() {
+                        break;
+                    }
+                }
+                JobStart::Resume {
+                    job_id,
+                    state,
+                    plate_row,
+                } => {
+                    let (verdict, error) = match plate_row {
+                        Some(row) => e
+                            .recorder
+                            .verdict_of(row)
+                            .await
+                            .ok()
+                            .flatten()
+                            .unwrap_or(("error".into(), None)),
+                        None => (state.clone(), None),
+                    };
+                    let dest = if state == "duplicate" {
+                        Destination::Duplicates
+                    } else {
+                        Destination::for_verdict(&verdict)
+                    };
+                    route_and_close(&e, &route, job_id, &path, &verdict, error.as_deref(), dest)
+                        .await;
+                    st.lock().map(|mut s| s.resumed += 1).ok();
+                    done(&path);
+                }
+                JobStart::Duplicate { job_id, of_plate } => {
+                    tracing::info!(path = %key, of_plate, "identical content already judged; recorded as a duplicate");
+                    route_and_close(
+                        &e,
+                        &route,
+                        job_id,
+                        &path,
+                        "duplicate",
+                        None,
+                        Destination::Duplicates,
+                    )
+                    .await;
+                    st.lock().map(|mut s| s.duplicates += 1).ok();
+                    done(&path);
+                }
+                JobStart::Poison { job_id, attempts } => {
+                    let message = format!("plateqc stopped {attempts} times while processing this file; quarantined unjudged");
+                    tracing::error!(path = %key, attempts, "quarantining a file that keeps stopping plateqc");
+                    let r = PlateRecord {
+                        run_id: e.run_id.clone(),
+                        processed_at: chrono::Utc::now()
+                            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        source_path: key.clone(),
+                        sha256: sha.clone(),
+                        size_bytes: size,
+                        verdict: "error".into(),
+                        error_stage: Some("decode".into()),
+                        error_kind: Some("crash".into()),
+                        error: Some(message.clone()),
+                        ..Default::default()
+                    };
+                    if e.recorder.quarantine_job(job_id, &r).await.is_ok() {
+                        route_and_close(
+                            &e,
+                            &route,
+                            job_id,
+                            &path,
+                            "error",
+                            Some(&message),
+                            Destination::Quarantine,
+                        )
+                        .await;
+                    }
+                    st.lock().map(|mut s| s.poisoned += 1).ok();
+                    done(&path);
+                }
+                JobStart::AlreadyHere => done(&path),
+            }
+        }
+    });
+
+    let judged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    struct Count(Arc<std::sync::atomic::AtomicU64>);
+    impl pipeline::Progress for Count {
+        fn done(&self, _: &Outcome) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let result = pipeline::run_stream(
+        engine,
+        to_decode_rx,
+        finisher,
+        Arc::new(Count(judged.clone())),
+        false,
+    )
+    .await;
+    let _ = admission.await;
+    result?;
+    let mut s = stats.lock().map(|s| s.clone()).unwrap_or_default();
+    s.judged = judged.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(s)
+}

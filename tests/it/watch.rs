@@ -1,0 +1,340 @@
+//! The real daemon (`plateqc watch`, a child process) on temporary folders.
+
+use crate::support::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Site {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    inbox: PathBuf,
+    out: PathBuf,
+    db: PathBuf,
+    config: PathBuf,
+}
+
+fn site() -> Site {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let (inbox, out, db) = (
+        root.join("inbox"),
+        root.join("out"),
+        root.join("db/qc.sqlite"),
+    );
+    std::fs::create_dir_all(&inbox).unwrap();
+    let config = root.join("plateqc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[paths]\ndb = \"{}\"\nout = \"{}\"\n[watch]\ninboxes = [\"{}\"]\nquiet_ms = 400\nrescan_secs = 2\n",
+            db.display(),
+            out.display(),
+            inbox.display()
+        ),
+    )
+    .unwrap();
+    Site {
+        _tmp: tmp,
+        root,
+        inbox,
+        out,
+        db,
+        config,
+    }
+}
+
+fn start(site: &Site) -> Daemon {
+    let child = Command::new(env!("CARGO_BIN_EXE_plateqc"))
+        .arg("--config")
+        .arg(&site.config)
+        .arg("watch")
+        .env("PLATEQC_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Daemon { child }
+}
+
+fn sql(db: &Path, query: &str) -> String {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(query)
+        .output()
+        .expect("sqlite3 (installed by make setup)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn sha(p: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+fn fixture_files() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn slow_writes_renames_bad_files_and_resends_are_each_handled_once() {
+    let s = site();
+    let _d = start(&s);
+    let fx = fixture_files();
+    // Dropped whole.
+    std::fs::copy(&fx[0], s.inbox.join("a.dcm")).unwrap();
+    // Written slowly through one handle, pausing longer than a tick but shorter than the quiet time.
+    let bytes = std::fs::read(&fx[1]).unwrap();
+    {
+        let mut f = std::fs::File::create(s.inbox.join("slow.dcm")).unwrap();
+        for chunk in bytes.chunks(bytes.len() / 5 + 1) {
+            f.write_all(chunk).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    // A writer's atomic rename, into a sub-folder.
+    std::fs::create_dir_all(s.inbox.join("room2")).unwrap();
+    std::fs::write(
+        s.inbox.join("room2/b.dcm.part"),
+        std::fs::read(&fx[2]).unwrap(),
+    )
+    .unwrap();
+    std::fs::rename(
+        s.inbox.join("room2/b.dcm.part"),
+        s.inbox.join("room2/b.dcm"),
+    )
+    .unwrap();
+    // Bad input, and files that are not ours to take.
+    std::fs::write(s.inbox.join("broken.dcm"), b"not a plate").unwrap();
+    std::fs::write(s.inbox.join(".hidden.dcm"), b"x").unwrap();
+    std::fs::write(s.inbox.join("upload.dcm.part"), b"x").unwrap();
+
+    wait_until("four jobs routed", Duration::from_secs(60), || {
+        sql(
+            &s.db,
+            "SELECT count(*) FROM jobs WHERE routed_path IS NOT NULL",
+        ) == "4"
+    });
+    // The same content sent again under another name is a duplicate, not a second plate.
+    std::fs::copy(&fx[0], s.inbox.join("a-again.dcm")).unwrap();
+    wait_until("the duplicate routed", Duration::from_secs(60), || {
+        sql(
+            &s.db,
+            "SELECT count(*) FROM jobs WHERE state = 'duplicate' AND routed_path IS NOT NULL",
+        ) == "1"
+    });
+
+    assert_eq!(sql(&s.db, "SELECT count(*) FROM plates"), "4");
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT verdict FROM plates WHERE source_path LIKE '%slow.dcm'"
+        ) == "error",
+        false,
+        "slow file read whole"
+    );
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT sha256 FROM plates WHERE source_path LIKE '%slow.dcm'"
+        ),
+        sha(&fx[1])
+    );
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT error_kind FROM plates WHERE source_path LIKE '%broken.dcm'"
+        ),
+        "not_dicom"
+    );
+    let left: BTreeSet<String> = files_under(&s.inbox)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(
+        left,
+        BTreeSet::from([".hidden.dcm".to_string(), "upload.dcm.part".to_string()])
+    );
+    let routed = files_under(&s.out);
+    let in_folder = |f: &str| {
+        routed
+            .iter()
+            .filter(|p| p.components().any(|c| c.as_os_str() == f))
+            .count()
+    };
+    assert_eq!(
+        in_folder("quarantine"),
+        2,
+        "broken.dcm and its reason: {routed:?}"
+    );
+    assert!(routed
+        .iter()
+        .any(|p| p.to_string_lossy().ends_with("broken.dcm.reason.txt")));
+    assert_eq!(in_folder("duplicates"), 1);
+    assert_eq!(in_folder("accepted") + in_folder("rejected"), 3);
+}
+
+/// SIGKILL while plates are in flight, then a restart: every plate ends recorded exactly once
+/// and routed, none lost.
+#[test]
+fn sigkill_mid_run_then_restart_is_exactly_once() {
+    let s = site();
+    // Many distinct files: fixture copies whose preambles (ignored by readers) differ.
+    let mut expected = BTreeMap::new();
+    let staging = s.root.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    for round in 0..4u8 {
+        for (i, f) in fixture_files().iter().enumerate() {
+            let mut bytes = std::fs::read(f).unwrap();
+            bytes[0] = round + 1;
+            let name = format!("r{round}-{i:02}.dcm");
+            std::fs::write(staging.join(&name), &bytes).unwrap();
+            expected.insert(sha(&staging.join(&name)), name);
+        }
+    }
+    for name in expected.values() {
+        std::fs::rename(staging.join(name), s.inbox.join(name)).unwrap();
+    }
+    let total = expected.len();
+    let mut d = start(&s);
+    wait_until("a few plates recorded", Duration::from_secs(90), || {
+        sql(&s.db, "SELECT count(*) FROM plates")
+            .parse::<usize>()
+            .unwrap_or(0)
+            >= 5
+    });
+    d.child.kill().unwrap(); // SIGKILL
+    d.child.wait().unwrap();
+    let at_kill: usize = sql(&s.db, "SELECT count(*) FROM plates").parse().unwrap();
+    assert!(
+        at_kill < total,
+        "the kill landed mid-run ({at_kill} of {total})"
+    );
+
+    let _d2 = start(&s);
+    wait_until("every plate routed", Duration::from_secs(240), || {
+        sql(
+            &s.db,
+            "SELECT count(*) FROM jobs WHERE routed_path IS NOT NULL",
+        )
+        .parse::<usize>()
+        .unwrap_or(0)
+            >= total
+    });
+    // Exactly once: one plate row per content, no duplicates, nothing left behind.
+    assert_eq!(
+        sql(&s.db, "SELECT count(*) FROM plates")
+            .parse::<usize>()
+            .unwrap(),
+        total
+    );
+    assert_eq!(
+        sql(&s.db, "SELECT count(DISTINCT sha256) FROM plates")
+            .parse::<usize>()
+            .unwrap(),
+        total
+    );
+    assert_eq!(
+        sql(&s.db, "SELECT count(*) FROM jobs WHERE state = 'duplicate'"),
+        "0"
+    );
+    assert!(files_under(&s.inbox).is_empty(), "inbox emptied");
+    let routed: BTreeSet<String> = files_under(&s.out)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .map(|p| sha(p))
+        .collect();
+    assert_eq!(
+        routed,
+        expected.keys().cloned().collect::<BTreeSet<_>>(),
+        "every file arrived, intact"
+    );
+}
+
+/// A routing failure (here the output root is a file, not a folder) loses nothing: the outcome
+/// is committed, the file stays in the inbox, and once the problem is fixed it is moved without
+/// being judged again.
+#[test]
+fn unwritable_output_keeps_the_file_and_recovers_without_rejudging() {
+    let s = site();
+    std::fs::write(&s.out, b"in the way").unwrap();
+    let _d = start(&s);
+    std::fs::copy(&fixture_files()[3], s.inbox.join("p.dcm")).unwrap();
+    wait_until("the plate recorded", Duration::from_secs(60), || {
+        sql(&s.db, "SELECT count(*) FROM plates") == "1"
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        s.inbox.join("p.dcm").exists(),
+        "the file is not removed when it cannot be moved"
+    );
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT count(*) FROM jobs WHERE routed_path IS NULL AND state <> 'processing'"
+        ),
+        "1"
+    );
+    std::fs::remove_file(&s.out).unwrap();
+    wait_until(
+        "the file moved on a rescan",
+        Duration::from_secs(30),
+        || !s.inbox.join("p.dcm").exists(),
+    );
+    wait_until("the move recorded", Duration::from_secs(10), || {
+        sql(
+            &s.db,
+            "SELECT count(*) FROM jobs WHERE routed_path IS NOT NULL",
+        ) == "1"
+    });
+    assert_eq!(
+        sql(&s.db, "SELECT count(*) FROM plates"),
+        "1",
+        "judged once"
+    );
+}
