@@ -111,11 +111,16 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PLATEQC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn,sqlx=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLATEQC_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,ort=warn,sqlx=warn,jpeg2k=warn,openjp2=warn,dicom_transfer_syntax_registry=warn",
+        )
+    });
+    // Colour codes only for a person at a terminal, never into log files or the journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if format == "json" {
         builder.json().init();
     } else {
@@ -383,6 +388,7 @@ async fn watch(config: Config) -> Result<ExitCode> {
         resumed = stats.resumed,
         duplicates = stats.duplicates,
         quarantined_crashers = stats.poisoned,
+        peak_plates_in_memory = stats.peak_plates_in_memory,
         "stopped"
     );
     Ok(ExitCode::SUCCESS)

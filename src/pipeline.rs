@@ -28,6 +28,44 @@ pub enum PipelineError {
     Setup(String),
 }
 
+/// Counts plates whose pixels (or anything derived from them) are held in memory, and the
+/// peak: the bounded channels are what bound it, and this is how tests and logs see the bound.
+#[derive(Default)]
+pub struct Residency {
+    now: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl Residency {
+    pub fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn enter(self: &Arc<Self>) -> Resident {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.now.fetch_add(1, Relaxed) + 1;
+        self.peak.fetch_max(n, Relaxed);
+        Resident(self.clone())
+    }
+}
+
+/// Held by a plate from the start of its decode until its overlays are written.
+struct Resident(Arc<Residency>);
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        self.0
+            .now
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The most plates a pipeline holds in memory at once with these settings: `workers` being
+/// decoded and as many decoded waiting for their turn, `2 x batch` queued for inference, one
+/// batch being inferred, `2 x batch` queued for explanation, `workers` being explained.
+pub fn resident_bound(workers: usize, batch: usize) -> usize {
+    3 * workers + 5 * batch
+}
+
 /// Everything the stages share for a run.
 pub struct Engine {
     pub config: Arc<Config>,
@@ -37,6 +75,7 @@ pub struct Engine {
     pub run_id: String,
     lut: Arc<[[u8; 3]; 256]>,
     blend: Arc<overlay::BlendTable>,
+    pub residency: Arc<Residency>,
 }
 
 impl Engine {
@@ -66,6 +105,7 @@ impl Engine {
             run_id,
             lut,
             blend,
+            residency: Arc::new(Residency::default()),
         })
     }
 }
@@ -88,6 +128,7 @@ impl Progress for () {
 
 /// A plate between decode and infer: display image kept, raw pixels dropped (memory).
 struct Decoded {
+    _resident: Resident,
     base: PlateRecord,
     header: PlateHeader,
     gray: Vec<u8>,
@@ -179,6 +220,7 @@ fn failure(
 
 fn decode_file(engine: &Engine, path: &Path) -> Item<Decoded> {
     let started = Instant::now();
+    let resident = engine.residency.enter();
     let mut base = PlateRecord {
         run_id: engine.run_id.clone(),
         source_path: path.display().to_string(),
@@ -236,6 +278,7 @@ fn decode_file(engine: &Engine, path: &Path) -> Item<Decoded> {
     let gray = overlay::display_gray(&plate);
     base.decode_ms = Some(started.elapsed().as_secs_f64() * 1e3);
     Item::Ok(Decoded {
+        _resident: resident,
         base,
         header: plate.header,
         gray,

@@ -157,6 +157,7 @@ pub struct WatchStats {
     pub resumed: u64,
     pub duplicates: u64,
     pub poisoned: u64,
+    pub peak_plates_in_memory: usize,
 }
 
 /// Runs until `cancel` fires, then stops taking files, finishes those in flight and returns.
@@ -313,6 +314,7 @@ pub async fn run(
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
+    let residency = engine.residency.clone();
     let result = pipeline::run_stream(
         engine,
         to_decode_rx,
@@ -325,5 +327,6 @@ pub async fn run(
     result?;
     let mut s = stats.lock().map(|s| s.clone()).unwrap_or_default();
     s.judged = judged.load(std::sync::atomic::Ordering::Relaxed);
+    s.peak_plates_in_memory = residency.peak();
     Ok(s)
 }

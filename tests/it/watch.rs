@@ -335,3 +335,81 @@ fn unwritable_output_keeps_the_file_and_recovers_without_rejudging() {
         "judged once"
     );
 }
+
+/// A burst far larger than the pipeline's buffers: the daemon holds at most
+/// `pipeline::resident_bound(workers, batch)` plates in memory (26 with 2 workers and batches of
+/// 4), loses none, and stops cleanly on SIGTERM.
+#[test]
+fn a_burst_is_back_pressured_to_a_bounded_number_of_plates() {
+    let s = site();
+    let (workers, batch) = (2usize, 4usize);
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    cfg.push_str(&format!(
+        "[scan]\ndecode_workers = {workers}\n[infer]\nbatch_size = {batch}\n"
+    ));
+    std::fs::write(&s.config, cfg).unwrap();
+    let staging = s.root.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    // The smaller fixtures, 25 distinct variants each.
+    let small: Vec<PathBuf> = fixture_files()
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).unwrap().len() < 200_000)
+        .collect();
+    let mut names = Vec::new();
+    for round in 0..25u8 {
+        for (i, f) in small.iter().enumerate() {
+            let mut bytes = std::fs::read(f).unwrap();
+            bytes[0] = round + 1;
+            let name = format!("b{round:02}-{i:02}.dcm");
+            std::fs::write(staging.join(&name), &bytes).unwrap();
+            names.push(name);
+        }
+    }
+    let total = names.len();
+    assert!(total >= 200, "{total} files");
+    let log = s.root.join("daemon.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plateqc"))
+        .arg("--config")
+        .arg(&s.config)
+        .arg("watch")
+        .env("PLATEQC_LOG", "info,jpeg2k=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    for name in &names {
+        std::fs::rename(staging.join(name), s.inbox.join(name)).unwrap();
+    }
+    wait_until("the burst routed", Duration::from_secs(300), || {
+        sql(
+            &s.db,
+            "SELECT count(*) FROM jobs WHERE routed_path IS NOT NULL",
+        )
+        .parse::<usize>()
+        .unwrap_or(0)
+            >= total
+    });
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let peak: usize = text
+        .lines()
+        .find(|l| l.contains("stopped"))
+        .and_then(|l| l.split("peak_plates_in_memory=").nth(1))
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no peak in the log:\n{text}"));
+    let bound = plateqc::pipeline::resident_bound(workers, batch);
+    assert!(
+        peak >= 1 && peak <= bound,
+        "peak {peak} plates in memory, bound {bound}"
+    );
+    assert_eq!(
+        sql(&s.db, "SELECT count(*) FROM plates")
+            .parse::<usize>()
+            .unwrap(),
+        total
+    );
+}
