@@ -424,7 +424,15 @@ fn explain_plate(engine: &Engine, item: Inferred) -> PlateRecord {
             contract.model_version
         )];
         if base.findings.is_empty() {
-            lines.push("NO ARTIFACT TYPE ABOVE ITS THRESHOLD".into());
+            // Say what the model leans to even below the reporting threshold: a reader of a
+            // rejected plate wants a hint, clearly marked as weak.
+            lines.push(match ranked.first() {
+                Some(&(i, score)) => format!(
+                    "NO TYPE ABOVE {:.2}; LIKELIEST {} {:.2}",
+                    contract.artifact_threshold, contract.artifact_types[i].name, score
+                ),
+                None => "NO ARTIFACT TYPES IN THIS MODEL".into(),
+            });
         } else {
             lines.push(
                 base.findings
