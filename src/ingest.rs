@@ -33,6 +33,9 @@ pub struct WatchOptions {
     pub rescan_secs: u64,
     /// A file taken this many times without finishing (it crashed plateqc) is quarantined.
     pub max_attempts: i64,
+    /// Address of `/healthz` and `/metrics`; empty disables them. Keep it on loopback (or
+    /// behind a proxy): the endpoint has no authentication.
+    pub metrics_listen: String,
 }
 
 impl Default for WatchOptions {
@@ -42,6 +45,7 @@ impl Default for WatchOptions {
             quiet_ms: 2000,
             rescan_secs: 30,
             max_attempts: 3,
+            metrics_listen: "127.0.0.1:9898".into(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod explain;
 pub mod fsutil;
 pub mod infer;
 pub mod ingest;
+pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod route;

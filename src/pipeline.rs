@@ -37,6 +37,9 @@ pub struct Residency {
 }
 
 impl Residency {
+    pub fn now(&self) -> usize {
+        self.now.load(std::sync::atomic::Ordering::Relaxed)
+    }
     pub fn peak(&self) -> usize {
         self.peak.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -76,6 +79,7 @@ pub struct Engine {
     lut: Arc<[[u8; 3]; 256]>,
     blend: Arc<overlay::BlendTable>,
     pub residency: Arc<Residency>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Engine {
@@ -106,6 +110,7 @@ impl Engine {
             lut,
             blend,
             residency: Arc::new(Residency::default()),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
         })
     }
 }
@@ -649,6 +654,11 @@ pub async fn run_stream(
         let path = r.source_path.clone();
         match finisher.finish(&engine, r).await {
             Ok(outcome) => {
+                engine.metrics.observe(&outcome.record);
+                engine.metrics.plates_in_memory.store(
+                    engine.residency.now() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 log_outcome(&outcome);
                 progress.done(&outcome);
                 if keep {

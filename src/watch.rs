@@ -128,6 +128,10 @@ impl Finisher for WatchFinisher {
             .await;
             if let Ok(mut f) = self.in_flight.lock() {
                 f.remove(&path);
+                engine
+                    .metrics
+                    .in_flight
+                    .store(f.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
             Ok(Outcome { row_id, record })
         })
@@ -174,6 +178,21 @@ pub async fn run(
             "recorded moves that an earlier run made but did not record"
         );
     }
+    if !watch.metrics_listen.is_empty() {
+        match watch.metrics_listen.parse() {
+            Ok(addr) => {
+                match crate::metrics::serve(addr, engine.metrics.clone(), cancel.clone()).await {
+                    Ok(bound) => tracing::info!(addr = %bound, "metrics listening"),
+                    Err(e) => {
+                        tracing::error!(addr = %addr, error = %e, "cannot serve /metrics; judging plates anyway")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(addr = %watch.metrics_listen, error = %e, "bad metrics address; judging plates anyway")
+            }
+        }
+    }
     let in_flight: InFlight = Arc::new(Mutex::new(Default::default()));
     let mut found = ingest::spawn(watch.clone(), in_flight.clone(), cancel.clone())
         .map_err(|e| PipelineError::Setup(e.to_string()))?;
@@ -191,9 +210,18 @@ pub async fn run(
     let (e, st, inf) = (engine.clone(), stats.clone(), in_flight.clone());
     let admission = tokio::spawn(async move {
         while let Some(path) = found.recv().await {
+            let gauge = |n: usize| {
+                e.metrics
+                    .in_flight
+                    .store(n as u64, std::sync::atomic::Ordering::Relaxed)
+            };
+            if let Ok(f) = inf.lock() {
+                gauge(f.len());
+            }
             let done = |p: &Path| {
                 if let Ok(mut f) = inf.lock() {
                     f.remove(p);
+                    gauge(f.len());
                 }
             };
             let p2 = path.clone();

@@ -40,7 +40,7 @@ fn site() -> Site {
     std::fs::write(
         &config,
         format!(
-            "[paths]\ndb = \"{}\"\nout = \"{}\"\n[watch]\ninboxes = [\"{}\"]\nquiet_ms = 400\nrescan_secs = 2\n",
+            "[paths]\ndb = \"{}\"\nout = \"{}\"\n[watch]\ninboxes = [\"{}\"]\nquiet_ms = 400\nrescan_secs = 2\nmetrics_listen = \"127.0.0.1:0\"\n",
             db.display(),
             out.display(),
             inbox.display()
@@ -389,6 +389,31 @@ fn a_burst_is_back_pressured_to_a_bounded_number_of_plates() {
         .unwrap_or(0)
             >= total
     });
+    // The metrics endpoint agrees with the database.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let addr = text
+        .lines()
+        .find_map(|l| l.split("metrics listening addr=").nth(1))
+        .map(|a| a.trim().to_string())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{text}"));
+    let get = |path: &str| {
+        use std::io::Read;
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    let metrics = get("/metrics");
+    let judged: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("plateqc_plates_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(judged as usize, total, "{metrics}");
+    assert!(metrics.contains("plateqc_stage_seconds_count{stage=\"total\"}"));
     // SAFETY: sending SIGTERM to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
