@@ -363,12 +363,12 @@ async fn watch(config: Config) -> Result<ExitCode> {
     let engine = Arc::new(Engine::start(config).await?);
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
+    // Handlers are installed before "watching" is logged, so a signal sent as soon as the
+    // daemon says it is up is never met by the default action (which would kill it).
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return,
-            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -376,10 +376,28 @@ async fn watch(config: Config) -> Result<ExitCode> {
         tracing::info!("stopping: no new plates; finishing the ones in flight");
         c2.cancel();
     });
+    // SIGHUP: load the model file again; a broken file keeps the running model.
+    let (e2, c3) = (engine.clone(), cancel.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = c3.cancelled() => break,
+                got = hup.recv() => if got.is_none() { break },
+            }
+            match e2.reload_model().await {
+                Ok(m) => {
+                    tracing::info!(model = %m.contract.model_version, sha256 = %m.contract.sha256, "model reloaded")
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "model reload failed; keeping the running model")
+                }
+            }
+        }
+    });
     tracing::info!(
         inboxes = ?watch_opts.inboxes,
         routed = %route.root.display(),
-        model = %engine.model.contract.model_version,
+        model = %engine.model().contract.model_version,
         "watching"
     );
     let stats = crate::watch::run(engine, watch_opts, route, cancel).await?;

@@ -72,7 +72,9 @@ pub fn resident_bound(workers: usize, batch: usize) -> usize {
 /// Everything the stages share for a run.
 pub struct Engine {
     pub config: Arc<Config>,
-    pub model: Arc<Model>,
+    /// The current model; swapped whole on reload. Each plate keeps the model it was
+    /// preprocessed for until it is explained, so a reload never mixes two contracts.
+    model: std::sync::RwLock<Arc<Model>>,
     pub recorder: Recorder,
     pub hasher: PatientHasher,
     pub run_id: String,
@@ -83,6 +85,31 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The model new plates are judged with.
+    pub fn model(&self) -> Arc<Model> {
+        self.model
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Loads the model file again (e.g. on SIGHUP) and swaps it in if it honours the contract;
+    /// plates already in the pipeline finish with the model they started with.
+    pub async fn reload_model(&self) -> Result<Arc<Model>, PipelineError> {
+        let opts = self.config.infer.clone();
+        let path = self.config.paths.model.clone();
+        let ort = self.config.paths.ort_library.clone();
+        let model = tokio::task::spawn_blocking(move || Model::load(&path, ort.as_deref(), &opts))
+            .await
+            .map_err(|e| PipelineError::Setup(e.to_string()))?
+            .map_err(|e| PipelineError::Setup(e.to_string()))?;
+        let model = Arc::new(model);
+        if let Ok(mut m) = self.model.write() {
+            *m = model.clone();
+        }
+        Ok(model)
+    }
+
     pub async fn start(config: Config) -> Result<Engine, PipelineError> {
         let opts = config.infer.clone();
         let model_path = config.paths.model.clone();
@@ -103,7 +130,7 @@ impl Engine {
         );
         Ok(Engine {
             config: Arc::new(config),
-            model: Arc::new(model),
+            model: std::sync::RwLock::new(Arc::new(model)),
             recorder,
             hasher,
             run_id,
@@ -134,6 +161,7 @@ impl Progress for () {
 /// A plate between decode and infer: display image kept, raw pixels dropped (memory).
 struct Decoded {
     _resident: Resident,
+    model: Arc<Model>,
     base: PlateRecord,
     header: PlateHeader,
     gray: Vec<u8>,
@@ -279,11 +307,13 @@ fn decode_file(engine: &Engine, path: &Path) -> Item<Decoded> {
     };
     drop(bytes);
     fill_identity(&mut base, &plate.header, &engine.hasher);
-    let (tensor, letterbox) = preprocess::preprocess(&plate, engine.model.contract.input_size);
+    let model = engine.model();
+    let (tensor, letterbox) = preprocess::preprocess(&plate, model.contract.input_size);
     let gray = overlay::display_gray(&plate);
     base.decode_ms = Some(started.elapsed().as_secs_f64() * 1e3);
     Item::Ok(Decoded {
         _resident: resident,
+        model,
         base,
         header: plate.header,
         gray,
@@ -312,14 +342,29 @@ fn fill_identity(r: &mut PlateRecord, h: &PlateHeader, hasher: &PatientHasher) {
     r.photometric = Some(h.photometric.clone());
 }
 
-fn infer_batch(engine: &Engine, batch: Vec<Decoded>) -> Vec<Item<Inferred>> {
+fn infer_batch(batch: Vec<Decoded>) -> Vec<Item<Inferred>> {
+    // Split at model changes (a reload mid-batch): each run goes to its own model.
+    let mut out = Vec::with_capacity(batch.len());
+    let mut run: Vec<Decoded> = Vec::new();
+    for d in batch {
+        if run.last().is_some_and(|r| !Arc::ptr_eq(&r.model, &d.model)) {
+            out.extend(infer_run(std::mem::take(&mut run)));
+        }
+        run.push(d);
+    }
+    out.extend(infer_run(run));
+    out
+}
+
+fn infer_run(batch: Vec<Decoded>) -> Vec<Item<Inferred>> {
+    let Some(model) = batch.first().map(|d| d.model.clone()) else {
+        return Vec::new();
+    };
     let started = Instant::now();
     let tensors: Vec<&[f32]> = batch.iter().map(|d| d.tensor.as_slice()).collect();
     // A panic inside the runtime bindings must cost this batch, not the whole run.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        engine.model.infer(&tensors)
-    }))
-    .unwrap_or_else(|_| Err(crate::infer::InferError::Run("inference panicked".into())));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.infer(&tensors)))
+        .unwrap_or_else(|_| Err(crate::infer::InferError::Run("inference panicked".into())));
     match result {
         Ok(results) => {
             let per_plate = started.elapsed().as_secs_f64() * 1e3 / batch.len() as f64;
@@ -351,7 +396,8 @@ fn explain_plate(engine: &Engine, item: Inferred) -> PlateRecord {
         started: plate_started,
         ..
     } = decoded;
-    let contract = &engine.model.contract;
+    let model = decoded.model.clone();
+    let contract = &model.contract;
     let cfg = &engine.config.explain;
     let unusable = inference.unusable_score >= contract.threshold;
     base.verdict = if unusable { "unusable" } else { "usable" }.into();
@@ -559,7 +605,6 @@ pub async fn run_stream(
 
     // Infer: batches whatever is waiting, up to batch_size plates, without waiting for more;
     // failed items ride along in their place so the output keeps the input order.
-    let e = engine.clone();
     let infer = tokio::spawn(async move {
         while let Some(first) = to_infer_rx.recv().await {
             let mut window = vec![first];
@@ -585,8 +630,7 @@ pub async fn run_stream(
             let results = if batch.is_empty() {
                 Vec::new()
             } else {
-                let e2 = e.clone();
-                match tokio::task::spawn_blocking(move || infer_batch(&e2, batch)).await {
+                match tokio::task::spawn_blocking(move || infer_batch(batch)).await {
                     Ok(r) => r,
                     Err(_) => return,
                 }

@@ -88,7 +88,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let cold_start = Instant::now();
     let engine = Arc::new(Engine::start(config.clone()).await?);
     let model_load_s = cold_start.elapsed().as_secs_f64();
-    let size = engine.model.contract.input_size;
+    let size = engine.model().contract.input_size;
 
     // Megapixels and bit depth of the set, so figures can be compared across sets.
     let mut mpx = 0.0;

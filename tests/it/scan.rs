@@ -305,7 +305,7 @@ async fn fixtures_are_all_judged_like_the_reference() {
     )
     .await
     .unwrap();
-    let threshold = engine.model.contract.threshold as f64;
+    let threshold = engine.model().contract.threshold as f64;
     for o in &outcomes {
         let r = &o.record;
         assert_ne!(r.verdict, "error", "{}: {:?}", r.source_path, r.error);

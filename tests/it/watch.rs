@@ -438,3 +438,78 @@ fn a_burst_is_back_pressured_to_a_bounded_number_of_plates() {
         total
     );
 }
+
+/// SIGHUP reloads the model file; a file that breaks the contract is refused and the running
+/// model keeps judging, so no plate is dropped either way.
+#[test]
+fn sighup_reloads_the_model_and_refuses_a_broken_one() {
+    let s = site();
+    let model = s.root.join("model.onnx");
+    std::fs::copy(plateqc::config::default_model_path(), &model).unwrap();
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    cfg = cfg.replace(
+        "[paths]\n",
+        &format!("[paths]\nmodel = \"{}\"\n", model.display()),
+    );
+    std::fs::write(&s.config, cfg).unwrap();
+    let log = s.root.join("daemon.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plateqc"))
+        .arg("--config")
+        .arg(&s.config)
+        .arg("watch")
+        .env("PLATEQC_LOG", "info,jpeg2k=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let fx = fixture_files();
+    let hup = |child: &Child| unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let log_has = |needle: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(needle)
+    };
+    wait_until("the daemon watching", Duration::from_secs(30), || {
+        log_has("watching")
+    });
+
+    std::fs::copy(
+        root().join("tests/support/not-a-plateqc-model.onnx"),
+        &model,
+    )
+    .unwrap();
+    hup(&child);
+    wait_until("the broken model refused", Duration::from_secs(30), || {
+        log_has("model reload failed")
+    });
+    std::fs::copy(&fx[0], s.inbox.join("after-bad-reload.dcm")).unwrap();
+    wait_until(
+        "a plate judged after the refused reload",
+        Duration::from_secs(60),
+        || {
+            sql(
+                &s.db,
+                "SELECT count(*) FROM plates WHERE verdict <> 'error'",
+            ) == "1"
+        },
+    );
+
+    std::fs::copy(plateqc::config::default_model_path(), &model).unwrap();
+    hup(&child);
+    wait_until("the model reloaded", Duration::from_secs(30), || {
+        log_has("model reloaded")
+    });
+    std::fs::copy(&fx[1], s.inbox.join("after-good-reload.dcm")).unwrap();
+    wait_until(
+        "a plate judged after the reload",
+        Duration::from_secs(60),
+        || {
+            sql(
+                &s.db,
+                "SELECT count(*) FROM plates WHERE verdict <> 'error'",
+            ) == "2"
+        },
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
