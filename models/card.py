@@ -128,7 +128,10 @@ def main(argv=None):
           f"(seed 2xxxxxx) for the threshold",
           f"- {tr['epochs_run']} epochs, batch {tr['args']['batch']}, AdamW one-cycle lr "
           f"{tr['args']['lr']}, random flips; loss = class cross-entropy (unusable weight "
-          f"{tr['args']['unusable_weight']}) + type BCE + {tr['args']['attn_weight']} x "
+          f"{tr['args']['unusable_weight']}) + type BCE"
+          + (f" (positives weighted by min({tr['args']['type_pos_weight_cap']:g}, neg/pos))"
+             if tr['args'].get('type_pos_weight_cap', 0) > 0 else "")
+          + f" + {tr['args']['attn_weight']} x "
           "mask-guided attention term (training only: the closed-form last-layer CAM's "
           "spatial softmax is pushed into the local artifact masks; masks are never a model input)",
           f"- training time {tr['train_seconds'] / 60:.1f} min on 2 shared CPU threads",
