@@ -129,7 +129,9 @@ pub fn spawn(
     tokio::spawn(async move {
         let _watcher = watcher; // dropped when this task ends, which stops the events
         let quiet = Duration::from_millis(opts.quiet_ms);
-        let tick = Duration::from_millis((opts.quiet_ms / 4).clamp(20, 500));
+        // Candidates (not whole folders) are checked this often; it bounds the delay between a
+        // file becoming complete and its being taken.
+        let tick = Duration::from_millis((opts.quiet_ms / 4).clamp(20, 100));
         let mut candidates: HashMap<PathBuf, Candidate> = HashMap::new();
         let mut next_rescan = Instant::now();
         let mut ticker = tokio::time::interval(tick);
@@ -149,7 +151,14 @@ pub fn spawn(
                 _ = cancel.cancelled() => break,
                 ev = events_rx.recv() => {
                     let Some(ev) = ev else { break };
-                    let closed = matches!(ev.kind, EventKind::Access(notify::event::AccessKind::Close(notify::event::AccessMode::Write)));
+                    // Complete now: closed after writing, or renamed into place (the writer's
+                    // atomic rename is the conventional "done" signal).
+                    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+                    let closed = matches!(
+                        ev.kind,
+                        EventKind::Access(AccessKind::Close(AccessMode::Write))
+                            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+                    );
                     for p in ev.paths {
                         if !is_ignored(&p) {
                             note(&mut candidates, p, closed);
