@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release/plateqc
 
-.PHONY: setup build demo test lint unit pytest bench model fixtures clean-demo
+.PHONY: setup build demo test lint unit pytest bench bench-watch model fixtures clean-demo
 
 setup:
 	scripts/setup.sh
@@ -30,6 +30,11 @@ test: setup lint unit pytest
 
 bench: build
 	$(CARGO) run --release --locked --bin plateqc-bench -- tests/fixtures
+
+# The daemon: latency from a complete file to its recorded verdict, and burst throughput.
+bench-watch: build
+	$(CARGO) build --release --locked --bin plateqc-latency
+	target/release/plateqc-latency demo/inbox --rate 5 --count 60
 
 # Retrain the bundled model (needs PyTorch; see models/README.md). CI never does this.
 model:
