@@ -9,6 +9,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -400,7 +401,21 @@ async fn watch(config: Config) -> Result<ExitCode> {
         model = %engine.model().contract.model_version,
         "watching"
     );
-    let stats = crate::watch::run(engine, watch_opts, route, cancel).await?;
+    let grace = Duration::from_secs(watch_opts.shutdown_grace_secs);
+    let deadline = {
+        let c = cancel.clone();
+        async move {
+            c.cancelled().await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    let stats = tokio::select! {
+        r = crate::watch::run(engine, watch_opts, route, cancel) => r?,
+        _ = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs(), "plates still in flight at the shutdown deadline; they will be taken up again at the next start");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     tracing::info!(
         judged = stats.judged,
         resumed = stats.resumed,

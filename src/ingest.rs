@@ -36,6 +36,9 @@ pub struct WatchOptions {
     /// Address of `/healthz` and `/metrics`; empty disables them. Keep it on loopback (or
     /// behind a proxy): the endpoint has no authentication.
     pub metrics_listen: String,
+    /// On SIGINT/SIGTERM, how long plates in flight may take to finish before plateqc exits
+    /// anyway; unfinished plates are taken up again at the next start.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for WatchOptions {
@@ -46,6 +49,7 @@ impl Default for WatchOptions {
             rescan_secs: 30,
             max_attempts: 3,
             metrics_listen: "127.0.0.1:9898".into(),
+            shutdown_grace_secs: 30,
         }
     }
 }

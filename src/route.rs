@@ -243,6 +243,30 @@ mod tests {
         assert!(a.exists());
     }
 
+    /// Across file systems (the temp dir and /dev/shm, a tmpfs, where there is one) the move
+    /// copies, syncs, renames into place and only then removes the source.
+    #[test]
+    fn moves_across_file_systems() {
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            return;
+        }
+        let src_dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let dst_dir = tempfile::tempdir_in(shm).unwrap();
+        let src = src_dir.path().join("p.dcm");
+        fs::write(&src, b"plate bytes").unwrap();
+        let target = dst_dir.path().join("p.dcm");
+        move_file(&src, &target).unwrap();
+        assert!(!src.exists());
+        assert_eq!(fs::read(&target).unwrap(), b"plate bytes");
+        let names: Vec<_> = fs::read_dir(dst_dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary left behind: {names:?}");
+    }
+
     #[test]
     fn names_from_outside_are_sanitized() {
         let tmp = tempfile::tempdir().unwrap();

@@ -513,3 +513,49 @@ fn sighup_reloads_the_model_and_refuses_a_broken_one() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A different file carrying a SOP Instance UID already recorded is judged and recorded on its
+/// own, and flagged; it is never merged with the first.
+#[test]
+fn a_known_uid_with_other_content_is_flagged_not_merged() {
+    let s = site();
+    let _d = start(&s);
+    let original = fixture_files()
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("explicit_le"))
+        .unwrap();
+    std::fs::copy(&original, s.inbox.join("first.dcm")).unwrap();
+    wait_until("the first plate", Duration::from_secs(60), || {
+        sql(&s.db, "SELECT count(*) FROM plates") == "1"
+    });
+    let mut bytes = std::fs::read(&original).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0x01; // one pixel changed; same header, same UID
+    std::fs::write(s.root.join("second.dcm"), &bytes).unwrap();
+    std::fs::rename(s.root.join("second.dcm"), s.inbox.join("second.dcm")).unwrap();
+    wait_until("the second plate", Duration::from_secs(60), || {
+        sql(&s.db, "SELECT count(*) FROM plates") == "2"
+    });
+    assert_eq!(
+        sql(&s.db, "SELECT count(DISTINCT sop_instance_uid) FROM plates"),
+        "1"
+    );
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT uid_conflict FROM jobs WHERE source_path LIKE '%second.dcm'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT uid_conflict FROM jobs WHERE source_path LIKE '%first.dcm'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        sql(&s.db, "SELECT count(*) FROM jobs WHERE state = 'duplicate'"),
+        "0"
+    );
+}
