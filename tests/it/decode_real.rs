@@ -89,6 +89,19 @@ fn lossless_syntaxes_match_pydicom_exactly() {
     }
 }
 
+/// JPEG lossless process 14 with a predictor other than 1 (the generator writes only SV1).
+#[test]
+fn jpeg_lossless_process_14_predictor_5_matches_pydicom() {
+    let file = root().join("tests/support/jpeg_lossless_p14_predictor5.dcm");
+    let want = &pydicom_describe(std::slice::from_ref(&file))[0];
+    assert!(want.get("error").is_none(), "{want}");
+    let plate = decode(&read(&file), &DecodePolicy::default()).unwrap();
+    assert_eq!(plate.header.transfer_syntax, "1.2.840.10008.1.2.4.57");
+    let s = stats(&plate.pixels);
+    assert_eq!(s.sum, want["sum"].as_i64().unwrap() as i128);
+    assert_eq!(s.sumsq, want["sumsq"].as_i64().unwrap() as i128);
+}
+
 #[test]
 fn mr_small_is_identical_in_every_transfer_syntax() {
     let dir = pydicom_test_files();
