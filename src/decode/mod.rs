@@ -117,20 +117,7 @@ impl Plate {
 
 /// Decodes a whole Part 10 file held in memory.
 pub fn decode(bytes: &[u8], policy: &DecodePolicy) -> Result<Plate, DecodeError> {
-    let scan = prescan::prescan(
-        bytes,
-        policy.max_sequence_depth,
-        policy.max_file_bytes as usize,
-    )
-    .map_err(|e| match e {
-        prescan::PrescanError::NotDicom => DecodeError::NotDicom(e.to_string()),
-        other => DecodeError::Malformed(other.to_string()),
-    })?;
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .from_reader(&bytes[128..])
-        .map_err(|e| DecodeError::Malformed(flatten_error(&e)))?;
-    let header = read_header(&obj, &scan.transfer_syntax)?;
+    let (obj, header) = open(bytes, policy, true)?;
     check_policy(&header, &obj, policy)?;
     let pixels = decode_pixels(&obj, &header)?;
     Ok(Plate { header, pixels })
@@ -138,6 +125,16 @@ pub fn decode(bytes: &[u8], policy: &DecodePolicy) -> Result<Plate, DecodeError>
 
 /// Reads only the header, for `inspect` and for early routing decisions.
 pub fn decode_header(bytes: &[u8], policy: &DecodePolicy) -> Result<PlateHeader, DecodeError> {
+    open(bytes, policy, false).map(|(_, header)| header)
+}
+
+/// The pre-scan, then dicom-rs on bytes the pre-scan let through; pixel data is read only when
+/// asked for.
+fn open(
+    bytes: &[u8],
+    policy: &DecodePolicy,
+    with_pixels: bool,
+) -> Result<(DefaultDicomObject, PlateHeader), DecodeError> {
     let scan = prescan::prescan(
         bytes,
         policy.max_sequence_depth,
@@ -147,12 +144,15 @@ pub fn decode_header(bytes: &[u8], policy: &DecodePolicy) -> Result<PlateHeader,
         prescan::PrescanError::NotDicom => DecodeError::NotDicom(e.to_string()),
         other => DecodeError::Malformed(other.to_string()),
     })?;
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .read_until(tags::PIXEL_DATA)
+    let mut options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
+    if !with_pixels {
+        options = options.read_until(tags::PIXEL_DATA);
+    }
+    let obj = options
         .from_reader(&bytes[128..])
         .map_err(|e| DecodeError::Malformed(flatten_error(&e)))?;
-    read_header(&obj, &scan.transfer_syntax)
+    let header = read_header(&obj, &scan.transfer_syntax)?;
+    Ok((obj, header))
 }
 
 /// dicom-rs errors nest their causes; one line with all of them is what an operator needs.

@@ -58,16 +58,28 @@ fn site() -> Site {
 }
 
 fn start(site: &Site) -> Daemon {
-    let child = Command::new(env!("CARGO_BIN_EXE_plateqc"))
+    Daemon {
+        child: spawn_daemon(site, "warn", Stdio::null()),
+    }
+}
+
+/// The daemon with its log (at `filter`) in `<site>/daemon.log`; returns the child and the log.
+fn start_logged(site: &Site, filter: &str) -> (Child, PathBuf) {
+    let log = site.root.join("daemon.log");
+    let child = spawn_daemon(site, filter, std::fs::File::create(&log).unwrap().into());
+    (child, log)
+}
+
+fn spawn_daemon(site: &Site, filter: &str, stderr: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_plateqc"))
         .arg("--config")
         .arg(&site.config)
         .arg("watch")
-        .env("PLATEQC_LOG", "warn")
+        .env("PLATEQC_LOG", filter)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
-        .unwrap();
-    Daemon { child }
+        .unwrap()
 }
 
 fn sql(db: &Path, query: &str) -> String {
@@ -367,16 +379,7 @@ fn a_burst_is_back_pressured_to_a_bounded_number_of_plates() {
     }
     let total = names.len();
     assert!(total >= 200, "{total} files");
-    let log = s.root.join("daemon.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_plateqc"))
-        .arg("--config")
-        .arg(&s.config)
-        .arg("watch")
-        .env("PLATEQC_LOG", "info,jpeg2k=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut child, log) = start_logged(&s, "info,jpeg2k=warn");
     for name in &names {
         std::fs::rename(staging.join(name), s.inbox.join(name)).unwrap();
     }
@@ -452,16 +455,7 @@ fn sighup_reloads_the_model_and_refuses_a_broken_one() {
         &format!("[paths]\nmodel = \"{}\"\n", model.display()),
     );
     std::fs::write(&s.config, cfg).unwrap();
-    let log = s.root.join("daemon.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_plateqc"))
-        .arg("--config")
-        .arg(&s.config)
-        .arg("watch")
-        .env("PLATEQC_LOG", "info,jpeg2k=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut child, log) = start_logged(&s, "info,jpeg2k=warn");
     let fx = fixture_files();
     let hup = |child: &Child| unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     let log_has = |needle: &str| {
