@@ -251,6 +251,21 @@ fn failure(
     base
 }
 
+/// The record of a plate whose blocking worker panicked: the panic costs this plate only.
+fn crashed(source_path: String, stage: &str, join: tokio::task::JoinError) -> PlateRecord {
+    let base = PlateRecord {
+        source_path,
+        ..Default::default()
+    };
+    failure(
+        base,
+        stage,
+        "panic",
+        format!("{stage} crashed: {join}"),
+        Instant::now(),
+    )
+}
+
 fn decode_file(engine: &Engine, path: &Path) -> Item<Decoded> {
     let started = Instant::now();
     let resident = engine.residency.enter();
@@ -582,16 +597,7 @@ pub async fn run_stream(
                     tokio::task::spawn_blocking(move || decode_file(&e, &p))
                         .await
                         .unwrap_or_else(|join| {
-                            Item::Done(failure(
-                                PlateRecord {
-                                    source_path: path.display().to_string(),
-                                    ..Default::default()
-                                },
-                                "decode",
-                                "panic",
-                                format!("decoder crashed: {join}"),
-                                Instant::now(),
-                            ))
+                            Item::Done(crashed(path.display().to_string(), "decode", join))
                         })
                 }
             })
@@ -664,18 +670,7 @@ pub async fn run_stream(
                             let path = inf.decoded.base.source_path.clone();
                             tokio::task::spawn_blocking(move || explain_plate(&e, inf))
                                 .await
-                                .unwrap_or_else(|join| {
-                                    failure(
-                                        PlateRecord {
-                                            source_path: path,
-                                            ..Default::default()
-                                        },
-                                        "explain",
-                                        "panic",
-                                        format!("explain crashed: {join}"),
-                                        Instant::now(),
-                                    )
-                                })
+                                .unwrap_or_else(|join| crashed(path, "explain", join))
                         }
                     }
                 }
