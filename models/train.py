@@ -4,6 +4,9 @@
 
 Loss = class CE (weighted toward unusable) + BCE over the 14 artifact types (positives weighted
       by neg/pos, capped)
+      + sev_weight * ordinal severity term (training only: a separate linear layer on the same
+        pooled features predicts, per type, severity >= 2 and severity >= 3; the usable/unusable
+        rule turns on exactly that boundary, and the layer is not part of the exported model)
       + attn_weight * mask-guided attention term (training only: for plates with local artifact
         masks, the unusable-class CAM of layer ``last`` -- computed in closed form from the linear
         head over max+avg pooling -- is pushed to put its spatial-softmax mass inside the mask).
@@ -117,8 +120,11 @@ def main(argv=None):
     ap.add_argument("--attn-weight", type=float, default=0.2)
     ap.add_argument("--target-sens", type=float, default=0.97)
     ap.add_argument("--type-pos-weight-cap", type=float, default=6.0)
-    ap.add_argument("--time-budget", type=float, default=3600.0,
-                    help="stop starting new epochs after this many seconds")
+    ap.add_argument("--sev-weight", type=float, default=0.5,
+                    help="weight of the training-only ordinal severity term (0: off)")
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="stop starting new epochs after this many seconds (0: no limit; a "
+                         "limit makes the result depend on the machine's speed)")
     ap.add_argument("--out", default=str(HERE / "work" / "run"))
     a = ap.parse_args(argv)
 
@@ -128,13 +134,18 @@ def main(argv=None):
     tr = D.load_split(a.train, a.size, a.count)
     va = D.load_split(a.val, a.size)
     Xtr, Ytr, Ttr = tr["x"], tr["y"].astype(np.int64), tr["types"].astype(np.float32)
+    Str = tr["sev"].astype(np.float32)
     Mtr = tr["mask"]
     has_mask = Mtr.any(axis=1)
     print(f"train {len(Xtr)} plates (unusable {Ytr.mean():.3f}, with local masks "
           f"{has_mask.mean():.3f}); val {len(va['x'])}", flush=True)
 
     model = PlateNet(n_types=Ttr.shape[1], width=a.width)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    # training-only ordinal severity layer over the pooled features (max + mean of ``last``)
+    n_types = Ttr.shape[1]
+    sev_head = torch.nn.Linear(2 * 8 * a.width, 2 * n_types)
+    params = list(model.parameters()) + (list(sev_head.parameters()) if a.sev_weight > 0 else [])
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(Xtr) / a.batch)
     total = steps_per_epoch * a.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=total,
@@ -151,16 +162,18 @@ def main(argv=None):
     history = []
     S = a.size
     for ep in range(a.epochs):
-        if ep > 0 and time.time() - t_start > a.time_budget:
+        if ep > 0 and a.time_budget > 0 and time.time() - t_start > a.time_budget:
             print(f"time budget reached, stopping before epoch {ep}", flush=True)
             break
         model.train()
         t0 = time.time()
-        tot = {"cls": 0.0, "typ": 0.0, "attn": 0.0, "n": 0}
+        sev_head.train()
+        tot = {"cls": 0.0, "typ": 0.0, "sev": 0.0, "attn": 0.0, "n": 0}
         for step, b in enumerate(batches(len(Xtr), a.batch, rng)):
             x = torch.from_numpy(Xtr[b].astype(np.float32))
             y = torch.from_numpy(Ytr[b])
             t = torch.from_numpy(Ttr[b])
+            sv = torch.from_numpy(Str[b])
             m = torch.from_numpy(D.unpack_masks(Mtr[b], S).astype(np.float32)).unsqueeze(1)
             # augmentation: random flips of the whole canvas (artifacts are position-free)
             if rng.random() < 0.5:
@@ -171,6 +184,13 @@ def main(argv=None):
             l_cls = F.cross_entropy(cls, y, weight=cw)
             l_typ = F.binary_cross_entropy_with_logits(typ, t, pos_weight=pos_w)
             loss = l_cls + l_typ
+            l_sev = torch.zeros(())
+            if a.sev_weight > 0:
+                pooled = model.dropout(torch.cat([last.amax(dim=(2, 3)), last.mean(dim=(2, 3))],
+                                                 dim=1))
+                ordinal = torch.cat([(sv >= 2).float(), (sv >= 3).float()], dim=1)
+                l_sev = F.binary_cross_entropy_with_logits(sev_head(pooled), ordinal)
+                loss = loss + a.sev_weight * l_sev
             l_attn = torch.zeros(())
             sel = torch.from_numpy(has_mask[b]) & (y == 1)
             if a.attn_weight > 0 and bool(sel.any()):
@@ -189,16 +209,17 @@ def main(argv=None):
             k = len(b)
             tot["cls"] += float(l_cls.detach()) * k
             tot["typ"] += float(l_typ.detach()) * k
+            tot["sev"] += float(l_sev.detach()) * k
             tot["attn"] += float(l_attn.detach()) * k
             tot["n"] += k
             if step % 50 == 0:
                 print(f"ep {ep} step {step}/{steps_per_epoch} cls {float(l_cls):.4f} "
-                      f"typ {float(l_typ):.4f} attn {float(l_attn):.4f} "
+                      f"typ {float(l_typ):.4f} sev {float(l_sev):.4f} attn {float(l_attn):.4f} "
                       f"{time.time() - t0:.0f}s", flush=True)
         pv, tv = predict(model, va["x"])
         auc = roc_auc(va["y"], pv)
         rec = {"epoch": ep, "seconds": time.time() - t0,
-               **{k: tot[k] / tot["n"] for k in ("cls", "typ", "attn")}, "val_auc": auc}
+               **{k: tot[k] / tot["n"] for k in ("cls", "typ", "sev", "attn")}, "val_auc": auc}
         history.append(rec)
         print(json.dumps(rec), flush=True)
         torch.save(model.state_dict(), out / "weights.pt")
