@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod infer;
 pub mod ingest;
 pub mod metrics;
+pub mod net;
 pub mod pipeline;
 pub mod record;
 pub mod route;

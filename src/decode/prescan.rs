@@ -89,7 +89,8 @@ fn inflate_bounded(body: &[u8], limit: usize) -> Result<Vec<u8>, PrescanError> {
     Ok(out)
 }
 
-fn read_meta(bytes: &[u8]) -> Result<(String, usize), PrescanError> {
+/// The transfer syntax named in the file meta group and the offset where the data set starts.
+pub fn read_meta(bytes: &[u8]) -> Result<(String, usize), PrescanError> {
     let mut pos = 132;
     let mut ts = None;
     let mut group_end: Option<usize> = None;

@@ -2,6 +2,7 @@
 
 mod decode_real;
 mod golden;
+mod net;
 mod scan;
 mod support;
 mod watch;

@@ -1,0 +1,398 @@
+//! Rejection notes the DICOM way: a Key Object Selection document titled (113001, DCM,
+//! "Rejected for Quality Reasons") with the CID 7011 reason as its title modifier (TID 2010),
+//! referencing the rejected plate in its own study, so an archive that honours IHE rejection
+//! notes hides it; and optionally the Grad-CAM montage as a Secondary Capture image in the same
+//! study, so the dentist's viewer shows why. UIDs are derived from the plate, so redoing a note
+//! after a crash rewrites the same object rather than making a second one.
+
+use dicom_core::value::DataSetSequence;
+use dicom_core::{PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::meta::FileMetaTableBuilder;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use std::path::{Path, PathBuf};
+
+pub const KOS_CLASS: &str = "1.2.840.10008.5.1.4.1.1.88.59";
+pub const SC_CLASS: &str = "1.2.840.10008.5.1.4.1.1.7";
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NoteError {
+    #[error("cannot read the rejected plate {path}: {why}")]
+    Source { path: PathBuf, why: String },
+    #[error("cannot build the note: {0}")]
+    Build(String),
+    #[error("cannot read the montage {path}: {why}")]
+    Montage { path: PathBuf, why: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What the note says about the plate, from its QC record.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// The routed plate file, read for its patient and study attributes.
+    pub plate_path: PathBuf,
+    /// Primary CID 7011 code, if the model named one.
+    pub reason_code: Option<String>,
+    /// Artifact types reported, strongest first.
+    pub artifact_types: Vec<String>,
+    pub score: Option<f64>,
+    pub threshold: Option<f64>,
+    pub model: String,
+    pub montage_path: Option<PathBuf>,
+}
+
+/// A written note, for the database and the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenNote {
+    pub kind: &'static str,
+    pub path: PathBuf,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+}
+
+/// CID 7011 code meanings; a plate judged unusable with no named type gets 111207.
+pub fn reason_meaning(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "111207" => "Image artifact(s)",
+        "111208" => "Grid artifact(s)",
+        "111209" => "Positioning",
+        "111210" => "Motion blur",
+        "111211" => "Under exposed",
+        "111212" => "Over exposed",
+        "111213" => "No image",
+        "111214" => "Detector artifact(s)",
+        "111215" => "Artifact(s) other than grid or detector artifact",
+        "111216" => "Mechanical failure",
+        "111217" => "Electrical failure",
+        "111218" => "Software failure",
+        "111219" => "Inappropriate image processing",
+        "111220" => "Other failure",
+        "111221" => "Unknown failure",
+        "113026" => "Double exposure",
+        _ => return None,
+    })
+}
+
+/// Patient and study attributes copied into the notes so they file under the same study.
+/// Copied byte for byte, never logged.
+const COPIED: [Tag; 12] = [
+    tags::SPECIFIC_CHARACTER_SET,
+    tags::PATIENT_NAME,
+    tags::PATIENT_ID,
+    tags::ISSUER_OF_PATIENT_ID,
+    tags::PATIENT_BIRTH_DATE,
+    tags::PATIENT_SEX,
+    tags::STUDY_INSTANCE_UID,
+    tags::STUDY_DATE,
+    tags::STUDY_TIME,
+    tags::REFERRING_PHYSICIAN_NAME,
+    tags::STUDY_ID,
+    tags::ACCESSION_NUMBER,
+];
+/// Type 2 attributes among them: present, possibly empty.
+const TYPE2: [(Tag, VR); 9] = [
+    (tags::PATIENT_NAME, VR::PN),
+    (tags::PATIENT_ID, VR::LO),
+    (tags::PATIENT_BIRTH_DATE, VR::DA),
+    (tags::PATIENT_SEX, VR::CS),
+    (tags::STUDY_DATE, VR::DA),
+    (tags::STUDY_TIME, VR::TM),
+    (tags::REFERRING_PHYSICIAN_NAME, VR::PN),
+    (tags::STUDY_ID, VR::SH),
+    (tags::ACCESSION_NUMBER, VR::SH),
+];
+
+struct Plate {
+    copied: Vec<Elem>,
+    study_uid: String,
+    series_uid: String,
+    sop_class: String,
+    sop_instance: String,
+}
+
+type Elem = dicom_object::mem::InMemElement;
+
+fn text(obj: &InMemDicomObject, tag: Tag) -> String {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+        .unwrap_or_default()
+}
+
+fn read_plate(path: &Path) -> Result<Plate, NoteError> {
+    let fail = |why: String| NoteError::Source {
+        path: path.to_path_buf(),
+        why,
+    };
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| fail(e.to_string()))?;
+    let ds: &InMemDicomObject = &obj;
+    let mut copied = Vec::new();
+    for tag in COPIED {
+        if let Ok(Some(e)) = ds.element_opt(tag) {
+            copied.push(Elem::new(tag, e.vr(), e.value().clone()));
+        }
+    }
+    let plate = Plate {
+        copied,
+        study_uid: text(ds, tags::STUDY_INSTANCE_UID),
+        series_uid: text(ds, tags::SERIES_INSTANCE_UID),
+        sop_class: text(ds, tags::SOP_CLASS_UID),
+        sop_instance: text(ds, tags::SOP_INSTANCE_UID),
+    };
+    if plate.study_uid.is_empty() || plate.sop_instance.is_empty() || plate.sop_class.is_empty() {
+        return Err(fail("no Study/SOP Instance/SOP Class UID".into()));
+    }
+    Ok(plate)
+}
+
+fn put_str(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
+    obj.put(Elem::new(tag, vr, PrimitiveValue::from(value)));
+}
+
+fn seq(obj: &mut InMemDicomObject, tag: Tag, items: Vec<InMemDicomObject>) {
+    obj.put(Elem::new(tag, VR::SQ, DataSetSequence::from(items)));
+}
+
+fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
+    let mut c = InMemDicomObject::new_empty();
+    put_str(&mut c, tags::CODE_VALUE, VR::SH, value);
+    put_str(&mut c, tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme);
+    put_str(&mut c, tags::CODE_MEANING, VR::LO, meaning);
+    c
+}
+
+fn sop_ref(class: &str, instance: &str) -> InMemDicomObject {
+    let mut r = InMemDicomObject::new_empty();
+    put_str(&mut r, tags::REFERENCED_SOP_CLASS_UID, VR::UI, class);
+    put_str(&mut r, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, instance);
+    r
+}
+
+/// Patient, General Study, equipment and the common parts of a new instance in the plate's
+/// study: one series per study for plateqc's notes, numbered apart from the scanner's.
+fn common(plate: &Plate, class: &str, instance: &str, modality: &str, series_number: &str) -> InMemDicomObject {
+    let mut obj = InMemDicomObject::new_empty();
+    for e in &plate.copied {
+        obj.put(e.clone());
+    }
+    for (tag, vr) in TYPE2 {
+        if obj.element_opt(tag).ok().flatten().is_none() {
+            obj.put(Elem::new(tag, vr, PrimitiveValue::Empty));
+        }
+    }
+    let now = chrono::Utc::now();
+    let (date, time) = (now.format("%Y%m%d").to_string(), now.format("%H%M%S").to_string());
+    put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, class);
+    put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, instance);
+    put_str(&mut obj, tags::INSTANCE_CREATION_DATE, VR::DA, &date);
+    put_str(&mut obj, tags::INSTANCE_CREATION_TIME, VR::TM, &time);
+    put_str(&mut obj, tags::CONTENT_DATE, VR::DA, &date);
+    put_str(&mut obj, tags::CONTENT_TIME, VR::TM, &time);
+    put_str(&mut obj, tags::MODALITY, VR::CS, modality);
+    let series = super::derived_uid(&format!("plateqc {modality} series of {}", plate.study_uid));
+    put_str(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &series);
+    put_str(&mut obj, tags::SERIES_NUMBER, VR::IS, series_number);
+    put_str(&mut obj, tags::SERIES_DESCRIPTION, VR::LO, "plateqc rejection notes");
+    put_str(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
+    put_str(&mut obj, tags::MANUFACTURER, VR::LO, "plateqc");
+    put_str(&mut obj, tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION"));
+    obj
+}
+
+fn describe(r: &Rejection) -> String {
+    let mut s = String::from("plateqc: unusable");
+    if let (Some(score), Some(t)) = (r.score, r.threshold) {
+        s.push_str(&format!(" (score {score:.3}, threshold {t:.3})"));
+    }
+    if !r.artifact_types.is_empty() {
+        s.push_str("; ");
+        s.push_str(&r.artifact_types.join(", "));
+    }
+    s.push_str("; model ");
+    s.push_str(&r.model);
+    s
+}
+
+fn kos(plate: &Plate, r: &Rejection, uid: &str) -> InMemDicomObject {
+    let mut obj = common(plate, KOS_CLASS, uid, "KO", "9901");
+    obj.put(Elem::new(
+        tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::<InMemDicomObject>::from(Vec::new()),
+    ));
+    let mut series_item = InMemDicomObject::new_empty();
+    put_str(&mut series_item, tags::SERIES_INSTANCE_UID, VR::UI, &plate.series_uid);
+    seq(
+        &mut series_item,
+        tags::REFERENCED_SOP_SEQUENCE,
+        vec![sop_ref(&plate.sop_class, &plate.sop_instance)],
+    );
+    let mut study_item = InMemDicomObject::new_empty();
+    put_str(&mut study_item, tags::STUDY_INSTANCE_UID, VR::UI, &plate.study_uid);
+    seq(&mut study_item, tags::REFERENCED_SERIES_SEQUENCE, vec![series_item]);
+    seq(
+        &mut obj,
+        tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
+        vec![study_item],
+    );
+
+    put_str(&mut obj, tags::VALUE_TYPE, VR::CS, "CONTAINER");
+    seq(
+        &mut obj,
+        tags::CONCEPT_NAME_CODE_SEQUENCE,
+        vec![code("113001", "DCM", "Rejected for Quality Reasons")],
+    );
+    put_str(&mut obj, tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE");
+    let mut template = InMemDicomObject::new_empty();
+    put_str(&mut template, tags::MAPPING_RESOURCE, VR::CS, "DCMR");
+    put_str(&mut template, tags::TEMPLATE_IDENTIFIER, VR::CS, "2010");
+    seq(&mut obj, tags::CONTENT_TEMPLATE_SEQUENCE, vec![template]);
+
+    let reason = r
+        .reason_code
+        .as_deref()
+        .filter(|c| reason_meaning(c).is_some())
+        .unwrap_or("111207");
+    let mut modifier = InMemDicomObject::new_empty();
+    put_str(&mut modifier, tags::RELATIONSHIP_TYPE, VR::CS, "HAS CONCEPT MOD");
+    put_str(&mut modifier, tags::VALUE_TYPE, VR::CS, "CODE");
+    seq(
+        &mut modifier,
+        tags::CONCEPT_NAME_CODE_SEQUENCE,
+        vec![code("113011", "DCM", "Document Title Modifier")],
+    );
+    seq(
+        &mut modifier,
+        tags::CONCEPT_CODE_SEQUENCE,
+        vec![code(reason, "DCM", reason_meaning(reason).unwrap_or_default())],
+    );
+    let mut description = InMemDicomObject::new_empty();
+    put_str(&mut description, tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS");
+    put_str(&mut description, tags::VALUE_TYPE, VR::CS, "TEXT");
+    seq(
+        &mut description,
+        tags::CONCEPT_NAME_CODE_SEQUENCE,
+        vec![code("113012", "DCM", "Key Object Description")],
+    );
+    put_str(&mut description, tags::TEXT_VALUE, VR::UT, &describe(r));
+    let mut image = InMemDicomObject::new_empty();
+    put_str(&mut image, tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS");
+    put_str(&mut image, tags::VALUE_TYPE, VR::CS, "IMAGE");
+    seq(
+        &mut image,
+        tags::REFERENCED_SOP_SEQUENCE,
+        vec![sop_ref(&plate.sop_class, &plate.sop_instance)],
+    );
+    seq(&mut obj, tags::CONTENT_SEQUENCE, vec![modifier, description, image]);
+    obj
+}
+
+fn secondary_capture(
+    plate: &Plate,
+    r: &Rejection,
+    uid: &str,
+    montage: &image::RgbImage,
+) -> InMemDicomObject {
+    let mut obj = common(plate, SC_CLASS, uid, "OT", "9902");
+    put_str(&mut obj, tags::CONVERSION_TYPE, VR::CS, "WSD");
+    put_str(&mut obj, tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY");
+    put_str(&mut obj, tags::DERIVATION_DESCRIPTION, VR::ST, &describe(r));
+    put_str(&mut obj, tags::BURNED_IN_ANNOTATION, VR::CS, "YES");
+    obj.put(Elem::new(tags::PATIENT_ORIENTATION, VR::CS, PrimitiveValue::Empty));
+    seq(
+        &mut obj,
+        tags::SOURCE_IMAGE_SEQUENCE,
+        vec![sop_ref(&plate.sop_class, &plate.sop_instance)],
+    );
+    obj.put(Elem::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(3u16)));
+    put_str(&mut obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB");
+    obj.put(Elem::new(tags::PLANAR_CONFIGURATION, VR::US, PrimitiveValue::from(0u16)));
+    obj.put(Elem::new(tags::ROWS, VR::US, PrimitiveValue::from(montage.height() as u16)));
+    obj.put(Elem::new(tags::COLUMNS, VR::US, PrimitiveValue::from(montage.width() as u16)));
+    for (tag, v) in [
+        (tags::BITS_ALLOCATED, 8u16),
+        (tags::BITS_STORED, 8),
+        (tags::HIGH_BIT, 7),
+        (tags::PIXEL_REPRESENTATION, 0),
+    ] {
+        obj.put(Elem::new(tag, VR::US, PrimitiveValue::from(v)));
+    }
+    let mut pixels = montage.as_raw().clone();
+    if pixels.len() % 2 == 1 {
+        pixels.push(0);
+    }
+    obj.put(Elem::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(pixels)));
+    obj
+}
+
+fn write(obj: InMemDicomObject, class: &str, uid: &str, path: &Path) -> Result<(), NoteError> {
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax(EXPLICIT_LE)
+        .media_storage_sop_class_uid(class)
+        .media_storage_sop_instance_uid(uid)
+        .implementation_class_uid(super::scp::implementation_class_uid())
+        .implementation_version_name(super::scp::IMPLEMENTATION_VERSION)
+        .build()
+        .map_err(|e| NoteError::Build(e.to_string()))?;
+    let file = obj.with_exact_meta(meta);
+    let mut bytes = Vec::new();
+    file.write_all(&mut bytes)
+        .map_err(|e| NoteError::Build(e.to_string()))?;
+    crate::fsutil::write_private(path, &bytes).map_err(|source| NoteError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes the note (and the secondary capture, if asked and a montage exists) into `folder`.
+pub fn write_notes(
+    r: &Rejection,
+    folder: &Path,
+    with_capture: bool,
+) -> Result<Vec<WrittenNote>, NoteError> {
+    let plate = read_plate(&r.plate_path)?;
+    let stem = crate::fsutil::sanitize_component(&plate.sop_instance);
+    let mut out = Vec::new();
+    let kos_uid = super::derived_uid(&format!("plateqc rejection note for {}", plate.sop_instance));
+    let kos_path = folder.join(format!("{stem}.kos.dcm"));
+    write(kos(&plate, r, &kos_uid), KOS_CLASS, &kos_uid, &kos_path)?;
+    out.push(WrittenNote {
+        kind: "kos",
+        path: kos_path,
+        sop_class_uid: KOS_CLASS.into(),
+        sop_instance_uid: kos_uid,
+    });
+    if let (true, Some(m)) = (with_capture, r.montage_path.as_ref()) {
+        let montage = image::open(m)
+            .map_err(|e| NoteError::Montage {
+                path: m.clone(),
+                why: e.to_string(),
+            })?
+            .to_rgb8();
+        let sc_uid = super::derived_uid(&format!("plateqc montage for {}", plate.sop_instance));
+        let sc_path = folder.join(format!("{stem}.sc.dcm"));
+        write(
+            secondary_capture(&plate, r, &sc_uid, &montage),
+            SC_CLASS,
+            &sc_uid,
+            &sc_path,
+        )?;
+        out.push(WrittenNote {
+            kind: "sc",
+            path: sc_path,
+            sop_class_uid: SC_CLASS.into(),
+            sop_instance_uid: sc_uid,
+        });
+    }
+    Ok(out)
+}
