@@ -1,6 +1,10 @@
 """Export the trained plateqc model to models/plateqc.onnx, verify it, write models/VERIFY.md.
 
     python models/ship.py --run models/work/run --out models/plateqc.onnx
+
+The file is exported beside its destination and moved into place (with the weights copied to
+--weights-out) only when the verification passes; a failed verification leaves the shipped
+model alone and writes its report to models/work/VERIFY-failed.md.
 """
 from __future__ import annotations
 
@@ -60,21 +64,28 @@ def main(argv=None):
         threshold=res["threshold"], artifact_threshold=0.5, model_name=MODEL_NAME,
         model_version=MODEL_VERSION, training_seed=res["seed"],
         data_hash=D.dataset_hash(gen_hash, settings))
-    info = E.export_onnx(model, layers, a.out, input_size=res["size"], metadata=md)
-    problems = E.check_contract(a.out)
+    tmp = Path(a.out).with_name(Path(a.out).name + ".tmp")
+    info = E.export_onnx(model, layers, tmp, input_size=res["size"], metadata=md)
+    problems = E.check_contract(tmp)
     print(json.dumps({**info, "contract_problems": problems}), flush=True)
     if problems:
+        tmp.unlink()
         raise SystemExit(f"contract problems: {problems}")
+    imgs = D.load_split(a.verify_split, res["size"], a.verify_count)["x"].astype(np.float64)
+    vr = V.verify(tmp, model, layers, imgs)
+    print(json.dumps({k: v for k, v in vr.items() if k not in ("inputs", "outputs")}, indent=1))
+    if not vr["pass"]:
+        failed = HERE / "work" / "VERIFY-failed.md"
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        V.write_report(vr, tmp, failed)
+        tmp.unlink()
+        raise SystemExit(f"verification FAILED (see {failed}); {a.out} left unchanged")
+    tmp.replace(a.out)
+    V.write_report(vr, a.out, Path(a.report))
     shutil.copyfile(run / "weights.pt", a.weights_out)
     (Path(a.weights_out).with_suffix(".json")).write_text(json.dumps(
         {"width": res["width"], "size": res["size"], "layers": layers,
          "threshold": res["threshold"], "seed": res["seed"]}, indent=1) + "\n")
-    imgs = D.load_split(a.verify_split, res["size"], a.verify_count)["x"].astype(np.float64)
-    vr = V.verify(a.out, model, layers, imgs)
-    print(json.dumps({k: v for k, v in vr.items() if k not in ("inputs", "outputs")}, indent=1))
-    V.write_report(vr, a.out, Path(a.report))
-    if not vr["pass"]:
-        raise SystemExit("verification FAILED (see VERIFY.md)")
 
 
 if __name__ == "__main__":
