@@ -131,6 +131,10 @@ def main(argv=None):
           f"{tr['args']['unusable_weight']}) + type BCE"
           + (f" (positives weighted by min({tr['args']['type_pos_weight_cap']:g}, neg/pos))"
              if tr['args'].get('type_pos_weight_cap', 0) > 0 else "")
+          + (f" + {tr['args']['sev_weight']} x ordinal severity BCE (training only: a separate "
+             "linear layer on the pooled features predicts, per type, severity >= 2 and >= 3, "
+             "the boundary the usable/unusable rule turns on; it is not exported)"
+             if tr['args'].get('sev_weight', 0) > 0 else "")
           + f" + {tr['args']['attn_weight']} x "
           "mask-guided attention term (training only: the closed-form last-layer CAM's "
           "spatial softmax is pushed into the local artifact masks; masks are never a model input)",
@@ -138,11 +142,13 @@ def main(argv=None):
           f"- threshold chosen on validation for sensitivity >= {tr['target_sens']} (contract aim "
           f">= 0.95): validation AUC {f3(tr['val_auc'])}, sensitivity "
           f"{f3(tr['val_sensitivity'])}, specificity {f3(tr['val_specificity'])}", "",
-          "Per epoch:", "", "| epoch | minutes | class loss | type loss | attention loss | val AUC |",
-          "|---|---|---|---|---|---|"]
+          "Per epoch:", "",
+          "| epoch | minutes | class loss | type loss | severity loss | attention loss | val AUC |",
+          "|---|---|---|---|---|---|---|"]
     for h in tr["history"]:
+        sev = f"{h['sev']:.4f}" if "sev" in h else "-"
         L.append(f"| {h['epoch']} | {h['seconds'] / 60:.1f} | {h['cls']:.4f} | {h['typ']:.4f} | "
-                 f"{h['attn']:.4f} | {h['val_auc']:.4f} |")
+                 f"{sev} | {h['attn']:.4f} | {h['val_auc']:.4f} |")
     L += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for t, v, ok in target_rows(ev):
         L.append(f"| {t} | {v} | {'yes' if ok else '**no**'} |")
