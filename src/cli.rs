@@ -76,6 +76,12 @@ pub enum Command {
         /// Inbox folder (repeatable); overrides `watch.inboxes`.
         #[arg(long = "inbox")]
         inboxes: Vec<PathBuf>,
+        /// Receive plates by DICOM C-STORE on this `host:port` (overrides `dicom.listen`).
+        #[arg(long)]
+        dicom_listen: Option<String>,
+        /// This node's AE title (overrides `dicom.ae_title`).
+        #[arg(long)]
+        ae_title: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -189,10 +195,23 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let config = resolve_config(cli.config.as_ref(), common)?;
             inspect(config, file.clone()).await
         }
-        Command::Watch { inboxes, common } => {
+        Command::Watch {
+            inboxes,
+            dicom_listen,
+            ae_title,
+            common,
+        } => {
             let mut config = resolve_config(cli.config.as_ref(), common)?;
-            if !inboxes.is_empty() {
-                config.watch.inboxes = inboxes.clone();
+            if let Some(l) = dicom_listen {
+                config.dicom.listen = l.clone();
+            }
+            if let Some(t) = ae_title {
+                config.dicom.ae_title = t.clone();
+            }
+            if !inboxes.is_empty() || dicom_listen.is_some() || ae_title.is_some() {
+                if !inboxes.is_empty() {
+                    config.watch.inboxes = inboxes.clone();
+                }
                 let problems = config.validate();
                 if !problems.is_empty() {
                     anyhow::bail!("invalid settings:\n  - {}", problems.join("\n  - "));

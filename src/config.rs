@@ -106,10 +106,13 @@ pub struct Config {
     pub scan: ScanOptions,
     pub watch: WatchOptions,
     pub route: RouteOptions,
+    pub dicom: crate::net::DicomOptions,
+    pub forward: crate::net::ForwardOptions,
+    pub notes: crate::net::NoteOptions,
 }
 
-const SECTIONS: [&str; 7] = [
-    "paths", "decode", "infer", "explain", "scan", "watch", "route",
+const SECTIONS: [&str; 10] = [
+    "paths", "decode", "infer", "explain", "scan", "watch", "route", "dicom", "forward", "notes",
 ];
 
 impl Config {
@@ -150,6 +153,9 @@ impl Config {
             scan: section(&table, "scan", &mut problems),
             watch: section(&table, "watch", &mut problems),
             route: section(&table, "route", &mut problems),
+            dicom: section(&table, "dicom", &mut problems),
+            forward: section(&table, "forward", &mut problems),
+            notes: section(&table, "notes", &mut problems),
         };
         problems.extend(config.validate());
         if problems.is_empty() {
@@ -205,6 +211,10 @@ impl Config {
         }
         if self.watch.quiet_ms < 50 {
             p.push("[watch] quiet_ms below 50 would take files still being written".into());
+        }
+        p.extend(crate::net::validate(&self.dicom, &self.forward));
+        if !self.dicom.listen.is_empty() && self.watch.inboxes.is_empty() {
+            p.push("[dicom] listen needs an inbox to receive into".into());
         }
         // Output inside an inbox would be taken again as input, forever.
         let route_root = self.route_root();

@@ -14,11 +14,12 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 struct WatchFinisher {
     route: RouteOptions,
+    wake: Arc<Notify>,
     in_flight: InFlight,
     jobs: Arc<Mutex<HashMap<String, i64>>>,
 }
@@ -33,6 +34,7 @@ fn today() -> String {
 async fn route_and_close(
     engine: &Engine,
     opts: &RouteOptions,
+    wake: &Notify,
     job_id: i64,
     path: &Path,
     verdict: &str,
@@ -84,6 +86,8 @@ async fn route_and_close(
                 tracing::error!(path = %path.display(), error = %e, "moved, but could not record the move");
             } else {
                 tracing::info!(path = %path.display(), verdict, to = %routed.display(), "routed");
+                // The network side dispatches routed plates (notes, outbox).
+                wake.notify_one();
             }
         }
         Err(e) => {
@@ -119,6 +123,7 @@ impl Finisher for WatchFinisher {
             route_and_close(
                 engine,
                 &self.route,
+                &self.wake,
                 job_id,
                 &path,
                 &record.verdict,
@@ -193,6 +198,29 @@ pub async fn run(
             }
         }
     }
+    let wake = Arc::new(Notify::new());
+    let net_cancel = CancellationToken::new();
+    let forwarder = crate::net::forward::spawn(engine.clone(), wake.clone(), net_cancel.clone());
+    if !engine.config.dicom.listen.is_empty() {
+        let inbox = watch.inboxes.first().cloned().unwrap_or_default();
+        let swept = crate::net::scp::sweep_partials(&inbox);
+        if swept > 0 {
+            tracing::warn!(swept, "removed partial network transfers of an earlier run");
+        }
+        let scp = Arc::new(crate::net::scp::Scp {
+            options: engine.config.dicom.clone(),
+            inbox,
+            classes: crate::net::accepted_classes(&engine.config.decode.modalities),
+            transfer_syntaxes: crate::decode::SUPPORTED_TRANSFER_SYNTAXES.to_vec(),
+            max_object_bytes: engine.config.decode.max_file_bytes,
+            max_sequence_depth: engine.config.decode.max_sequence_depth,
+            stats: engine.metrics.scp.clone(),
+        });
+        let addr = crate::net::scp::serve(scp, cancel.clone())
+            .await
+            .map_err(|e| PipelineError::Setup(e.to_string()))?;
+        tracing::info!(addr = %addr, ae_title = %engine.config.dicom.ae_title, "dicom listening");
+    }
     let in_flight: InFlight = Arc::new(Mutex::new(Default::default()));
     let mut found = ingest::spawn(watch.clone(), in_flight.clone(), cancel.clone())
         .map_err(|e| PipelineError::Setup(e.to_string()))?;
@@ -201,13 +229,19 @@ pub async fn run(
     let (to_decode_tx, to_decode_rx) = mpsc::channel::<PathBuf>(workers * 2);
     let finisher = Arc::new(WatchFinisher {
         route: route.clone(),
+        wake: wake.clone(),
         in_flight: in_flight.clone(),
         jobs: jobs.clone(),
     });
     let stats = Arc::new(Mutex::new(WatchStats::default()));
 
     // Admission: commit a job before any work, and settle what needs no judging.
-    let (e, st, inf) = (engine.clone(), stats.clone(), in_flight.clone());
+    let (e, st, inf, wk) = (
+        engine.clone(),
+        stats.clone(),
+        in_flight.clone(),
+        wake.clone(),
+    );
     let admission = tokio::spawn(async move {
         while let Some(path) = found.recv().await {
             let gauge = |n: usize| {
@@ -279,8 +313,17 @@ pub async fn run(
                     } else {
                         Destination::for_verdict(&verdict)
                     };
-                    route_and_close(&e, &route, job_id, &path, &verdict, error.as_deref(), dest)
-                        .await;
+                    route_and_close(
+                        &e,
+                        &route,
+                        &wk,
+                        job_id,
+                        &path,
+                        &verdict,
+                        error.as_deref(),
+                        dest,
+                    )
+                    .await;
                     st.lock().map(|mut s| s.resumed += 1).ok();
                     done(&path);
                 }
@@ -289,6 +332,7 @@ pub async fn run(
                     route_and_close(
                         &e,
                         &route,
+                        &wk,
                         job_id,
                         &path,
                         "duplicate",
@@ -319,6 +363,7 @@ pub async fn run(
                         route_and_close(
                             &e,
                             &route,
+                            &wk,
                             job_id,
                             &path,
                             "error",
@@ -352,6 +397,9 @@ pub async fn run(
     )
     .await;
     let _ = admission.await;
+    // The forwarder stops after the pipeline, with a last dispatch of what was just routed.
+    net_cancel.cancel();
+    let _ = forwarder.await;
     result?;
     let mut s = stats.lock().map(|s| s.clone()).unwrap_or_default();
     s.judged = judged.load(std::sync::atomic::Ordering::Relaxed);

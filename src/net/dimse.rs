@@ -115,12 +115,21 @@ impl Command {
                 push_element(&mut body, PRIORITY, &0u16.to_le_bytes(), 0);
             }
         }
-        let set_type = if self.has_data_set { 0x0000 } else { NO_DATA_SET };
+        let set_type = if self.has_data_set {
+            0x0000
+        } else {
+            NO_DATA_SET
+        };
         push_element(&mut body, DATA_SET_TYPE, &set_type.to_le_bytes(), 0);
         if self.is_response() {
             push_element(&mut body, STATUS, &self.status.to_le_bytes(), 0);
             if !self.error_comment.is_empty() {
-                push_element(&mut body, ERROR_COMMENT, self.error_comment.as_bytes(), b' ');
+                push_element(
+                    &mut body,
+                    ERROR_COMMENT,
+                    self.error_comment.as_bytes(),
+                    b' ',
+                );
             }
         }
         if !self.sop_instance.is_empty() {
@@ -132,7 +141,12 @@ impl Command {
             );
         }
         let mut out = Vec::with_capacity(body.len() + 12);
-        push_element(&mut out, GROUP_LENGTH, &(body.len() as u32).to_le_bytes(), 0);
+        push_element(
+            &mut out,
+            GROUP_LENGTH,
+            &(body.len() as u32).to_le_bytes(),
+            0,
+        );
         out.extend_from_slice(&body);
         out
     }
@@ -149,7 +163,9 @@ impl Command {
                 .to_string()
         };
         while pos < bytes.len() {
-            let head = bytes.get(pos..pos + 8).ok_or(CommandError::Truncated(pos))?;
+            let head = bytes
+                .get(pos..pos + 8)
+                .ok_or(CommandError::Truncated(pos))?;
             let element = u16::from_le_bytes([head[2], head[3]]);
             let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
             let start = pos + 8;

@@ -17,9 +17,15 @@ pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 /// Storage SOP classes for a modality code, For Presentation first.
 pub fn storage_classes(modality: &str) -> &'static [&'static str] {
     match modality {
-        "IO" => &["1.2.840.10008.5.1.4.1.1.1.3", "1.2.840.10008.5.1.4.1.1.1.3.1"],
+        "IO" => &[
+            "1.2.840.10008.5.1.4.1.1.1.3",
+            "1.2.840.10008.5.1.4.1.1.1.3.1",
+        ],
         // Panoramic and cephalometric images use the Digital X-Ray classes.
-        "DX" | "PX" => &["1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1"],
+        "DX" | "PX" => &[
+            "1.2.840.10008.5.1.4.1.1.1.1",
+            "1.2.840.10008.5.1.4.1.1.1.1.1",
+        ],
         "CR" => &["1.2.840.10008.5.1.4.1.1.1"],
         _ => &[],
     }
@@ -160,7 +166,10 @@ pub fn validate(d: &DicomOptions, f: &ForwardOptions) -> Vec<String> {
     let mut p = Vec::new();
     let ae_ok = |t: &str| !t.trim().is_empty() && t.len() <= 16 && !t.contains('\\');
     if !ae_ok(&d.ae_title) {
-        p.push(format!("[dicom] ae_title {:?} must be 1-16 characters", d.ae_title));
+        p.push(format!(
+            "[dicom] ae_title {:?} must be 1-16 characters",
+            d.ae_title
+        ));
     }
     if !d.listen.is_empty() && d.listen.parse::<std::net::SocketAddr>().is_err() {
         p.push(format!("[dicom] listen {:?} is not host:port", d.listen));
@@ -169,7 +178,10 @@ pub fn validate(d: &DicomOptions, f: &ForwardOptions) -> Vec<String> {
         p.push("[dicom] max_associations must be at least 1".into());
     }
     if !(4096..=16_777_216).contains(&d.max_pdu) {
-        p.push(format!("[dicom] max_pdu {} must be 4096..=16777216", d.max_pdu));
+        p.push(format!(
+            "[dicom] max_pdu {} must be 4096..=16777216",
+            d.max_pdu
+        ));
     }
     if !ae_ok(&f.calling_ae_title) {
         p.push(format!(
@@ -201,7 +213,10 @@ pub fn validate(d: &DicomOptions, f: &ForwardOptions) -> Vec<String> {
         p.push("[forward] max_attempts must be at least 1".into());
     }
     if !(4096..=16_777_216).contains(&f.max_pdu) {
-        p.push(format!("[forward] max_pdu {} must be 4096..=16777216", f.max_pdu));
+        p.push(format!(
+            "[forward] max_pdu {} must be 4096..=16777216",
+            f.max_pdu
+        ));
     }
     p
 }
@@ -247,7 +262,8 @@ mod tests {
             assert!(u.len() <= 64, "{u}");
             assert!(u.chars().all(|c| c.is_ascii_digit() || c == '.'));
             assert!(
-                u.split('.').all(|c| !c.is_empty() && (c == "0" || !c.starts_with('0'))),
+                u.split('.')
+                    .all(|c| !c.is_empty() && (c == "0" || !c.starts_with('0'))),
                 "bad component in {u}"
             );
         }

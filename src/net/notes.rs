@@ -113,6 +113,7 @@ struct Plate {
     series_uid: String,
     sop_class: String,
     sop_instance: String,
+    image_laterality: String,
 }
 
 type Elem = dicom_object::mem::InMemElement;
@@ -148,6 +149,7 @@ fn read_plate(path: &Path) -> Result<Plate, NoteError> {
         series_uid: text(ds, tags::SERIES_INSTANCE_UID),
         sop_class: text(ds, tags::SOP_CLASS_UID),
         sop_instance: text(ds, tags::SOP_INSTANCE_UID),
+        image_laterality: text(ds, tags::IMAGE_LATERALITY),
     };
     if plate.study_uid.is_empty() || plate.sop_instance.is_empty() || plate.sop_class.is_empty() {
         return Err(fail("no Study/SOP Instance/SOP Class UID".into()));
@@ -180,7 +182,13 @@ fn sop_ref(class: &str, instance: &str) -> InMemDicomObject {
 
 /// Patient, General Study, equipment and the common parts of a new instance in the plate's
 /// study: one series per study for plateqc's notes, numbered apart from the scanner's.
-fn common(plate: &Plate, class: &str, instance: &str, modality: &str, series_number: &str) -> InMemDicomObject {
+fn common(
+    plate: &Plate,
+    class: &str,
+    instance: &str,
+    modality: &str,
+    series_number: &str,
+) -> InMemDicomObject {
     let mut obj = InMemDicomObject::new_empty();
     for e in &plate.copied {
         obj.put(e.clone());
@@ -191,7 +199,10 @@ fn common(plate: &Plate, class: &str, instance: &str, modality: &str, series_num
         }
     }
     let now = chrono::Utc::now();
-    let (date, time) = (now.format("%Y%m%d").to_string(), now.format("%H%M%S").to_string());
+    let (date, time) = (
+        now.format("%Y%m%d").to_string(),
+        now.format("%H%M%S").to_string(),
+    );
     put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, class);
     put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, instance);
     put_str(&mut obj, tags::INSTANCE_CREATION_DATE, VR::DA, &date);
@@ -202,10 +213,20 @@ fn common(plate: &Plate, class: &str, instance: &str, modality: &str, series_num
     let series = super::derived_uid(&format!("plateqc {modality} series of {}", plate.study_uid));
     put_str(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &series);
     put_str(&mut obj, tags::SERIES_NUMBER, VR::IS, series_number);
-    put_str(&mut obj, tags::SERIES_DESCRIPTION, VR::LO, "plateqc rejection notes");
+    put_str(
+        &mut obj,
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        "plateqc rejection notes",
+    );
     put_str(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
     put_str(&mut obj, tags::MANUFACTURER, VR::LO, "plateqc");
-    put_str(&mut obj, tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION"));
+    put_str(
+        &mut obj,
+        tags::SOFTWARE_VERSIONS,
+        VR::LO,
+        env!("CARGO_PKG_VERSION"),
+    );
     obj
 }
 
@@ -231,15 +252,29 @@ fn kos(plate: &Plate, r: &Rejection, uid: &str) -> InMemDicomObject {
         DataSetSequence::<InMemDicomObject>::from(Vec::new()),
     ));
     let mut series_item = InMemDicomObject::new_empty();
-    put_str(&mut series_item, tags::SERIES_INSTANCE_UID, VR::UI, &plate.series_uid);
+    put_str(
+        &mut series_item,
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        &plate.series_uid,
+    );
     seq(
         &mut series_item,
         tags::REFERENCED_SOP_SEQUENCE,
         vec![sop_ref(&plate.sop_class, &plate.sop_instance)],
     );
     let mut study_item = InMemDicomObject::new_empty();
-    put_str(&mut study_item, tags::STUDY_INSTANCE_UID, VR::UI, &plate.study_uid);
-    seq(&mut study_item, tags::REFERENCED_SERIES_SEQUENCE, vec![series_item]);
+    put_str(
+        &mut study_item,
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        &plate.study_uid,
+    );
+    seq(
+        &mut study_item,
+        tags::REFERENCED_SERIES_SEQUENCE,
+        vec![series_item],
+    );
     seq(
         &mut obj,
         tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
@@ -264,7 +299,12 @@ fn kos(plate: &Plate, r: &Rejection, uid: &str) -> InMemDicomObject {
         .filter(|c| reason_meaning(c).is_some())
         .unwrap_or("111207");
     let mut modifier = InMemDicomObject::new_empty();
-    put_str(&mut modifier, tags::RELATIONSHIP_TYPE, VR::CS, "HAS CONCEPT MOD");
+    put_str(
+        &mut modifier,
+        tags::RELATIONSHIP_TYPE,
+        VR::CS,
+        "HAS CONCEPT MOD",
+    );
     put_str(&mut modifier, tags::VALUE_TYPE, VR::CS, "CODE");
     seq(
         &mut modifier,
@@ -274,10 +314,19 @@ fn kos(plate: &Plate, r: &Rejection, uid: &str) -> InMemDicomObject {
     seq(
         &mut modifier,
         tags::CONCEPT_CODE_SEQUENCE,
-        vec![code(reason, "DCM", reason_meaning(reason).unwrap_or_default())],
+        vec![code(
+            reason,
+            "DCM",
+            reason_meaning(reason).unwrap_or_default(),
+        )],
     );
     let mut description = InMemDicomObject::new_empty();
-    put_str(&mut description, tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS");
+    put_str(
+        &mut description,
+        tags::RELATIONSHIP_TYPE,
+        VR::CS,
+        "CONTAINS",
+    );
     put_str(&mut description, tags::VALUE_TYPE, VR::CS, "TEXT");
     seq(
         &mut description,
@@ -293,7 +342,11 @@ fn kos(plate: &Plate, r: &Rejection, uid: &str) -> InMemDicomObject {
         tags::REFERENCED_SOP_SEQUENCE,
         vec![sop_ref(&plate.sop_class, &plate.sop_instance)],
     );
-    seq(&mut obj, tags::CONTENT_SEQUENCE, vec![modifier, description, image]);
+    seq(
+        &mut obj,
+        tags::CONTENT_SEQUENCE,
+        vec![modifier, description, image],
+    );
     obj
 }
 
@@ -308,17 +361,44 @@ fn secondary_capture(
     put_str(&mut obj, tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY");
     put_str(&mut obj, tags::DERIVATION_DESCRIPTION, VR::ST, &describe(r));
     put_str(&mut obj, tags::BURNED_IN_ANNOTATION, VR::CS, "YES");
-    obj.put(Elem::new(tags::PATIENT_ORIENTATION, VR::CS, PrimitiveValue::Empty));
+    obj.put(Elem::new(
+        tags::PATIENT_ORIENTATION,
+        VR::CS,
+        PrimitiveValue::Empty,
+    ));
+    // The montage shows the plate's side; stating it also settles the series' Laterality
+    // condition (required for paired body parts unless Image Laterality is present).
+    let side = match plate.image_laterality.as_str() {
+        s @ ("R" | "L" | "B" | "U") => s,
+        _ => "U",
+    };
+    put_str(&mut obj, tags::IMAGE_LATERALITY, VR::CS, side);
     seq(
         &mut obj,
         tags::SOURCE_IMAGE_SEQUENCE,
         vec![sop_ref(&plate.sop_class, &plate.sop_instance)],
     );
-    obj.put(Elem::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(3u16)));
+    obj.put(Elem::new(
+        tags::SAMPLES_PER_PIXEL,
+        VR::US,
+        PrimitiveValue::from(3u16),
+    ));
     put_str(&mut obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB");
-    obj.put(Elem::new(tags::PLANAR_CONFIGURATION, VR::US, PrimitiveValue::from(0u16)));
-    obj.put(Elem::new(tags::ROWS, VR::US, PrimitiveValue::from(montage.height() as u16)));
-    obj.put(Elem::new(tags::COLUMNS, VR::US, PrimitiveValue::from(montage.width() as u16)));
+    obj.put(Elem::new(
+        tags::PLANAR_CONFIGURATION,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    ));
+    obj.put(Elem::new(
+        tags::ROWS,
+        VR::US,
+        PrimitiveValue::from(montage.height() as u16),
+    ));
+    obj.put(Elem::new(
+        tags::COLUMNS,
+        VR::US,
+        PrimitiveValue::from(montage.width() as u16),
+    ));
     for (tag, v) in [
         (tags::BITS_ALLOCATED, 8u16),
         (tags::BITS_STORED, 8),
@@ -331,7 +411,11 @@ fn secondary_capture(
     if pixels.len() % 2 == 1 {
         pixels.push(0);
     }
-    obj.put(Elem::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(pixels)));
+    obj.put(Elem::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(pixels),
+    ));
     obj
 }
 
@@ -363,7 +447,10 @@ pub fn write_notes(
     let plate = read_plate(&r.plate_path)?;
     let stem = crate::fsutil::sanitize_component(&plate.sop_instance);
     let mut out = Vec::new();
-    let kos_uid = super::derived_uid(&format!("plateqc rejection note for {}", plate.sop_instance));
+    let kos_uid = super::derived_uid(&format!(
+        "plateqc rejection note for {}",
+        plate.sop_instance
+    ));
     let kos_path = folder.join(format!("{stem}.kos.dcm"));
     write(kos(&plate, r, &kos_uid), KOS_CLASS, &kos_uid, &kos_path)?;
     out.push(WrittenNote {

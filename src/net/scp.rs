@@ -9,11 +9,11 @@ use super::DicomOptions;
 use crate::decode::prescan;
 use crate::fsutil::{create_private_dir_all, sanitize_component};
 use dicom_ul::association::server::{AccessControl, ServerAssociationOptions};
+use dicom_ul::association::Association;
 use dicom_ul::pdu::{
     AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason,
     UserIdentity,
 };
-use dicom_ul::association::Association;
 use dicom_ul::Pdu;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -201,7 +201,13 @@ async fn association(scp: &Scp, socket: TcpStream, peer: SocketAddr, cancel: Can
         .presentation_contexts()
         .iter()
         .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-        .map(|pc| (pc.id, pc.abstract_syntax.clone(), pc.transfer_syntax.clone()))
+        .map(|pc| {
+            (
+                pc.id,
+                pc.abstract_syntax.clone(),
+                pc.transfer_syntax.clone(),
+            )
+        })
         .collect();
     tracing::info!(peer = %peer, calling = %calling, contexts = contexts.len(), "association accepted");
     let folder = scp.inbox.join("net").join(sanitize_component(&calling));
@@ -247,7 +253,9 @@ async fn association(scp: &Scp, socket: TcpStream, peer: SocketAddr, cancel: Can
         let _ = tokio::fs::remove_file(&inc.tmp).await;
     }
     match outcome {
-        Ok(how) => tracing::info!(peer = %peer, calling = %calling, stored, how, "association ended"),
+        Ok(how) => {
+            tracing::info!(peer = %peer, calling = %calling, stored, how, "association ended")
+        }
         Err(why) => {
             let _ = assoc.abort().await;
             tracing::warn!(peer = %peer, calling = %calling, stored, reason = %why, "association aborted");
@@ -325,8 +333,10 @@ async fn step(
                                     inc.file = Some(file);
                                 }
                                 Err(e) => {
-                                    inc.refusal =
-                                        Some((status::OUT_OF_RESOURCES, format!("cannot write: {e}")))
+                                    inc.refusal = Some((
+                                        status::OUT_OF_RESOURCES,
+                                        format!("cannot write: {e}"),
+                                    ))
                                 }
                             }
                         }
@@ -349,10 +359,7 @@ async fn step(
             if inc.refusal.is_none() {
                 inc.bytes += v.data.len() as u64;
                 let written = if inc.bytes > scp.max_object_bytes {
-                    Err(format!(
-                        "object larger than {} bytes",
-                        scp.max_object_bytes
-                    ))
+                    Err(format!("object larger than {} bytes", scp.max_object_bytes))
                 } else if let Some(f) = inc.file.as_mut() {
                     f.write_all(&v.data)
                         .await
@@ -412,7 +419,12 @@ pub fn file_meta(sop_class: &str, sop_instance: &str, ts: &str, source_ae: &str)
     meta_element(&mut group, 0x0002, b"UI", sop_class.as_bytes());
     meta_element(&mut group, 0x0003, b"UI", sop_instance.as_bytes());
     meta_element(&mut group, 0x0010, b"UI", ts.as_bytes());
-    meta_element(&mut group, 0x0012, b"UI", implementation_class_uid().as_bytes());
+    meta_element(
+        &mut group,
+        0x0012,
+        b"UI",
+        implementation_class_uid().as_bytes(),
+    );
     meta_element(&mut group, 0x0013, b"SH", IMPLEMENTATION_VERSION.as_bytes());
     if !source_ae.is_empty() {
         meta_element(&mut group, 0x0016, b"AE", source_ae.as_bytes());
@@ -470,7 +482,11 @@ async fn finish_incoming(scp: &Scp, inc: &mut Incoming, folder: &Path) -> (u16, 
         let _ = tokio::fs::remove_file(&inc.tmp).await;
         return (status::OUT_OF_RESOURCES, format!("cannot write: {e}"));
     }
-    let (tmp, name, folder) = (inc.tmp.clone(), incoming_name(&inc.rq), folder.to_path_buf());
+    let (tmp, name, folder) = (
+        inc.tmp.clone(),
+        incoming_name(&inc.rq),
+        folder.to_path_buf(),
+    );
     let (depth, limit) = (scp.max_sequence_depth, scp.max_object_bytes as usize);
     let moved = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
         let bytes = std::fs::read(&tmp)?;
@@ -525,7 +541,10 @@ pub fn sweep_partials(inbox: &Path) -> usize {
         };
         for f in files.flatten() {
             let name = f.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.ends_with(".tmp") && std::fs::remove_file(f.path()).is_ok() {
+            if name.starts_with('.')
+                && name.ends_with(".tmp")
+                && std::fs::remove_file(f.path()).is_ok()
+            {
                 removed += 1;
             }
         }
@@ -539,7 +558,12 @@ mod tests {
 
     #[test]
     fn meta_group_is_what_the_prescan_reads_back() {
-        let mut bytes = file_meta("1.2.840.10008.5.1.4.1.1.1.3", "1.2.3.4.5", "1.2.840.10008.1.2", "SCANNER");
+        let mut bytes = file_meta(
+            "1.2.840.10008.5.1.4.1.1.1.3",
+            "1.2.3.4.5",
+            "1.2.840.10008.1.2",
+            "SCANNER",
+        );
         let meta_len = bytes.len();
         // An empty data set after the meta group is still a well-formed file.
         let (ts, end) = prescan::read_meta(&bytes).unwrap();
@@ -558,7 +582,10 @@ mod tests {
             std::fs::write(&tmp, [i as u8]).unwrap();
             made.push(move_in_unique(&tmp, dir.path(), "1.2.3.dcm").unwrap());
         }
-        let names: Vec<_> = made.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        let names: Vec<_> = made
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, ["1.2.3.dcm", "1.2.3-1.dcm", "1.2.3-2.dcm"]);
         assert_eq!(std::fs::read(&made[2]).unwrap(), [2]);
     }

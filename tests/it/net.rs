@@ -31,7 +31,12 @@ fn dcmdump(path: &Path) -> String {
         .arg(path)
         .output()
         .expect("dcmdump (dcmtk)");
-    assert!(out.status.success(), "dcmdump {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dcmdump {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -64,15 +69,246 @@ fn rejection_note_and_capture_are_valid_dicom_referencing_the_plate() {
         .to_string();
     for n in &written {
         let (errors, text) = dciodvfy_errors(&n.path);
-        assert!(errors.is_empty(), "{} ({}):\n{text}", n.kind, n.path.display());
+        assert!(
+            errors.is_empty(),
+            "{} ({}):\n{text}",
+            n.kind,
+            n.path.display()
+        );
         let dump = dcmdump(&n.path);
-        assert!(dump.contains(&plate_uid), "{} does not reference the plate", n.kind);
+        assert!(
+            dump.contains(&plate_uid),
+            "{} does not reference the plate",
+            n.kind
+        );
     }
     let kos = dcmdump(&written[0].path);
-    for needle in ["113001", "Rejected for Quality Reasons", "111214", "Detector artifact(s)", "(0008,0060) CS [KO]"] {
+    for needle in [
+        "113001",
+        "Rejected for Quality Reasons",
+        "111214",
+        "Detector artifact(s)",
+        "(0008,0060) CS [KO]",
+    ] {
         assert!(kos.contains(needle), "KOS lacks {needle}:\n{kos}");
     }
     // Redoing the note after a crash gives the same object, not a second one.
     let again = notes::write_notes(&r, tmp.path(), true).unwrap();
     assert_eq!(again, written);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon on the network, with DCMTK and pynetdicom as peers.
+
+use crate::watch::{files_under, site, spawn_daemon, sql, wait_until, Daemon, Site};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16, who: &str) {
+    wait_until(
+        &format!("{who} listening on {port}"),
+        Duration::from_secs(60),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+}
+
+/// DCMTK's storescp standing in for the PACS; its verbose log counts the C-STOREs it took.
+struct Pacs {
+    child: Child,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Drop for Pacs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_pacs(root: &Path, port: u16) -> Pacs {
+    let dir = root.join("pacs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = root.join(format!("pacs-{}.log", free_port()));
+    let child = Command::new("storescp")
+        .args(["-v", "+xa", "-aet", "PACS", "-od"])
+        .arg(&dir)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("storescp (dcmtk) is installed by `make setup`");
+    wait_listening(port, "storescp");
+    Pacs { child, dir, log }
+}
+
+impl Pacs {
+    /// Files the PACS stored whose storescp name prefix (`KO`, `SC`, `DXo` for intra-oral
+    /// plates, ...) passes `keep`, with the SOP Instance UID that follows the prefix.
+    fn stored(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        files_under(&self.dir)
+            .into_iter()
+            .filter_map(|p| {
+                let name = p.file_name()?.to_string_lossy().into_owned();
+                let (prefix, uid) = name.split_once('.')?;
+                keep(prefix).then(|| uid.to_string())
+            })
+            .collect()
+    }
+    fn store_requests(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("Received Store Request")
+            .count()
+    }
+}
+
+/// A site whose daemon listens on `port` and forwards to a PACS on `pacs_port`.
+fn net_site(port: u16, pacs_port: u16, extra: &str) -> Site {
+    let s = site();
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    cfg.push_str(&format!(
+        "[dicom]\nlisten = \"127.0.0.1:{port}\"\nae_title = \"PLATEQC\"\nallowed_calling = [\"SCANNER\", \"PYNET\"]\n\
+         [forward]\ncalling_ae_title = \"PLATEQC\"\nretry_base_secs = 1\nretry_max_secs = 2\n\
+         destinations = [{{ name = \"pacs\", ae_title = \"PACS\", address = \"127.0.0.1:{pacs_port}\" }}]\n{extra}"
+    ));
+    std::fs::write(&s.config, cfg).unwrap();
+    s
+}
+
+fn start_net_daemon(s: &Site, port: u16) -> (Daemon, PathBuf) {
+    let log = s.root.join("daemon.log");
+    let child = spawn_daemon(s, "info", std::fs::File::create(&log).unwrap().into());
+    let d = Daemon { child };
+    wait_listening(port, "plateqc");
+    (d, log)
+}
+
+fn echo(port: u16, calling: &str) -> bool {
+    Command::new("echoscu")
+        .args(["-aet", calling, "-aec", "PLATEQC", "127.0.0.1"])
+        .arg(port.to_string())
+        .status()
+        .expect("echoscu (dcmtk)")
+        .success()
+}
+
+fn count(db: &Path, q: &str) -> usize {
+    sql(db, q).parse().unwrap_or(0)
+}
+
+#[test]
+fn storescu_folder_is_judged_usable_ones_reach_the_pacs_rejects_get_valid_notes() {
+    let (port, pacs_port) = (free_port(), free_port());
+    let s = net_site(port, pacs_port, "");
+    let pacs = start_pacs(&s.root, pacs_port);
+    let (_daemon, log) = start_net_daemon(&s, port);
+
+    assert!(
+        echo(port, "SCANNER"),
+        "C-ECHO from an allowed AE must succeed"
+    );
+    assert!(
+        !echo(port, "INTRUDER"),
+        "a calling AE outside the allow-list must be rejected"
+    );
+
+    let demo = root().join("demo/inbox");
+    let sent = files_under(&demo).len();
+    let st = Command::new("storescu")
+        // Like a plate scanner: each file in its own transfer syntax (JPEG, JPEG-LS, JPEG 2000,
+        // RLE, deflate, big endian ...), all in one association.
+        .arg("-xf")
+        .arg(root().join("tests/support/storescu-plateqc.cfg"))
+        .args([
+            "Plates",
+            "-aet",
+            "SCANNER",
+            "-aec",
+            "PLATEQC",
+            "+sd",
+            "+r",
+            "127.0.0.1",
+        ])
+        .arg(port.to_string())
+        .arg(&demo)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "storescu failed: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    wait_until(
+        "every received plate judged and dispatched",
+        Duration::from_secs(300),
+        || count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == sent,
+    );
+    wait_until("the outbox drained", Duration::from_secs(120), || {
+        count(&s.db, "SELECT COUNT(*) FROM outbox WHERE state <> 'sent'") == 0
+    });
+    let usable = count(
+        &s.db,
+        "SELECT COUNT(*) FROM plates WHERE verdict = 'usable'",
+    );
+    let unusable = count(
+        &s.db,
+        "SELECT COUNT(*) FROM plates WHERE verdict = 'unusable'",
+    );
+    assert_eq!(
+        usable + unusable,
+        sent,
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(usable > 0 && unusable > 0, "the demo set has both verdicts");
+
+    // Exactly the usable plates reached the PACS, with the notes of the rejected ones.
+    let mut at_pacs = pacs.stored(|p| p != "KO" && p != "SC");
+    assert_eq!(pacs.stored(|p| p == "KO").len(), unusable);
+    assert_eq!(pacs.stored(|p| p == "SC").len(), unusable);
+    let usable_uids = sql(
+        &s.db,
+        "SELECT sop_instance_uid FROM plates WHERE verdict = 'usable' ORDER BY 1",
+    );
+    at_pacs.sort();
+    assert_eq!(at_pacs.join("\n"), usable_uids);
+    assert_eq!(
+        pacs.store_requests(),
+        usable + 2 * unusable,
+        "nothing sent twice"
+    );
+
+    // Every note plateqc wrote is valid, and each names a rejected plate.
+    let notes: Vec<PathBuf> = files_under(&s.out.join("rejection-notes"));
+    assert_eq!(notes.len(), 2 * unusable);
+    let rejected = sql(
+        &s.db,
+        "SELECT sop_instance_uid FROM plates WHERE verdict = 'unusable'",
+    );
+    for n in &notes {
+        let (errors, text) = dciodvfy_errors(n);
+        assert!(errors.is_empty(), "{}:\n{text}", n.display());
+        let dump = dcmdump(n);
+        assert!(
+            rejected.lines().any(|u| dump.contains(u)),
+            "{} references no rejected plate",
+            n.display()
+        );
+    }
+    assert_eq!(
+        count(
+            &s.db,
+            "SELECT COUNT(*) FROM rejection_notes WHERE kind = 'kos'"
+        ),
+        unusable
+    );
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Daemon {
-    child: Child,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
 }
 
 impl Drop for Daemon {
@@ -18,16 +18,16 @@ impl Drop for Daemon {
     }
 }
 
-struct Site {
+pub(crate) struct Site {
     _tmp: tempfile::TempDir,
-    root: PathBuf,
-    inbox: PathBuf,
-    out: PathBuf,
-    db: PathBuf,
-    config: PathBuf,
+    pub(crate) root: PathBuf,
+    pub(crate) inbox: PathBuf,
+    pub(crate) out: PathBuf,
+    pub(crate) db: PathBuf,
+    pub(crate) config: PathBuf,
 }
 
-fn site() -> Site {
+pub(crate) fn site() -> Site {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let (inbox, out, db) = (
@@ -64,13 +64,13 @@ fn start(site: &Site) -> Daemon {
 }
 
 /// The daemon with its log (at `filter`) in `<site>/daemon.log`; returns the child and the log.
-fn start_logged(site: &Site, filter: &str) -> (Child, PathBuf) {
+pub(crate) fn start_logged(site: &Site, filter: &str) -> (Child, PathBuf) {
     let log = site.root.join("daemon.log");
     let child = spawn_daemon(site, filter, std::fs::File::create(&log).unwrap().into());
     (child, log)
 }
 
-fn spawn_daemon(site: &Site, filter: &str, stderr: Stdio) -> Child {
+pub(crate) fn spawn_daemon(site: &Site, filter: &str, stderr: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_plateqc"))
         .arg("--config")
         .arg(&site.config)
@@ -82,7 +82,7 @@ fn spawn_daemon(site: &Site, filter: &str, stderr: Stdio) -> Child {
         .unwrap()
 }
 
-fn sql(db: &Path, query: &str) -> String {
+pub(crate) fn sql(db: &Path, query: &str) -> String {
     let out = Command::new("sqlite3")
         .arg(db)
         .arg(query)
@@ -91,7 +91,7 @@ fn sql(db: &Path, query: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let t = Instant::now();
     while !ok() {
         assert!(t.elapsed() < limit, "timed out waiting for {what}");
@@ -99,7 +99,7 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
