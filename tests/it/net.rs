@@ -171,12 +171,13 @@ impl Pacs {
     }
 }
 
-/// A site whose daemon listens on `port` and forwards to a PACS on `pacs_port`.
-fn net_site(port: u16, pacs_port: u16, extra: &str) -> Site {
+/// A site whose daemon listens on `port` and forwards to a PACS on `pacs_port`; `dicom` is
+/// added to the `[dicom]` section, `extra` after the `[forward]` one.
+fn net_site(port: u16, pacs_port: u16, dicom: &str, extra: &str) -> Site {
     let s = site();
     let mut cfg = std::fs::read_to_string(&s.config).unwrap();
     cfg.push_str(&format!(
-        "[dicom]\nlisten = \"127.0.0.1:{port}\"\nae_title = \"PLATEQC\"\nallowed_calling = [\"SCANNER\", \"PYNET\"]\n\
+        "[dicom]\nlisten = \"127.0.0.1:{port}\"\nae_title = \"PLATEQC\"\nallowed_calling = [\"SCANNER\", \"PYNET\"]\n{dicom}\n\
          [forward]\ncalling_ae_title = \"PLATEQC\"\nretry_base_secs = 1\nretry_max_secs = 2\n\
          destinations = [{{ name = \"pacs\", ae_title = \"PACS\", address = \"127.0.0.1:{pacs_port}\" }}]\n{extra}"
     ));
@@ -208,7 +209,7 @@ fn count(db: &Path, q: &str) -> usize {
 #[test]
 fn storescu_folder_is_judged_usable_ones_reach_the_pacs_rejects_get_valid_notes() {
     let (port, pacs_port) = (free_port(), free_port());
-    let s = net_site(port, pacs_port, "");
+    let s = net_site(port, pacs_port, "", "");
     let pacs = start_pacs(&s.root, pacs_port);
     let (_daemon, log) = start_net_daemon(&s, port);
 
@@ -311,4 +312,66 @@ fn storescu_folder_is_judged_usable_ones_reach_the_pacs_rejects_get_valid_notes(
         ),
         unusable
     );
+}
+
+fn peer(args: &[&str], files: &[PathBuf]) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(root().join("tests/support/net_peer.py"))
+        .args(args)
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "net_peer.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn pynetdicom_concurrent_associations_limit_abort_and_junk_leave_the_daemon_serving() {
+    let (port, nowhere) = (free_port(), free_port());
+    let s = net_site(port, nowhere, "max_associations = 3\nidle_timeout_secs = 5", "");
+    let (_daemon, log) = start_net_daemon(&s, port);
+
+    // The association limit: three are served, the next two are refused, not queued.
+    let held = peer(&["hold", &port.to_string(), "5"], &[]);
+    assert_eq!(held["accepted"], serde_json::json!([true, true, true, false, false]));
+
+    // Three senders at once, every fixture in its own transfer syntax.
+    let fixtures: Vec<PathBuf> = files_under(&root().join("tests/fixtures"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    let sent = peer(&["concurrent", &port.to_string(), "3"], &fixtures);
+    let statuses = sent["statuses"].as_object().unwrap();
+    assert_eq!(statuses.len(), fixtures.len());
+    assert!(statuses.values().all(|v| v == 0), "{statuses:?}");
+
+    // An abort in the middle of a data set, and junk on another association.
+    let aborted = peer(&["abort", &port.to_string()], &[fixtures[0].clone()]);
+    assert_eq!(aborted["aborted"], true, "{aborted}");
+    assert_ne!(aborted["status"], 0, "the transfer finished before the abort: {aborted}");
+    let junk = peer(&["garbage", &port.to_string()], &[]);
+    assert_eq!(junk["aborted_by_peer"], true);
+
+    // Still serving, and every acknowledged plate is judged; the aborted one left nothing.
+    assert!(echo(port, "PYNET"));
+    wait_until("every received plate judged", Duration::from_secs(240), || {
+        count(&s.db, "SELECT COUNT(*) FROM plates") == fixtures.len()
+    });
+    let uid = aborted["uid"].as_str().unwrap();
+    assert_eq!(
+        count(&s.db, &format!("SELECT COUNT(*) FROM plates WHERE sop_instance_uid = '{uid}'")),
+        0
+    );
+    let leftovers: Vec<PathBuf> = files_under(&s.inbox)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("too many at once"), "{text}");
+    assert!(text.contains("association aborted"), "{text}");
 }
