@@ -332,12 +332,20 @@ fn peer(args: &[&str], files: &[PathBuf]) -> serde_json::Value {
 #[test]
 fn pynetdicom_concurrent_associations_limit_abort_and_junk_leave_the_daemon_serving() {
     let (port, nowhere) = (free_port(), free_port());
-    let s = net_site(port, nowhere, "max_associations = 3\nidle_timeout_secs = 5", "");
+    let s = net_site(
+        port,
+        nowhere,
+        "max_associations = 3\nidle_timeout_secs = 5",
+        "",
+    );
     let (_daemon, log) = start_net_daemon(&s, port);
 
     // The association limit: three are served, the next two are refused, not queued.
     let held = peer(&["hold", &port.to_string(), "5"], &[]);
-    assert_eq!(held["accepted"], serde_json::json!([true, true, true, false, false]));
+    assert_eq!(
+        held["accepted"],
+        serde_json::json!([true, true, true, false, false])
+    );
 
     // Three senders at once, every fixture in its own transfer syntax.
     let fixtures: Vec<PathBuf> = files_under(&root().join("tests/fixtures"))
@@ -352,18 +360,26 @@ fn pynetdicom_concurrent_associations_limit_abort_and_junk_leave_the_daemon_serv
     // An abort in the middle of a data set, and junk on another association.
     let aborted = peer(&["abort", &port.to_string()], &[fixtures[0].clone()]);
     assert_eq!(aborted["aborted"], true, "{aborted}");
-    assert_ne!(aborted["status"], 0, "the transfer finished before the abort: {aborted}");
+    assert_ne!(
+        aborted["status"], 0,
+        "the transfer finished before the abort: {aborted}"
+    );
     let junk = peer(&["garbage", &port.to_string()], &[]);
     assert_eq!(junk["aborted_by_peer"], true);
 
     // Still serving, and every acknowledged plate is judged; the aborted one left nothing.
     assert!(echo(port, "PYNET"));
-    wait_until("every received plate judged", Duration::from_secs(240), || {
-        count(&s.db, "SELECT COUNT(*) FROM plates") == fixtures.len()
-    });
+    wait_until(
+        "every received plate judged",
+        Duration::from_secs(240),
+        || count(&s.db, "SELECT COUNT(*) FROM plates") == fixtures.len(),
+    );
     let uid = aborted["uid"].as_str().unwrap();
     assert_eq!(
-        count(&s.db, &format!("SELECT COUNT(*) FROM plates WHERE sop_instance_uid = '{uid}'")),
+        count(
+            &s.db,
+            &format!("SELECT COUNT(*) FROM plates WHERE sop_instance_uid = '{uid}'")
+        ),
         0
     );
     let leftovers: Vec<PathBuf> = files_under(&s.inbox)
@@ -374,4 +390,53 @@ fn pynetdicom_concurrent_associations_limit_abort_and_junk_leave_the_daemon_serv
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("too many at once"), "{text}");
     assert!(text.contains("association aborted"), "{text}");
+}
+
+#[test]
+fn outbox_waits_for_a_down_pacs_survives_a_restart_and_never_sends_twice() {
+    let (port, pacs_port) = (free_port(), free_port());
+    let s = net_site(port, pacs_port, "", "send_notes = false\n");
+    // Plates dropped into the folder inbox are forwarded too, not only received ones.
+    let demo: Vec<PathBuf> = files_under(&root().join("demo/inbox"))
+        .into_iter()
+        .take(8)
+        .collect();
+    for f in &demo {
+        std::fs::copy(f, s.inbox.join(f.file_name().unwrap())).unwrap();
+    }
+    let (daemon, _log) = start_net_daemon(&s, port);
+    wait_until("plates judged", Duration::from_secs(240), || {
+        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
+    });
+    let usable = count(
+        &s.db,
+        "SELECT COUNT(*) FROM plates WHERE verdict = 'usable'",
+    );
+    assert!(usable > 0);
+    // The PACS is down: the items wait and are retried.
+    wait_until("retries recorded", Duration::from_secs(60), || {
+        count(
+            &s.db,
+            "SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND attempts >= 2",
+        ) == usable
+    });
+    assert!(sql(&s.db, "SELECT last_error FROM outbox LIMIT 1").contains("cannot associate"));
+    // Restart the daemon while they wait, then bring the PACS up.
+    drop(daemon);
+    let (_daemon, _log) = start_net_daemon(&s, port);
+    let pacs = start_pacs(&s.root, pacs_port);
+    wait_until("the outbox drained", Duration::from_secs(60), || {
+        count(&s.db, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'") == usable
+    });
+    assert_eq!(pacs.stored(|_| true).len(), usable);
+    assert_eq!(
+        count(&s.db, "SELECT COUNT(*) FROM outbox"),
+        usable,
+        "held plates are not queued"
+    );
+    // Another restart sends nothing again.
+    drop(_daemon);
+    let (_daemon, _log) = start_net_daemon(&s, port);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pacs.store_requests(), usable, "something was sent twice");
 }
