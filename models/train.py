@@ -143,8 +143,10 @@ def main(argv=None):
     model = PlateNet(n_types=Ttr.shape[1], width=a.width)
     # training-only ordinal severity layer over the pooled features (max + mean of ``last``)
     n_types = Ttr.shape[1]
-    sev_head = torch.nn.Linear(2 * 8 * a.width, 2 * n_types)
-    params = list(model.parameters()) + (list(sev_head.parameters()) if a.sev_weight > 0 else [])
+    # (only created when used: its initialisation draws from the torch RNG, which also drives
+    # dropout, so a run without it reproduces runs made before it existed)
+    sev_head = torch.nn.Linear(2 * 8 * a.width, 2 * n_types) if a.sev_weight > 0 else None
+    params = list(model.parameters()) + (list(sev_head.parameters()) if sev_head is not None else [])
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(Xtr) / a.batch)
     total = steps_per_epoch * a.epochs
@@ -167,7 +169,8 @@ def main(argv=None):
             break
         model.train()
         t0 = time.time()
-        sev_head.train()
+        if sev_head is not None:
+            sev_head.train()
         tot = {"cls": 0.0, "typ": 0.0, "sev": 0.0, "attn": 0.0, "n": 0}
         for step, b in enumerate(batches(len(Xtr), a.batch, rng)):
             x = torch.from_numpy(Xtr[b].astype(np.float32))
