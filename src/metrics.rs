@@ -98,6 +98,30 @@ impl Metrics {
             "plateqc_plates_in_memory {}",
             self.plates_in_memory.load(Relaxed)
         );
+        let scp = &self.scp;
+        o.push_str("# HELP plateqc_dicom_associations_total DICOM associations, by outcome.\n# TYPE plateqc_dicom_associations_total counter\n");
+        for (outcome, c) in [
+            ("accepted", &scp.associations),
+            ("refused", &scp.refused_associations),
+        ] {
+            let _ = writeln!(
+                o,
+                "plateqc_dicom_associations_total{{outcome=\"{outcome}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        o.push_str("# HELP plateqc_dicom_requests_total DICOM requests received, by result.\n# TYPE plateqc_dicom_requests_total counter\n");
+        for (result, c) in [
+            ("stored", &scp.stored),
+            ("refused", &scp.failed),
+            ("echo", &scp.echoes),
+        ] {
+            let _ = writeln!(
+                o,
+                "plateqc_dicom_requests_total{{result=\"{result}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
         o.push_str("# HELP plateqc_stage_seconds Time per plate in each pipeline stage.\n# TYPE plateqc_stage_seconds histogram\n");
         for (stage, h) in STAGES.iter().zip(&self.stages) {
             for (b, le) in h.buckets.iter().zip(BUCKETS_MS) {

@@ -17,9 +17,15 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-struct WatchFinisher {
-    route: RouteOptions,
+/// Where finished files go, and whom to tell once they are there.
+struct Routing {
+    opts: RouteOptions,
+    /// Wakes the network side, which dispatches routed plates (notes, outbox).
     wake: Arc<Notify>,
+}
+
+struct WatchFinisher {
+    routing: Arc<Routing>,
     in_flight: InFlight,
     jobs: Arc<Mutex<HashMap<String, i64>>>,
 }
@@ -33,14 +39,14 @@ fn today() -> String {
 /// it and retries the move without judging it again.
 async fn route_and_close(
     engine: &Engine,
-    opts: &RouteOptions,
-    wake: &Notify,
+    routing: &Routing,
     job_id: i64,
     path: &Path,
     verdict: &str,
     error: Option<&str>,
     dest: Destination,
 ) {
+    let opts = &routing.opts;
     let result: Result<PathBuf, PipelineError> = async {
         if dest == Destination::Accepted && opts.keep_accepted_in_place {
             return Ok(path.to_path_buf());
@@ -86,8 +92,7 @@ async fn route_and_close(
                 tracing::error!(path = %path.display(), error = %e, "moved, but could not record the move");
             } else {
                 tracing::info!(path = %path.display(), verdict, to = %routed.display(), "routed");
-                // The network side dispatches routed plates (notes, outbox).
-                wake.notify_one();
+                routing.wake.notify_one();
             }
         }
         Err(e) => {
@@ -122,8 +127,7 @@ impl Finisher for WatchFinisher {
             let dest = Destination::for_verdict(&record.verdict);
             route_and_close(
                 engine,
-                &self.route,
-                &self.wake,
+                &self.routing,
                 job_id,
                 &path,
                 &record.verdict,
@@ -227,20 +231,23 @@ pub async fn run(
     let jobs: Arc<Mutex<HashMap<String, i64>>> = Arc::new(Mutex::new(HashMap::new()));
     let workers = engine.config.scan.decode_workers.max(1);
     let (to_decode_tx, to_decode_rx) = mpsc::channel::<PathBuf>(workers * 2);
-    let finisher = Arc::new(WatchFinisher {
-        route: route.clone(),
+    let routing = Arc::new(Routing {
+        opts: route,
         wake: wake.clone(),
+    });
+    let finisher = Arc::new(WatchFinisher {
+        routing: routing.clone(),
         in_flight: in_flight.clone(),
         jobs: jobs.clone(),
     });
     let stats = Arc::new(Mutex::new(WatchStats::default()));
 
     // Admission: commit a job before any work, and settle what needs no judging.
-    let (e, st, inf, wk) = (
+    let (e, st, inf, routing) = (
         engine.clone(),
         stats.clone(),
         in_flight.clone(),
-        wake.clone(),
+        routing.clone(),
     );
     let admission = tokio::spawn(async move {
         while let Some(path) = found.recv().await {
@@ -315,8 +322,7 @@ pub async fn run(
                     };
                     route_and_close(
                         &e,
-                        &route,
-                        &wk,
+                        &routing,
                         job_id,
                         &path,
                         &verdict,
@@ -331,8 +337,7 @@ pub async fn run(
                     tracing::info!(path = %key, of_plate, "identical content already judged; recorded as a duplicate");
                     route_and_close(
                         &e,
-                        &route,
-                        &wk,
+                        &routing,
                         job_id,
                         &path,
                         "duplicate",
@@ -362,8 +367,7 @@ pub async fn run(
                     if e.recorder.quarantine_job(job_id, &r).await.is_ok() {
                         route_and_close(
                             &e,
-                            &route,
-                            &wk,
+                            &routing,
                             job_id,
                             &path,
                             "error",

@@ -207,12 +207,13 @@ enum Sent {
     Fail(String),
 }
 
+/// Records an item's fate; for a failure, whether it was given up and the retry delay.
 async fn settle(
     engine: &Engine,
     opts: &ForwardOptions,
     item: &OutItem,
     outcome: &Sent,
-) -> Result<(), ForwardError> {
+) -> Result<(bool, u64), ForwardError> {
     let pool = engine.recorder.pool();
     let (why, code, permanent) = match outcome {
         Sent::Done => {
@@ -224,7 +225,7 @@ async fn settle(
             .bind(item.id)
             .execute(pool)
             .await?;
-            return Ok(());
+            return Ok((false, 0));
         }
         Sent::Retry(why, code) => (why, code.map(|c| format!("{c:#06x}")), false),
         Sent::Fail(why) => (why, None, true),
@@ -249,10 +250,8 @@ async fn settle(
     .await?;
     if give_up {
         tracing::error!(outbox = item.id, attempts, error = %why, "forwarding given up; the item is marked failed");
-    } else {
-        tracing::warn!(outbox = item.id, attempts, retry_in_secs = delay, error = %why, "forwarding failed; will retry");
     }
-    Ok(())
+    Ok((give_up, delay))
 }
 
 const NATIVE: [&str; 3] = [
@@ -479,10 +478,14 @@ async fn send_destination(
         }
         match store_one(&mut assoc, it, (i + 1) as u16).await {
             Ok(outcome) => {
-                if matches!(outcome, Sent::Done) {
-                    sent += 1;
+                let (_, delay) = settle(engine, opts, it, &outcome).await?;
+                match &outcome {
+                    Sent::Done => sent += 1,
+                    Sent::Retry(why, _) => {
+                        tracing::warn!(outbox = it.id, retry_in_secs = delay, error = %why, "not stored; will retry")
+                    }
+                    Sent::Fail(_) => {}
                 }
-                settle(engine, opts, it, &outcome).await?;
             }
             Err(why) => {
                 // This item's fate is unknown to us; it is retried (the destination dedupes by

@@ -369,10 +369,17 @@ fn pynetdicom_concurrent_associations_limit_abort_and_junk_leave_the_daemon_serv
 
     // Still serving, and every acknowledged plate is judged; the aborted one left nothing.
     assert!(echo(port, "PYNET"));
-    wait_until(
-        "every received plate judged",
-        Duration::from_secs(240),
-        || count(&s.db, "SELECT COUNT(*) FROM plates") == fixtures.len(),
+    let judged = || count(&s.db, "SELECT COUNT(*) FROM plates");
+    let waited = std::time::Instant::now();
+    while judged() < fixtures.len() && waited.elapsed() < Duration::from_secs(400) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        judged(),
+        fixtures.len(),
+        "{}\n{}",
+        sql(&s.db, "SELECT source_path, verdict, error FROM plates"),
+        std::fs::read_to_string(&log).unwrap()
     );
     let uid = aborted["uid"].as_str().unwrap();
     assert_eq!(
@@ -390,6 +397,33 @@ fn pynetdicom_concurrent_associations_limit_abort_and_junk_leave_the_daemon_serv
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("too many at once"), "{text}");
     assert!(text.contains("association aborted"), "{text}");
+    // The counters a monitoring system scrapes say the same.
+    let addr = text
+        .lines()
+        .find_map(|l| l.split("metrics listening addr=").nth(1))
+        .map(|a| a.trim().to_string())
+        .expect("metrics address in the log");
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in\n{metrics}"))
+    };
+    // Two refused for the limit; the readiness probe's bare TCP connection counts too.
+    assert!(value("plateqc_dicom_associations_total{outcome=\"refused\"}") >= 2);
+    assert_eq!(
+        value("plateqc_dicom_requests_total{result=\"stored\"}"),
+        fixtures.len() as u64
+    );
 }
 
 #[test]
