@@ -220,7 +220,14 @@ impl Config {
         let route_root = self.route_root();
         for inbox in &self.watch.inboxes {
             let inbox_abs = absolute(inbox);
-            for (what, out) in [("paths.out", &self.paths.out), ("route.root", &route_root)] {
+            for (what, out) in [
+                ("paths.out", &self.paths.out),
+                ("route.root", &route_root),
+                ("notes.folder", &self.notes.folder),
+            ] {
+                if out.as_os_str().is_empty() {
+                    continue;
+                }
                 if absolute(out).starts_with(&inbox_abs) {
                     p.push(format!(
                         "{what} {} is inside the inbox {}",

@@ -557,6 +557,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_conformance_statement_names_our_implementation_class() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/conformance.md"))
+                .unwrap();
+        assert!(doc.contains(&implementation_class_uid()));
+        assert!(doc.contains(IMPLEMENTATION_VERSION));
+        for ts in crate::decode::SUPPORTED_TRANSFER_SYNTAXES {
+            assert!(
+                doc.contains(&format!("| {ts} |")),
+                "{ts} missing from the statement"
+            );
+        }
+    }
+
+    #[test]
     fn meta_group_is_what_the_prescan_reads_back() {
         let mut bytes = file_meta(
             "1.2.840.10008.5.1.4.1.1.1.3",
