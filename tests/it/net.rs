@@ -357,6 +357,23 @@ fn pynetdicom_concurrent_associations_limit_abort_and_junk_leave_the_daemon_serv
     assert_eq!(statuses.len(), fixtures.len());
     assert!(statuses.values().all(|v| v == 0), "{statuses:?}");
 
+    // A connection that never speaks is dropped after the idle timeout, holding nothing.
+    {
+        use std::io::Read;
+        let mut silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        silent
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let t = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let n = silent.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "expected the daemon to close a silent connection");
+        assert!(
+            t.elapsed() >= Duration::from_secs(4),
+            "closed before the idle timeout"
+        );
+    }
+
     // An abort in the middle of a data set, and junk on another association.
     let aborted = peer(&["abort", &port.to_string()], &[fixtures[0].clone()]);
     assert_eq!(aborted["aborted"], true, "{aborted}");
@@ -473,4 +490,33 @@ fn outbox_waits_for_a_down_pacs_survives_a_restart_and_never_sends_twice() {
     let (_daemon, _log) = start_net_daemon(&s, port);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(pacs.store_requests(), usable, "something was sent twice");
+}
+
+#[test]
+fn oversized_instances_are_refused_out_of_resources_and_leave_nothing() {
+    let (port, nowhere) = (free_port(), free_port());
+    let s = net_site(port, nowhere, "", "");
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    cfg.push_str("[decode]\nmax_file_bytes = 200000\n");
+    std::fs::write(&s.config, cfg).unwrap();
+    let (_daemon, _log) = start_net_daemon(&s, port);
+    let big = root().join("tests/fixtures/17_explicit_le_u16_native.dcm");
+    let small = root().join("tests/fixtures/16_explicit_le_u12_small.dcm");
+    assert!(std::fs::metadata(&big).unwrap().len() > 200_000);
+    assert!(std::fs::metadata(&small).unwrap().len() < 200_000);
+    let sent = peer(&["concurrent", &port.to_string(), "1"], &[big, small]);
+    let statuses: Vec<i64> = sent["statuses"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let mut sorted = statuses.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![0, 0xA700], "{sent}");
+    wait_until("the small plate judged", Duration::from_secs(120), || {
+        count(&s.db, "SELECT COUNT(*) FROM plates") == 1
+    });
+    let leftovers: Vec<PathBuf> = files_under(&s.inbox.join("net"));
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
