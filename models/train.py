@@ -146,7 +146,9 @@ def main(argv=None):
     # (only created when used: its initialisation draws from the torch RNG, which also drives
     # dropout, so a run without it reproduces runs made before it existed)
     sev_head = torch.nn.Linear(2 * 8 * a.width, 2 * n_types) if a.sev_weight > 0 else None
-    params = list(model.parameters()) + (list(sev_head.parameters()) if sev_head is not None else [])
+    params = list(model.parameters())
+    if sev_head is not None:
+        params += list(sev_head.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(Xtr) / a.batch)
     total = steps_per_epoch * a.epochs
