@@ -520,3 +520,35 @@ fn oversized_instances_are_refused_out_of_resources_and_leave_nothing() {
     let leftovers: Vec<PathBuf> = files_under(&s.inbox.join("net"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn forward_policy_sends_unusable_plates_followed_by_their_rejection_notes() {
+    let (port, pacs_port) = (free_port(), free_port());
+    let s = net_site(port, pacs_port, "", "unusable = \"forward\"\n");
+    let pacs = start_pacs(&s.root, pacs_port);
+    let demo = files_under(&root().join("demo/inbox"));
+    for f in &demo {
+        std::fs::copy(f, s.inbox.join(f.file_name().unwrap())).unwrap();
+    }
+    let (_daemon, _log) = start_net_daemon(&s, port);
+    wait_until("plates dispatched", Duration::from_secs(240), || {
+        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
+    });
+    wait_until("the outbox drained", Duration::from_secs(60), || {
+        count(&s.db, "SELECT COUNT(*) FROM outbox WHERE state <> 'sent'") == 0
+    });
+    let unusable = count(
+        &s.db,
+        "SELECT COUNT(*) FROM plates WHERE verdict = 'unusable'",
+    );
+    assert!(unusable > 0, "the demo inbox has unusable plates");
+    assert_eq!(pacs.stored(|p| p != "KO" && p != "SC").len(), demo.len());
+    assert_eq!(pacs.stored(|p| p == "KO").len(), unusable);
+    // Each rejected plate is queued before its note, so the archive has it when the note comes.
+    let misordered = count(
+        &s.db,
+        "SELECT COUNT(*) FROM outbox n JOIN outbox p ON p.plate_row = n.plate_row AND p.kind = 'plate'
+          WHERE n.kind = 'kos' AND n.id < p.id",
+    );
+    assert_eq!(misordered, 0);
+}
