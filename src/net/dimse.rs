@@ -151,6 +151,19 @@ impl Command {
         out
     }
 
+    /// The whole command as one P-DATA-TF PDU on presentation context `pc` (a command is a
+    /// few hundred bytes, far below any negotiated PDU size).
+    pub fn pdu(&self, pc: u8) -> dicom_ul::Pdu {
+        dicom_ul::Pdu::PData {
+            data: vec![dicom_ul::pdu::PDataValue {
+                presentation_context_id: pc,
+                value_type: dicom_ul::pdu::PDataValueType::Command,
+                is_last: true,
+                data: self.encode(),
+            }],
+        }
+    }
+
     /// Reads a command set; unknown elements are skipped, every length is checked.
     pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
         let mut c = Command::default();

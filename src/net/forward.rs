@@ -11,7 +11,7 @@ use crate::decode::prescan;
 use crate::pipeline::Engine;
 use crate::record::RecordError;
 use dicom_ul::association::client::AsyncClientAssociation;
-use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
 use dicom_ul::{ClientAssociationOptions, Pdu};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -299,14 +299,7 @@ async fn send_command(
     pc: u8,
     c: &Command,
 ) -> Result<(), String> {
-    let pdu = Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: pc,
-            value_type: PDataValueType::Command,
-            is_last: true,
-            data: c.encode(),
-        }],
-    };
+    let pdu = c.pdu(pc);
     assoc.send(&pdu).await.map_err(|e| e.to_string())
 }
 

@@ -269,14 +269,7 @@ async fn respond(
     pc: u8,
     rsp: &Command,
 ) -> Result<(), String> {
-    let pdu = Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: pc,
-            value_type: PDataValueType::Command,
-            is_last: true,
-            data: rsp.encode(),
-        }],
-    };
+    let pdu = rsp.pdu(pc);
     assoc.send(&pdu).await.map_err(|e| e.to_string())
 }
 
