@@ -371,7 +371,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::ExportLabels { out, db } => {
             let rec = open_history(cli.config.as_ref(), db).await?;
             let s = crate::report::review::export_labels(rec.pool(), out).await?;
-            println!("{} labelled plates written; labels in {}", s.written, s.labels.display());
+            println!(
+                "{} labelled plates written; labels in {}",
+                s.written,
+                s.labels.display()
+            );
             if !s.missing.is_empty() {
                 eprintln!(
                     "{} overridden plates were not found with their judged content: {}",

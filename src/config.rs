@@ -202,7 +202,12 @@ impl Config {
                 self.explain.montage_height
             ));
         }
-        if self.record.site.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        if self
+            .record
+            .site
+            .as_deref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
             p.push("[record] site must not be empty".into());
         }
         let shared = matches!(

@@ -117,7 +117,11 @@ fn montage_images(path: Option<&str>) -> Option<(String, String)> {
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .ok()?;
     let full = if img.width() > MONTAGE_MAX_WIDTH {
-        img.resize(MONTAGE_MAX_WIDTH, u32::MAX, image::imageops::FilterType::Triangle)
+        img.resize(
+            MONTAGE_MAX_WIDTH,
+            u32::MAX,
+            image::imageops::FilterType::Triangle,
+        )
     } else {
         img
     };
@@ -191,7 +195,11 @@ fn rate_chart(title: &str, groups: &[Group]) -> String {
 
 /// Horizontal bars: reject rate of each physical plate (most rejected first).
 fn plate_chart(groups: &[Group]) -> String {
-    let shown: Vec<&Group> = groups.iter().filter(|g| g.key != "(none)").take(20).collect();
+    let shown: Vec<&Group> = groups
+        .iter()
+        .filter(|g| g.key != "(none)")
+        .take(20)
+        .collect();
     let row_h = 18.0;
     let (w, left) = (720.0, 190.0);
     let h = 28.0 + row_h * shown.len().max(1) as f64;

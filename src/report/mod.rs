@@ -110,7 +110,10 @@ pub struct WearRule {
 
 impl Default for WearRule {
     fn default() -> Self {
-        WearRule { hits: 9, window: 20 }
+        WearRule {
+            hits: 9,
+            window: 20,
+        }
     }
 }
 
@@ -436,11 +439,7 @@ pub fn to_table(r: &Report) -> String {
     }
     let _ = writeln!(s, "\nPrimary reason code of rejected images");
     for x in &r.reason_codes {
-        let _ = writeln!(
-            s,
-            "  {:<8} {:>6}  {}",
-            x.reason_code, x.rejected, x.meaning
-        );
+        let _ = writeln!(s, "  {:<8} {:>6}  {}", x.reason_code, x.rejected, x.meaning);
     }
     let _ = writeln!(
         s,
@@ -528,7 +527,8 @@ pub fn csv_field(v: &str) -> String {
 /// The report as one CSV table: `section,key,detail,images,rejected,reject_pct,overridden,
 /// overturned` (see docs/reports.md for what each section puts in which column).
 pub fn to_csv(r: &Report) -> String {
-    let mut s = String::from("section,key,detail,images,rejected,reject_pct,overridden,overturned\n");
+    let mut s =
+        String::from("section,key,detail,images,rejected,reject_pct,overridden,overturned\n");
     let mut group = |section: &str, g: &Group| {
         let _ = writeln!(
             s,
@@ -565,7 +565,11 @@ pub fn to_csv(r: &Report) -> String {
             x.rejected
         );
     }
-    let _ = writeln!(s, "reason,(below threshold),,,{},,,", r.rejected_without_type);
+    let _ = writeln!(
+        s,
+        "reason,(below threshold),,,{},,,",
+        r.rejected_without_type
+    );
     for x in &r.reason_codes {
         let _ = writeln!(
             s,

@@ -2,6 +2,9 @@
 
 mod decode_real;
 mod golden;
+mod pg;
+mod reports;
+mod review_page;
 mod scan;
 mod support;
 mod watch;
