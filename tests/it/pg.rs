@@ -133,13 +133,15 @@ fn start() -> PgServer {
         data = data.display(),
         dir = dir.display(),
     );
-    Command::new("setsid")
-        .args(["sh", "-c", &stop])
+    // `setsid -f` forks the watcher into its own session and returns at once.
+    let st = Command::new("setsid")
+        .args(["-f", "sh", "-c", &stop])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
         .expect("start the server's watcher");
+    assert!(st.success(), "setsid failed");
     PgServer { dir, port }
 }
 
