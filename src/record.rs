@@ -682,6 +682,30 @@ mod tests {
     }
 
     #[test]
+    fn database_location_is_chosen_by_url() {
+        assert_eq!(
+            DbLocation::parse(Path::new("demo/out/qc.sqlite")),
+            DbLocation::Sqlite("demo/out/qc.sqlite".into())
+        );
+        assert_eq!(
+            DbLocation::parse(Path::new("sqlite:///var/lib/qc.sqlite")),
+            DbLocation::Sqlite("/var/lib/qc.sqlite".into())
+        );
+        for url in [
+            "postgres://u@h/db",
+            "postgresql://u@h:5433/db?sslmode=require",
+        ] {
+            assert_eq!(
+                DbLocation::parse(Path::new(url)),
+                DbLocation::Postgres(url.into())
+            );
+        }
+        let secret = DbLocation::parse(Path::new("postgres://qc:s3cret@db.example/qc"));
+        assert_eq!(secret.display(), "postgres://qc:***@db.example/qc");
+        assert_eq!(redact_password("postgres://qc@h/db"), "postgres://qc@h/db");
+    }
+
+    #[test]
     fn patient_hash_is_keyed_and_stable() {
         let dir = tempfile::tempdir().unwrap();
         let a = PatientHasher::load_or_create(&dir.path().join("k1")).unwrap();
