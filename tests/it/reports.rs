@@ -295,6 +295,20 @@ async fn report_answers_how_many_why_where_and_which_plates_on_both_backends() {
                 .any(|l| l.starts_with("replace_plate,PLATE-A,scratch,20,9")),
             "{csv}"
         );
+        let page = tmp.path().join(format!("review-{backend}.html"));
+        let out = plateqc(&[
+            "report",
+            "--db",
+            &db,
+            "--html",
+            page.to_str().unwrap(),
+            "--limit",
+            "40",
+        ]);
+        assert!(out.status.success(), "{backend}");
+        let html = std::fs::read_to_string(&page).unwrap();
+        assert_eq!(html.matches("<tr class=\"plate\"").count(), 40, "{backend}");
+        assert!(html.contains("PLATE-A") && html.contains("scratch outside the diagnostic area"));
         reports.push((backend, r));
     }
     // Same answers from both databases, to the byte.
@@ -626,4 +640,160 @@ async fn documented_report_queries_run_on_both_backends() {
         }
         rec.close().await;
     }
+}
+
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two sites' daemons record into one PostgreSQL database: each judges and routes its own
+/// files, the same content at both sites is judged at both (not a duplicate), and every row
+/// says which site wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sites_daemons_share_one_postgres_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = pg::fresh_database().await;
+    let mut daemons = Vec::new();
+    let mut inboxes = Vec::new();
+    for site in ["north", "south"] {
+        let dir = tmp.path().join(site);
+        let inbox = dir.join("inbox");
+        std::fs::create_dir_all(&inbox).unwrap();
+        let config = dir.join("plateqc.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[paths]\ndb = \"{url}\"\nout = \"{}\"\nkey_file = \"{}\"\n[record]\nsite = \"{site}\"\n[watch]\ninboxes = [\"{}\"]\nquiet_ms = 400\nrescan_secs = 2\nmetrics_listen = \"127.0.0.1:0\"\n",
+                dir.join("out").display(),
+                dir.join("site.key").display(),
+                inbox.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_plateqc"))
+            .arg("--config")
+            .arg(&config)
+            .arg("watch")
+            .env("PLATEQC_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        daemons.push(Daemon(child));
+        inboxes.push(inbox);
+    }
+    let demo = root().join("demo/inbox");
+    let put = |inbox: &Path, name: &str| {
+        // Written under a temporary name and renamed in, as a scanner would.
+        let part = inbox.join(format!("{name}.part"));
+        std::fs::copy(demo.join(name), &part).unwrap();
+        std::fs::rename(&part, inbox.join(name)).unwrap();
+    };
+    let rec = Recorder::open_as(Path::new(&url), "test").await.unwrap();
+    let pool = match rec.pool() {
+        plateqc::record::Pool::Postgres(p) => p.clone(),
+        _ => unreachable!(),
+    };
+    let wait_routed = |n: i64| {
+        let pool = pool.clone();
+        let tmp = tmp.path().to_path_buf();
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let (routed,): (i64,) =
+                    sqlx::query_as("SELECT count(*) FROM jobs WHERE routed_path IS NOT NULL")
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                if routed == n {
+                    return;
+                }
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(90),
+                    "timed out: {routed} of {n} files routed; logs: {}{}",
+                    std::fs::read_to_string(tmp.join("north/daemon.log")).unwrap_or_default(),
+                    std::fs::read_to_string(tmp.join("south/daemon.log")).unwrap_or_default()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    for name in ["plate_00.dcm", "plate_01.dcm", "plate_02.dcm"] {
+        put(&inboxes[0], name);
+    }
+    wait_routed(3).await;
+    // South gets the same plate_00 later, and three of its own.
+    for name in [
+        "plate_00.dcm",
+        "plate_03.dcm",
+        "plate_04.dcm",
+        "plate_05.dcm",
+    ] {
+        put(&inboxes[1], name);
+    }
+    wait_routed(7).await;
+    let per_site: Vec<(String, i64)> =
+        sqlx::query_as("SELECT site, count(*) FROM plates GROUP BY site ORDER BY site")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(per_site, vec![("north".into(), 3), ("south".into(), 4)]);
+    let jobs: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT node, state, count(*) FROM jobs GROUP BY node, state ORDER BY node, state",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        jobs,
+        vec![
+            ("north".into(), "done".into(), 3),
+            ("south".into(), "done".into(), 4)
+        ],
+        "plate_00 at both sites is judged at both, not a duplicate"
+    );
+    for (i, site) in ["north", "south"].iter().enumerate() {
+        let routed = tmp.path().join(site).join("out");
+        let moved: Vec<PathBuf> = walk(&routed)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+            .collect();
+        assert_eq!(moved.len(), [3, 4][i], "{site}: {moved:?}");
+        assert!(moved
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("duplicates")));
+    }
+    drop(daemons);
+    // The shared database answers for both sites.
+    let r = report_json(&url, &[]);
+    assert_eq!(r["totals"]["images"], 6, "six distinct instances");
+    let south = report_json(&url, &["--site", "south"]);
+    assert_eq!(
+        south["totals"]["images"], 4,
+        "the later judgement of plate_00 is south's"
+    );
+    let north = report_json(&url, &["--site", "north"]);
+    assert_eq!(north["totals"]["images"], 2);
+    rec.close().await;
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
