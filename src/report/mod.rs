@@ -153,6 +153,33 @@ pub struct WornPlate {
     pub last_hit_day: String,
 }
 
+/// One ISO week's reject rate next to the week before it in the data.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WeekTrend {
+    pub iso_week: String,
+    pub images: i64,
+    pub reject_pct: f64,
+    /// Percentage points up (+) or down (-) from the previous week with images.
+    pub change_pct: Option<f64>,
+}
+
+fn trend(weeks: &[Group]) -> Vec<WeekTrend> {
+    let mut prev: Option<f64> = None;
+    weeks
+        .iter()
+        .map(|g| {
+            let t = WeekTrend {
+                iso_week: g.key.clone(),
+                images: g.images,
+                reject_pct: g.reject_pct,
+                change_pct: prev.map(|p| ((g.reject_pct - p) * 10.0).round() / 10.0),
+            };
+            prev = Some(g.reject_pct);
+            t
+        })
+        .collect()
+}
+
 /// The answer to: how many rejected, why, where, and which plates to replace.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -162,6 +189,8 @@ pub struct Report {
     pub errors: i64,
     pub by_day: Vec<Group>,
     pub by_week: Vec<Group>,
+    /// `by_week` with the change from the week before: is it getting better or worse?
+    pub trend: Vec<WeekTrend>,
     pub by_site: Vec<Group>,
     pub by_station: Vec<Group>,
     pub by_operator: Vec<Group>,
@@ -333,12 +362,14 @@ pub async fn build(pool: &Pool, filter: &Filter, wear: WearRule) -> Result<Repor
         ),
         &binds
     );
+    let by_week = groups(pool, "iso_week", filter, true).await?;
     Ok(Report {
         filter: filter.clone(),
+        trend: trend(&by_week),
         totals,
         errors: errors.first().map(|e| e.0).unwrap_or(0),
         by_day: groups(pool, "day", filter, true).await?,
-        by_week: groups(pool, "iso_week", filter, true).await?,
+        by_week,
         by_site: groups(pool, "site", filter, false).await?,
         by_station: groups(pool, "station_name", filter, false).await?,
         by_operator: groups(pool, "operator", filter, false).await?,
@@ -456,6 +487,22 @@ pub fn to_table(r: &Report) -> String {
             w.plate_identifier, w.artifact_type, w.hits, w.recent_scans, w.last_hit_day
         );
     }
+    let _ = writeln!(s, "\nTrend (last 8 ISO weeks)");
+    for w in r.trend.iter().skip(r.trend.len().saturating_sub(8)) {
+        let _ = writeln!(
+            s,
+            "  {:<10} {:>5} images {:>6.1}%  {}",
+            w.iso_week,
+            w.images,
+            w.reject_pct,
+            match w.change_pct {
+                Some(c) if c > 0.0 => format!("up {c:.1} points"),
+                Some(c) if c < 0.0 => format!("down {:.1} points", -c),
+                Some(_) => "unchanged".into(),
+                None => String::new(),
+            }
+        );
+    }
     for (title, groups, limit) in [
         ("Station", &r.by_station, 20),
         ("Site", &r.by_site, 20),
@@ -555,6 +602,16 @@ pub fn to_csv(r: &Report) -> String {
             group(section, g);
         }
     }
+    for w in &r.trend {
+        let _ = writeln!(
+            s,
+            "trend,{},{},{},,{:.1},,",
+            csv_field(&w.iso_week),
+            w.change_pct.map(|c| format!("{c:.1}")).unwrap_or_default(),
+            w.images,
+            w.reject_pct
+        );
+    }
     let _ = writeln!(s, "errors,,,{},,,,", r.errors);
     for x in &r.reasons {
         let _ = writeln!(
@@ -627,6 +684,26 @@ mod tests {
         assert_eq!(csv_field("a"), "a");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
+    }
+
+    #[test]
+    fn trend_is_the_change_from_the_week_before() {
+        let g = |key: &str, pct: f64| Group {
+            key: key.into(),
+            images: 10,
+            rejected: 0,
+            model_rejected: 0,
+            overridden: 0,
+            overturned: 0,
+            reject_pct: pct,
+        };
+        let t = trend(&[
+            g("2026-W01", 10.0),
+            g("2026-W02", 30.0),
+            g("2026-W05", 12.5),
+        ]);
+        let changes: Vec<Option<f64>> = t.iter().map(|w| w.change_pct).collect();
+        assert_eq!(changes, vec![None, Some(20.0), Some(-17.5)]);
     }
 
     #[test]

@@ -217,6 +217,13 @@ async fn report_answers_how_many_why_where_and_which_plates_on_both_backends() {
         // 2026-03-01 is a Sunday: the end of ISO week 9; Monday starts week 10.
         assert_eq!(group(&r, "by_week", "2026-W09")["images"], 3, "{backend}");
         assert_eq!(group(&r, "by_week", "2026-W10")["images"], 21, "{backend}");
+        // Trend: W09 has 3 of 3 rejected; W10 (days 1-7) PLATE-A 6 + PLATE-B 7 of 21 images.
+        assert_eq!(r["trend"][0]["iso_week"], "2026-W09");
+        assert_eq!(r["trend"][0]["reject_pct"], 100.0);
+        assert!(r["trend"][0]["change_pct"].is_null());
+        assert_eq!(r["trend"][1]["iso_week"], "2026-W10");
+        assert_eq!(r["trend"][1]["reject_pct"], 61.9, "{backend}");
+        assert_eq!(r["trend"][1]["change_pct"], -38.1, "{backend}");
         let reasons = &r["reasons"];
         assert_eq!(reasons[0]["artifact_type"], "scratch");
         assert_eq!(
