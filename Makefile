@@ -11,10 +11,12 @@ setup:
 build: setup
 	$(CARGO) build --release --locked
 
-# Judge the demo inbox with the bundled model into demo/out (database, overlays, montages).
+# Judge the demo inbox with the bundled model into demo/out (database, overlays, montages),
+# then the reject analysis of it and its review page.
 demo: build
 	rm -rf demo/out
 	$(BIN) scan demo/inbox --db demo/out/plateqc.sqlite --out demo/out --no-fail-on-error
+	$(BIN) report --db demo/out/plateqc.sqlite --html demo/out/review.html
 
 lint:
 	$(CARGO) fmt --check

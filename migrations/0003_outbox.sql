@@ -24,6 +24,7 @@ CREATE INDEX rejection_notes_plate ON rejection_notes (plate_row);
 -- destination answered the C-STORE with success, and is never sent again after that.
 CREATE TABLE outbox (
     id               INTEGER PRIMARY KEY,
+    node             TEXT NOT NULL DEFAULT '',  -- the daemon whose local file `path` is
     destination      TEXT NOT NULL,
     plate_row        INTEGER REFERENCES plates (id),
     kind             TEXT NOT NULL CHECK (kind IN ('plate', 'kos', 'sc')),
@@ -39,5 +40,5 @@ CREATE TABLE outbox (
     sent_at          TEXT
 );
 
-CREATE UNIQUE INDEX outbox_once ON outbox (destination, sop_instance_uid, kind);
-CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+CREATE UNIQUE INDEX outbox_once ON outbox (node, destination, sop_instance_uid, kind);
+CREATE INDEX outbox_due ON outbox (node, state, next_attempt_at);

@@ -1,4 +1,5 @@
-//! Command line: `scan`, `inspect`, `check-config`. Errors become one clear line and an exit
+//! Command line: `scan`, `inspect`, `watch`, `check-config`, and the QC history's readers
+//! `report`, `history`, `override`, `export-labels`. Errors become one clear line and an exit
 //! code; no backtraces for operators.
 
 use crate::config::Config;
@@ -90,6 +91,101 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Reject analysis: how many images were rejected, why, at which station, by whom, on
+    /// which device and plate, over time, and which physical plates to replace. Reviewer
+    /// overrides count.
+    Report {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Output: table (for people), csv or json.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Also write a self-contained review page (HTML, no server needed) to this file.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Most recent images listed on the review page.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// A plate is worn when a wear artifact is on at least this many ...
+        #[arg(long, default_value_t = 9)]
+        wear_hits: i64,
+        /// ... of its last this many scans.
+        #[arg(long, default_value_t = 20)]
+        wear_window: i64,
+    },
+    /// Every record of one instance: each judgement and each reviewer override. Takes a SOP
+    /// Instance UID, or a file (matched by the UID in its header and by its sha256).
+    History {
+        target: String,
+        #[command(flatten)]
+        db: DbArg,
+        /// Output: table or json.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Record a person's verdict on a judged instance (append-only: who, when, why).
+    Override {
+        sop_instance_uid: String,
+        /// The verdict the reviewer gives: usable or unusable.
+        #[arg(long)]
+        verdict: String,
+        /// Who reviews (name or initials).
+        #[arg(long = "by")]
+        by: String,
+        /// Why the model's verdict was wrong (or right).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Write the overridden plates as a labelled set for retraining: OUT/images/*.dcm and
+    /// OUT/labels.csv (see docs/reports.md).
+    ExportLabels {
+        out: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct DbArg {
+    /// QC history: a SQLite file or a postgres:// URL (default: paths.db of the config).
+    #[arg(long, value_name = "FILE|URL")]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// First day included (YYYY-MM-DD; acquisition date, else processing date).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Last day included (YYYY-MM-DD).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this site (the recording daemon's `record.site`).
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Only this Station Name.
+    #[arg(long)]
+    pub station: Option<String>,
+    /// Only this Operators' Name.
+    #[arg(long)]
+    pub operator: Option<String>,
+    /// Only this Device Serial Number.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Only this Plate ID.
+    #[arg(long)]
+    pub plate: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
 }
 
 pub fn main() -> ExitCode {
@@ -219,6 +315,96 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             watch(config).await
         }
+        Command::Report {
+            db,
+            filter,
+            format,
+            html,
+            limit,
+            wear_hits,
+            wear_window,
+        } => {
+            let rec = open_history(cli.config.as_ref(), db).await?;
+            let filter = crate::report::Filter {
+                since: filter.since.clone(),
+                until: filter.until.clone(),
+                site: filter.site.clone(),
+                station: filter.station.clone(),
+                operator: filter.operator.clone(),
+                device: filter.device.clone(),
+                plate: filter.plate.clone(),
+            };
+            let wear = crate::report::WearRule {
+                hits: *wear_hits,
+                window: *wear_window,
+            };
+            let report = crate::report::build(rec.pool(), &filter, wear).await?;
+            match format {
+                Format::Table => print!("{}", crate::report::to_table(&report)),
+                Format::Csv => print!("{}", crate::report::to_csv(&report)),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            if let Some(out) = html {
+                let n = crate::report::html::write_page(rec.pool(), &report, *limit, out).await?;
+                eprintln!("review page ({n} recent images): {}", out.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { target, db, format } => {
+            let config = base_config(cli.config.as_ref())?;
+            let key = crate::report::review::HistoryKey::from_arg(target, &config.decode)?;
+            let rec = open_history(cli.config.as_ref(), db).await?;
+            let h = crate::report::review::history(rec.pool(), &key).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&h)?),
+                _ => print!("{}", crate::report::review::history_table(&h)),
+            }
+            Ok(if h.judgements.is_empty() && h.overrides.is_empty() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Override {
+            sop_instance_uid,
+            verdict,
+            by,
+            reason,
+            db,
+        } => {
+            let rec = open_history(cli.config.as_ref(), db).await?;
+            let req = crate::report::review::OverrideRequest {
+                sop_instance_uid: sop_instance_uid.clone(),
+                verdict: verdict.clone(),
+                reviewer: by.clone(),
+                reason: reason.clone(),
+                site: rec.site.clone(),
+            };
+            let r = crate::report::review::add_override(rec.pool(), &req).await?;
+            println!(
+                "override {} recorded: {} is now {} (was {}, model said {}; plate row {})",
+                r.id, sop_instance_uid, r.verdict, r.previous_verdict, r.model_verdict, r.plate_row
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ExportLabels { out, db } => {
+            let rec = open_history(cli.config.as_ref(), db).await?;
+            let s = crate::report::review::export_labels(rec.pool(), out).await?;
+            println!(
+                "{} labelled plates written; labels in {}",
+                s.written,
+                s.labels.display()
+            );
+            if !s.missing.is_empty() {
+                eprintln!(
+                    "{} overridden plates were not found with their judged content: {}",
+                    s.missing.len(),
+                    s.missing.join(", ")
+                );
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig { common } => {
             let config = resolve_config(cli.config.as_ref(), common)?;
             let opts = config.infer.clone();
@@ -236,6 +422,33 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The config file alone (no flags), for the history readers.
+fn base_config(path: Option<&PathBuf>) -> Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+/// Opens an existing QC history for reading and reviewing; a missing SQLite file is an error
+/// here, not a new empty database.
+async fn open_history(config: Option<&PathBuf>, db: &DbArg) -> Result<crate::record::Recorder> {
+    let config = base_config(config)?;
+    let path = db.db.clone().unwrap_or_else(|| config.paths.db.clone());
+    let location = crate::record::DbLocation::parse(&path);
+    if let crate::record::DbLocation::Sqlite(file) = &location {
+        if !file.is_file() {
+            anyhow::bail!(
+                "no QC history at {} (give --db FILE or a postgres:// URL)",
+                file.display()
+            );
+        }
+    }
+    crate::record::Recorder::open_as(&path, &config.site())
+        .await
+        .with_context(|| format!("opening {}", location.display()))
 }
 
 struct Bar(indicatif::ProgressBar);

@@ -21,7 +21,7 @@ pub struct ConfigError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Paths {
-    /// The SQLite QC history.
+    /// The QC history: a SQLite file, or a `postgres://` URL for a database shared by sites.
     pub db: PathBuf,
     /// Root of overlay and montage images (dated sub-folders below it).
     pub out: PathBuf,
@@ -97,9 +97,19 @@ impl Default for ScanOptions {
     }
 }
 
+/// How this daemon appears in a shared history.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordOptions {
+    /// Name of this site / machine, written with every plate, override and journal row so that
+    /// several sites can record into one PostgreSQL database; the host name when unset.
+    pub site: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Config {
     pub paths: Paths,
+    pub record: RecordOptions,
     pub decode: DecodePolicy,
     pub infer: InferOptions,
     pub explain: ExplainOptions,
@@ -111,8 +121,9 @@ pub struct Config {
     pub notes: crate::net::NoteOptions,
 }
 
-const SECTIONS: [&str; 10] = [
-    "paths", "decode", "infer", "explain", "scan", "watch", "route", "dicom", "forward", "notes",
+const SECTIONS: [&str; 11] = [
+    "paths", "record", "decode", "infer", "explain", "scan", "watch", "route", "dicom", "forward",
+    "notes",
 ];
 
 impl Config {
@@ -147,6 +158,7 @@ impl Config {
         }
         let config = Config {
             paths: section(&table, "paths", &mut problems),
+            record: section(&table, "record", &mut problems),
             decode: section(&table, "decode", &mut problems),
             infer: section(&table, "infer", &mut problems),
             explain: section(&table, "explain", &mut problems),
@@ -196,6 +208,24 @@ impl Config {
                 "[explain] montage_height {} must be 32..=4096",
                 self.explain.montage_height
             ));
+        }
+        if self
+            .record
+            .site
+            .as_deref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            p.push("[record] site must not be empty".into());
+        }
+        let shared = matches!(
+            crate::record::DbLocation::parse(&self.paths.db),
+            crate::record::DbLocation::Postgres(_)
+        );
+        if shared && self.paths.key_file.is_none() {
+            p.push(
+                "paths.key_file must be set when paths.db is a PostgreSQL URL (the patient-ID key stays on this machine)"
+                    .into(),
+            );
         }
         if self.scan.decode_workers == 0 {
             p.push("[scan] decode_workers must be at least 1".into());
@@ -247,6 +277,14 @@ impl Config {
         } else {
             self.route.root.clone()
         }
+    }
+
+    /// The site name recorded with every row.
+    pub fn site(&self) -> String {
+        self.record
+            .site
+            .clone()
+            .unwrap_or_else(crate::record::default_site)
     }
 
     /// The site key's location: configured, or beside the database.

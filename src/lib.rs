@@ -2,8 +2,9 @@
 //!
 //! The pipeline follows the data: [`decode`] (DICOM to stored values and the model tensor),
 //! [`infer`] (the ONNX classifier), [`explain`] (Grad-CAM from the model's own outputs, overlay
-//! images), [`record`] (the SQLite QC history); [`pipeline`] wires them with bounded channels
-//! and [`cli`] is what the binary calls.
+//! images), [`record`] (the QC history, SQLite or PostgreSQL); [`pipeline`] wires them with
+//! bounded channels, [`report`] reads the history back (reject analysis, review page,
+//! overrides) and [`cli`] is what the binary calls.
 
 pub mod cli;
 pub mod config;
@@ -16,5 +17,6 @@ pub mod metrics;
 pub mod net;
 pub mod pipeline;
 pub mod record;
+pub mod report;
 pub mod route;
 pub mod watch;

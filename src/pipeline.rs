@@ -119,7 +119,7 @@ impl Engine {
                 .await
                 .map_err(|e| PipelineError::Setup(e.to_string()))?
                 .map_err(|e| PipelineError::Setup(e.to_string()))?;
-        let recorder = Recorder::open(&config.paths.db).await?;
+        let recorder = Recorder::open_as(&config.paths.db, &config.site()).await?;
         let hasher = PatientHasher::load_or_create(&config.key_file())?;
         let lut = Arc::new(overlay::lut_for(config.explain.colormap));
         let blend = Arc::new(overlay::BlendTable::new(&lut, config.explain.alpha));

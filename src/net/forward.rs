@@ -66,23 +66,30 @@ struct Routed {
 
 /// Writes notes and outbox rows for every routed, undispatched job. Returns how many.
 pub async fn dispatch_pending(engine: &Engine) -> Result<usize, ForwardError> {
-    let pool = engine.recorder.pool();
-    // Quarantined files and duplicates have nothing to send or note.
-    sqlx::query(
-        "UPDATE jobs SET dispatched = 1 WHERE dispatched = 0 AND routed_path IS NOT NULL AND state <> 'done'",
-    )
-    .execute(pool)
-    .await?;
-    let due: Vec<Routed> = sqlx::query_as(
-        "SELECT j.id AS job_id, j.routed_path, p.id AS plate_row, p.verdict, p.sop_class_uid,
-                p.sop_instance_uid, p.reason_code, p.unusable_score, p.threshold, p.model_name,
-                p.model_version, p.montage_path
-           FROM jobs j JOIN plates p ON p.id = j.plate_row
-          WHERE j.dispatched = 0 AND j.routed_path IS NOT NULL AND j.state = 'done'
-          ORDER BY j.id LIMIT 256",
-    )
-    .fetch_all(pool)
-    .await?;
+    // Routed paths are this node's: each daemon dispatches only its own jobs.
+    let node = engine.recorder.site.as_str();
+    let due: Vec<Routed> = crate::on_pool!(engine.recorder.pool(), pool => {
+        // Quarantined files and duplicates have nothing to send or note.
+        sqlx::query(
+            "UPDATE jobs SET dispatched = 1
+              WHERE node = $1 AND dispatched = 0 AND routed_path IS NOT NULL AND state <> 'done'",
+        )
+        .bind(node)
+        .execute(pool)
+        .await?;
+        sqlx::query_as(
+            "SELECT j.id AS job_id, j.routed_path, p.id AS plate_row, p.verdict, p.sop_class_uid,
+                    p.sop_instance_uid, p.reason_code, p.unusable_score, p.threshold, p.model_name,
+                    p.model_version, p.montage_path
+               FROM jobs j JOIN plates p ON p.id = j.plate_row
+              WHERE j.node = $1 AND j.dispatched = 0 AND j.routed_path IS NOT NULL
+                AND j.state = 'done'
+              ORDER BY j.id LIMIT 256",
+        )
+        .bind(node)
+        .fetch_all(pool)
+        .await?
+    });
     let n = due.len();
     for job in due {
         dispatch_one(engine, job).await?;
@@ -96,12 +103,14 @@ async fn dispatch_one(engine: &Engine, job: Routed) -> Result<(), ForwardError> 
     let unusable = job.verdict == "unusable";
     let mut written: Vec<WrittenNote> = Vec::new();
     if unusable && note_opts.enabled {
-        let types: Vec<(String,)> = sqlx::query_as(
-            "SELECT artifact_type FROM plate_artifacts WHERE plate_row = $1 ORDER BY score DESC",
-        )
-        .bind(job.plate_row)
-        .fetch_all(engine.recorder.pool())
-        .await?;
+        let types: Vec<(String,)> = crate::on_pool!(engine.recorder.pool(), pool => {
+            sqlx::query_as(
+                "SELECT artifact_type FROM plate_artifacts WHERE plate_row = $1 ORDER BY score DESC",
+            )
+            .bind(job.plate_row)
+            .fetch_all(pool)
+            .await?
+        });
         let rejection = Rejection {
             plate_path: PathBuf::from(&job.routed_path),
             reason_code: job.reason_code.clone(),
@@ -129,64 +138,68 @@ async fn dispatch_one(engine: &Engine, job: Routed) -> Result<(), ForwardError> 
             Err(e) => tracing::error!(job = job.job_id, error = %e, "rejection note crashed"),
         }
     }
-    let mut tx = engine.recorder.pool().begin().await?;
     let t = now();
-    for n in &written {
-        sqlx::query(
-            "INSERT INTO rejection_notes (plate_row, kind, sop_instance_uid, path, reason_code, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        )
-        .bind(job.plate_row)
-        .bind(n.kind)
-        .bind(&n.sop_instance_uid)
-        .bind(n.path.display().to_string())
-        .bind(&job.reason_code)
-        .bind(&t)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let send_plate =
-        job.verdict == "usable" || (unusable && fwd.unusable == UnusablePolicy::Forward);
-    for dest in &fwd.destinations {
-        let mut items: Vec<(&str, String, String, String)> = Vec::new();
-        if send_plate {
-            if let (Some(class), Some(uid)) = (&job.sop_class_uid, &job.sop_instance_uid) {
-                items.push(("plate", job.routed_path.clone(), class.clone(), uid.clone()));
-            }
-        }
-        if fwd.send_notes {
-            for n in &written {
-                items.push((
-                    n.kind,
-                    n.path.display().to_string(),
-                    n.sop_class_uid.clone(),
-                    n.sop_instance_uid.clone(),
-                ));
-            }
-        }
-        for (kind, path, class, uid) in items {
+    let node = engine.recorder.site.as_str();
+    crate::on_pool!(engine.recorder.pool(), pool => {
+        let mut tx = pool.begin().await?;
+        for n in &written {
             sqlx::query(
-                "INSERT INTO outbox (destination, plate_row, kind, path, sop_class_uid, sop_instance_uid,
-                                     next_attempt_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
+                "INSERT INTO rejection_notes (plate_row, kind, sop_instance_uid, path, reason_code, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             )
-            .bind(&dest.name)
             .bind(job.plate_row)
-            .bind(kind)
-            .bind(path)
-            .bind(class)
-            .bind(uid)
+            .bind(n.kind)
+            .bind(&n.sop_instance_uid)
+            .bind(n.path.display().to_string())
+            .bind(&job.reason_code)
             .bind(&t)
             .execute(&mut *tx)
             .await?;
         }
-    }
-    sqlx::query("UPDATE jobs SET dispatched = 1, updated_at = $1 WHERE id = $2")
-        .bind(&t)
-        .bind(job.job_id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+        let send_plate =
+            job.verdict == "usable" || (unusable && fwd.unusable == UnusablePolicy::Forward);
+        for dest in &fwd.destinations {
+            let mut items: Vec<(&str, String, String, String)> = Vec::new();
+            if send_plate {
+                if let (Some(class), Some(uid)) = (&job.sop_class_uid, &job.sop_instance_uid) {
+                    items.push(("plate", job.routed_path.clone(), class.clone(), uid.clone()));
+                }
+            }
+            if fwd.send_notes {
+                for n in &written {
+                    items.push((
+                        n.kind,
+                        n.path.display().to_string(),
+                        n.sop_class_uid.clone(),
+                        n.sop_instance_uid.clone(),
+                    ));
+                }
+            }
+            for (kind, path, class, uid) in items {
+                sqlx::query(
+                    "INSERT INTO outbox (node, destination, plate_row, kind, path, sop_class_uid,
+                                         sop_instance_uid, next_attempt_at, created_at)
+                     VALUES ($8, $1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(&dest.name)
+                .bind(job.plate_row)
+                .bind(kind)
+                .bind(path)
+                .bind(class)
+                .bind(uid)
+                .bind(&t)
+                .bind(node)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        sqlx::query("UPDATE jobs SET dispatched = 1, updated_at = $1 WHERE id = $2")
+            .bind(&t)
+            .bind(job.job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    });
     Ok(())
 }
 
@@ -214,17 +227,19 @@ async fn settle(
     item: &OutItem,
     outcome: &Sent,
 ) -> Result<(bool, u64), ForwardError> {
-    let pool = engine.recorder.pool();
     let (why, code, permanent) = match outcome {
         Sent::Done => {
-            sqlx::query(
-                "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = $1,
-                        last_status = '0x0000', last_error = NULL WHERE id = $2",
-            )
-            .bind(now())
-            .bind(item.id)
-            .execute(pool)
-            .await?;
+            crate::on_pool!(engine.recorder.pool(), pool => {
+                sqlx::query(
+                    "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = $1,
+                            last_status = '0x0000', last_error = NULL WHERE id = $2",
+                )
+                .bind(now())
+                .bind(item.id)
+                .execute(pool)
+                .await
+                .map(|_| ())?
+            });
             return Ok((false, 0));
         }
         Sent::Retry(why, code) => (why, code.map(|c| format!("{c:#06x}")), false),
@@ -236,18 +251,21 @@ async fn settle(
         .retry_base_secs
         .saturating_mul(1u64 << (attempts - 1).clamp(0, 20))
         .min(opts.retry_max_secs);
-    sqlx::query(
-        "UPDATE outbox SET state = $1, attempts = $2, next_attempt_at = $3,
-                last_status = $4, last_error = $5 WHERE id = $6",
-    )
-    .bind(if give_up { "failed" } else { "pending" })
-    .bind(attempts)
-    .bind(later(delay))
-    .bind(code)
-    .bind(why)
-    .bind(item.id)
-    .execute(pool)
-    .await?;
+    crate::on_pool!(engine.recorder.pool(), pool => {
+        sqlx::query(
+            "UPDATE outbox SET state = $1, attempts = $2, next_attempt_at = $3,
+                    last_status = $4, last_error = $5 WHERE id = $6",
+        )
+        .bind(if give_up { "failed" } else { "pending" })
+        .bind(attempts)
+        .bind(later(delay))
+        .bind(&code)
+        .bind(why)
+        .bind(item.id)
+        .execute(pool)
+        .await
+        .map(|_| ())?
+    });
     if give_up {
         tracing::error!(outbox = item.id, attempts, error = %why, "forwarding given up; the item is marked failed");
     }
@@ -397,15 +415,19 @@ async fn send_destination(
     dest: &Destination,
     cancel: &CancellationToken,
 ) -> Result<usize, ForwardError> {
-    let items: Vec<OutItem> = sqlx::query_as(
-        "SELECT id, path, sop_class_uid, sop_instance_uid, attempts FROM outbox
-          WHERE destination = $1 AND state = 'pending' AND next_attempt_at <= $2
-          ORDER BY id LIMIT 64",
-    )
-    .bind(&dest.name)
-    .bind(now())
-    .fetch_all(engine.recorder.pool())
-    .await?;
+    let node = engine.recorder.site.as_str();
+    let items: Vec<OutItem> = crate::on_pool!(engine.recorder.pool(), pool => {
+        sqlx::query_as(
+            "SELECT id, path, sop_class_uid, sop_instance_uid, attempts FROM outbox
+              WHERE node = $3 AND destination = $1 AND state = 'pending' AND next_attempt_at <= $2
+              ORDER BY id LIMIT 64",
+        )
+        .bind(&dest.name)
+        .bind(now())
+        .bind(node)
+        .fetch_all(pool)
+        .await?
+    });
     if items.is_empty() {
         return Ok(0);
     }
@@ -506,11 +528,11 @@ async fn send_destination(
 
 /// Counts per state, for the log and the tests.
 pub async fn outbox_counts(engine: &Engine) -> Result<Vec<(String, i64)>, ForwardError> {
-    Ok(
+    Ok(crate::on_pool!(engine.recorder.pool(), pool => {
         sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
-            .fetch_all(engine.recorder.pool())
-            .await?,
-    )
+            .fetch_all(pool)
+            .await?
+    }))
 }
 
 /// Runs dispatch and sending until `cancel`; `wake` is notified when a plate was routed.

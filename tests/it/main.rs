@@ -3,6 +3,9 @@
 mod decode_real;
 mod golden;
 mod net;
+mod pg;
+mod reports;
+mod review_page;
 mod scan;
 mod support;
 mod watch;

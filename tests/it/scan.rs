@@ -113,7 +113,7 @@ async fn every_file_gets_exactly_one_row_and_bad_files_do_not_stop_the_run() {
     }
 
     // The database holds the same, through the documented view.
-    let pool = engine.recorder.pool();
+    let pool = engine.recorder.sqlite_pool().unwrap();
     let rows: Vec<(String, String, Option<String>)> =
         sqlx::query_as("SELECT source_path, verdict, error FROM plate_verdicts ORDER BY plate_row")
             .fetch_all(pool)
@@ -373,7 +373,7 @@ async fn documented_queries_run() {
             continue;
         }
         sqlx::query(&sql)
-            .fetch_all(engine.recorder.pool())
+            .fetch_all(engine.recorder.sqlite_pool().unwrap())
             .await
             .unwrap_or_else(|e| panic!("documented query failed: {e}\n{sql}"));
         ran += 1;
@@ -381,7 +381,7 @@ async fn documented_queries_run() {
     assert!(ran >= 5, "{ran} queries");
     let (n,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM plate_verdicts WHERE verdict = 'error'")
-            .fetch_one(engine.recorder.pool())
+            .fetch_one(engine.recorder.sqlite_pool().unwrap())
             .await
             .unwrap();
     assert_eq!(n, 5);

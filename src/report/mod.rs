@@ -1,0 +1,715 @@
+//! Reject analysis read back from the QC history: the summary behind `plateqc report` (table,
+//! CSV, JSON), the review page (`--html`, see [`html`]), and the reviewer's side: overrides,
+//! the history of one instance and the labelled set for retraining (see [`review`]).
+//!
+//! Every query reads the views of migration 0004 (`qc_images`, `qc_findings`,
+//! `plate_scan_history`, ...) with `$n` placeholders, so the same text runs on SQLite and
+//! PostgreSQL; the dialects differ only inside the migrations.
+
+pub mod html;
+pub mod review;
+
+use crate::record::{Pool, RecordError};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("database query failed: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// Which images a report covers. Dates are days (`YYYY-MM-DD`, inclusive) of acquisition, or
+/// of processing for an image without an acquisition date.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Filter {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub site: Option<String>,
+    pub station: Option<String>,
+    pub operator: Option<String>,
+    pub device: Option<String>,
+    pub plate: Option<String>,
+}
+
+impl Filter {
+    /// Checks the dates, so a typo is an error and not an empty report.
+    pub fn validate(&self) -> Result<(), ReportError> {
+        for (name, d) in [("--since", &self.since), ("--until", &self.until)] {
+            if let Some(d) = d {
+                if chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err() {
+                    return Err(ReportError::Invalid(format!(
+                        "{name} {d}: expected a date like 2026-11-26"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `WHERE ...` over the columns every reject-analysis view has (`day`, `site`,
+    /// `station_name`, `operator`, `device_serial`, `plate_identifier`), with the values to
+    /// bind in order starting at `$first`.
+    fn clause_from(&self, first: usize) -> (String, Vec<String>) {
+        let mut parts = Vec::new();
+        let mut binds = Vec::new();
+        let mut add = |cond: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                binds.push(v.clone());
+                parts.push(cond.replace('#', &format!("${}", first + binds.len() - 1)));
+            }
+        };
+        add("day >= #", &self.since);
+        add("day <= #", &self.until);
+        add("site = #", &self.site);
+        add("station_name = #", &self.station);
+        add("operator = #", &self.operator);
+        add("device_serial = #", &self.device);
+        add("plate_identifier = #", &self.plate);
+        let clause = if parts.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", parts.join(" AND "))
+        };
+        (clause, binds)
+    }
+
+    fn clause(&self) -> (String, Vec<String>) {
+        self.clause_from(1)
+    }
+
+    /// Only the filters that describe a physical plate's life (plate, site); wear is judged on
+    /// the plate's latest scans, whatever the dates or station.
+    fn for_wear(&self) -> Filter {
+        Filter {
+            site: self.site.clone(),
+            plate: self.plate.clone(),
+            ..Filter::default()
+        }
+    }
+}
+
+/// When a plate counts as worn: a wear artifact on at least `hits` of its last `window` scans.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct WearRule {
+    pub hits: i64,
+    pub window: i64,
+}
+
+impl Default for WearRule {
+    fn default() -> Self {
+        WearRule {
+            hits: 9,
+            window: 20,
+        }
+    }
+}
+
+/// Counts for one group of images.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Group {
+    pub key: String,
+    pub images: i64,
+    pub rejected: i64,
+    pub model_rejected: i64,
+    pub overridden: i64,
+    pub overturned: i64,
+    pub reject_pct: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Reason {
+    pub artifact_type: String,
+    pub reason_code: String,
+    pub rejected: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReasonCode {
+    pub reason_code: String,
+    pub meaning: String,
+    pub rejected: i64,
+}
+
+/// A physical plate to replace.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WornPlate {
+    pub plate_identifier: String,
+    pub artifact_type: String,
+    pub hits: i64,
+    pub recent_scans: i64,
+    pub last_hit_day: String,
+}
+
+/// One ISO week's reject rate next to the week before it in the data.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WeekTrend {
+    pub iso_week: String,
+    pub images: i64,
+    pub reject_pct: f64,
+    /// Percentage points up (+) or down (-) from the previous week with images.
+    pub change_pct: Option<f64>,
+}
+
+fn trend(weeks: &[Group]) -> Vec<WeekTrend> {
+    let mut prev: Option<f64> = None;
+    weeks
+        .iter()
+        .map(|g| {
+            let t = WeekTrend {
+                iso_week: g.key.clone(),
+                images: g.images,
+                reject_pct: g.reject_pct,
+                change_pct: prev.map(|p| ((g.reject_pct - p) * 10.0).round() / 10.0),
+            };
+            prev = Some(g.reject_pct);
+            t
+        })
+        .collect()
+}
+
+/// The answer to: how many rejected, why, where, and which plates to replace.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub filter: Filter,
+    pub totals: Group,
+    /// Files that could not be judged (not DICOM, broken, refused); not part of the rates.
+    pub errors: i64,
+    pub by_day: Vec<Group>,
+    pub by_week: Vec<Group>,
+    /// `by_week` with the change from the week before: is it getting better or worse?
+    pub trend: Vec<WeekTrend>,
+    pub by_site: Vec<Group>,
+    pub by_station: Vec<Group>,
+    pub by_operator: Vec<Group>,
+    pub by_device: Vec<Group>,
+    pub by_plate: Vec<Group>,
+    pub reasons: Vec<Reason>,
+    /// Rejected images with no artifact type at or above the model's reporting threshold (the
+    /// reason code then names the likeliest type).
+    pub rejected_without_type: i64,
+    pub reason_codes: Vec<ReasonCode>,
+    pub wear_rule: WearRule,
+    pub plates_to_replace: Vec<WornPlate>,
+}
+
+/// CID 7011 meanings of the codes plateqc's models use.
+pub fn reason_meaning(code: &str) -> &'static str {
+    match code {
+        "111207" => "Image artifact(s)",
+        "111208" => "Grid artifact(s)",
+        "111209" => "Positioning",
+        "111210" => "Motion blur",
+        "111211" => "Under-exposed",
+        "111212" => "Over-exposed",
+        "111213" => "No image",
+        "111214" => "Detector artifact(s)",
+        "111215" => "Artifact(s) other than grid or detector artifact",
+        "113026" => "Double exposure",
+        _ => "",
+    }
+}
+
+fn pct(part: i64, whole: i64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (1000.0 * part as f64 / whole as f64).round() / 10.0
+    }
+}
+
+type GroupRow = (String, i64, i64, i64, i64, i64);
+
+fn to_group(r: GroupRow) -> Group {
+    Group {
+        reject_pct: pct(r.2, r.1),
+        key: r.0,
+        images: r.1,
+        rejected: r.2,
+        model_rejected: r.3,
+        overridden: r.4,
+        overturned: r.5,
+    }
+}
+
+/// Runs a query whose `$n` values are all text, over either backend.
+macro_rules! fetch_all_text {
+    ($pool:expr, $row:ty, $sql:expr, $binds:expr) => {{
+        let sql: &str = $sql;
+        let binds: &[String] = $binds;
+        let rows: Vec<$row> = $crate::on_pool!($pool, p => {
+            let mut q = sqlx::query_as::<_, $row>(sql);
+            for b in binds {
+                q = q.bind(b);
+            }
+            q.fetch_all(p).await?
+        });
+        rows
+    }};
+}
+pub(crate) use fetch_all_text;
+
+const COUNTS: &str = "count(*),
+       count(CASE WHEN verdict = 'unusable' THEN 1 END),
+       count(CASE WHEN model_verdict = 'unusable' THEN 1 END),
+       count(CASE WHEN overridden = 1 THEN 1 END),
+       count(CASE WHEN verdict <> model_verdict THEN 1 END)";
+
+/// One row per value of `column` (NULL shown as `(none)`).
+async fn groups(
+    pool: &Pool,
+    column: &str,
+    filter: &Filter,
+    by_key: bool,
+) -> Result<Vec<Group>, ReportError> {
+    let (clause, binds) = filter.clause();
+    let order = if by_key {
+        "1".to_string()
+    } else {
+        "3 DESC, 2 DESC, 1".to_string()
+    };
+    let sql = format!(
+        "SELECT coalesce({column}, '(none)'), {COUNTS}
+         FROM qc_images_weekly {clause} GROUP BY {column} ORDER BY {order}"
+    );
+    let rows = fetch_all_text!(pool, GroupRow, &sql, &binds);
+    Ok(rows.into_iter().map(to_group).collect())
+}
+
+/// Builds the summary for the images the filter selects.
+pub async fn build(pool: &Pool, filter: &Filter, wear: WearRule) -> Result<Report, ReportError> {
+    filter.validate()?;
+    if wear.hits < 1 || wear.window < wear.hits {
+        return Err(ReportError::Invalid(format!(
+            "wear rule {} of {}: need 1 <= hits <= window",
+            wear.hits, wear.window
+        )));
+    }
+    let (clause, binds) = filter.clause();
+    let totals = fetch_all_text!(
+        pool,
+        GroupRow,
+        &format!("SELECT 'all', {COUNTS} FROM qc_images {clause}"),
+        &binds
+    )
+    .into_iter()
+    .next()
+    .map(to_group)
+    .ok_or_else(|| ReportError::Invalid("no totals row".into()))?;
+    let errors: Vec<(i64,)> = fetch_all_text!(
+        pool,
+        (i64,),
+        &format!(
+            "SELECT count(*) FROM (SELECT substr(processed_at, 1, 10) AS day, site, station_name,
+                    operator, device_serial, plate_identifier
+               FROM plates WHERE verdict = 'error') e {clause}"
+        ),
+        &binds
+    );
+    let reasons: Vec<(String, String, i64)> = fetch_all_text!(
+        pool,
+        (String, String, i64),
+        &format!(
+            "SELECT artifact_type, reason_code, count(*) FROM qc_findings
+             {} verdict = 'unusable' AND counts = 1
+             GROUP BY artifact_type, reason_code ORDER BY 3 DESC, 1",
+            if clause.is_empty() {
+                "WHERE".to_string()
+            } else {
+                format!("{clause} AND")
+            }
+        ),
+        &binds
+    );
+    let and = if clause.is_empty() {
+        "WHERE".to_string()
+    } else {
+        format!("{clause} AND")
+    };
+    let untyped: Vec<(i64,)> = fetch_all_text!(
+        pool,
+        (i64,),
+        &format!(
+            "SELECT count(*) FROM qc_images i {and} verdict = 'unusable'
+             AND NOT EXISTS (SELECT 1 FROM plate_artifacts a WHERE a.plate_row = i.plate_row)"
+        ),
+        &binds
+    );
+    let codes: Vec<(String, i64)> = fetch_all_text!(
+        pool,
+        (String, i64),
+        &format!(
+            "SELECT coalesce(reason_code, 'none'), count(*) FROM qc_images
+             {} verdict = 'unusable'
+             GROUP BY coalesce(reason_code, 'none') ORDER BY 2 DESC, 1",
+            if clause.is_empty() {
+                "WHERE".to_string()
+            } else {
+                format!("{clause} AND")
+            }
+        ),
+        &binds
+    );
+    let by_week = groups(pool, "iso_week", filter, true).await?;
+    Ok(Report {
+        filter: filter.clone(),
+        trend: trend(&by_week),
+        totals,
+        errors: errors.first().map(|e| e.0).unwrap_or(0),
+        by_day: groups(pool, "day", filter, true).await?,
+        by_week,
+        by_site: groups(pool, "site", filter, false).await?,
+        by_station: groups(pool, "station_name", filter, false).await?,
+        by_operator: groups(pool, "operator", filter, false).await?,
+        by_device: groups(pool, "device_serial", filter, false).await?,
+        by_plate: groups(pool, "plate_identifier", filter, false).await?,
+        reasons: reasons
+            .into_iter()
+            .map(|(artifact_type, reason_code, rejected)| Reason {
+                artifact_type,
+                reason_code,
+                rejected,
+            })
+            .collect(),
+        rejected_without_type: untyped.first().map(|x| x.0).unwrap_or(0),
+        reason_codes: codes
+            .into_iter()
+            .map(|(reason_code, rejected)| ReasonCode {
+                meaning: reason_meaning(&reason_code).to_string(),
+                reason_code,
+                rejected,
+            })
+            .collect(),
+        wear_rule: wear,
+        plates_to_replace: worn_plates(pool, &filter.for_wear(), wear).await?,
+    })
+}
+
+/// Plates with a wear artifact on at least `hits` of their last `window` scans.
+pub async fn worn_plates(
+    pool: &Pool,
+    filter: &Filter,
+    wear: WearRule,
+) -> Result<Vec<WornPlate>, ReportError> {
+    let (clause, mut binds) = filter.clause_from(3);
+    let and = clause.replacen("WHERE", "AND", 1);
+    let sql = format!(
+        "SELECT h.plate_identifier, f.artifact_type, count(*),
+                (SELECT count(*) FROM plate_scan_history s
+                  WHERE s.plate_identifier = h.plate_identifier AND s.scan_rank <= CAST($1 AS INTEGER)),
+                max(h.day)
+         FROM plate_scan_history h
+         JOIN qc_findings f ON f.plate_row = h.plate_row
+         WHERE h.scan_rank <= CAST($1 AS INTEGER) AND f.counts = 1
+           AND f.artifact_type IN (SELECT artifact_type FROM wear_artifact_types) {}
+         GROUP BY h.plate_identifier, f.artifact_type
+         HAVING count(*) >= CAST($2 AS INTEGER)
+         ORDER BY 3 DESC, 1, 2",
+        and.replace("site =", "h.site =")
+            .replace("plate_identifier =", "h.plate_identifier =")
+    );
+    let mut all = vec![wear.window.to_string(), wear.hits.to_string()];
+    all.append(&mut binds);
+    let rows = fetch_all_text!(pool, (String, String, i64, i64, String), &sql, &all);
+    Ok(rows
+        .into_iter()
+        .map(
+            |(plate_identifier, artifact_type, hits, recent_scans, last_hit_day)| WornPlate {
+                plate_identifier,
+                artifact_type,
+                hits,
+                recent_scans,
+                last_hit_day,
+            },
+        )
+        .collect())
+}
+
+/// The report as text for a person at a terminal.
+pub fn to_table(r: &Report) -> String {
+    let mut s = String::new();
+    let t = &r.totals;
+    let _ = writeln!(s, "Reject analysis{}", describe_filter(&r.filter));
+    let _ = writeln!(
+        s,
+        "  images {}   rejected {} ({:.1}%)   model alone rejected {}   reviewed {}   overturned {}   not judged (errors) {}",
+        t.images, t.rejected, t.reject_pct, t.model_rejected, t.overridden, t.overturned, r.errors
+    );
+    let _ = writeln!(s, "\nWhy (artifact types on rejected images)");
+    if r.reasons.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    }
+    for x in &r.reasons {
+        let _ = writeln!(
+            s,
+            "  {:<18} {:>6}  CID 7011 {} {}",
+            x.artifact_type,
+            x.rejected,
+            x.reason_code,
+            reason_meaning(&x.reason_code)
+        );
+    }
+    if r.rejected_without_type > 0 {
+        let _ = writeln!(
+            s,
+            "  {:<18} {:>6}  (no type at or above the reporting threshold)",
+            "-", r.rejected_without_type
+        );
+    }
+    let _ = writeln!(s, "\nPrimary reason code of rejected images");
+    for x in &r.reason_codes {
+        let _ = writeln!(s, "  {:<8} {:>6}  {}", x.reason_code, x.rejected, x.meaning);
+    }
+    let _ = writeln!(
+        s,
+        "\nPlates to replace (a wear artifact on >= {} of the last {} scans)",
+        r.wear_rule.hits, r.wear_rule.window
+    );
+    if r.plates_to_replace.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    }
+    for w in &r.plates_to_replace {
+        let _ = writeln!(
+            s,
+            "  {:<24} {:<12} {} of last {} scans, last on {}",
+            w.plate_identifier, w.artifact_type, w.hits, w.recent_scans, w.last_hit_day
+        );
+    }
+    let _ = writeln!(s, "\nTrend (last 8 ISO weeks)");
+    for w in r.trend.iter().skip(r.trend.len().saturating_sub(8)) {
+        let _ = writeln!(
+            s,
+            "  {:<10} {:>5} images {:>6.1}%  {}",
+            w.iso_week,
+            w.images,
+            w.reject_pct,
+            match w.change_pct {
+                Some(c) if c > 0.0 => format!("up {c:.1} points"),
+                Some(c) if c < 0.0 => format!("down {:.1} points", -c),
+                Some(_) => "unchanged".into(),
+                None => String::new(),
+            }
+        );
+    }
+    for (title, groups, limit) in [
+        ("Station", &r.by_station, 20),
+        ("Site", &r.by_site, 20),
+        ("Operator", &r.by_operator, 20),
+        ("Device", &r.by_device, 20),
+        ("Plate (most rejected first)", &r.by_plate, 15),
+        ("ISO week", &r.by_week, 60),
+        ("Day", &r.by_day, 31),
+    ] {
+        let _ = writeln!(
+            s,
+            "\n{title:<28} {:>7} {:>8} {:>7} {:>8} {:>10}",
+            "images", "rejected", "rate", "reviewed", "overturned"
+        );
+        let skip = if title == "Day" || title == "ISO week" {
+            groups.len().saturating_sub(limit)
+        } else {
+            0
+        };
+        for g in groups.iter().skip(skip).take(limit) {
+            let _ = writeln!(
+                s,
+                "  {:<26} {:>7} {:>8} {:>6.1}% {:>8} {:>10}",
+                g.key, g.images, g.rejected, g.reject_pct, g.overridden, g.overturned
+            );
+        }
+        if groups.len() > limit {
+            let _ = writeln!(
+                s,
+                "  ... {} more (--format csv or json lists all)",
+                groups.len() - limit
+            );
+        }
+    }
+    s
+}
+
+fn describe_filter(f: &Filter) -> String {
+    let mut parts = Vec::new();
+    for (name, v) in [
+        ("since", &f.since),
+        ("until", &f.until),
+        ("site", &f.site),
+        ("station", &f.station),
+        ("operator", &f.operator),
+        ("device", &f.device),
+        ("plate", &f.plate),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{name} {v}"));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+/// One CSV field, quoted when it needs to be.
+pub fn csv_field(v: &str) -> String {
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v.to_string()
+    }
+}
+
+/// The report as one CSV table: `section,key,detail,images,rejected,reject_pct,overridden,
+/// overturned` (see docs/reports.md for what each section puts in which column).
+pub fn to_csv(r: &Report) -> String {
+    let mut s =
+        String::from("section,key,detail,images,rejected,reject_pct,overridden,overturned\n");
+    let mut group = |section: &str, g: &Group| {
+        let _ = writeln!(
+            s,
+            "{section},{},,{},{},{:.1},{},{}",
+            csv_field(&g.key),
+            g.images,
+            g.rejected,
+            g.reject_pct,
+            g.overridden,
+            g.overturned
+        );
+    };
+    group("total", &r.totals);
+    for (section, gs) in [
+        ("day", &r.by_day),
+        ("week", &r.by_week),
+        ("site", &r.by_site),
+        ("station", &r.by_station),
+        ("operator", &r.by_operator),
+        ("device", &r.by_device),
+        ("plate", &r.by_plate),
+    ] {
+        for g in gs {
+            group(section, g);
+        }
+    }
+    for w in &r.trend {
+        let _ = writeln!(
+            s,
+            "trend,{},{},{},,{:.1},,",
+            csv_field(&w.iso_week),
+            w.change_pct.map(|c| format!("{c:.1}")).unwrap_or_default(),
+            w.images,
+            w.reject_pct
+        );
+    }
+    let _ = writeln!(s, "errors,,,{},,,,", r.errors);
+    for x in &r.reasons {
+        let _ = writeln!(
+            s,
+            "reason,{},{},,{},,,",
+            csv_field(&x.artifact_type),
+            csv_field(&x.reason_code),
+            x.rejected
+        );
+    }
+    let _ = writeln!(
+        s,
+        "reason,(below threshold),,,{},,,",
+        r.rejected_without_type
+    );
+    for x in &r.reason_codes {
+        let _ = writeln!(
+            s,
+            "reason_code,{},{},,{},,,",
+            csv_field(&x.reason_code),
+            csv_field(&x.meaning),
+            x.rejected
+        );
+    }
+    for w in &r.plates_to_replace {
+        let _ = writeln!(
+            s,
+            "replace_plate,{},{},{},{},,,",
+            csv_field(&w.plate_identifier),
+            csv_field(&w.artifact_type),
+            w.recent_scans,
+            w.hits
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_numbers_placeholders_in_order() {
+        let f = Filter {
+            since: Some("2026-01-01".into()),
+            station: Some("OP1".into()),
+            plate: Some("P'1".into()),
+            ..Filter::default()
+        };
+        let (clause, binds) = f.clause_from(3);
+        assert_eq!(
+            clause,
+            "WHERE day >= $3 AND station_name = $4 AND plate_identifier = $5"
+        );
+        assert_eq!(binds, vec!["2026-01-01", "OP1", "P'1"]);
+        assert_eq!(Filter::default().clause().0, "");
+    }
+
+    #[test]
+    fn bad_dates_are_refused() {
+        let f = Filter {
+            until: Some("26/11/2026".into()),
+            ..Filter::default()
+        };
+        assert!(matches!(f.validate(), Err(ReportError::Invalid(_))));
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("a"), "a");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
+    }
+
+    #[test]
+    fn trend_is_the_change_from_the_week_before() {
+        let g = |key: &str, pct: f64| Group {
+            key: key.into(),
+            images: 10,
+            rejected: 0,
+            model_rejected: 0,
+            overridden: 0,
+            overturned: 0,
+            reject_pct: pct,
+        };
+        let t = trend(&[
+            g("2026-W01", 10.0),
+            g("2026-W02", 30.0),
+            g("2026-W05", 12.5),
+        ]);
+        let changes: Vec<Option<f64>> = t.iter().map(|w| w.change_pct).collect();
+        assert_eq!(changes, vec![None, Some(20.0), Some(-17.5)]);
+    }
+
+    #[test]
+    fn percentages_round_to_one_decimal() {
+        assert_eq!(pct(1, 3), 33.3);
+        assert_eq!(pct(0, 0), 0.0);
+        assert_eq!(pct(2, 2), 100.0);
+    }
+}

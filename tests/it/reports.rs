@@ -1,0 +1,806 @@
+//! Reject analysis, reviewer overrides, history and the labelled export, each run on a real
+//! SQLite file and on a real PostgreSQL server (tests/it/pg.rs) through the real binary, with
+//! the same assertions; the two backends must also give byte-identical JSON reports.
+
+use crate::pg;
+use crate::support::*;
+use plateqc::config::Config;
+use plateqc::pipeline::{self, Engine};
+use plateqc::record::{Finding, JobStart, PlateRecord, Recorder};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The database argument of each backend: a fresh SQLite file and a fresh PostgreSQL database.
+async fn backends(dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("sqlite", dir.join("sqlite/qc.sqlite").display().to_string()),
+        ("postgres", pg::fresh_database().await),
+    ]
+}
+
+fn plateqc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plateqc"))
+        .args(args)
+        .env("PLATEQC_LOG", "warn")
+        .output()
+        .expect("run plateqc")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = plateqc(args);
+    assert!(
+        out.status.success(),
+        "plateqc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn report_json(db: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["report", "--db", db, "--format", "json"];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(&args)).unwrap()
+}
+
+fn uid(plate: &str, i: usize) -> String {
+    format!("1.2.826.0.1.3680043.9.7777.{}.{i}", plate.as_bytes()[6])
+}
+
+/// One judged scan of a physical plate on day 2026-03-01 + `i`.
+fn scan(plate: &str, station: &str, i: usize, finding: Option<(&str, &str)>) -> PlateRecord {
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 3, 1).unwrap() + chrono::Days::new(i as u64);
+    PlateRecord {
+        run_id: "test".into(),
+        processed_at: "2026-11-26T10:00:00.000Z".into(),
+        source_path: format!("/nowhere/{plate}-{i}.dcm"),
+        sha256: format!("{plate}-{i}"),
+        size_bytes: 1,
+        sop_instance_uid: Some(uid(plate, i)),
+        acquisition_datetime: Some(format!("{}101500", day.format("%Y%m%d"))),
+        station_name: Some(station.into()),
+        operator: Some(format!("OP^{station}")),
+        device_serial: Some(format!("DEV-{station}")),
+        plate_identifier: Some(plate.into()),
+        verdict: if finding.is_some() {
+            "unusable"
+        } else {
+            "usable"
+        }
+        .into(),
+        unusable_score: Some(if finding.is_some() { 0.9 } else { 0.1 }),
+        threshold: Some(0.5),
+        reason_code: finding.map(|f| f.1.to_string()),
+        model_version: Some("t".into()),
+        findings: finding
+            .map(|(t, c)| {
+                vec![Finding {
+                    artifact_type: t.into(),
+                    reason_code: c.into(),
+                    score: 0.9,
+                }]
+            })
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// PLATE-A (station ST-1): 25 scans, scratched on the 5 oldest and on 10 of its last 20.
+/// PLATE-B (ST-2): 20 scans, scratched on 8. PLATE-C (ST-2): 10 scans, cone cut on 2.
+/// Plus one file that failed and one re-scan of PLATE-A's latest image.
+async fn record_scenario(db: &str) {
+    let rec = Recorder::open_as(Path::new(db), "north").await.unwrap();
+    let scratch = Some(("scratch", "111214"));
+    for i in 0..25 {
+        let hit = i < 5 || (i % 2 == 1 && i < 24);
+        rec.insert(&scan(
+            "PLATE-A",
+            "ST-1",
+            i,
+            if hit { scratch } else { None },
+        ))
+        .await
+        .unwrap();
+    }
+    for i in 0..20 {
+        rec.insert(&scan(
+            "PLATE-B",
+            "ST-2",
+            i,
+            if i < 8 { scratch } else { None },
+        ))
+        .await
+        .unwrap();
+    }
+    for i in 0..10 {
+        let cut = (i >= 8).then_some(("cone_cut", "111209"));
+        rec.insert(&scan("PLATE-C", "ST-2", i, cut)).await.unwrap();
+    }
+    rec.insert(&scan("PLATE-A", "ST-1", 24, None))
+        .await
+        .unwrap();
+    rec.insert(&PlateRecord {
+        run_id: "test".into(),
+        processed_at: "2026-03-02T08:00:00.000Z".into(),
+        source_path: "/nowhere/broken.dcm".into(),
+        verdict: "error".into(),
+        error: Some("not DICOM".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    rec.close().await;
+}
+
+fn group<'a>(report: &'a Value, section: &str, key: &str) -> &'a Value {
+    report[section]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == key)
+        .unwrap_or_else(|| panic!("{section} has no {key}: {}", report[section]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_answers_how_many_why_where_and_which_plates_on_both_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut reports = Vec::new();
+    for (backend, db) in backends(tmp.path()).await {
+        record_scenario(&db).await;
+        let before = report_json(&db, &[]);
+        assert_eq!(
+            before["totals"]["images"], 55,
+            "{backend}: a re-scan counts once"
+        );
+        assert_eq!(before["totals"]["rejected"], 25, "{backend}");
+        assert_eq!(before["errors"], 1, "{backend}");
+        let worn: Vec<&str> = before["plates_to_replace"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["plate_identifier"].as_str().unwrap())
+            .collect();
+        assert_eq!(worn, ["PLATE-A"], "{backend}: 10 of 20 yes, 8 of 20 no");
+        assert_eq!(before["plates_to_replace"][0]["hits"], 10, "{backend}");
+        assert_eq!(before["plates_to_replace"][0]["recent_scans"], 20);
+
+        // Reviewers: one scratched PLATE-A scan is usable after all, one PLATE-C scan is not.
+        ok(&[
+            "override",
+            &uid("PLATE-A", 23),
+            "--verdict",
+            "usable",
+            "--by",
+            "Dr. Q",
+            "--reason",
+            "scratch outside the diagnostic area",
+            "--db",
+            &db,
+        ]);
+        ok(&[
+            "override",
+            &uid("PLATE-C", 0),
+            "--verdict",
+            "unusable",
+            "--by",
+            "Dr. Q",
+            "--reason",
+            "motion the model missed",
+            "--db",
+            &db,
+        ]);
+        let r = report_json(&db, &[]);
+        let t = &r["totals"];
+        assert_eq!(t["images"], 55, "{backend}");
+        assert_eq!(t["rejected"], 25, "{backend}: one out, one in");
+        assert_eq!(t["model_rejected"], 25, "{backend}");
+        assert_eq!(t["overridden"], 2, "{backend}");
+        assert_eq!(t["overturned"], 2, "{backend}");
+        assert_eq!(t["reject_pct"], 45.5, "{backend}");
+        let st1 = group(&r, "by_station", "ST-1");
+        assert_eq!(
+            (st1["images"].as_i64(), st1["rejected"].as_i64()),
+            (Some(25), Some(14))
+        );
+        let st2 = group(&r, "by_station", "ST-2");
+        assert_eq!(
+            (st2["images"].as_i64(), st2["rejected"].as_i64()),
+            (Some(30), Some(11))
+        );
+        assert_eq!(group(&r, "by_operator", "OP^ST-2")["rejected"], 11);
+        assert_eq!(group(&r, "by_device", "DEV-ST-1")["overturned"], 1);
+        assert_eq!(group(&r, "by_plate", "PLATE-A")["rejected"], 14);
+        assert_eq!(group(&r, "by_site", "north")["images"], 55);
+        assert_eq!(group(&r, "by_day", "2026-03-01")["images"], 3);
+        // 2026-03-01 is a Sunday: the end of ISO week 9; Monday starts week 10.
+        assert_eq!(group(&r, "by_week", "2026-W09")["images"], 3, "{backend}");
+        assert_eq!(group(&r, "by_week", "2026-W10")["images"], 21, "{backend}");
+        // Trend: W09 has 3 of 3 rejected; W10 (days 1-7) PLATE-A 6 + PLATE-B 7 of 21 images.
+        assert_eq!(r["trend"][0]["iso_week"], "2026-W09");
+        assert_eq!(r["trend"][0]["reject_pct"], 100.0);
+        assert!(r["trend"][0]["change_pct"].is_null());
+        assert_eq!(r["trend"][1]["iso_week"], "2026-W10");
+        assert_eq!(r["trend"][1]["reject_pct"], 61.9, "{backend}");
+        assert_eq!(r["trend"][1]["change_pct"], -38.1, "{backend}");
+        let reasons = &r["reasons"];
+        assert_eq!(reasons[0]["artifact_type"], "scratch");
+        assert_eq!(
+            reasons[0]["rejected"], 22,
+            "{backend}: the overturned scan no longer counts"
+        );
+        assert_eq!(reasons[1]["artifact_type"], "cone_cut");
+        assert_eq!(reasons[1]["reason_code"], "111209");
+        assert_eq!(
+            r["rejected_without_type"], 1,
+            "{backend}: the reviewer's own reject"
+        );
+        let codes = &r["reason_codes"];
+        assert_eq!(codes[0]["reason_code"], "111214");
+        assert_eq!(codes[0]["rejected"], 22);
+        assert_eq!(codes[0]["meaning"], "Detector artifact(s)");
+        // The override removed one of PLATE-A's scratches from its last 20 scans: 9 of 20.
+        assert_eq!(r["plates_to_replace"][0]["hits"], 9, "{backend}");
+        let strict = report_json(&db, &["--wear-hits", "10"]);
+        assert_eq!(strict["plates_to_replace"].as_array().unwrap().len(), 0);
+        let loose = report_json(&db, &["--wear-hits", "8"]);
+        assert_eq!(loose["plates_to_replace"].as_array().unwrap().len(), 2);
+
+        // Filters.
+        let f = report_json(&db, &["--station", "ST-2"]);
+        assert_eq!(
+            (
+                f["totals"]["images"].as_i64(),
+                f["totals"]["rejected"].as_i64()
+            ),
+            (Some(30), Some(11))
+        );
+        let f = report_json(&db, &["--since", "2026-03-21"]);
+        assert_eq!(
+            (
+                f["totals"]["images"].as_i64(),
+                f["totals"]["rejected"].as_i64()
+            ),
+            (Some(5), Some(1)),
+            "{backend}"
+        );
+        let f = report_json(&db, &["--until", "2026-03-05"]);
+        assert_eq!(
+            (
+                f["totals"]["images"].as_i64(),
+                f["totals"]["rejected"].as_i64()
+            ),
+            (Some(15), Some(11)),
+            "{backend}"
+        );
+        let f = report_json(&db, &["--plate", "PLATE-B", "--operator", "OP^ST-2"]);
+        assert_eq!(f["totals"]["images"], 20);
+        assert_eq!(f["plates_to_replace"].as_array().unwrap().len(), 0);
+        let bad = plateqc(&["report", "--db", &db, "--since", "1 March"]);
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("expected a date"));
+
+        // The other formats say the same.
+        let table = ok(&["report", "--db", &db]);
+        assert!(table.contains("images 55   rejected 25 (45.5%)"), "{table}");
+        assert!(
+            table.contains("PLATE-A") && table.contains("9 of last 20 scans"),
+            "{table}"
+        );
+        let csv = ok(&["report", "--db", &db, "--format", "csv"]);
+        assert!(
+            csv.lines().any(|l| l == "total,all,,55,25,45.5,2,2"),
+            "{csv}"
+        );
+        assert!(
+            csv.lines().any(|l| l == "station,ST-1,,25,14,56.0,1,1"),
+            "{csv}"
+        );
+        assert!(
+            csv.lines()
+                .any(|l| l.starts_with("replace_plate,PLATE-A,scratch,20,9")),
+            "{csv}"
+        );
+        let page = tmp.path().join(format!("review-{backend}.html"));
+        let out = plateqc(&[
+            "report",
+            "--db",
+            &db,
+            "--html",
+            page.to_str().unwrap(),
+            "--limit",
+            "40",
+        ]);
+        assert!(out.status.success(), "{backend}");
+        let html = std::fs::read_to_string(&page).unwrap();
+        assert_eq!(html.matches("<tr class=\"plate\"").count(), 40, "{backend}");
+        assert!(html.contains("PLATE-A") && html.contains("scratch outside the diagnostic area"));
+        reports.push((backend, r));
+    }
+    // Same answers from both databases, to the byte.
+    let (a, b) = (&reports[0].1, &reports[1].1);
+    assert_eq!(
+        serde_json::to_string_pretty(a).unwrap(),
+        serde_json::to_string_pretty(b).unwrap(),
+        "SQLite and PostgreSQL disagree"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_are_append_only_and_history_shows_everything_on_both_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (backend, db) in backends(tmp.path()).await {
+        record_scenario(&db).await;
+        let a24 = uid("PLATE-A", 24);
+        let unknown = plateqc(&[
+            "override",
+            "1.2.3.4.5",
+            "--verdict",
+            "usable",
+            "--by",
+            "X",
+            "--reason",
+            "r",
+            "--db",
+            &db,
+        ]);
+        assert!(!unknown.status.success(), "{backend}");
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("no judged plate"));
+        let bad = plateqc(&[
+            "override",
+            &a24,
+            "--verdict",
+            "maybe",
+            "--by",
+            "X",
+            "--reason",
+            "r",
+            "--db",
+            &db,
+        ]);
+        assert!(
+            !bad.status.success(),
+            "{backend}: verdict is usable or unusable"
+        );
+        let blank = plateqc(&[
+            "override",
+            &a24,
+            "--verdict",
+            "unusable",
+            "--by",
+            " ",
+            "--reason",
+            "r",
+            "--db",
+            &db,
+        ]);
+        assert!(!blank.status.success(), "{backend}: who is required");
+        for (verdict, reason) in [
+            ("unusable", "roller marks"),
+            ("usable", "second opinion: fine"),
+        ] {
+            ok(&[
+                "override",
+                &a24,
+                "--verdict",
+                verdict,
+                "--by",
+                "Dr. Q",
+                "--reason",
+                reason,
+                "--db",
+                &db,
+            ]);
+        }
+        let h: Value =
+            serde_json::from_str(&ok(&["history", &a24, "--db", &db, "--format", "json"])).unwrap();
+        assert_eq!(
+            h["judgements"].as_array().unwrap().len(),
+            2,
+            "{backend}: scan and re-scan"
+        );
+        let o = h["overrides"].as_array().unwrap();
+        assert_eq!(o.len(), 2, "{backend}");
+        assert_eq!(o[0]["verdict"], "unusable");
+        assert_eq!(o[0]["reviewer"], "Dr. Q");
+        assert_eq!(o[0]["model_verdict"], "usable");
+        assert_eq!(o[1]["reason"], "second opinion: fine");
+        assert!(o[1]["created_at"].as_str().unwrap().starts_with("20"));
+        assert_eq!(o[1]["site"], plateqc::record::default_site().as_str());
+        assert_eq!(h["effective_verdict"], "usable");
+        let table = ok(&["history", &a24, "--db", &db]);
+        assert!(
+            table.contains("override unusable") && table.contains("effective verdict: usable"),
+            "{table}"
+        );
+        let none = plateqc(&["history", "9.9.9", "--db", &db]);
+        assert_eq!(none.status.code(), Some(1), "{backend}: nothing recorded");
+
+        // The history table refuses edits and deletions.
+        let rec = Recorder::open_as(Path::new(&db), "north").await.unwrap();
+        let upd = "UPDATE overrides SET verdict = 'unusable'";
+        let del = "DELETE FROM overrides";
+        for sql in [upd, del] {
+            let res =
+                plateqc::on_pool!(rec.pool(), p => sqlx::query(sql).execute(p).await.map(|_| ()));
+            let err = res.expect_err(sql).to_string();
+            assert!(err.contains("append-only"), "{backend}: {err}");
+        }
+        rec.close().await;
+    }
+}
+
+/// Real DICOM plates judged by the real pipeline into each backend; history by file, re-scan,
+/// and the labelled export with checked copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_plates_history_by_file_and_labelled_export_on_both_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inbox = tmp.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let mut files = Vec::new();
+    for i in 0..6 {
+        let name = format!("plate_{i:02}.dcm");
+        std::fs::copy(root().join("demo/inbox").join(&name), inbox.join(&name)).unwrap();
+        files.push(inbox.join(&name));
+    }
+    for (backend, db) in backends(tmp.path()).await {
+        let mut cfg = Config::default();
+        cfg.paths.db = PathBuf::from(&db);
+        cfg.paths.out = tmp.path().join(format!("out-{backend}"));
+        cfg.paths.key_file = Some(tmp.path().join("site.key"));
+        cfg.record.site = Some("clinic-north".into());
+        for round in 0..2 {
+            let engine = Arc::new(Engine::start(cfg.clone()).await.unwrap());
+            let out = pipeline::run(
+                engine.clone(),
+                files.clone(),
+                Arc::new(()),
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+            assert!(
+                out.iter().all(|o| o.record.verdict != "error"),
+                "{backend} round {round}"
+            );
+            engine.recorder.clone().close().await;
+        }
+        let r = report_json(&db, &[]);
+        assert_eq!(
+            r["totals"]["images"], 6,
+            "{backend}: scanned twice, counted once"
+        );
+        assert_eq!(group(&r, "by_site", "clinic-north")["images"], 6);
+
+        // History by file: matched by the UID in its header and by its sha256.
+        let h: Value = serde_json::from_str(&ok(&[
+            "history",
+            files[0].to_str().unwrap(),
+            "--db",
+            &db,
+            "--format",
+            "json",
+        ]))
+        .unwrap();
+        let j = h["judgements"].as_array().unwrap();
+        assert_eq!(j.len(), 2, "{backend}");
+        let uid0 = j[0]["sop_instance_uid"].as_str().unwrap().to_string();
+        assert!(j.iter().all(|x| x["site"] == "clinic-north"));
+        let model_said = j[1]["verdict"].as_str().unwrap().to_string();
+        let flipped = if model_said == "usable" {
+            "unusable"
+        } else {
+            "usable"
+        };
+        ok(&[
+            "override",
+            &uid0,
+            "--verdict",
+            flipped,
+            "--by",
+            "QA",
+            "--reason",
+            "checked",
+            "--db",
+            &db,
+        ]);
+        let h1: Value = serde_json::from_str(&ok(&[
+            "history",
+            files[1].to_str().unwrap(),
+            "--db",
+            &db,
+            "--format",
+            "json",
+        ]))
+        .unwrap();
+        let uid1 = h1["sop_instance_uids"][0].as_str().unwrap().to_string();
+        ok(&[
+            "override",
+            &uid1,
+            "--verdict",
+            "unusable",
+            "--by",
+            "QA",
+            "--reason",
+            "cone cut",
+            "--db",
+            &db,
+        ]);
+
+        let export = tmp.path().join(format!("labels-{backend}"));
+        ok(&["export-labels", export.to_str().unwrap(), "--db", &db]);
+        let labels = std::fs::read_to_string(export.join("labels.csv")).unwrap();
+        let lines: Vec<&str> = labels.lines().collect();
+        assert_eq!(
+            lines[0],
+            "file,sop_instance_uid,sha256,label,model_verdict,unusable_score,model_version,reviewer,reason,overridden_at"
+        );
+        assert_eq!(lines.len(), 3, "{backend}: {labels}");
+        for line in &lines[1..] {
+            let f: Vec<&str> = line.split(',').collect();
+            let copy = export.join(f[0]);
+            let bytes = std::fs::read(&copy).unwrap();
+            use sha2::Digest;
+            assert_eq!(
+                hex::encode(sha2::Sha256::digest(&bytes)),
+                f[2],
+                "{backend}: copy is the judged file"
+            );
+            assert!(f[1] == uid0 || f[1] == uid1);
+            if f[1] == uid0 {
+                assert_eq!((f[3], f[4]), (flipped, model_said.as_str()));
+            } else {
+                assert_eq!(f[3], "unusable");
+            }
+            assert_eq!(f[7], "QA");
+        }
+        // A labelled plate whose file has gone is reported, not silently dropped.
+        std::fs::rename(&files[1], tmp.path().join("moved.dcm")).unwrap();
+        let again = plateqc(&[
+            "export-labels",
+            tmp.path().join("again").to_str().unwrap(),
+            "--db",
+            &db,
+        ]);
+        assert_eq!(again.status.code(), Some(1), "{backend}");
+        assert!(String::from_utf8_lossy(&again.stderr).contains(&uid1));
+        std::fs::rename(tmp.path().join("moved.dcm"), &files[1]).unwrap();
+    }
+}
+
+/// The watch journal in a shared database: each node sees only its own files; duplicates are
+/// per site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_rows_belong_to_their_node_on_both_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (backend, db) in backends(tmp.path()).await {
+        let north = Recorder::open_as(Path::new(&db), "north").await.unwrap();
+        let south = Recorder::open_as(Path::new(&db), "south").await.unwrap();
+        let n = north.start_job("/inbox/a.dcm", "aaa", 1, 3).await.unwrap();
+        let JobStart::Process { job_id, .. } = n else {
+            panic!("{backend}: {n:?}")
+        };
+        let s = south.start_job("/inbox/a.dcm", "aaa", 1, 3).await.unwrap();
+        assert!(
+            matches!(s, JobStart::Process { attempts: 1, .. }),
+            "{backend}: same path, other node: {s:?}"
+        );
+        let mut r = scan("PLATE-A", "ST-1", 0, None);
+        r.sha256 = "aaa".into();
+        north.finish_job(job_id, &r).await.unwrap();
+        let again = north.start_job("/inbox/b.dcm", "aaa", 1, 3).await.unwrap();
+        assert!(
+            matches!(again, JobStart::Duplicate { .. }),
+            "{backend}: {again:?}"
+        );
+        // South's open job is still its own unfinished work, retried, not a duplicate.
+        let s2 = south.start_job("/inbox/a.dcm", "aaa", 1, 3).await.unwrap();
+        assert!(
+            matches!(s2, JobStart::Process { attempts: 2, .. }),
+            "{backend}: {s2:?}"
+        );
+        north.close().await;
+        south.close().await;
+    }
+}
+
+/// Every query in docs/reports.md runs on both backends and returns rows on the scenario.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_report_queries_run_on_both_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let doc = std::fs::read_to_string(root().join("docs/reports.md")).unwrap();
+    let mut queries = Vec::new();
+    for block in doc.split("```sql").skip(1) {
+        let block = block.split("```").next().unwrap();
+        for stmt in block.split(';') {
+            let sql: String = stmt
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            if !sql.trim().is_empty() {
+                queries.push(sql);
+            }
+        }
+    }
+    assert!(queries.len() >= 12, "{} queries documented", queries.len());
+    for (backend, db) in backends(tmp.path()).await {
+        record_scenario(&db).await;
+        ok(&[
+            "override",
+            &uid("PLATE-A", 23),
+            "--verdict",
+            "usable",
+            "--by",
+            "Dr. Q",
+            "--reason",
+            "ok",
+            "--db",
+            &db,
+        ]);
+        let rec = Recorder::open_as(Path::new(&db), "north").await.unwrap();
+        for sql in &queries {
+            let rows = plateqc::on_pool!(rec.pool(), p => sqlx::query(sql).fetch_all(p).await.map(|r| r.len()))
+                .unwrap_or_else(|e| panic!("{backend}: documented query failed: {e}\n{sql}"));
+            assert!(rows > 0, "{backend}: no rows from\n{sql}");
+        }
+        rec.close().await;
+    }
+}
+
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two sites' daemons record into one PostgreSQL database: each judges and routes its own
+/// files, the same content at both sites is judged at both (not a duplicate), and every row
+/// says which site wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sites_daemons_share_one_postgres_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = pg::fresh_database().await;
+    let mut daemons = Vec::new();
+    let mut inboxes = Vec::new();
+    for site in ["north", "south"] {
+        let dir = tmp.path().join(site);
+        let inbox = dir.join("inbox");
+        std::fs::create_dir_all(&inbox).unwrap();
+        let config = dir.join("plateqc.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[paths]\ndb = \"{url}\"\nout = \"{}\"\nkey_file = \"{}\"\n[record]\nsite = \"{site}\"\n[watch]\ninboxes = [\"{}\"]\nquiet_ms = 400\nrescan_secs = 2\nmetrics_listen = \"127.0.0.1:0\"\n",
+                dir.join("out").display(),
+                dir.join("site.key").display(),
+                inbox.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_plateqc"))
+            .arg("--config")
+            .arg(&config)
+            .arg("watch")
+            .env("PLATEQC_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        daemons.push(Daemon(child));
+        inboxes.push(inbox);
+    }
+    let demo = root().join("demo/inbox");
+    let put = |inbox: &Path, name: &str| {
+        // Written under a temporary name and renamed in, as a scanner would.
+        let part = inbox.join(format!("{name}.part"));
+        std::fs::copy(demo.join(name), &part).unwrap();
+        std::fs::rename(&part, inbox.join(name)).unwrap();
+    };
+    let rec = Recorder::open_as(Path::new(&url), "test").await.unwrap();
+    let pool = match rec.pool() {
+        plateqc::record::Pool::Postgres(p) => p.clone(),
+        _ => unreachable!(),
+    };
+    let wait_routed = |n: i64| {
+        let pool = pool.clone();
+        let tmp = tmp.path().to_path_buf();
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let (routed,): (i64,) =
+                    sqlx::query_as("SELECT count(*) FROM jobs WHERE routed_path IS NOT NULL")
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                if routed == n {
+                    return;
+                }
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(90),
+                    "timed out: {routed} of {n} files routed; logs: {}{}",
+                    std::fs::read_to_string(tmp.join("north/daemon.log")).unwrap_or_default(),
+                    std::fs::read_to_string(tmp.join("south/daemon.log")).unwrap_or_default()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    for name in ["plate_00.dcm", "plate_01.dcm", "plate_02.dcm"] {
+        put(&inboxes[0], name);
+    }
+    wait_routed(3).await;
+    // South gets the same plate_00 later, and three of its own.
+    for name in [
+        "plate_00.dcm",
+        "plate_03.dcm",
+        "plate_04.dcm",
+        "plate_05.dcm",
+    ] {
+        put(&inboxes[1], name);
+    }
+    wait_routed(7).await;
+    let per_site: Vec<(String, i64)> =
+        sqlx::query_as("SELECT site, count(*) FROM plates GROUP BY site ORDER BY site")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(per_site, vec![("north".into(), 3), ("south".into(), 4)]);
+    let jobs: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT node, state, count(*) FROM jobs GROUP BY node, state ORDER BY node, state",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        jobs,
+        vec![
+            ("north".into(), "done".into(), 3),
+            ("south".into(), "done".into(), 4)
+        ],
+        "plate_00 at both sites is judged at both, not a duplicate"
+    );
+    for (i, site) in ["north", "south"].iter().enumerate() {
+        let routed = tmp.path().join(site).join("out");
+        let moved: Vec<PathBuf> = walk(&routed)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+            .collect();
+        assert_eq!(moved.len(), [3, 4][i], "{site}: {moved:?}");
+        assert!(moved
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("duplicates")));
+    }
+    drop(daemons);
+    // The shared database answers for both sites.
+    let r = report_json(&url, &[]);
+    assert_eq!(r["totals"]["images"], 6, "six distinct instances");
+    let south = report_json(&url, &["--site", "south"]);
+    assert_eq!(
+        south["totals"]["images"], 4,
+        "the later judgement of plate_00 is south's"
+    );
+    let north = report_json(&url, &["--site", "north"]);
+    assert_eq!(north["totals"]["images"], 2);
+    rec.close().await;
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
