@@ -71,8 +71,9 @@ FROM plates p
 LEFT JOIN overrides o
     ON o.id = (SELECT max(x.id) FROM overrides x WHERE x.sop_instance_uid = p.sop_instance_uid)
 WHERE p.verdict <> 'error'
-  AND p.id = (SELECT max(q.id) FROM plates q
-              WHERE q.sop_instance_uid = p.sop_instance_uid AND q.verdict <> 'error');
+  AND (coalesce(p.sop_instance_uid, '') = ''   -- without a UID an image stands alone
+       OR p.id = (SELECT max(q.id) FROM plates q
+                  WHERE q.sop_instance_uid = p.sop_instance_uid AND q.verdict <> 'error'));
 
 -- qc_images with its ISO 8601 week (`2026-W43`), computed from the Thursday of the week so it
 -- needs no strftime('%V') (SQLite before 3.46 lacks it).

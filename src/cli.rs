@@ -584,9 +584,22 @@ fn print_summary(
         );
     }
     println!();
-    println!("  database    {}", db.display());
+    let location = crate::record::DbLocation::parse(db);
+    println!("  database    {}", location.display());
     println!("  overlays    {}", out.join("overlays").display());
-    println!("  query       sqlite3 {} \"SELECT verdict, count(*) FROM plate_verdicts GROUP BY verdict\"", db.display());
+    let query = "\"SELECT verdict, count(*) FROM plate_verdicts GROUP BY verdict\"";
+    match &location {
+        crate::record::DbLocation::Sqlite(_) => {
+            println!("  query       sqlite3 {} {query}", location.display())
+        }
+        crate::record::DbLocation::Postgres(_) => {
+            println!("  query       psql '{}' -c {query}", location.display())
+        }
+    }
+    println!(
+        "  report      plateqc report --db {}",
+        crate::record::DbLocation::parse(db).display()
+    );
 }
 
 async fn watch(config: Config) -> Result<ExitCode> {

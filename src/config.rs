@@ -372,4 +372,19 @@ mod example_file {
         assert_eq!(c.infer.batch_size, d.infer.batch_size);
         assert_eq!(c.explain.alpha, d.explain.alpha);
     }
+
+    #[test]
+    fn a_shared_database_needs_a_local_key_file() {
+        let mut c = Config::default();
+        c.paths.db = PathBuf::from("postgres://qc@db.example/qc");
+        let problems = c.validate();
+        assert!(
+            problems.iter().any(|p| p.contains("key_file")),
+            "{problems:?}"
+        );
+        c.paths.key_file = Some(PathBuf::from("/etc/plateqc/site.key"));
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        c.record.site = Some(" ".into());
+        assert_eq!(c.validate().len(), 1);
+    }
 }

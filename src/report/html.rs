@@ -59,14 +59,7 @@ type RecentRow = (
 );
 
 async fn recent(pool: &Pool, filter: &Filter, limit: usize) -> Result<Vec<Recent>, ReportError> {
-    let (clause, binds) = filter.clause();
-    let clause = clause
-        .replace("day ", "i.day ")
-        .replace("site ", "i.site ")
-        .replace("station_name ", "i.station_name ")
-        .replace("operator ", "i.operator ")
-        .replace("device_serial ", "i.device_serial ")
-        .replace("plate_identifier ", "i.plate_identifier ");
+    let (clause, binds) = filter.clause_in(1, "i");
     let sql = format!(
         "SELECT i.plate_row, i.day, i.site, i.station_name, i.plate_identifier, i.verdict,
                 i.model_verdict, i.unusable_score, v.artifact_types, i.reason_code, i.override_by,

@@ -60,15 +60,21 @@ impl Filter {
     }
 
     /// `WHERE ...` over the columns every reject-analysis view has (`day`, `site`,
-    /// `station_name`, `operator`, `device_serial`, `plate_identifier`), with the values to
-    /// bind in order starting at `$first`.
-    fn clause_from(&self, first: usize) -> (String, Vec<String>) {
+    /// `station_name`, `operator`, `device_serial`, `plate_identifier`), qualified with
+    /// `alias.` when given, with the values to bind in order starting at `$first`.
+    fn clause_in(&self, first: usize, alias: &str) -> (String, Vec<String>) {
+        let q = if alias.is_empty() {
+            String::new()
+        } else {
+            format!("{alias}.")
+        };
         let mut parts = Vec::new();
         let mut binds = Vec::new();
         let mut add = |cond: &str, v: &Option<String>| {
             if let Some(v) = v {
                 binds.push(v.clone());
-                parts.push(cond.replace('#', &format!("${}", first + binds.len() - 1)));
+                let n = first + binds.len() - 1;
+                parts.push(format!("{q}{}", cond.replace('#', &format!("${n}"))));
             }
         };
         add("day >= #", &self.since);
@@ -87,7 +93,7 @@ impl Filter {
     }
 
     fn clause(&self) -> (String, Vec<String>) {
-        self.clause_from(1)
+        self.clause_in(1, "")
     }
 
     /// Only the filters that describe a physical plate's life (plate, site); wear is judged on
@@ -403,7 +409,7 @@ pub async fn worn_plates(
     filter: &Filter,
     wear: WearRule,
 ) -> Result<Vec<WornPlate>, ReportError> {
-    let (clause, mut binds) = filter.clause_from(3);
+    let (clause, mut binds) = filter.clause_in(3, "h");
     let and = clause.replacen("WHERE", "AND", 1);
     let sql = format!(
         "SELECT h.plate_identifier, f.artifact_type, count(*),
@@ -417,8 +423,7 @@ pub async fn worn_plates(
          GROUP BY h.plate_identifier, f.artifact_type
          HAVING count(*) >= CAST($2 AS INTEGER)
          ORDER BY 3 DESC, 1, 2",
-        and.replace("site =", "h.site =")
-            .replace("plate_identifier =", "h.plate_identifier =")
+        and
     );
     let mut all = vec![wear.window.to_string(), wear.hits.to_string()];
     all.append(&mut binds);
@@ -661,10 +666,14 @@ mod tests {
             plate: Some("P'1".into()),
             ..Filter::default()
         };
-        let (clause, binds) = f.clause_from(3);
+        let (clause, binds) = f.clause_in(3, "");
         assert_eq!(
             clause,
             "WHERE day >= $3 AND station_name = $4 AND plate_identifier = $5"
+        );
+        assert_eq!(
+            f.clause_in(1, "i").0,
+            "WHERE i.day >= $1 AND i.station_name = $2 AND i.plate_identifier = $3"
         );
         assert_eq!(binds, vec!["2026-01-01", "OP1", "P'1"]);
         assert_eq!(Filter::default().clause().0, "");

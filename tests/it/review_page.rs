@@ -207,5 +207,12 @@ fn review_page_renders_in_chromium_and_a_click_opens_the_montage() {
         .pixels()
         .fold((255u8, 0u8), |(lo, hi), p| (lo.min(p.0[0]), hi.max(p.0[0])));
     assert!(hi - lo > 100, "the screenshot shows something");
-    println!("review page screenshot: {}", shot.display());
+    // Straight to stderr: libtest captures print! but not the stream itself, so the path shows
+    // in `make test` output.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "review page screenshot: {}",
+        shot.display()
+    );
 }
