@@ -413,9 +413,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 config.paths.ort_library.as_deref(),
                 &opts,
             )?;
+            // The effective settings get pasted into tickets: never print a database password.
+            let mut shown = config.clone();
+            shown.paths.db =
+                crate::record::redact_password(&config.paths.db.to_string_lossy()).into();
             println!(
                 "{}",
-                toml::to_string_pretty(&config).context("printing the configuration")?
+                toml::to_string_pretty(&shown).context("printing the configuration")?
             );
             println!("# model contract read from {}", model.path.display());
             println!("{}", serde_json::to_string_pretty(&model.contract)?);

@@ -403,3 +403,29 @@ async fn oversized_files_are_refused_unread() {
     assert_eq!(r.error_kind.as_deref(), Some("too_large"));
     assert!(r.sha256.is_empty(), "the file was not read");
 }
+
+/// `check-config` output gets pasted into tickets: a database password never appears in it.
+#[test]
+fn check_config_hides_the_database_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("plateqc.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[paths]\ndb = \"postgres://qc:s3cret-pw@db.invalid:5432/qc\"\nkey_file = \"{}\"\n",
+            tmp.path().join("site.key").display()
+        ),
+    )
+    .unwrap();
+    let out = plateqc()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("postgres://qc:***@db.invalid"), "{stdout}");
+    assert!(!stdout.contains("s3cret") && !stderr.contains("s3cret"));
+}
