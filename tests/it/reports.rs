@@ -4,6 +4,7 @@
 
 use crate::pg;
 use crate::support::*;
+use crate::watch::{files_under, Daemon};
 use plateqc::config::Config;
 use plateqc::pipeline::{self, Engine};
 use plateqc::record::{Finding, JobStart, PlateRecord, Recorder};
@@ -29,7 +30,8 @@ fn plateqc(args: &[&str]) -> Output {
         .expect("run plateqc")
 }
 
-fn ok(args: &[&str]) -> String {
+/// Runs plateqc, which must succeed; returns its standard output.
+pub(crate) fn ok(args: &[&str]) -> String {
     let out = plateqc(args);
     assert!(
         out.status.success(),
@@ -649,15 +651,6 @@ async fn documented_report_queries_run_on_both_backends() {
     }
 }
 
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Two sites' daemons record into one PostgreSQL database: each judges and routes its own
 /// files, the same content at both sites is judged at both (not a duplicate), and every row
 /// says which site wrote it.
@@ -691,7 +684,7 @@ async fn two_sites_daemons_share_one_postgres_database() {
             .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
             .spawn()
             .unwrap();
-        daemons.push(Daemon(child));
+        daemons.push(Daemon { child });
         inboxes.push(inbox);
     }
     let demo = root().join("demo/inbox");
@@ -766,7 +759,7 @@ async fn two_sites_daemons_share_one_postgres_database() {
     );
     for (i, site) in ["north", "south"].iter().enumerate() {
         let routed = tmp.path().join(site).join("out");
-        let moved: Vec<PathBuf> = walk(&routed)
+        let moved: Vec<PathBuf> = files_under(&routed)
             .into_iter()
             .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
             .filter(|p| !p.starts_with(routed.join("rejection-notes")))
@@ -788,20 +781,4 @@ async fn two_sites_daemons_share_one_postgres_database() {
     let north = report_json(&url, &["--site", "north"]);
     assert_eq!(north["totals"]["images"], 2);
     rec.close().await;
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

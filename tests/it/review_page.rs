@@ -2,24 +2,11 @@
 //! rendered DOM is checked, a row's click handler opens its montage, and a screenshot is kept
 //! in target/.
 
+use crate::reports::ok;
 use crate::support::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn plateqc(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_plateqc"))
-        .args(args)
-        .env("PLATEQC_LOG", "warn")
-        .output()
-        .expect("run plateqc");
-    assert!(
-        out.status.success(),
-        "plateqc {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn chromium() -> PathBuf {
     for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
@@ -62,7 +49,7 @@ fn review_page_renders_in_chromium_and_a_click_opens_the_montage() {
     let db = tmp.path().join("qc.sqlite");
     let db = db.to_str().unwrap();
     let out = tmp.path().join("out");
-    plateqc(&[
+    ok(&[
         "scan",
         root().join("demo/inbox").to_str().unwrap(),
         "--db",
@@ -73,7 +60,7 @@ fn review_page_renders_in_chromium_and_a_click_opens_the_montage() {
     ]);
     // A reviewer note with markup in it must come out as text.
     let first = root().join("demo/inbox/plate_03.dcm");
-    let h: Value = serde_json::from_str(&plateqc(&[
+    let h: Value = serde_json::from_str(&ok(&[
         "history",
         first.to_str().unwrap(),
         "--db",
@@ -84,7 +71,7 @@ fn review_page_renders_in_chromium_and_a_click_opens_the_montage() {
     .unwrap();
     let uid = h["sop_instance_uids"][0].as_str().unwrap().to_string();
     let row = h["judgements"][0]["plate_row"].as_i64().unwrap();
-    plateqc(&[
+    ok(&[
         "override",
         &uid,
         "--verdict",
@@ -97,7 +84,7 @@ fn review_page_renders_in_chromium_and_a_click_opens_the_montage() {
         db,
     ]);
     let page = tmp.path().join("review.html");
-    plateqc(&[
+    ok(&[
         "report",
         "--db",
         db,
