@@ -231,10 +231,6 @@ pub fn is_ignored(p: &Path) -> bool {
         || name.ends_with(".json")
 }
 
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 fn failure(
     mut base: PlateRecord,
     stage: &str,
@@ -247,7 +243,7 @@ fn failure(
     base.error_kind = Some(kind.into());
     base.error = Some(message);
     base.total_ms = Some(started.elapsed().as_secs_f64() * 1e3);
-    base.processed_at = now_rfc3339();
+    base.processed_at = crate::record::now();
     base
 }
 
@@ -519,7 +515,7 @@ fn explain_plate(engine: &Engine, item: Inferred) -> PlateRecord {
     }
     base.explain_ms = Some(started.elapsed().as_secs_f64() * 1e3);
     base.total_ms = Some(plate_started.elapsed().as_secs_f64() * 1e3);
-    base.processed_at = now_rfc3339();
+    base.processed_at = crate::record::now();
     base
 }
 

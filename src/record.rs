@@ -506,6 +506,31 @@ impl Recorder {
     }
 }
 
+/// Code meanings of the CID 7011 "Rejected for Quality Reasons" codes, shared by the reports
+/// and the rejection notes so both name a reason the same way.
+pub fn cid7011_meaning(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "111207" => "Image artifact(s)",
+        "111208" => "Grid artifact(s)",
+        "111209" => "Positioning",
+        "111210" => "Motion blur",
+        "111211" => "Under-exposed",
+        "111212" => "Over-exposed",
+        "111213" => "No image",
+        "111214" => "Detector artifact(s)",
+        "111215" => "Artifact(s) other than grid or detector artifact",
+        "111216" => "Mechanical failure",
+        "111217" => "Electrical failure",
+        "111218" => "Software failure",
+        "111219" => "Inappropriate image processing",
+        "111220" => "Other failure",
+        "111221" => "Unknown failure",
+        "113026" => "Double exposure",
+        _ => return None,
+    })
+}
+
+/// The time stamp format of every recorded row: UTC, RFC 3339, milliseconds.
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

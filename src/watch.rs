@@ -353,8 +353,7 @@ pub async fn run(
                     tracing::error!(path = %key, attempts, "quarantining a file that keeps stopping plateqc");
                     let r = PlateRecord {
                         run_id: e.run_id.clone(),
-                        processed_at: chrono::Utc::now()
-                            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        processed_at: crate::record::now(),
                         source_path: key.clone(),
                         sha256: sha.clone(),
                         size_bytes: size,

@@ -9,7 +9,7 @@ use super::notes::{self, Rejection, WrittenNote};
 use super::{Destination, ForwardOptions, NoteOptions, UnusablePolicy};
 use crate::decode::prescan;
 use crate::pipeline::Engine;
-use crate::record::RecordError;
+use crate::record::{now, RecordError};
 use dicom_ul::association::client::AsyncClientAssociation;
 use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
 use dicom_ul::{ClientAssociationOptions, Pdu};
@@ -27,10 +27,6 @@ pub enum ForwardError {
     Record(#[from] RecordError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn later(secs: u64) -> String {
@@ -295,6 +291,20 @@ fn load(path: &str) -> Result<Payload, String> {
     })
 }
 
+/// The transfer syntax named in a file's meta group, read from its first bytes only: the offer
+/// is built before sending, and reading whole plates for it would read each one twice.
+fn file_transfer_syntax(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(16 * 1024);
+    std::fs::File::open(path)
+        .ok()?
+        .take(16 * 1024)
+        .read_to_end(&mut head)
+        .ok()?;
+    let (ts, _) = prescan::read_meta(&head).ok()?;
+    Some(ts.trim_end_matches(['\0', ' ']).to_string())
+}
+
 /// Re-encodes a native (uncompressed) data set into another native transfer syntax, for a
 /// destination that did not accept the file's own.
 fn reencode(p: &Payload, to: &str) -> Result<Vec<u8>, String> {
@@ -435,10 +445,10 @@ async fn send_destination(
     let mut offers: Vec<(String, Vec<String>)> = Vec::new();
     for it in &items {
         let path = it.path.clone();
-        let ts = tokio::task::spawn_blocking(move || load(&path).map(|p| p.ts))
+        let ts = tokio::task::spawn_blocking(move || file_transfer_syntax(&path))
             .await
             .ok()
-            .and_then(Result::ok);
+            .flatten();
         let entry = match offers.iter_mut().find(|(c, _)| *c == it.sop_class_uid) {
             Some(e) => e,
             None => {

@@ -5,6 +5,7 @@
 //! study, so the dentist's viewer shows why. UIDs are derived from the plate, so redoing a note
 //! after a crash rewrites the same object rather than making a second one.
 
+use crate::record::cid7011_meaning;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
@@ -53,29 +54,6 @@ pub struct WrittenNote {
     pub path: PathBuf,
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
-}
-
-/// CID 7011 code meanings; a plate judged unusable with no named type gets 111207.
-pub fn reason_meaning(code: &str) -> Option<&'static str> {
-    Some(match code {
-        "111207" => "Image artifact(s)",
-        "111208" => "Grid artifact(s)",
-        "111209" => "Positioning",
-        "111210" => "Motion blur",
-        "111211" => "Under exposed",
-        "111212" => "Over exposed",
-        "111213" => "No image",
-        "111214" => "Detector artifact(s)",
-        "111215" => "Artifact(s) other than grid or detector artifact",
-        "111216" => "Mechanical failure",
-        "111217" => "Electrical failure",
-        "111218" => "Software failure",
-        "111219" => "Inappropriate image processing",
-        "111220" => "Other failure",
-        "111221" => "Unknown failure",
-        "113026" => "Double exposure",
-        _ => return None,
-    })
 }
 
 /// Patient and study attributes copied into the notes so they file under the same study.
@@ -293,10 +271,11 @@ fn kos(plate: &Plate, r: &Rejection, uid: &str) -> InMemDicomObject {
     put_str(&mut template, tags::TEMPLATE_IDENTIFIER, VR::CS, "2010");
     seq(&mut obj, tags::CONTENT_TEMPLATE_SEQUENCE, vec![template]);
 
+    // A plate judged unusable with no named type is noted as 111207 "Image artifact(s)".
     let reason = r
         .reason_code
         .as_deref()
-        .filter(|c| reason_meaning(c).is_some())
+        .filter(|c| cid7011_meaning(c).is_some())
         .unwrap_or("111207");
     let mut modifier = InMemDicomObject::new_empty();
     put_str(
@@ -317,7 +296,7 @@ fn kos(plate: &Plate, r: &Rejection, uid: &str) -> InMemDicomObject {
         vec![code(
             reason,
             "DCM",
-            reason_meaning(reason).unwrap_or_default(),
+            cid7011_meaning(reason).unwrap_or_default(),
         )],
     );
     let mut description = InMemDicomObject::new_empty();

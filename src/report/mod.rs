@@ -213,19 +213,7 @@ pub struct Report {
 
 /// CID 7011 meanings of the codes plateqc's models use.
 pub fn reason_meaning(code: &str) -> &'static str {
-    match code {
-        "111207" => "Image artifact(s)",
-        "111208" => "Grid artifact(s)",
-        "111209" => "Positioning",
-        "111210" => "Motion blur",
-        "111211" => "Under-exposed",
-        "111212" => "Over-exposed",
-        "111213" => "No image",
-        "111214" => "Detector artifact(s)",
-        "111215" => "Artifact(s) other than grid or detector artifact",
-        "113026" => "Double exposure",
-        _ => "",
-    }
+    crate::record::cid7011_meaning(code).unwrap_or("")
 }
 
 fn pct(part: i64, whole: i64) -> f64 {
