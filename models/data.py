@@ -32,6 +32,11 @@ TYPE_NAMES = ["scratch", "bend", "bite_mark", "dust", "fingerprint", "peel", "fa
 LOCAL_FRACTION = 0.5   # an artifact mask covering less than this share of the plate is "local"
 SHARD = 1000
 _IMPORT_HASH: list = [None]   # hash of the generator sources when this process imported them
+# The sources that decide what a cached plate is (pixels, labels, masks) and so make up the
+# generator hash. The DICOM writer, the set builder and the tests are not among them: editing
+# those leaves the cache valid.
+DATA_SOURCES = ["synth/__init__.py", "synth/_util.py", "synth/anatomy.py", "synth/artifacts.py",
+                "synth/labels.py", "synth/plate.py", "plateqc_preprocess.py"]
 
 
 def generator():
@@ -44,7 +49,7 @@ def generator():
         return ps.make_plate, ps.ARTIFACT_TYPES, [WORK / "placeholder_synth.py"]
     from synth.artifacts import ARTIFACT_TYPES
     from synth.plate import make_plate
-    srcs = sorted((HERE / "synth").rglob("*.py"))
+    srcs = [HERE / s for s in DATA_SOURCES]
     if _IMPORT_HASH[0] is None:
         _IMPORT_HASH[0] = "pending"
         _IMPORT_HASH[0] = data_hash({})
@@ -172,6 +177,44 @@ def build_shard(split: str, split_seed: int, start: int, stop: int, size: int, s
     return out
 
 
+def restamp_split(split: str, split_seed: int, size: int, shifted: bool, per_shard: int = 3,
+                  unusable_fraction: float = 0.5, artifact_fraction: float = 0.6) -> str:
+    """Re-derive `per_shard` plates of every cached shard with the current sources and, only if
+    every array matches bit for bit, record the current generator hash in the shards. For when
+    the hash changed but the data did not (a new hash definition, an edit to a comment)."""
+    make_plate, _, _ = generator()
+    gen_hash = _IMPORT_HASH[0]
+    files = sorted(f for f in (CACHE / f"{split}-s{size}").glob("[0-9]*-[0-9]*.npz")
+                   if not f.name.endswith(".tmp.npz"))
+    if not files:
+        raise FileNotFoundError(f"no cached shards of {split}")
+    shards = []
+    for f in files:
+        z = dict(np.load(f))
+        n = len(z["y"])
+        for j in sorted({0, n // 2, n - 1} if per_shard >= 3 else {0})[:per_shard]:
+            seed = int(z["seeds"][j])
+            if seed // 1_000_000 != split_seed:
+                raise SystemExit(f"{f.name}: plate {j} has seed {seed}, not of split seed "
+                                 f"{split_seed}")
+            plate = make_plate(seed, unusable_fraction=unusable_fraction,
+                               artifact_fraction=artifact_fraction, shifted=shifted)
+            x, y, types, sev, m_s, rect = encode_plate(plate, size)
+            got = {"x": x, "y": y, "types": types, "sev": sev,
+                   "mask": np.packbits(m_s.reshape(-1)), "rect": rect, "hw": plate.stored.shape}
+            for k, v in got.items():
+                if not np.array_equal(np.asarray(v), z[k][j]):
+                    raise SystemExit(f"{f.name}: plate {j} (seed {seed}) differs in {k!r} from "
+                                     f"what the current sources make; regenerate the split")
+        shards.append((f, z))
+    for f, z in shards:
+        z["gen_hash"] = np.array([gen_hash] * len(z["y"]))
+        tmp = f.with_name(f.name + ".tmp.npz")
+        np.savez(tmp, **z)
+        os.replace(tmp, f)
+    return gen_hash
+
+
 def load_split(split: str, size: int, count: int | None = None):
     """Concatenate the shards of a split (in index order)."""
     d = CACHE / f"{split}-s{size}"
@@ -200,7 +243,14 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--shifted", action="store_true")
     ap.add_argument("--shard", type=int, default=SHARD)
+    ap.add_argument("--restamp", action="store_true",
+                    help="check the cached split against the current sources (3 plates per "
+                         "shard, bit for bit) and record their hash instead of generating")
     a = ap.parse_args(argv)
+    if a.restamp:
+        h = restamp_split(a.split, a.seed, a.size, a.shifted)
+        print(f"{a.split}: cache matches the current sources; generator hash {h}", flush=True)
+        return
     stop = a.count if a.stop is None else min(a.stop, a.count)
     for s in range(a.start, stop, a.shard):
         p = build_shard(a.split, a.seed, s, min(s + a.shard, stop), a.size, a.shifted)

@@ -44,6 +44,71 @@ class VerifyError(RuntimeError):
     pass
 
 
+# Teeth on each kind of view (one side of one jaw; a bitewing shows both jaws).
+_ANTERIOR_TEETH = ("central", "lateral", "canine")
+_POSTERIOR_TEETH = ("first premolar", "second premolar", "first molar", "second molar")
+
+
+def _code(code) -> Dataset:
+    item = Dataset()
+    item.CodeValue = code.value
+    item.CodingSchemeDesignator = code.scheme_designator
+    item.CodeMeaning = code.meaning
+    return item
+
+
+def _teeth(jaw: str, side: str, kinds) -> list:
+    """Permanent-teeth codes of CID 4018 (taken from pydicom's copy of PS3.16, matched by their
+    meanings because the keywords are not regular)."""
+    from pydicom.sr.codedict import Collection
+    cid = Collection("CID4018")
+    codes_ = [getattr(cid, k) for k in cid.dir()]
+    jaw_word = "maxillary" if jaw == "upper" else "mandibular"
+    out = []
+    for kind in kinds:
+        hits = [c for c in codes_ if jaw_word in c.meaning.lower()
+                and f" {side} " in c.meaning.lower() and f" {kind} " in c.meaning.lower()]
+        if len(hits) != 1:
+            raise LookupError(f"CID 4018: {len(hits)} codes for {jaw_word} {side} {kind}")
+        out.append(hits[0])
+    return out
+
+
+def presentation_window(plate, sop_class: str):
+    """(center, width) written for the plate, or None. The DX IODs require a VOI window (or VOI
+    LUT) on For Presentation images and forbid one on For Processing images; the plate's own
+    window is used when it has one, else one from the 1st / 99th percentiles of the modality
+    values (as synth.plate makes them). The model's preprocessing never reads the window."""
+    if sop_class != SOP_PRESENTATION:
+        return None
+    if plate.window_center is not None:
+        return plate.window_center, plate.window_width
+    sub = plate.stored[::4, ::4].astype(np.float64) * plate.rescale_slope + plate.rescale_intercept
+    lo, hi = np.percentile(sub, [1.0, 99.0])
+    return float(round((lo + hi) / 2, 1)), float(max(1.0, round(hi - lo, 1)))
+
+
+def anatomy(plate, sop_instance_uid: str) -> dict:
+    """Intra-oral anatomy attributes for the plate's view: the imaged jaw (CID 4016), the teeth
+    (CID 4018), Image Laterality and Patient Orientation. The side of the mouth is not part of
+    the rendered anatomy, so it is drawn from the instance UID (deterministic per file)."""
+    from pydicom.sr.codedict import Collection
+    region, jaw = plate.info.get("region", "posterior"), plate.info.get("jaw", "both")
+    side = "right" if hashlib.sha256(sop_instance_uid.encode()).digest()[0] % 2 == 0 else "left"
+    jaws = ("upper", "lower") if jaw == "both" else (jaw,)
+    kinds = _ANTERIOR_TEETH if region == "anterior" else _POSTERIOR_TEETH
+    teeth = [t for j in jaws for t in _teeth(j, side, kinds)]
+    cid4016 = Collection("CID4016")
+    jaw_code = {"upper": cid4016.Maxilla, "lower": cid4016.Mandible}.get(jaw, cid4016.JawRegion)
+    # rows: as seen from in front of the patient (labial mounting), so towards the patient's
+    # left on an anterior plate, towards the front on a right posterior one and the back on a
+    # left one; columns: crowns of upper teeth are drawn downwards, of lower teeth upwards, so
+    # top to bottom always runs towards the feet
+    row = "L" if region == "anterior" else ("A" if side == "right" else "P")
+    return {"region": jaw_code, "teeth": teeth, "laterality": side[0].upper(),
+            "orientation": [row, "F"]}
+
+
 def syntax_available(name: str) -> bool:
     """Can this environment encode *and* decode the syntax?"""
     try:
@@ -140,10 +205,15 @@ def build_dataset(plate, identity: dict) -> Dataset:
     ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
     ds.PresentationIntentType = ("FOR PRESENTATION" if identity["SOPClassUID"] == SOP_PRESENTATION
                                  else "FOR PROCESSING")
-    ds.ImageLaterality = "U"
+    anat = anatomy(plate, identity["SOPInstanceUID"])
+    ds.ImageLaterality = anat["laterality"]
+    ds.AnatomicRegionSequence = [_code(anat["region"])]
+    ds.PrimaryAnatomicStructureSequence = [_code(c) for c in anat["teeth"]]
+    ds.AcquisitionContextSequence = []
     ds.PositionerType = "NONE"
     ds.DetectorType = "STORAGE"
-    ds.PatientOrientation = ""
+    ds.PatientOrientation = anat["orientation"]
+    ds.PresentationLUTShape = "IDENTITY" if plate.photometric == "MONOCHROME2" else "INVERSE"
     ds.BurnedInAnnotation = "NO"
     ds.ImagerPixelSpacing = [f"{1.0 / plate.px_per_mm:.6f}"] * 2
     ds.PixelSpacing = [f"{1.0 / plate.px_per_mm:.6f}"] * 2
@@ -159,9 +229,9 @@ def build_dataset(plate, identity: dict) -> Dataset:
     ds.RescaleSlope = f"{plate.rescale_slope:g}"
     ds.RescaleIntercept = f"{plate.rescale_intercept:g}"
     ds.RescaleType = "US"
-    if plate.window_center is not None:
-        ds.WindowCenter = f"{plate.window_center:g}"
-        ds.WindowWidth = f"{plate.window_width:g}"
+    window = presentation_window(plate, identity["SOPClassUID"])
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = (f"{v:g}" for v in window)
     ds.LossyImageCompression = "00"
     return ds
 

@@ -1,4 +1,5 @@
 import dataclasses
+import shutil
 import json
 import os
 
@@ -115,3 +116,54 @@ def test_generated_plates_every_available_syntax(tmp_path):
                 path = str(tmp_path / f"{s}_{name}.dcm")
                 dicom_io.write_dicom(p, path, transfer_syntax=name)
                 _check(path, p, name)
+
+
+# The decoder must cope with what real scanners send, so some plates deliberately break two DX
+# constraints (DX images are unsigned, with identity rescale). dciodvfy may flag exactly those.
+_DELIBERATE = {
+    "Rescale Slope": lambda p: p.rescale_slope != 1.0,
+    "Rescale Intercept": lambda p: p.rescale_intercept != 0.0,
+    "Pixel Representation": lambda p: p.pixel_representation != 0,
+}
+
+
+def _dciodvfy(path):
+    import subprocess
+    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [ln for ln in (out.stdout + out.stderr).splitlines()
+            if ln.startswith(("Error", "Warning"))]
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None,
+                    reason="dciodvfy (dicom3tools) not installed; `make setup` installs it")
+def test_generated_files_are_valid_intraoral_objects(tmp_path):
+    """dicom3tools' validator finds nothing wrong with the Intra-oral IOD of generated files
+    except the deliberate deviations above (deflate is left out: dciodvfy cannot inflate)."""
+    syntaxes = [s for s in dicom_io.SYNTAXES
+                if s != "deflated_le" and dicom_io.syntax_available(s)]
+    clean = views = 0
+    seen = set()
+    for seed in range(24):
+        p = make_plate(1000 + seed, scale=0.3)
+        names = [s for s in syntaxes if dicom_io.compatible(s, p)]
+        name = names[seed % len(names)]
+        path = tmp_path / f"{seed}.dcm"
+        dicom_io.write_dicom(p, path, transfer_syntax=name)
+        problems = _dciodvfy(path)
+        unexpected = [ln for ln in problems
+                      if not any(f"<{attr}>" in ln and applies(p)
+                                 for attr, applies in _DELIBERATE.items())]
+        assert not unexpected, f"seed {seed} ({name}): {unexpected}"
+        clean += not problems
+        ds = pydicom.dcmread(path)
+        assert ds.ImageLaterality in ("R", "L")
+        assert len(ds.AnatomicRegionSequence) == 1
+        teeth = [it.CodeMeaning.lower() for it in ds.PrimaryAnatomicStructureSequence]
+        jaw = p.info["jaw"]
+        assert all(("maxillary" in t) == (jaw == "upper") for t in teeth) or jaw == "both"
+        assert all((" right " in t) == (ds.ImageLaterality == "R") for t in teeth)
+        assert ("WindowCenter" in ds) == (ds.SOPClassUID == dicom_io.SOP_PRESENTATION)
+        seen.add((p.view, jaw, ds.ImageLaterality))
+        views += 1
+    assert clean >= 4, f"only {clean} of {views} files without any finding"
+    assert len(seen) >= 4, seen
