@@ -26,6 +26,38 @@ fn dciodvfy_errors(path: &Path) -> (Vec<String>, String) {
     (errors, text)
 }
 
+/// The reason codes and meanings plateqc writes into rejection notes and reports are exactly
+/// CID 7011 as PS3.16 spells it (pydicom's generated copy of the DCM dictionary is the
+/// reference; it once caught "Under-exposed" for "Under exposed").
+#[test]
+fn cid7011_table_matches_ps3_16() {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import json\nfrom pydicom.sr.codedict import Collection\nc = Collection('CID7011')\n\
+             print(json.dumps({getattr(c, k).value: getattr(c, k).meaning for k in c.dir()}))",
+        ])
+        .output()
+        .expect("python of .venv-test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&out.stdout).expect("a JSON object of code -> meaning");
+    let ours: std::collections::BTreeMap<String, String> = plateqc::record::CID7011
+        .iter()
+        .map(|(c, m)| (c.to_string(), m.to_string()))
+        .collect();
+    assert_eq!(ours, reference);
+    assert_eq!(
+        plateqc::record::cid7011_meaning("111211"),
+        Some("Under exposed")
+    );
+    assert_eq!(plateqc::record::cid7011_meaning("999999"), None);
+}
+
 fn dcmdump(path: &Path) -> String {
     let out = Command::new("dcmdump")
         .arg(path)
