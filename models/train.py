@@ -105,6 +105,27 @@ def predict(model, X: np.ndarray, bs: int = 64):
     return np.concatenate(pc), np.concatenate(pt)
 
 
+def threshold_fields(model, va, target_sens: float) -> dict:
+    pv, _ = predict(model, va["x"])
+    thr = choose_threshold(va["y"], pv, target_sens)
+    yv = va["y"].astype(bool)
+    return {"threshold": thr, "target_sens": target_sens, "val_auc": roc_auc(yv, pv),
+            "val_sensitivity": float((pv[yv] >= thr).mean()),
+            "val_specificity": float((pv[~yv] < thr).mean())}
+
+
+def rethreshold(run: Path, target_sens: float):
+    res = json.loads((run / "train_result.json").read_text())
+    set_seed(res["seed"], res["args"].get("threads", 2))
+    model = PlateNet(n_types=14, width=res["width"])
+    model.load_state_dict(torch.load(run / "weights.pt"))
+    va = D.load_split(res["args"]["val"], res["size"])
+    res.update(threshold_fields(model, va, target_sens))
+    res["args"]["target_sens"] = target_sens
+    (run / "train_result.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k not in ("history", "args")}, indent=1))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", default="train")
@@ -130,7 +151,13 @@ def main(argv=None):
                          "of a convolution can depend on how it is split (1 trains as fast as 2 "
                          "on the 2-core build machine and leaves the other core free)")
     ap.add_argument("--out", default=str(HERE / "work" / "run"))
+    ap.add_argument("--rethreshold", metavar="RUN",
+                    help="do not train: choose the threshold of the finished run RUN again for "
+                         "--target-sens (what training with that value would have chosen; the "
+                         "weights do not depend on it)")
     a = ap.parse_args(argv)
+    if a.rethreshold:
+        return rethreshold(Path(a.rethreshold), a.target_sens)
 
     set_seed(a.seed, a.threads)
     out = Path(a.out)
@@ -234,17 +261,11 @@ def main(argv=None):
         torch.save(model.state_dict(), out / "weights.pt")
 
     train_seconds = time.time() - t_start
-    pv, tv = predict(model, va["x"])
-    thr = choose_threshold(va["y"], pv, a.target_sens)
-    yv = va["y"].astype(bool)
     result = {
         "seed": a.seed, "size": a.size, "width": a.width, "epochs_run": len(history),
-        "train_plates": int(len(Xtr)), "val_plates": int(len(yv)),
+        "train_plates": int(len(Xtr)), "val_plates": int(len(va["y"])),
         "train_seconds": train_seconds, "history": history,
-        "threshold": thr, "target_sens": a.target_sens,
-        "val_auc": roc_auc(yv, pv),
-        "val_sensitivity": float((pv[yv] >= thr).mean()),
-        "val_specificity": float((pv[~yv] < thr).mean()),
+        **threshold_fields(model, va, a.target_sens),
         "args": vars(a),
     }
     torch.save(model.state_dict(), out / "weights.pt")
