@@ -129,7 +129,9 @@ def main(argv=None):
           f"- data: {tr['train_plates']} synthetic plates (`synth.plate.make_plate`, seeds "
           f"1_000_000 + i, default fractions: 50 % unusable, 60 % with artifacts), preprocessed by "
           f"`plateqc_preprocess.py` and cached as float16; validation {tr['val_plates']} plates "
-          f"(seed 2xxxxxx) for the threshold",
+          f"(seed 2xxxxxx) for the threshold"
+          + (f"; the per-epoch validation AUC below is measured on the first "
+             f"{tr['args']['val_monitor']} of them" if tr['args'].get('val_monitor') else ""),
           f"- {tr['epochs_run']} epochs, batch {tr['args']['batch']}, AdamW one-cycle lr "
           f"{tr['args']['lr']}, random flips; loss = class cross-entropy (unusable weight "
           f"{tr['args']['unusable_weight']}) + type BCE"

@@ -120,6 +120,9 @@ def rethreshold(run: Path, target_sens: float):
     model = PlateNet(n_types=14, width=res["width"])
     model.load_state_dict(torch.load(run / "weights.pt"))
     va = D.load_split(res["args"]["val"], res["size"])
+    # the per-epoch AUCs stay those measured during training, on the plates there were then
+    res["args"].setdefault("val_monitor", res["val_plates"])
+    res["val_plates"] = int(len(va["y"]))
     res.update(threshold_fields(model, va, target_sens))
     res["args"]["target_sens"] = target_sens
     (run / "train_result.json").write_text(json.dumps(res, indent=1))
@@ -151,6 +154,9 @@ def main(argv=None):
                          "of a convolution can depend on how it is split (1 trains as fast as 2 "
                          "on the 2-core build machine and leaves the other core free)")
     ap.add_argument("--out", default=str(HERE / "work" / "run"))
+    ap.add_argument("--val-monitor", type=int, default=0,
+                    help="per-epoch validation AUC on the first N validation plates only (0: all);"
+                         " the threshold is always chosen on all of them")
     ap.add_argument("--rethreshold", metavar="RUN",
                     help="do not train: choose the threshold of the finished run RUN again for "
                          "--target-sens (what training with that value would have chosen; the "
@@ -252,8 +258,9 @@ def main(argv=None):
                 print(f"ep {ep} step {step}/{steps_per_epoch} cls {float(l_cls):.4f} "
                       f"typ {float(l_typ):.4f} sev {float(l_sev):.4f} attn {float(l_attn):.4f} "
                       f"{time.time() - t0:.0f}s", flush=True)
-        pv, tv = predict(model, va["x"])
-        auc = roc_auc(va["y"], pv)
+        nmon = a.val_monitor or len(va["y"])
+        pv, tv = predict(model, va["x"][:nmon])
+        auc = roc_auc(va["y"][:nmon], pv)
         rec = {"epoch": ep, "seconds": time.time() - t0,
                **{k: tot[k] / tot["n"] for k in ("cls", "typ", "sev", "attn")}, "val_auc": auc}
         history.append(rec)
