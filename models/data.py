@@ -84,13 +84,16 @@ def data_hash(settings: dict) -> str:
     return h.hexdigest()
 
 
+def shard_files(split: str, size: int) -> list[Path]:
+    """The finished shards of a cached split, in index order (not the .tmp.npz being written)."""
+    d = CACHE / f"{split}-s{size}"
+    return sorted(f for f in d.glob("[0-9]*-[0-9]*.npz") if not f.name.endswith(".tmp.npz"))
+
+
 def split_generator_hash(split: str, size: int) -> str:
     """The generator-source hash recorded in a cached split (all shards must agree)."""
-    d = CACHE / f"{split}-s{size}"
     hs = set()
-    for f in sorted(d.glob("[0-9]*-[0-9]*.npz")):
-        if f.name.endswith(".tmp.npz"):
-            continue
+    for f in shard_files(split, size):
         with np.load(f) as z:
             hs.add(str(z["gen_hash"][0]) if "gen_hash" in z.files else "unknown")
     if len(hs) != 1:
@@ -125,8 +128,8 @@ def local_union_mask(plate) -> np.ndarray | None:
     return union
 
 
-def encode_plate(plate, size: int):
-    """Preprocess a plate and its labels into cache rows."""
+def encode_plate(plate, size: int) -> dict:
+    """Preprocess a plate and its labels into one cache row (the shard arrays' keys)."""
     x, rect = pp.preprocess_plate(plate, size)
     types = np.zeros(len(TYPE_NAMES), np.uint8)
     sev = np.zeros(len(TYPE_NAMES), np.float32)
@@ -139,7 +142,8 @@ def encode_plate(plate, size: int):
         m_s = np.zeros((size, size), bool)
     else:
         m_s = pp.plate_mask_to_input(um, size) > 0.0
-    return x.astype(np.float16), int(not plate.usable), types, sev, m_s, rect
+    return {"x": x.astype(np.float16), "y": int(not plate.usable), "types": types, "sev": sev,
+            "mask": np.packbits(m_s.reshape(-1)), "rect": rect, "hw": plate.stored.shape}
 
 
 def build_shard(split: str, split_seed: int, start: int, stop: int, size: int, shifted: bool,
@@ -164,9 +168,9 @@ def build_shard(split: str, split_seed: int, start: int, stop: int, size: int, s
         seed = plate_seed(split_seed, start + j)
         plate = make_plate(seed, unusable_fraction=unusable_fraction,
                            artifact_fraction=artifact_fraction, shifted=shifted)
-        X[j], Y[j], T[j], SV[j], m_s, R[j] = encode_plate(plate, size)
-        M[j] = np.packbits(m_s.reshape(-1))
-        HW[j] = plate.stored.shape
+        row = encode_plate(plate, size)
+        X[j], Y[j], T[j], SV[j], M[j], R[j], HW[j] = (
+            row[k] for k in ("x", "y", "types", "sev", "mask", "rect", "hw"))
         if (j + 1) % 200 == 0:
             print(f"{split} {start + j + 1}/{stop} {(time.time() - t0) / (j + 1):.3f}s/plate",
                   flush=True)
@@ -177,32 +181,29 @@ def build_shard(split: str, split_seed: int, start: int, stop: int, size: int, s
     return out
 
 
-def restamp_split(split: str, split_seed: int, size: int, shifted: bool, per_shard: int = 3,
+def restamp_split(split: str, split_seed: int, size: int, shifted: bool,
                   unusable_fraction: float = 0.5, artifact_fraction: float = 0.6) -> str:
-    """Re-derive `per_shard` plates of every cached shard with the current sources and, only if
-    every array matches bit for bit, record the current generator hash in the shards. For when
-    the hash changed but the data did not (a new hash definition, an edit to a comment)."""
+    """Re-derive the first, middle and last plate of every cached shard with the current sources
+    and, only if every array matches bit for bit, record the current generator hash in the
+    shards. For when the hash changed but the data did not (a new hash definition, an edit to a
+    comment)."""
     make_plate, _, _ = generator()
     gen_hash = _IMPORT_HASH[0]
-    files = sorted(f for f in (CACHE / f"{split}-s{size}").glob("[0-9]*-[0-9]*.npz")
-                   if not f.name.endswith(".tmp.npz"))
+    files = shard_files(split, size)
     if not files:
         raise FileNotFoundError(f"no cached shards of {split}")
     shards = []
     for f in files:
         z = dict(np.load(f))
         n = len(z["y"])
-        for j in sorted({0, n // 2, n - 1} if per_shard >= 3 else {0})[:per_shard]:
+        for j in sorted({0, n // 2, n - 1}):
             seed = int(z["seeds"][j])
             if seed // 1_000_000 != split_seed:
                 raise SystemExit(f"{f.name}: plate {j} has seed {seed}, not of split seed "
                                  f"{split_seed}")
             plate = make_plate(seed, unusable_fraction=unusable_fraction,
                                artifact_fraction=artifact_fraction, shifted=shifted)
-            x, y, types, sev, m_s, rect = encode_plate(plate, size)
-            got = {"x": x, "y": y, "types": types, "sev": sev,
-                   "mask": np.packbits(m_s.reshape(-1)), "rect": rect, "hw": plate.stored.shape}
-            for k, v in got.items():
+            for k, v in encode_plate(plate, size).items():
                 if not np.array_equal(np.asarray(v), z[k][j]):
                     raise SystemExit(f"{f.name}: plate {j} (seed {seed}) differs in {k!r} from "
                                      f"what the current sources make; regenerate the split")
@@ -217,11 +218,9 @@ def restamp_split(split: str, split_seed: int, size: int, shifted: bool, per_sha
 
 def load_split(split: str, size: int, count: int | None = None):
     """Concatenate the shards of a split (in index order)."""
-    d = CACHE / f"{split}-s{size}"
-    files = sorted(d.glob("[0-9]*-[0-9]*.npz"))
-    files = [f for f in files if not f.name.endswith(".tmp.npz")]
+    files = shard_files(split, size)
     if not files:
-        raise FileNotFoundError(f"no cached shards in {d}")
+        raise FileNotFoundError(f"no cached shards in {CACHE / f'{split}-s{size}'}")
     parts = [dict(np.load(f)) for f in files]
     data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     if count is not None:
