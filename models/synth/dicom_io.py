@@ -8,6 +8,7 @@ encapsulated with pydicom.  Decoding on re-read is pydicom's (pylibjpeg / pyjpeg
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 
 import numpy as np
@@ -15,6 +16,8 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
+
+from .plate import percentile_window
 
 SOP_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.3"
 SOP_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.3.1"
@@ -57,12 +60,18 @@ def _code(code) -> Dataset:
     return item
 
 
+@functools.lru_cache(maxsize=1)
+def _cid4018() -> tuple:
+    """All codes of CID 4018 (building pydicom's Collection is slow; one per process)."""
+    from pydicom.sr.codedict import Collection
+    cid = Collection("CID4018")
+    return tuple(getattr(cid, k) for k in cid.dir())
+
+
 def _teeth(jaw: str, side: str, kinds) -> list:
     """Permanent-teeth codes of CID 4018 (taken from pydicom's copy of PS3.16, matched by their
     meanings because the keywords are not regular)."""
-    from pydicom.sr.codedict import Collection
-    cid = Collection("CID4018")
-    codes_ = [getattr(cid, k) for k in cid.dir()]
+    codes_ = _cid4018()
     jaw_word = "maxillary" if jaw == "upper" else "mandibular"
     out = []
     for kind in kinds:
@@ -83,9 +92,7 @@ def presentation_window(plate, sop_class: str):
         return None
     if plate.window_center is not None:
         return plate.window_center, plate.window_width
-    sub = plate.stored[::4, ::4].astype(np.float64) * plate.rescale_slope + plate.rescale_intercept
-    lo, hi = np.percentile(sub, [1.0, 99.0])
-    return float(round((lo + hi) / 2, 1)), float(max(1.0, round(hi - lo, 1)))
+    return percentile_window(plate.stored, plate.rescale_slope, plate.rescale_intercept)
 
 
 def anatomy(plate, sop_instance_uid: str) -> dict:

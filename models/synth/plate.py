@@ -123,6 +123,14 @@ def to_stored(b: np.ndarray, enc: dict) -> np.ndarray:
     return np.ascontiguousarray(v, dtype=np.uint16)
 
 
+def percentile_window(stored: np.ndarray, slope: float, intercept: float) -> tuple:
+    """(center, width) of a VOI window on the modality values from the 1st / 99th percentiles of
+    a 4x subsample (robust to the plate edge and to burnt-out spots)."""
+    sub = stored[::4, ::4].astype(np.float64) * slope + intercept
+    lo, hi = np.percentile(sub, [1.0, 99.0])
+    return float(round((lo + hi) / 2, 1)), float(max(1.0, round(hi - lo, 1)))
+
+
 def make_plate(seed: int, *, unusable_fraction: float = 0.5, artifact_fraction: float = 0.6,
                shifted: bool = False, scale: float = 1.0,
                artifacts: list[dict] | None = None) -> Plate:
@@ -162,11 +170,7 @@ def make_plate(seed: int, *, unusable_fraction: float = 0.5, artifact_fraction: 
     stored = to_stored(img, enc)
     wc = ww = None
     if enc["window"]:
-        # window on modality values from robust percentiles of a subsample
-        sub = stored[::4, ::4].astype(np.float64) * enc["slope"] + enc["intercept"]
-        lo, hi = np.percentile(sub, [1.0, 99.0])
-        wc = float(round((lo + hi) / 2, 1))
-        ww = float(max(1.0, round(hi - lo, 1)))
+        wc, ww = percentile_window(stored, enc["slope"], enc["intercept"])
     return Plate(stored=stored, bits_stored=enc["bits"], pixel_representation=enc["signed"],
                  photometric="MONOCHROME1" if enc["mono1"] else "MONOCHROME2",
                  rescale_slope=enc["slope"], rescale_intercept=enc["intercept"],
