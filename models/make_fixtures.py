@@ -6,7 +6,7 @@ tests/fixtures/*.dcm: small plates written with synth.dicom_io covering every tr
 generator can write here, MONOCHROME1/2, 8/12/16 bits (signed and unsigned), rescale and VOI
 window attributes and mixed verdicts.
 tests/fixtures/golden.json: per file the plateqc-psp-v1 preprocessing of the pydicom-decoded file
-(plateqc_preprocess.py, float64), the PyTorch float64 outputs of models/plateqc_weights.pt and the
+(JPEG DCT frames by libjpeg-turbo, see reference_stored; plateqc_preprocess.py, float64), the PyTorch float64 outputs of models/plateqc_weights.pt and the
 raw Grad-CAM / Grad-CAM++ / LayerCAM maps for target class 1 (unusable) from PyTorch autograd.
 """
 from __future__ import annotations
@@ -102,10 +102,42 @@ def _sig(a: np.ndarray, digits: int = 12):
     return [_sig(r, digits) for r in a]
 
 
+# JPEG with a DCT (baseline, extended): the standard lets decoders round the inverse DCT
+# differently. pydicom's default plugin (pylibjpeg-libjpeg) differs from the IJG integer IDCT that
+# libjpeg-turbo, DCMTK and plateqc use by 1-2 of the stored values on a few percent of the
+# pixels, enough to move a shallow layer's CAM on a near-tie. The references decode these frames
+# with libjpeg-turbo (imagecodecs) so that the Rust comparison tests preprocessing, inference
+# and CAMs, not the choice of IDCT; the entry records how far pydicom's default is off.
+IJG_DCT_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}
+
+
+def reference_stored(ds) -> tuple[np.ndarray, dict]:
+    """Stored values of frame 1 for the references, and how they were decoded."""
+    default = pp.raw_stored_from_dataset(ds)
+    if str(ds.file_meta.TransferSyntaxUID) not in IJG_DCT_SYNTAXES:
+        return default, {"decoder": "pydicom default plugin"}
+    import imagecodecs
+    from pydicom.encaps import generate_frames
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ijg = imagecodecs.jpeg8_decode(frame)
+    if ijg.shape != default.shape:
+        raise RuntimeError(f"libjpeg-turbo and pydicom disagree on the shape: {ijg.shape}")
+    diff = np.abs(ijg.astype(np.int64) - default.astype(np.int64))
+    return ijg.astype(default.dtype), {
+        "decoder": f"{imagecodecs.jpeg8_version()} (imagecodecs), IJG integer IDCT",
+        "pydicom_default_max_abs_diff": int(diff.max()),
+        "pydicom_default_pixels_differing": int((diff > 0).sum())}
+
+
 def golden_entry(path: Path, model, layers, size: int, positions) -> dict:
     import pydicom
     ds = pydicom.dcmread(str(path))
-    x, rect = pp.preprocess_dataset(ds, size)
+    stored, decoding = reference_stored(ds)
+    slope, intercept = ds.get("RescaleSlope", None), ds.get("RescaleIntercept", None)
+    x, rect = pp.preprocess_stored(stored, int(ds.BitsStored), int(ds.PixelRepresentation),
+                                   str(ds.PhotometricInterpretation),
+                                   None if slope is None else float(slope),
+                                   None if intercept is None else float(intercept), size)
     pre = {"rect": {"top": rect[0], "left": rect[1], "oh": rect[2], "ow": rect[3]},
            "channels": [{"mean": float(x[c].mean()), "std": float(x[c].std()),
                          "min": float(x[c].min()), "max": float(x[c].max())} for c in range(2)],
@@ -131,6 +163,7 @@ def golden_entry(path: Path, model, layers, size: int, positions) -> dict:
                        "window_center": (float(ds.WindowCenter) if "WindowCenter" in ds
                                          else None),
                        "window_width": (float(ds.WindowWidth) if "WindowWidth" in ds else None)},
+        "reference_decoding": decoding,
         "preprocessing": pre,
         "logits": out["logits"][0].tolist(),
         "probabilities": out["probabilities"][0].tolist(),
@@ -174,7 +207,7 @@ def make_fixtures(out_dir: Path):
     golden = {
         "about": ("plateqc golden references (models/make_fixtures.py). Preprocessing "
                   "plateqc-psp-v1 by models/plateqc_preprocess.py (float64) on the pydicom-decoded "
-                  "file; model outputs by PyTorch float64 (models/plateqc_weights.pt, BatchNorm "
+                  "file (JPEG DCT frames by libjpeg-turbo: reference_decoding); model outputs by PyTorch float64 (models/plateqc_weights.pt, BatchNorm "
                   "in eval mode, not folded); CAMs for target class 1 (unusable) from PyTorch "
                   "autograd, raw (unnormalised) at layer resolution, row-major [h][w]: "
                   "gradcam = ReLU(sum_k mean_ij(G_k) A_k); gradcampp: alpha = G^2 / (2 G^2 + "
