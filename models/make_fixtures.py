@@ -6,8 +6,9 @@ tests/fixtures/*.dcm: small plates written with synth.dicom_io covering every tr
 generator can write here, MONOCHROME1/2, 8/12/16 bits (signed and unsigned), rescale and VOI
 window attributes and mixed verdicts.
 tests/fixtures/golden.json: per file the plateqc-psp-v1 preprocessing of the pydicom-decoded file
-(JPEG DCT frames by libjpeg-turbo, see reference_stored; plateqc_preprocess.py, float64), the PyTorch float64 outputs of models/plateqc_weights.pt and the
-raw Grad-CAM / Grad-CAM++ / LayerCAM maps for target class 1 (unusable) from PyTorch autograd.
+(JPEG DCT frames by libjpeg-turbo, see reference_stored; plateqc_preprocess.py, float64), the
+PyTorch float64 outputs of models/plateqc_weights.pt and the raw Grad-CAM / Grad-CAM++ / LayerCAM
+maps for target class 1 (unusable) from PyTorch autograd.
 """
 from __future__ import annotations
 
@@ -207,8 +208,9 @@ def make_fixtures(out_dir: Path):
     golden = {
         "about": ("plateqc golden references (models/make_fixtures.py). Preprocessing "
                   "plateqc-psp-v1 by models/plateqc_preprocess.py (float64) on the pydicom-decoded "
-                  "file (JPEG DCT frames by libjpeg-turbo: reference_decoding); model outputs by PyTorch float64 (models/plateqc_weights.pt, BatchNorm "
-                  "in eval mode, not folded); CAMs for target class 1 (unusable) from PyTorch "
+                  "file (JPEG DCT frames by libjpeg-turbo: reference_decoding); model outputs "
+                  "by PyTorch float64 (models/plateqc_weights.pt, BatchNorm in eval mode, not "
+                  "folded); CAMs for target class 1 (unusable) from PyTorch "
                   "autograd, raw (unnormalised) at layer resolution, row-major [h][w]: "
                   "gradcam = ReLU(sum_k mean_ij(G_k) A_k); gradcampp: alpha = G^2 / (2 G^2 + "
                   "sum_ij(A_k) G^3) (0 where the denominator is 0), w_k = sum_ij alpha ReLU(G), "

@@ -16,8 +16,9 @@
 //! - logits: 1e-3 absolute plus 1e-3 relative (float32 inference vs float64 autograd);
 //! - raw CAMs: max |ours - golden| <= 1e-3 x the map's magnitude scale (5e-2 for lossy JPEG 2000),
 //!   where the scale is max over pixels of sum_k mean|G_k| |A_k| for Grad-CAM, sum_k
-//!   ReLU(G_k) |A_k| for LayerCAM: the maps are sums of positive and negative terms that largely cancel on early
-//!   layers, so float32 error is relative to the terms, not to the (small) result. Grad-CAM++
+//!   ReLU(G_k) |A_k| for LayerCAM: the maps are sums of positive and negative terms that largely
+//!   cancel on early layers, so float32 error is relative to the terms, not to the (small)
+//!   result. Grad-CAM++
 //!   gets 4x, its weights divide by third powers of small gradients. A map whose forward pass
 //!   sits on a near-tie (global max pooling, a ReLU at zero) legitimately routes its gradient
 //!   differently in float32 than in float64; such maps may exceed that bound but must still
