@@ -31,7 +31,7 @@ pytest:
 test: setup lint unit pytest
 
 bench: build
-	$(CARGO) run --release --locked --bin plateqc-bench -- tests/fixtures
+	$(CARGO) run --release --locked --bin plateqc-bench -- tests/fixtures $(BENCH_ARGS)
 
 # The daemon: latency from a complete file to its recorded verdict, and burst throughput.
 bench-watch: build

@@ -3,7 +3,10 @@
 //! Machines here are noisy, so every figure is reported next to a baseline measured in the same
 //! process: the decode-only pass (read + decode + preprocess) is the baseline, and the full
 //! pipeline with and without overlays is expressed against it. Run: `make bench` or
-//! `cargo run --release --bin plateqc-bench -- DIR [--rounds N] [--modalities any]`.
+//! `cargo run --release --bin plateqc-bench -- DIR [--rounds N] [--modalities any]
+//! [--compare-model M.onnx]`. With `--compare-model`, every round also runs the full pipeline with
+//! that contract model (a clinic's own, or an older release) right after the bundled one, so the
+//! two are compared under the same load.
 
 use plateqc::config::Config;
 use plateqc::decode::{self, preprocess};
@@ -17,12 +20,14 @@ struct Args {
     dir: PathBuf,
     rounds: usize,
     any_modality: bool,
+    compare_model: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
     let mut dir = None;
     let mut rounds = 3;
     let mut any_modality = false;
+    let mut compare_model = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -33,14 +38,22 @@ fn parse() -> Result<Args, String> {
                     .ok_or("--rounds takes a number")?
             }
             "--modalities" => any_modality = it.next().as_deref() == Some("any"),
+            "--compare-model" => {
+                compare_model = Some(PathBuf::from(
+                    it.next().ok_or("--compare-model takes an ONNX file")?,
+                ))
+            }
             _ if dir.is_none() => dir = Some(PathBuf::from(a)),
             _ => return Err(format!("unexpected argument {a}")),
         }
     }
     Ok(Args {
-        dir: dir.ok_or("usage: plateqc-bench DIR [--rounds N] [--modalities any]")?,
+        dir: dir.ok_or(
+            "usage: plateqc-bench DIR [--rounds N] [--modalities any] [--compare-model M.onnx]",
+        )?,
         rounds: rounds.max(1),
         any_modality,
+        compare_model,
     })
 }
 
@@ -89,6 +102,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let engine = Arc::new(Engine::start(config.clone()).await?);
     let model_load_s = cold_start.elapsed().as_secs_f64();
     let size = engine.model().contract.input_size;
+    let compare = match &args.compare_model {
+        Some(path) => {
+            let mut c = config.clone();
+            c.paths.model = path.clone();
+            c.paths.db = tmp.join("bench-compare.sqlite");
+            c.paths.out = tmp.join("out-compare");
+            Some(Arc::new(Engine::start(c).await?))
+        }
+        None => None,
+    };
 
     // Megapixels and bit depth of the set, so figures can be compared across sets.
     let mut mpx = 0.0;
@@ -113,6 +136,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut decode_rates = Vec::new();
     let mut full_rates = Vec::new();
     let mut verdict_rates = Vec::new();
+    let mut compare_rates = Vec::new();
     let mut first_full = None;
     for round in 0..args.rounds {
         // Baseline: decode + preprocess only, same worker count as the pipeline.
@@ -172,6 +196,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
 
+        if let Some(other) = &compare {
+            let t = Instant::now();
+            let n = pipeline::run(
+                other.clone(),
+                files.clone(),
+                Arc::new(()),
+                CancellationToken::new(),
+            )
+            .await?
+            .len();
+            compare_rates.push(n as f64 / t.elapsed().as_secs_f64());
+        }
+
         // Verdicts only (no overlay PNGs): what the explain stage costs.
         let mut c2 = config.clone();
         c2.explain.write_overlays = false;
@@ -196,6 +233,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "verdicts only (no PNGs)    : {verdicts:7.1} plates/s  = {:.2} x baseline",
         verdicts / base
     );
+    if let (Some(path), false) = (&args.compare_model, compare_rates.is_empty()) {
+        let other = median(compare_rates);
+        println!(
+            "compare model (overlays)   : {other:7.1} plates/s  = {:.2} x baseline = {:.2} x bundled model ({})",
+            other / base,
+            other / full,
+            path.display()
+        );
+    }
     if let Some(cold) = first_full {
         println!(
             "cold first round (full)    : {cold:7.1} plates/s  = {:.2} x warm median",
