@@ -80,6 +80,23 @@ fn main() {
     }
 }
 
+/// One full pipeline run over the set: its outcomes and plates per second.
+async fn timed_run(
+    engine: Arc<Engine>,
+    files: &[PathBuf],
+) -> Result<(Vec<pipeline::Outcome>, f64), pipeline::PipelineError> {
+    let t = Instant::now();
+    let outcomes = pipeline::run(
+        engine,
+        files.to_vec(),
+        Arc::new(()),
+        CancellationToken::new(),
+    )
+    .await?;
+    let rate = outcomes.len() as f64 / t.elapsed().as_secs_f64();
+    Ok((outcomes, rate))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -167,15 +184,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         decode_rates.push(files.len() as f64 / t.elapsed().as_secs_f64());
 
         // Full pipeline with overlays and montage.
-        let t = Instant::now();
-        let outcomes = pipeline::run(
-            engine.clone(),
-            files.clone(),
-            Arc::new(()),
-            CancellationToken::new(),
-        )
-        .await?;
-        let rate = outcomes.len() as f64 / t.elapsed().as_secs_f64();
+        let (outcomes, rate) = timed_run(engine.clone(), &files).await?;
         full_rates.push(rate);
         if round == 0 {
             first_full = Some(rate);
@@ -197,16 +206,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
 
         if let Some(other) = &compare {
-            let t = Instant::now();
-            let n = pipeline::run(
-                other.clone(),
-                files.clone(),
-                Arc::new(()),
-                CancellationToken::new(),
-            )
-            .await?
-            .len();
-            compare_rates.push(n as f64 / t.elapsed().as_secs_f64());
+            compare_rates.push(timed_run(other.clone(), &files).await?.1);
         }
 
         // Verdicts only (no overlay PNGs): what the explain stage costs.
@@ -214,11 +214,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         c2.explain.write_overlays = false;
         c2.paths.db = tmp.join(format!("bench-noverlay-{round}.sqlite"));
         let e2 = Arc::new(Engine::start(c2).await?);
-        let t = Instant::now();
-        let n = pipeline::run(e2, files.clone(), Arc::new(()), CancellationToken::new())
-            .await?
-            .len();
-        verdict_rates.push(n as f64 / t.elapsed().as_secs_f64());
+        verdict_rates.push(timed_run(e2, &files).await?.1);
     }
     let base = median(decode_rates.clone());
     let full = median(full_rates.clone());

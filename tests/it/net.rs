@@ -1,7 +1,7 @@
 //! The DICOM network side against independent peers: DCMTK's echoscu/storescu/storescp,
 //! pynetdicom, and dicom3tools' dciodvfy as the validator of every object plateqc writes.
 
-use crate::support::{python, root};
+use crate::support::{python, root, stdout_of};
 use plateqc::net::notes::{self, Rejection};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,21 +31,15 @@ fn dciodvfy_errors(path: &Path) -> (Vec<String>, String) {
 /// reference; it once caught "Under-exposed" for "Under exposed").
 #[test]
 fn cid7011_table_matches_ps3_16() {
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import json\nfrom pydicom.sr.codedict import Collection\nc = Collection('CID7011')\n\
-             print(json.dumps({getattr(c, k).value: getattr(c, k).meaning for k in c.dir()}))",
-        ])
-        .output()
-        .expect("python of .venv-test");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new(python());
+    cmd.args([
+        "-c",
+        "import json\nfrom pydicom.sr.codedict import Collection\nc = Collection('CID7011')\n\
+         print(json.dumps({getattr(c, k).value: getattr(c, k).meaning for k in c.dir()}))",
+    ]);
     let reference: std::collections::BTreeMap<String, String> =
-        serde_json::from_slice(&out.stdout).expect("a JSON object of code -> meaning");
+        serde_json::from_slice(&stdout_of(cmd, "pydicom's CID 7011"))
+            .expect("a JSON object of code -> meaning");
     let ours: std::collections::BTreeMap<String, String> = plateqc::record::CID7011
         .iter()
         .map(|(c, m)| (c.to_string(), m.to_string()))
@@ -59,17 +53,9 @@ fn cid7011_table_matches_ps3_16() {
 }
 
 fn dcmdump(path: &Path) -> String {
-    let out = Command::new("dcmdump")
-        .arg(path)
-        .output()
-        .expect("dcmdump (dcmtk)");
-    assert!(
-        out.status.success(),
-        "dcmdump {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut cmd = Command::new("dcmdump");
+    cmd.arg(path);
+    String::from_utf8_lossy(&stdout_of(cmd, &format!("dcmdump {}", path.display()))).into_owned()
 }
 
 #[test]
@@ -256,7 +242,8 @@ fn storescu_folder_is_judged_usable_ones_reach_the_pacs_rejects_get_valid_notes(
 
     let demo = root().join("demo/inbox");
     let sent = files_under(&demo).len();
-    let st = Command::new("storescu")
+    let mut storescu = Command::new("storescu");
+    storescu
         // Like a plate scanner: each file in its own transfer syntax (JPEG, JPEG-LS, JPEG 2000,
         // RLE, deflate, big endian ...), all in one association.
         .arg("-xf")
@@ -272,14 +259,8 @@ fn storescu_folder_is_judged_usable_ones_reach_the_pacs_rejects_get_valid_notes(
             "127.0.0.1",
         ])
         .arg(port.to_string())
-        .arg(&demo)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "storescu failed: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+        .arg(&demo);
+    stdout_of(storescu, "storescu");
     wait_until(
         "every received plate judged and dispatched",
         Duration::from_secs(300),
@@ -347,18 +328,11 @@ fn storescu_folder_is_judged_usable_ones_reach_the_pacs_rejects_get_valid_notes(
 }
 
 fn peer(args: &[&str], files: &[PathBuf]) -> serde_json::Value {
-    let out = Command::new(python())
-        .arg(root().join("tests/support/net_peer.py"))
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/support/net_peer.py"))
         .args(args)
-        .args(files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "net_peer.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        .args(files);
+    serde_json::from_slice(&stdout_of(cmd, &format!("net_peer.py {args:?}"))).unwrap()
 }
 
 #[test]

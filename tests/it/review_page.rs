@@ -19,8 +19,8 @@ fn chromium() -> PathBuf {
 
 /// Runs headless Chromium on the page with a private profile; returns stdout.
 fn browse(profile: &Path, args: &[&str], url: &str) -> String {
-    let out = Command::new("timeout")
-        .arg("120")
+    let mut cmd = Command::new("timeout");
+    cmd.arg("120")
         .arg(chromium())
         .args([
             "--headless",
@@ -32,15 +32,8 @@ fn browse(profile: &Path, args: &[&str], url: &str) -> String {
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
-        .arg(url)
-        .output()
-        .expect("run chromium");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .arg(url);
+    String::from_utf8_lossy(&stdout_of(cmd, "chromium")).into_owned()
 }
 
 #[test]

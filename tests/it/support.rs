@@ -32,19 +32,24 @@ pub fn pydicom_test_files() -> PathBuf {
     dir
 }
 
-/// pydicom's description of each file's pixels, keyed by path.
-pub fn pydicom_describe(files: &[PathBuf]) -> Vec<Value> {
-    let out = Command::new(python())
-        .arg(root().join("tests/support/pydicom_pixels.py"))
-        .args(files)
-        .output()
-        .expect("run pydicom");
+/// Runs an independent tool that must succeed; returns its standard output (the panic says
+/// what failed, with the tool's standard error).
+pub fn stdout_of(mut cmd: Command, what: &str) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
     assert!(
         out.status.success(),
-        "pydicom reader failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
+    out.stdout
+}
+
+/// pydicom's description of each file's pixels, keyed by path.
+pub fn pydicom_describe(files: &[PathBuf]) -> Vec<Value> {
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/support/pydicom_pixels.py"))
+        .args(files);
+    String::from_utf8(stdout_of(cmd, "pydicom reader"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
