@@ -36,7 +36,8 @@ _IMPORT_HASH: list = [None]   # hash of the generator sources when this process 
 # generator hash. The DICOM writer, the set builder and the tests are not among them: editing
 # those leaves the cache valid.
 DATA_SOURCES = ["synth/__init__.py", "synth/_util.py", "synth/anatomy.py", "synth/artifacts.py",
-                "synth/labels.py", "synth/plate.py", "plateqc_preprocess.py"]
+                "synth/display.py", "synth/labels.py", "synth/plate.py", "plateqc_preprocess.py"]
+TMASK = 32   # per-type masks are cached at TMASK x TMASK (any coverage), for dense supervision
 
 
 def generator():
@@ -54,6 +55,13 @@ def generator():
         _IMPORT_HASH[0] = "pending"
         _IMPORT_HASH[0] = data_hash({})
     return make_plate, ARTIFACT_TYPES, srcs
+
+
+def generator_pair():
+    """synth.plate.make_pair (after `generator()` has recorded the source hash)."""
+    generator()
+    from synth.plate import make_pair
+    return make_pair
 
 
 def artifact_types():
@@ -128,6 +136,20 @@ def local_union_mask(plate) -> np.ndarray | None:
     return union
 
 
+def type_masks(plate, size: int) -> np.ndarray:
+    """Per-type masks in the letterboxed input frame, max-pooled to TMASK x TMASK and packed
+    (types in TYPE_NAMES order; a global type's mask is its affected area)."""
+    out = np.zeros((len(TYPE_NAMES), TMASK, TMASK), bool)
+    f = size // TMASK
+    for a in plate.artifacts:
+        m = plate.masks.get(a["type"]) if plate.masks else None
+        if m is None or not np.asarray(m).any():
+            continue
+        cov = pp.plate_mask_to_input(np.asarray(m, bool), size) > 0.0
+        out[TYPE_NAMES.index(a["type"])] |= cov.reshape(TMASK, f, TMASK, f).any(axis=(1, 3))
+    return np.packbits(out.reshape(-1))
+
+
 def encode_plate(plate, size: int) -> dict:
     """Preprocess a plate and its labels into one cache row (the shard arrays' keys)."""
     x, rect = pp.preprocess_plate(plate, size)
@@ -143,40 +165,52 @@ def encode_plate(plate, size: int) -> dict:
     else:
         m_s = pp.plate_mask_to_input(um, size) > 0.0
     return {"x": x.astype(np.float16), "y": int(not plate.usable), "types": types, "sev": sev,
-            "mask": np.packbits(m_s.reshape(-1)), "rect": rect, "hw": plate.stored.shape}
+            "mask": np.packbits(m_s.reshape(-1)), "tmask": type_masks(plate, size), "rect": rect,
+            "hw": plate.stored.shape}
+
+
+ROW_KEYS = ("x", "y", "types", "sev", "mask", "tmask", "rect", "hw")
 
 
 def build_shard(split: str, split_seed: int, start: int, stop: int, size: int, shifted: bool,
-                unusable_fraction: float = 0.5, artifact_fraction: float = 0.6) -> Path:
-    make_plate, _, _ = generator()
+                unusable_fraction: float = 0.5, artifact_fraction: float = 0.6,
+                twins: bool = False) -> Path:
+    """Plates start..stop-1 of a split; with `twins`, each plate that carries artifacts is
+    followed by its clean counterfactual twin (same scene, noise and display chain); `pair`
+    holds the plate index both rows came from, `twin` marks the twin rows."""
+    make_pair = generator_pair()
     gen_hash = _IMPORT_HASH[0]   # generator sources as imported by this process
     out_dir = CACHE / f"{split}-s{size}"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{start:06d}-{stop:06d}.npz"
     if out.exists():
         return out
-    n = stop - start
-    X = np.zeros((n, 2, size, size), np.float16)
-    Y = np.zeros(n, np.uint8)
-    T = np.zeros((n, len(TYPE_NAMES)), np.uint8)
-    SV = np.zeros((n, len(TYPE_NAMES)), np.float32)
-    M = np.zeros((n, size * size // 8), np.uint8)
-    R = np.zeros((n, 4), np.int32)
-    HW = np.zeros((n, 2), np.int32)
+    rows, pair, twin, seeds = [], [], [], []
     t0 = time.time()
-    for j in range(n):
+    for j in range(stop - start):
         seed = plate_seed(split_seed, start + j)
-        plate = make_plate(seed, unusable_fraction=unusable_fraction,
-                           artifact_fraction=artifact_fraction, shifted=shifted)
-        row = encode_plate(plate, size)
-        X[j], Y[j], T[j], SV[j], M[j], R[j], HW[j] = (
-            row[k] for k in ("x", "y", "types", "sev", "mask", "rect", "hw"))
+        plate, clean = make_pair(seed, unusable_fraction=unusable_fraction,
+                                 artifact_fraction=artifact_fraction, shifted=shifted,
+                                 twin=twins)
+        for p, is_twin in ((plate, 0), (clean, 1)):
+            if p is None:
+                continue
+            rows.append(encode_plate(p, size))
+            pair.append(start + j)
+            twin.append(is_twin)
+            seeds.append(seed)
         if (j + 1) % 200 == 0:
             print(f"{split} {start + j + 1}/{stop} {(time.time() - t0) / (j + 1):.3f}s/plate",
                   flush=True)
+    arrays = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in ROW_KEYS}
+    arrays["x"] = arrays["x"].astype(np.float16)
+    arrays["y"] = arrays["y"].astype(np.uint8)
+    arrays["rect"] = arrays["rect"].astype(np.int32)
+    arrays["hw"] = arrays["hw"].astype(np.int32)
     tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, gen_hash=np.array([gen_hash] * n), x=X, y=Y, types=T, sev=SV, mask=M, rect=R, hw=HW,
-             seeds=np.array([plate_seed(split_seed, start + j) for j in range(n)], np.int64))
+    np.savez(tmp, gen_hash=np.array([gen_hash] * len(rows)), **arrays,
+             seeds=np.array(seeds, np.int64), pair=np.array(pair, np.int64),
+             twin=np.array(twin, np.uint8))
     os.replace(tmp, out)
     return out
 
@@ -187,7 +221,7 @@ def restamp_split(split: str, split_seed: int, size: int, shifted: bool,
     and, only if every array matches bit for bit, record the current generator hash in the
     shards. For when the hash changed but the data did not (a new hash definition, an edit to a
     comment)."""
-    make_plate, _, _ = generator()
+    make_pair = generator_pair()
     gen_hash = _IMPORT_HASH[0]
     files = shard_files(split, size)
     if not files:
@@ -201,8 +235,10 @@ def restamp_split(split: str, split_seed: int, size: int, shifted: bool,
             if seed // 1_000_000 != split_seed:
                 raise SystemExit(f"{f.name}: plate {j} has seed {seed}, not of split seed "
                                  f"{split_seed}")
-            plate = make_plate(seed, unusable_fraction=unusable_fraction,
-                               artifact_fraction=artifact_fraction, shifted=shifted)
+            is_twin = bool(z["twin"][j]) if "twin" in z else False
+            pair = make_pair(seed, unusable_fraction=unusable_fraction,
+                             artifact_fraction=artifact_fraction, shifted=shifted, twin=is_twin)
+            plate = pair[1] if is_twin else pair[0]
             for k, v in encode_plate(plate, size).items():
                 if not np.array_equal(np.asarray(v), z[k][j]):
                     raise SystemExit(f"{f.name}: plate {j} (seed {seed}) differs in {k!r} from "
@@ -242,6 +278,9 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--shifted", action="store_true")
     ap.add_argument("--shard", type=int, default=SHARD)
+    ap.add_argument("--twins", action="store_true",
+                    help="follow every plate that carries artifacts by its clean counterfactual "
+                         "twin (training splits)")
     ap.add_argument("--restamp", action="store_true",
                     help="check the cached split against the current sources (3 plates per "
                          "shard, bit for bit) and record their hash instead of generating")
@@ -252,7 +291,8 @@ def main(argv=None):
         return
     stop = a.count if a.stop is None else min(a.stop, a.count)
     for s in range(a.start, stop, a.shard):
-        p = build_shard(a.split, a.seed, s, min(s + a.shard, stop), a.size, a.shifted)
+        p = build_shard(a.split, a.seed, s, min(s + a.shard, stop), a.size, a.shifted,
+                        twins=a.twins)
         print("wrote", p, flush=True)
 
 

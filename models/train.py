@@ -78,20 +78,59 @@ def cam_last(model: PlateNet, a: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nkhw,k->nhw", a, wk)
 
 
-def forward_with_last(model: PlateNet, x: torch.Tensor):
+def forward_with_feats(model: PlateNet, x: torch.Tensor):
     feats = {}
-    h = model.last.register_forward_hook(lambda m, i, o: feats.__setitem__("last", o))
+    hs = [getattr(model, n).register_forward_hook(
+        lambda m, i, o, n=n: feats.__setitem__(n, o)) for n in ("middle", "last")]
     try:
         cls, typ = model(x)
     finally:
-        h.remove()
-    return cls, typ, feats["last"]
+        for h in hs:
+            h.remove()
+    return cls, typ, feats
 
 
 def batches(n: int, bs: int, rng: np.random.Generator | None):
     idx = np.arange(n) if rng is None else rng.permutation(n)
     for i in range(0, n, bs):
         yield idx[i:i + bs]
+
+
+def pair_batches(pair: np.ndarray, bs: int, rng: np.random.Generator):
+    """Shuffled batches of about `bs` rows that never split a plate from its counterfactual
+    twin (rows sharing a `pair` id), so every batch shows the same scene with and without its
+    artifacts and the gradient cannot credit anatomy or processing with the label."""
+    starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    ends = np.r_[starts[1:], len(pair)]
+    batch: list[int] = []
+    for g in rng.permutation(len(starts)):
+        batch.extend(range(starts[g], ends[g]))
+        if len(batch) >= bs:
+            yield np.array(batch)
+            batch = []
+    if batch:
+        yield np.array(batch)
+
+
+class DenseHeads(torch.nn.Module):
+    """Training-only dense supervision: 1x1 convolutions on `middle` and `last` predict the
+    per-type artifact masks (local types: where the artifact is; global types: the affected
+    area). Not exported: the verdict still comes from the class head."""
+
+    def __init__(self, width: int, n_types: int):
+        super().__init__()
+        self.middle = torch.nn.Conv2d(4 * width, n_types, 1)
+        self.last = torch.nn.Conv2d(8 * width, n_types, 1)
+
+    def loss(self, feats: dict, target: torch.Tensor) -> torch.Tensor:
+        """target: [N, K, 32, 32] float; `middle` is 32x32 at S=256, `last` 16x16."""
+        out = 0.0
+        for name, conv in (("middle", self.middle), ("last", self.last)):
+            z = conv(feats[name])
+            t = F.adaptive_max_pool2d(target, z.shape[-2:])
+            out = out + F.binary_cross_entropy_with_logits(
+                z, t, pos_weight=torch.tensor(4.0))
+        return out / 2
 
 
 @torch.no_grad()
@@ -153,6 +192,10 @@ def main(argv=None):
                     help="torch intra-op threads; part of the recipe, since the float rounding "
                          "of a convolution can depend on how it is split (1 trains as fast as 2 "
                          "on the 2-core build machine and leaves the other core free)")
+    ap.add_argument("--dense-weight", type=float, default=0.0,
+                    help="weight of the training-only dense per-type mask term (0: off)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from the last finished epoch's checkpoint in --out")
     ap.add_argument("--out", default=str(HERE / "work" / "run"))
     ap.add_argument("--val-monitor", type=int, default=0,
                     help="per-epoch validation AUC on the first N validation plates only (0: all);"
@@ -173,6 +216,8 @@ def main(argv=None):
     Xtr, Ytr, Ttr = tr["x"], tr["y"].astype(np.int64), tr["types"].astype(np.float32)
     Str = tr["sev"].astype(np.float32)
     Mtr = tr["mask"]
+    TMtr = tr.get("tmask")
+    pair = tr.get("pair")
     has_mask = Mtr.any(axis=1)
     print(f"train {len(Xtr)} plates (unusable {Ytr.mean():.3f}, with local masks "
           f"{has_mask.mean():.3f}); val {len(va['x'])}", flush=True)
@@ -183,9 +228,14 @@ def main(argv=None):
     # (only created when used: its initialisation draws from the torch RNG, which also drives
     # dropout, so a run without it reproduces runs made before it existed)
     sev_head = torch.nn.Linear(2 * 8 * a.width, 2 * n_types) if a.sev_weight > 0 else None
+    dense = DenseHeads(a.width, n_types) if a.dense_weight > 0 else None
+    if dense is not None and TMtr is None:
+        raise SystemExit("--dense-weight needs a cache with per-type masks (tmask)")
     params = list(model.parameters())
     if sev_head is not None:
         params += list(sev_head.parameters())
+    if dense is not None:
+        params += list(dense.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(Xtr) / a.batch)
     total = steps_per_epoch * a.epochs
@@ -202,7 +252,29 @@ def main(argv=None):
     t_start = time.time()
     history = []
     S = a.size
-    for ep in range(a.epochs):
+    first = 0
+    ckpt = out / "checkpoint.pt"
+    if a.resume and ckpt.exists():
+        # everything a finished epoch leaves behind, so a killed run goes on exactly as if it
+        # had not stopped (same batches, same dropout draws)
+        c = torch.load(ckpt, weights_only=False)
+        same = {k: v for k, v in vars(a).items() if k != "resume"}
+        if c.get("args") != same:
+            raise SystemExit(f"{ckpt} was written by a run with other arguments; "
+                             "resume only the same command")
+        model.load_state_dict(c["model"])
+        opt.load_state_dict(c["opt"])
+        sched.load_state_dict(c["sched"])
+        for m, k in ((sev_head, "sev_head"), (dense, "dense")):
+            if m is not None:
+                m.load_state_dict(c[k])
+        rng.bit_generator.state = c["rng"]
+        torch.set_rng_state(c["torch_rng"])
+        history, first = c["history"], c["epoch"] + 1
+        t_start -= c["seconds"]
+        print(f"resumed after epoch {c['epoch']}", flush=True)
+    steps_per_epoch = math.ceil(len(Xtr) / a.batch)
+    for ep in range(first, a.epochs):
         if ep > 0 and a.time_budget > 0 and time.time() - t_start > a.time_budget:
             print(f"time budget reached, stopping before epoch {ep}", flush=True)
             break
@@ -210,19 +282,29 @@ def main(argv=None):
         t0 = time.time()
         if sev_head is not None:
             sev_head.train()
-        tot = {"cls": 0.0, "typ": 0.0, "sev": 0.0, "attn": 0.0, "n": 0}
-        for step, b in enumerate(batches(len(Xtr), a.batch, rng)):
+        tot = {"cls": 0.0, "typ": 0.0, "sev": 0.0, "attn": 0.0, "dense": 0.0, "n": 0}
+        if dense is not None:
+            dense.train()
+        it = (pair_batches(pair, a.batch, rng) if pair is not None
+              else batches(len(Xtr), a.batch, rng))
+        for step, b in enumerate(it):
             x = torch.from_numpy(Xtr[b].astype(np.float32))
             y = torch.from_numpy(Ytr[b])
             t = torch.from_numpy(Ttr[b])
             sv = torch.from_numpy(Str[b])
             m = torch.from_numpy(D.unpack_masks(Mtr[b], S).astype(np.float32)).unsqueeze(1)
             # augmentation: random flips of the whole canvas (artifacts are position-free)
+            tm = (torch.from_numpy(np.unpackbits(TMtr[b], axis=-1).reshape(
+                len(b), n_types, D.TMASK, D.TMASK).astype(np.float32))
+                if dense is not None else None)
             if rng.random() < 0.5:
                 x, m = x.flip(3), m.flip(3)
+                tm = tm.flip(3) if tm is not None else None
             if rng.random() < 0.5:
                 x, m = x.flip(2), m.flip(2)
-            cls, typ, last = forward_with_last(model, x)
+                tm = tm.flip(2) if tm is not None else None
+            cls, typ, feats = forward_with_feats(model, x)
+            last = feats["last"]
             l_cls = F.cross_entropy(cls, y, weight=cw)
             l_typ = F.binary_cross_entropy_with_logits(typ, t, pos_weight=pos_w)
             loss = l_cls + l_typ
@@ -244,6 +326,10 @@ def main(argv=None):
                 inside = torch.logsumexp(logp.masked_fill(mm.flatten(1) < 0.5, -1e4), dim=1)
                 l_attn = -inside.mean()
                 loss = loss + a.attn_weight * l_attn
+            l_dense = torch.zeros(())
+            if dense is not None:
+                l_dense = dense.loss(feats, tm)
+                loss = loss + a.dense_weight * l_dense
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -253,19 +339,31 @@ def main(argv=None):
             tot["typ"] += float(l_typ.detach()) * k
             tot["sev"] += float(l_sev.detach()) * k
             tot["attn"] += float(l_attn.detach()) * k
+            tot["dense"] += float(l_dense.detach()) * k
             tot["n"] += k
             if step % 50 == 0:
                 print(f"ep {ep} step {step}/{steps_per_epoch} cls {float(l_cls):.4f} "
                       f"typ {float(l_typ):.4f} sev {float(l_sev):.4f} attn {float(l_attn):.4f} "
+                      f"dense {float(l_dense):.4f} "
                       f"{time.time() - t0:.0f}s", flush=True)
         nmon = a.val_monitor or len(va["y"])
         pv, tv = predict(model, va["x"][:nmon])
         auc = roc_auc(va["y"][:nmon], pv)
         rec = {"epoch": ep, "seconds": time.time() - t0,
-               **{k: tot[k] / tot["n"] for k in ("cls", "typ", "sev", "attn")}, "val_auc": auc}
+               **{k: tot[k] / tot["n"] for k in ("cls", "typ", "sev", "attn", "dense")},
+               "val_auc": auc}
         history.append(rec)
         print(json.dumps(rec), flush=True)
         torch.save(model.state_dict(), out / "weights.pt")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(), "history": history, "epoch": ep,
+                    "seconds": time.time() - t_start,
+                    "args": {k: v for k, v in vars(a).items() if k != "resume"},
+                    **({"sev_head": sev_head.state_dict()} if sev_head is not None else {}),
+                    **({"dense": dense.state_dict()} if dense is not None else {})},
+                   out / "checkpoint.tmp.pt")
+        (out / "checkpoint.tmp.pt").replace(ckpt)
 
     train_seconds = time.time() - t_start
     result = {

@@ -29,6 +29,7 @@ MU_PULP = 0.03
 MU_AMALGAM = 2.5
 MU_COMPOSITE = 0.40
 MU_GUTTA = 1.2
+MU_TITANIUM = 1.6
 
 # tooth kinds: crown half-width range (mm), crown length, root length, roots, cusps
 TOOTH_KINDS = {
@@ -112,7 +113,35 @@ def sample_geometry(rng: np.random.Generator, shifted: bool = False) -> dict:
                 portrait=portrait, jaw=jaw)
 
 
-def _layout(rng: np.random.Generator, g: dict, wmm: float, hmm: float) -> list[Tooth]:
+def sample_style(rng: np.random.Generator) -> dict:
+    """Per-plate anatomy style: how much dental work, how dense and textured the bone, how
+    crisp the root outlines. Drawn widely so that nothing about the anatomy separates usable
+    from unusable plates (it is drawn from the scene's own stream, before any artifact)."""
+    heavy = rng.random() < 0.35
+    return dict(
+        p_rest=float(rng.uniform(0.3, 0.85) if heavy else rng.uniform(0.0, 0.25)),
+        p_missing=float(rng.uniform(0.0, 0.2) if rng.random() < 0.3 else 0.04),
+        contact=float(rng.uniform(0.4, 1.8) if rng.random() < 0.35 else 0.0),
+        density=float(rng.uniform(0.45, 0.8) if rng.random() < 0.3 else rng.uniform(0.14, 0.4)),
+        trab=float(rng.uniform(0.04, 0.3)),
+        trab_step=float(math.exp(rng.uniform(math.log(0.6), math.log(1.8)))),
+        pdl=float(rng.uniform(0.35, 1.0)),
+        lamina=float(rng.uniform(0.0, 0.13)),
+        root_soft=float(rng.uniform(0.1, 0.4) if rng.random() < 0.45 else rng.uniform(0.0, 0.1)),
+        ortho=rng.random() < 0.07,
+        caries=float(rng.uniform(0.0, 0.3) if rng.random() < 0.3 else 0.0),
+        exposure=float(math.exp(rng.uniform(math.log(0.5), math.log(2.0)))),
+    )
+
+
+# restorations by relative frequency (fillings most common, implants and bridges rarer)
+RESTORATIONS = [("amalgam", 0.27), ("composite", 0.2), ("crown", 0.14), ("rct", 0.1),
+                ("post", 0.1), ("implant", 0.09), ("pontic", 0.1)]
+
+
+def _layout(rng: np.random.Generator, g: dict, wmm: float, hmm: float,
+            style: dict | None = None) -> list[Tooth]:
+    style = style or dict(p_rest=0.2, p_missing=0.04, contact=0.0, caries=0.0)
     teeth: list[Tooth] = []
     if g["view"] == "periapical":
         if g["region"] == "anterior":
@@ -136,7 +165,7 @@ def _layout(rng: np.random.Generator, g: dict, wmm: float, hmm: float) -> list[T
             kind = kinds[min(k, len(kinds) - 1)]
             p = TOOTH_KINDS[kind]
             hw = float(rng.uniform(*p["w"]))
-            if rng.random() < 0.04 and teeth:   # missing tooth: leave a gap
+            if rng.random() < style["p_missing"] and teeth:   # missing tooth: leave a gap
                 x += 2 * hw
                 k += 1
                 continue
@@ -151,15 +180,14 @@ def _layout(rng: np.random.Generator, g: dict, wmm: float, hmm: float) -> list[T
                       direction=direction, tilt=float(rng.normal(0, 0.06)), half_w=hw, lc=lc, lr=lr,
                       roots=roots, spread=float(rng.uniform(0.3, 1.6)),
                       curve=float(rng.normal(0, 0.5)))
-            r = rng.random()
-            if r < 0.08:
-                t.restoration = "amalgam"
-            elif r < 0.14:
-                t.restoration = "composite"
-            elif r < 0.17:
-                t.restoration = "crown"
-            elif r < 0.20:
-                t.restoration = "rct"
+            if rng.random() < style["p_rest"]:
+                names, ps = zip(*RESTORATIONS)
+                t.restoration = str(rng.choice(names, p=np.array(ps) / sum(ps)))
+            elif rng.random() < style["caries"]:
+                t.restoration = "caries"
+                t.rest_params = dict(side=int(rng.choice([-1, 1])),
+                                     depth=float(rng.uniform(0.2, 0.6)),
+                                     size=float(rng.uniform(0.6, 1.6)))
             if t.restoration in ("amalgam", "composite"):
                 t.rest_params = dict(depth=float(rng.uniform(1.8, 3.6)),
                                      vc=float(rng.uniform(-0.35, 0.35)),
@@ -167,7 +195,7 @@ def _layout(rng: np.random.Generator, g: dict, wmm: float, hmm: float) -> list[T
                                      proximal=int(rng.integers(-1, 2)),
                                      prox_depth=float(rng.uniform(0.45, 0.8)))
             teeth.append(t)
-            x = cx + hw + float(rng.uniform(-0.5, 0.4))
+            x = cx + hw + float(rng.uniform(-0.5, 0.4)) - float(rng.uniform(0, style["contact"]))
             k += 1
     return teeth
 
@@ -305,14 +333,37 @@ def _render_tooth(t: Tooth, A: np.ndarray, occ: np.ndarray, p: float):
     elif t.restoration == "crown":
         reg = (u < t.lc + 0.3) & (t_out > 0)
         a = np.where(reg, MU_AMALGAM * np.maximum(t_out, 1.0), a)
-    elif t.restoration == "rct":
+    elif t.restoration in ("rct", "post"):
         a = a + MU_GUTTA * np.minimum(t_pulp * 1.6, 1.0) * (u > t.lc * 0.6)
+        if t.restoration == "post":   # metal post in the coronal part of the canal + crown
+            post = (np.abs(v) < 0.45) & (u > t.lc * 0.5) & (u < t.lc + 0.45 * t.lr)
+            a = np.where(post & (t_out > 0), MU_AMALGAM * 1.6, a)
+            reg = (u < t.lc + 0.3) & (t_out > 0)
+            a = np.where(reg, MU_AMALGAM * np.maximum(t_out, 1.0), a)
+    elif t.restoration == "pontic":   # bridge pontic: a metal crown over no root
+        reg = (u < t.lc + 0.3) & (t_out > 0)
+        a = np.where(reg, MU_AMALGAM * np.maximum(t_out, 1.0), 0.0)
+        t_out = np.where(reg, t_out, 0.0)
+    elif t.restoration == "implant":  # threaded titanium screw in bone, metal crown on top
+        L = t.lc + t.lr
+        s = np.clip((u - t.lc) / t.lr, 0, 1)
+        half = 0.55 * t.half_w * (1 - 0.25 * s) * (1 + 0.12 * np.sin(u * 2 * math.pi / 0.6))
+        screw = (u >= t.lc) & (u <= L * 0.97) & (np.abs(v) < half)
+        crown = (u < t.lc + 0.3) & (t_out > 0)
+        a = np.where(screw, MU_TITANIUM * 2 * np.sqrt(np.maximum(half ** 2 - v ** 2, 0)), 0.0)
+        a = np.where(crown, MU_AMALGAM * np.maximum(t_out, 1.0), a)
+        t_out = np.where(screw | crown, np.maximum(t_out, 0.5), 0.0)
+    elif t.restoration == "caries":   # demineralised enamel/dentin near a contact
+        rp = t.rest_params
+        reg = (((u_c - 0.45 * t.lc) / (rp["size"] * 1.4)) ** 2
+               + ((v - rp["side"] * t.half_w * 0.8) / rp["size"]) ** 2) < 1.0
+        a = np.where(reg & (t_out > 0), a * (1 - rp["depth"]), a)
     A[y0:y1, x0:x1] += a
     occ[y0:y1, x0:x1] |= t_out > 0
 
 
 def render_scene(rng: np.random.Generator, geometry: dict | None = None, *,
-                 scale: float = 1.0, shifted: bool = False) -> Scene:
+                 scale: float = 1.0, shifted: bool = False, style: dict | None = None) -> Scene:
     """Render a clean plate (no noise). `geometry` defaults to `sample_geometry(rng, shifted)`."""
     g = dict(geometry) if geometry is not None else sample_geometry(rng, shifted)
     short, long_ = PLATE_SIZES_MM[g["plate_size"]]
@@ -324,7 +375,8 @@ def render_scene(rng: np.random.Generator, geometry: dict | None = None, *,
     Hw, Ww = -(-H // f), -(-W // f)
     p = ppmm / f
 
-    teeth = _layout(rng, g, wmm, hmm)
+    st = dict(style) if style is not None else sample_style(rng)
+    teeth = _layout(rng, g, wmm, hmm, st)
     A = np.zeros((Hw, Ww), np.float32)
     occ = np.zeros((Hw, Ww), bool)
     for t in teeth:
@@ -337,8 +389,8 @@ def render_scene(rng: np.random.Generator, geometry: dict | None = None, *,
     bone = np.zeros((Hw, Ww), np.float32)
     bone_m = np.zeros((Hw, Ww), bool)
     loss = float(rng.uniform(0.0, 1.0) if rng.random() < 0.8 else rng.uniform(1.0, 4.5))
-    trab = U.trabecular_field(rng, Hw, Ww, step=float(rng.uniform(0.8, 1.25)) * 11.0 / p)
-    density = float(rng.uniform(0.22, 0.36))
+    trab = U.trabecular_field(rng, Hw, Ww, step=st["trab_step"] * 11.0 / p)
+    density = st["density"]
     lowf = U.smooth_noise(rng, Hw, Ww, cell=2.5 * p)
     tmod = U.smooth_noise(rng, Hw, Ww, cell=1.5 * p)
     for direction in sorted({t.direction for t in teeth}):
@@ -351,7 +403,7 @@ def render_scene(rng: np.random.Generator, geometry: dict | None = None, *,
         crest = crest + 0.3 * U.smooth_noise(rng, 1, Ww, cell=6 * p)[0]
         dist = (ys - crest[None, :]) * direction          # mm into the bone
         onset = np.clip(dist / 0.7, 0, 1)
-        b = onset * (density * (1 + 0.25 * lowf) + 0.15 * trab * (0.55 + 0.45 * tmod)) + 0.10 * np.exp(-((dist - 0.15) / 0.25) ** 2)
+        b = onset * (density * (1 + 0.25 * lowf) + st["trab"] * trab * (0.55 + 0.45 * tmod)) + 0.10 * np.exp(-((dist - 0.15) / 0.25) ** 2)
         bone += b.astype(np.float32)
         bone_m |= dist > 0
         apex = max(t.lc + t.lr for t in row)
@@ -378,8 +430,22 @@ def render_scene(rng: np.random.Generator, geometry: dict | None = None, *,
     pdl = near1 & ~occ
     lam = near2 & ~near1
     bone = np.where(occ, bone * 0.75, bone)
-    bone = np.where(pdl, bone * 0.55, bone)
-    bone = bone + np.where(lam & bone_m, np.float32(0.07), np.float32(0))
+    bone = np.where(pdl, bone * (1.0 - 0.45 * st["pdl"]), bone)
+    bone = bone + np.where(lam & bone_m, np.float32(st["lamina"]), np.float32(0))
+    if st["root_soft"] > 0.02:   # soft root and crown outlines (scatter, focal spot, angle)
+        sig = st["root_soft"] * p
+        A = U.blur(A, sig) if sig >= 0.5 else U.smooth3(A)
+    if st["ortho"]:              # orthodontic wire and brackets across the crowns
+        for direction in sorted({t.direction for t in teeth}):
+            row = [t for t in teeth if t.direction == direction]
+            xs_t = np.array([t.cx for t in row])
+            ys_t = np.array([t.y0 + direction * 0.45 * t.lc for t in row])
+            wire_y = np.interp(xs, xs_t, ys_t)[None, :]
+            A += np.where(np.abs(ys - wire_y) < 0.25, np.float32(0.9), np.float32(0))
+            for t in row:
+                by = t.y0 + direction * 0.45 * t.lc
+                A += np.where((np.abs(xs - t.cx) < 1.4) & (np.abs(ys - by) < 1.2),
+                              np.float32(1.2), np.float32(0))
 
     # soft tissue (lips / cheeks / tongue), thinner in air gaps
     soft = 0.16 + 0.06 * U.smooth_noise(rng, Hw, Ww, cell=12 * p) + 0.04 * (ys / hmm)
@@ -391,7 +457,7 @@ def render_scene(rng: np.random.Generator, geometry: dict | None = None, *,
         soft = soft - 0.08 * np.clip((y_inc - ys) / 2.0, 0, 1)
     A = A + bone + soft.astype(np.float32)
 
-    exposure = float(rng.uniform(0.8, 1.3))
+    exposure = st["exposure"]
     b = 1.0 - np.exp(-A * exposure)
     gamma = float(rng.uniform(0.8, 1.2))
     b = np.clip(b, 0, 1) ** gamma
@@ -415,7 +481,7 @@ def render_scene(rng: np.random.Generator, geometry: dict | None = None, *,
     b = np.ascontiguousarray(b)
     occ_o = np.ascontiguousarray(occ_o)
     bone_o = np.ascontiguousarray(bone_o)
-    if rng.random() < 0.7:
+    if rng.random() < 0.5:
         # rounded plate corners: no phosphor there, so no signal (bright in MONOCHROME2)
         b = _round_corners(b, rng.uniform(1.5, 3.0) * ppmm, float(rng.uniform(0.9, 1.0)))
     diag = diagnostic_region(occ_o, bone_o, ppmm)
@@ -425,7 +491,7 @@ def render_scene(rng: np.random.Generator, geometry: dict | None = None, *,
                  portrait=g["portrait"], jaw=g["jaw"], region=g["region"], exposure=exposure,
                  noise_sigma=noise_sigma,
                  n_restorations=sum(t.restoration is not None for t in teeth),
-                 params=dict(geometry=g, n_teeth=len(teeth), bone_loss_mm=loss))
+                 params=dict(geometry=g, n_teeth=len(teeth), bone_loss_mm=loss, style=st))
 
 
 def _round_corners(b: np.ndarray, r: float, level: float) -> np.ndarray:

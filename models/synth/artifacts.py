@@ -365,7 +365,9 @@ def cone_cut(img, ctx, rng, sev, placement):
 def double_exposure(img, ctx, rng, sev, placement):
     from .anatomy import render_scene
     k = {1: rng.uniform(0.15, 0.3), 2: rng.uniform(0.4, 0.7), 3: rng.uniform(0.75, 1.0)}[sev]
-    second = render_scene(rng, ctx["geometry"], scale=ctx["scale"]).brightness
+    # a second exposure of the same mouth: same geometry and anatomy style, another position
+    second = render_scene(rng, ctx["geometry"], scale=ctx["scale"],
+                          style=ctx.get("style")).brightness
     if second.shape != img.shape:
         second = U.resize_bilinear(second, *img.shape)
     e = (1.0 - img) + k * (1.0 - second)
@@ -453,21 +455,43 @@ def delayed_scan(img, ctx, rng, sev, placement):
     return img.astype(np.float32), np.ones((H, W), bool)
 
 
+def _clipped_share(img, diag):
+    v = img[diag] if diag.any() else img.ravel()
+    v = v[:: max(1, v.size // 20000)]
+    return float(((v <= 0.0) | (v >= 1.0)).mean())
+
+
 def brightness(img, ctx, rng, sev, placement):
+    """Wrong brightness, defined by what is lost in the diagnostic region: a share of it is
+    clipped (burnt out to white or crushed to black), 1-5 % / 12-30 % / 35-70 % by severity.
+    Clipped air or soft tissue outside the region is normal (auto-ranged display) and does not
+    count."""
     H, W = ctx["shape"]
-    off = {1: rng.uniform(0.06, 0.12), 2: rng.uniform(0.16, 0.28), 3: rng.uniform(0.3, 0.45)}[sev]
+    diag = ctx["diag"]
+    frac = {1: rng.uniform(0.01, 0.05), 2: rng.uniform(0.12, 0.3), 3: rng.uniform(0.35, 0.7)}[sev]
+    v = img[diag] if diag.any() else img.ravel()
+    a = rng.uniform(1.0, 1.3)
     mode = int(rng.integers(0, 3))
-    if mode == 0:      # too bright (under-exposed), white clipping
-        img = img * rng.uniform(1.0, 1.3) + off
-    elif mode == 1:    # too dark (over-exposed), black clipping
-        img = img * rng.uniform(1.0, 1.3) - off * 1.3
-    else:              # strong non-uniform gradient with clipping at one end
+    if mode == 0:      # too bright (under-exposed): the top `frac` of the region burns out
+        q = float(np.quantile(v, 1.0 - frac))
+        out = a * img + (1.0 - a * q)
+    elif mode == 1:    # too dark (over-exposed): the bottom `frac` is crushed to black
+        q = float(np.quantile(v, frac))
+        out = a * (img - q)
+    else:              # a strong gradient that clips the region at one end
         ys = np.arange(H, dtype=np.float32)[:, None] / H
         xs = np.arange(W, dtype=np.float32)[None, :] / W
         th = rng.uniform(0, 2 * math.pi)
-        g = (xs - 0.5) * math.cos(th) + (ys - 0.5) * math.sin(th)
-        img = img + g * (3.0 * off)
-    return np.clip(img, 0, 1).astype(np.float32), np.ones((H, W), bool)
+        g = ((xs - 0.5) * math.cos(th) + (ys - 0.5) * math.sin(th)).astype(np.float32)
+        lo, hi = 0.0, 6.0
+        for _ in range(14):   # bisection on the gradient's strength for the clipped share
+            mid = 0.5 * (lo + hi)
+            if _clipped_share(img + mid * g, diag) < frac:
+                lo = mid
+            else:
+                hi = mid
+        out = img + hi * g
+    return np.clip(out, 0, 1).astype(np.float32), np.ones((H, W), bool)
 
 
 ARTIFACT_FUNCS = {

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import anatomy, artifacts, labels
+from . import anatomy, artifacts, display, labels
 from .artifacts import ARTIFACT_NAMES, GLOBAL_TYPES
 
 # number of artifact types on an artifact plate: P(1)=0.45, P(2)=0.35, P(3)=0.20
@@ -74,12 +74,17 @@ def sample_artifacts(rng: np.random.Generator, unusable_fraction: float,
     return want_bad, req
 
 
-def _render(scene, rng, req, ctx):
+def _render(scene, rngs, req, ctx, noise_seed):
+    """Artifacts, noise and the display chain on a scene. The noise field comes from its own
+    generator, re-created from `noise_seed` on every call, so a scene rendered with and without
+    its artifacts carries the same noise (the counterfactual twin of `make_pair`)."""
+    r_art = rngs["art"]
     img = scene.brightness.copy()
-    img, m1 = artifacts.apply("exposure", img, ctx, rng, req)
-    img = anatomy.finish(img, rng, scene.noise_sigma)
-    img, m2 = artifacts.apply("readout", img, ctx, rng, req)
-    img, m3 = artifacts.apply("plate", img, ctx, rng, req)
+    img, m1 = artifacts.apply("exposure", img, ctx, r_art, req)
+    img = anatomy.finish(img, np.random.Generator(np.random.PCG64(noise_seed)), scene.noise_sigma)
+    img, m2 = artifacts.apply("readout", img, ctx, r_art, req)
+    img, m3 = artifacts.apply("plate", img, ctx, r_art, req)
+    img = display.apply_display(img, ctx["display"], ctx["ppmm"])
     return img, {**m1, **m2, **m3}
 
 
@@ -131,6 +136,16 @@ def percentile_window(stored: np.ndarray, slope: float, intercept: float) -> tup
     return float(round((lo + hi) / 2, 1)), float(max(1.0, round(hi - lo, 1)))
 
 
+def _streams(seed: int) -> tuple[dict, int]:
+    """One independent generator per concern, so that what the label depends on (the sampled
+    artifacts) cannot shift what it must not depend on (anatomy, noise, processing, encoding)."""
+    kids = np.random.SeedSequence(int(seed)).spawn(6)
+    names = ["sample", "scene", "art", "display", "encoding"]
+    rngs = {n: np.random.Generator(np.random.PCG64(k)) for n, k in zip(names, kids)}
+    noise_seed = int(kids[5].generate_state(1, np.uint64)[0])
+    return rngs, noise_seed
+
+
 def make_plate(seed: int, *, unusable_fraction: float = 0.5, artifact_fraction: float = 0.6,
                shifted: bool = False, scale: float = 1.0,
                artifacts: list[dict] | None = None) -> Plate:
@@ -139,21 +154,35 @@ def make_plate(seed: int, *, unusable_fraction: float = 0.5, artifact_fraction: 
     `artifacts` (optional) bypasses the sampler: a list of {type, severity[, placement]}
     (placement "diag" / "periphery" / "any", default "any"); the label still follows the rule.
     """
-    rng = np.random.Generator(np.random.PCG64(seed))
-    want_bad, req = sample_artifacts(rng, unusable_fraction, artifact_fraction)
+    return make_pair(seed, unusable_fraction=unusable_fraction,
+                     artifact_fraction=artifact_fraction, shifted=shifted, scale=scale,
+                     artifacts=artifacts, twin=False)[0]
+
+
+def make_pair(seed: int, *, unusable_fraction: float = 0.5, artifact_fraction: float = 0.6,
+              shifted: bool = False, scale: float = 1.0, artifacts: list[dict] | None = None,
+              twin: bool = True) -> tuple[Plate, Plate | None]:
+    """(plate, clean twin): the plate as `make_plate` makes it, and the same scene rendered
+    without its artifacts, with the same noise field, display chain and encoding (None when the
+    plate has no artifacts or `twin` is False). Training on both in one batch leaves anatomy and
+    processing nothing to predict the label with."""
+    rngs, noise_seed = _streams(seed)
+    want_bad, req = sample_artifacts(rngs["sample"], unusable_fraction, artifact_fraction)
     if artifacts is not None:
         for a in artifacts:
             if a["type"] not in ARTIFACT_NAMES:
                 raise ValueError(f"unknown artifact type {a['type']!r}")
         req = [{"type": a["type"], "severity": int(a["severity"]),
                 "placement": a.get("placement", "any")} for a in artifacts if int(a["severity"]) > 0]
-    scene = anatomy.render_scene(rng, scale=scale, shifted=shifted)
+    scene = anatomy.render_scene(rngs["scene"], scale=scale, shifted=shifted)
     if shifted:   # noise-level shift: noisier or much cleaner plates
-        scene.noise_sigma = float(rng.uniform(0.035, 0.06) if rng.random() < 0.6
-                                  else rng.uniform(0.003, 0.008))
+        scene.noise_sigma = float(rngs["scene"].uniform(0.035, 0.06)
+                                  if rngs["scene"].random() < 0.6
+                                  else rngs["scene"].uniform(0.003, 0.008))
     ctx = dict(shape=scene.shape, ppmm=scene.px_per_mm, diag=scene.diagnostic_mask,
-               geometry=scene.params["geometry"], scale=scale, noise_sigma=scene.noise_sigma)
-    img, masks = _render(scene, rng, req, ctx)
+               geometry=scene.params["geometry"], style=scene.params["style"], scale=scale,
+               noise_sigma=scene.noise_sigma, display=display.sample_display(rngs["display"]))
+    img, masks = _render(scene, rngs, req, ctx, noise_seed)
     usable = labels.label(req, masks, scene.diagnostic_mask, scene.px_per_mm)
     tries = 0
     while artifacts is None and req and usable == want_bad and tries < 3:
@@ -164,21 +193,33 @@ def make_plate(seed: int, *, unusable_fraction: float = 0.5, artifact_fraction: 
         else:
             for a in req:
                 a["severity"] = 1
-        img, masks = _render(scene, rng, req, ctx)
+        img, masks = _render(scene, rngs, req, ctx, noise_seed)
         usable = labels.label(req, masks, scene.diagnostic_mask, scene.px_per_mm)
-    enc = _encoding(rng, shifted)
-    stored = to_stored(img, enc)
-    wc = ww = None
-    if enc["window"]:
-        wc, ww = percentile_window(stored, enc["slope"], enc["intercept"])
-    return Plate(stored=stored, bits_stored=enc["bits"], pixel_representation=enc["signed"],
-                 photometric="MONOCHROME1" if enc["mono1"] else "MONOCHROME2",
-                 rescale_slope=enc["slope"], rescale_intercept=enc["intercept"],
-                 window_center=wc, window_width=ww,
-                 artifacts=[{"type": a["type"], "severity": int(a["severity"])} for a in req],
-                 masks=masks, diagnostic_mask=scene.diagnostic_mask, usable=bool(usable),
-                 view=scene.view, plate_size=scene.plate_size, px_per_mm=float(scene.px_per_mm),
-                 seed=int(seed), shifted=bool(shifted), brightness=img,
-                 info=dict(region=scene.region, jaw=scene.jaw, portrait=scene.portrait,
-                           noise_sigma=scene.noise_sigma, target_unusable=want_bad,
-                           n_restorations=scene.n_restorations))
+    enc = _encoding(rngs["encoding"], shifted)
+    info = dict(region=scene.region, jaw=scene.jaw, portrait=scene.portrait,
+                noise_sigma=scene.noise_sigma, target_unusable=want_bad,
+                n_restorations=scene.n_restorations, style=scene.params["style"],
+                display=ctx["display"])
+
+    def plate(img, reqs, masks, usable):
+        stored = to_stored(img, enc)
+        wc = ww = None
+        if enc["window"]:
+            wc, ww = percentile_window(stored, enc["slope"], enc["intercept"])
+        return Plate(stored=stored, bits_stored=enc["bits"], pixel_representation=enc["signed"],
+                     photometric="MONOCHROME1" if enc["mono1"] else "MONOCHROME2",
+                     rescale_slope=enc["slope"], rescale_intercept=enc["intercept"],
+                     window_center=wc, window_width=ww,
+                     artifacts=[{"type": a["type"], "severity": int(a["severity"])} for a in reqs],
+                     masks=masks, diagnostic_mask=scene.diagnostic_mask, usable=bool(usable),
+                     view=scene.view, plate_size=scene.plate_size,
+                     px_per_mm=float(scene.px_per_mm), seed=int(seed), shifted=bool(shifted),
+                     brightness=img, info=dict(info))
+
+    main = plate(img, req, masks, usable)
+    if not twin or not req:
+        return main, None
+    clean, _ = _render(scene, rngs, [], ctx, noise_seed)
+    twin_plate = plate(clean, [], {}, True)
+    twin_plate.info["twin_of"] = int(seed)
+    return main, twin_plate

@@ -19,7 +19,9 @@ def test_types_order_and_codes():
 @pytest.mark.parametrize("name", ARTIFACT_NAMES)
 def test_each_type_each_severity_has_mask(name):
     for sev in (1, 2, 3):
-        p = make_plate(1000 + sev, scale=0.3, artifacts=[{"type": name, "severity": sev}])
+        # scale 0.5: at 0.3 a small plate is ~50 px high and a one-pixel-dilated hair alone
+        # covers several per cent of it
+        p = make_plate(1000 + sev, scale=0.5, artifacts=[{"type": name, "severity": sev}])
         assert p.artifacts == [{"type": name, "severity": sev}]
         m = p.masks[name]
         assert m.dtype == bool and m.shape == p.stored.shape and m.any()
