@@ -1,0 +1,87 @@
+"""Choose among finished candidate runs by the rule written before training (plan-1.3.md).
+
+    python models/choose.py --runs work/cand-G work/cand-H --out work/choice.json
+
+For each run: export to ONNX beside the run (no verification: only the chosen one is shipped
+and verified by ship.py), then on family A only
+  * validation (seed 2): ROC AUC and the `last` Grad-CAM pointing game,
+  * family-A shifted set (seed 4): specificity at recall 0.95.
+Eligible: validation AUC >= 0.98 and pointing >= 0.80. Among eligible runs the higher shifted
+specificity at recall 0.95 wins; within 0.01 of each other, the higher validation AUC.
+The family-B gate plays no part here (gate.py runs after the choice is written).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import data as D  # noqa: E402
+import evaluate as EV  # noqa: E402
+import export as E  # noqa: E402
+from net import PlateNet  # noqa: E402
+from ship import load_model  # noqa: E402
+
+MIN_AUC = 0.98
+MIN_POINTING = 0.80
+TIE = 0.01
+
+
+def export_candidate(run: Path) -> Path:
+    res = json.loads((run / "train_result.json").read_text())
+    model = load_model(run / "weights.pt", res["width"])
+    md = E.build_metadata(input_size=res["size"], layers=list(PlateNet.LAYERS),
+                          artifact_types=D.artifact_types(), threshold=res["threshold"],
+                          model_version=f"candidate-{run.name}", training_seed=res["seed"])
+    out = run / "candidate.onnx"
+    E.export_onnx(model, list(PlateNet.LAYERS), out, input_size=res["size"], metadata=md)
+    return out
+
+
+def measure(run: Path, val: dict, shifted: dict) -> dict:
+    m = EV.Model(export_candidate(run))
+    v = EV.evaluate_split(m, val)
+    s = EV.evaluate_split(m, shifted, cam_limit=0)
+    return {"run": str(run), "val_auc": v["classification"]["auc"],
+            "val_pointing_last": v["explanations"]["per_layer"][m.layers[-1]]["gradcam_hit"],
+            "shifted_spec_at_recall_0.95": s["classification"]["spec_at_recall_0.95"],
+            "shifted_auc": s["classification"]["auc"], "threshold": m.threshold}
+
+
+def choose(rows: list[dict]) -> dict | None:
+    ok = [r for r in rows if r["val_auc"] >= MIN_AUC and r["val_pointing_last"] >= MIN_POINTING]
+    if not ok:
+        return None
+    best = max(r["shifted_spec_at_recall_0.95"] for r in ok)
+    close = [r for r in ok if best - r["shifted_spec_at_recall_0.95"] <= TIE]
+    return max(close, key=lambda r: r["val_auc"])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", nargs="+", required=True)
+    ap.add_argument("--val", default="val")
+    ap.add_argument("--shifted", default="shifted")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--out", default=str(HERE / "work" / "choice.json"))
+    a = ap.parse_args(argv)
+    val = D.load_split(a.val, a.size)
+    shifted = D.load_split(a.shifted, a.size)
+    rows = []
+    for r in a.runs:
+        rows.append(measure(Path(r), val, shifted))
+        print(json.dumps(rows[-1]), flush=True)
+    pick = choose(rows)
+    res = {"rule": {"min_val_auc": MIN_AUC, "min_val_pointing_last": MIN_POINTING,
+                    "rank": "shifted spec at recall 0.95, ties within 0.01 by val AUC"},
+           "candidates": rows, "chosen": pick["run"] if pick else None}
+    Path(a.out).write_text(json.dumps(res, indent=1))
+    print("chosen:", res["chosen"])
+
+
+if __name__ == "__main__":
+    main()
