@@ -35,6 +35,31 @@ def target_rows(ev):
     return rows
 
 
+def gate_target_rows(g):
+    """The out-of-family targets (issue: judged on family B, never trained or chosen on)."""
+    c = g.get("classification", {})
+    e = g.get("explanations", {}).get("per_layer", {})
+    last = list(e)[-1] if e else None
+    auc, s, sp = c.get("auc"), c.get("sensitivity"), c.get("specificity")
+    pg = e[last].get("gradcam_hit") if last else None
+    de = g.get("deletion", {})
+    ga, ra = de.get("gradcam_area"), de.get("random_area")
+    fp = {k: v for k, v in g.get("clean_false_positive_rate", {}).items() if k != "plates"}
+    worst = max(fp.items(), key=lambda kv: kv[1]) if fp else (None, None)
+    return [
+        ("family B ROC AUC >= 0.97", f3(auc), auc is not None and auc >= 0.97),
+        ("family B unusable recall >= 0.95 and specificity >= 0.90 at the shipped threshold",
+         f"sens {f3(s)}, spec {f3(sp)}", s is not None and s >= 0.95 and sp >= 0.90),
+        (f"family B last-layer (`{last}`) Grad-CAM pointing game >= 0.80", f3(pg),
+         pg is not None and pg >= 0.80),
+        ("family B deletion curve (Grad-CAM order) falls faster than random deletion "
+         "(area under P(unusable), lower is faster)", f"{f3(ga)} vs random {f3(ra)}",
+         ga is not None and ra is not None and ga < ra),
+        ("family B per-type false-reason rate on clean plates <= 5 % (worst type)",
+         f"{worst[0]} {f3(worst[1])}", worst[1] is not None and worst[1] <= 0.05),
+    ]
+
+
 def cls_table(ev):
     out = ["| set | plates | unusable | ROC AUC | sensitivity @thr | specificity @thr | "
            "recall @spec 0.90 | spec @recall 0.95 |", "|---|---|---|---|---|---|---|---|"]
@@ -88,6 +113,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=str(HERE / "work" / "run"))
     ap.add_argument("--eval", default=str(HERE / "work" / "eval.json"))
+    ap.add_argument("--gate", default=None, help="gate.py result (family B)")
+    ap.add_argument("--choice", default=None, help="choose.py result")
     ap.add_argument("--out", default=str(HERE / "CARD.md"))
     ap.add_argument("--notes", default=str(HERE / "card_notes.md"),
                     help="hand-written observations appended verbatim if the file exists")
@@ -160,7 +187,35 @@ def main(argv=None):
     L += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for t, v, ok in target_rows(ev):
         L.append(f"| {t} | {v} | {'yes' if ok else '**no**'} |")
+    gate = json.loads(Path(a.gate).read_text()) if a.gate and Path(a.gate).exists() else None
+    if gate:
+        L += ["", "### Out of family (rendering family B, `models/famb`)", "",
+              f"{gate['classification']['n']} plates of family B (seed {gate['seed']}xxxxxx, "
+              "`make -C models gate`): written separately from the training generator and never "
+              "used for training, choosing between candidates or the threshold.", "",
+              "| target | measured | met |", "|---|---|---|"]
+        for t, v, ok in gate_target_rows(gate):
+            L.append(f"| {t} | {v} | {'yes' if ok else '**no**'} |")
+    choice = (json.loads(Path(a.choice).read_text())
+              if a.choice and Path(a.choice).exists() else None)
+    if choice:
+        L += ["", "## How this model was chosen", "",
+              "By the rule in `models/plan-1.3.md`, written before training, on family A only: "
+              f"eligible when validation AUC >= {choice['rule']['min_val_auc']} and validation "
+              f"`last` pointing game >= {choice['rule']['min_val_pointing_last']}; then "
+              f"{choice['rule']['rank']}.", "",
+              "| candidate | val AUC | val `last` pointing | shifted spec @recall 0.95 | "
+              "shifted AUC | chosen |", "|---|---|---|---|---|---|"]
+        for r in choice["candidates"]:
+            L.append(f"| `{r['run']}` | {f3(r['val_auc'])} | {f3(r['val_pointing_last'])} | "
+                     f"{f3(r['shifted_spec_at_recall_0.95'])} | {f3(r['shifted_auc'])} | "
+                     f"{'yes' if r['run'] == choice['chosen'] else 'no'} |")
     L += ["", "## Classification", ""] + cls_table(ev)
+    if gate:
+        c = gate["classification"]
+        L += [f"| family B (seed {gate['seed']}, Plate path) | {c['n']} | {c['n_unusable']} | "
+              f"{f3(c['auc'])} | {f3(c['sensitivity'])} | {f3(c['specificity'])} | "
+              f"{f3(c['recall_at_spec_0.90'])} | {f3(c['spec_at_recall_0.95'])} |"]
     if "shifted_dicom" in ev:
         L += ["", "DICOM path (shifted seeds written by `synth.dicom_io.write_dicom`, decoded by "
               "pydicom) against the in-memory Plate path, per transfer syntax:", "",
@@ -179,6 +234,25 @@ def main(argv=None):
               "head flags at the shipped threshold.", ""] + type_table(r)
         L += ["", f"### Per severity ({label})", ""] + sev_table(r)
         L += ["", f"## Explanations ({label})", ""] + expl_table(r)
+    if gate:
+        L += ["", "## Per artifact type (family B)", ""] + type_table(gate)
+        L += ["", "### Per severity (family B)", ""] + sev_table(gate)
+        fp = gate["clean_false_positive_rate"]
+        L += ["", f"### False reasons on clean family-B plates ({fp['plates']} plates)", "",
+              "| type | share of clean plates with the type's score >= artifact threshold |",
+              "|---|---|"]
+        L += [f"| {k} | {f3(v)} |" for k, v in fp.items() if k != "plates"]
+        L += ["", "## Explanations (family B)", ""] + expl_table(gate)
+        de = gate["deletion"]
+        L += ["", f"Deletion test ({de['plates']} unusable family-B plates with local artifacts "
+              "only): the `last` grid's cells inside the plate are replaced by a blurred copy of "
+              "the input, in Grad-CAM order or in random order; mean P(unusable):", "",
+              "| deleted share | " + " | ".join(f"{f:g}" for f in de["fractions"]) + " | area |",
+              "|---|" + "---|" * (len(de["fractions"]) + 1),
+              "| Grad-CAM order | " + " | ".join(f"{v:.3f}" for v in de["gradcam_curve"])
+              + f" | {f3(de['gradcam_area'])} |",
+              "| random order | " + " | ".join(f"{v:.3f}" for v in de["random_curve"])
+              + f" | {f3(de['random_area'])} |"]
     notes = Path(a.notes)
     if notes.exists():
         L += ["", notes.read_text().rstrip()]

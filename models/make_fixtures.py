@@ -229,6 +229,37 @@ def make_fixtures(out_dir: Path):
     print(f"fixtures: {len(entries)} files, {total / 1e6:.2f} MB in {out_dir}")
 
 
+BEHAVIOUR_SEED_BASE = 5_100_000
+# Fixed before the model was trained (not picked by what it says): heavy dental work (most teeth
+# restored: fillings, crowns, posts, implants, bridges), each scene once clean and once with one
+# severity-3 artifact in the diagnostic region.
+BEHAVIOUR = [("scratch", 0), ("peel", 1), ("cone_cut", 2), ("double_exposure", 3),
+             ("dust", 4), ("fading", 5)]
+
+
+def make_behaviour(out_dir: Path):
+    """tests/behaviour/: counterfactual pairs for the behaviour test (`tests/it/behaviour.rs`):
+    `heavy_dental_<k>_clean.dcm` must stay usable, `heavy_dental_<k>_<type>3.dcm` (the same
+    scene, noise and processing with one severity-3 artifact) must turn unusable."""
+    from synth.dicom_io import write_dicom
+    from synth.plate import make_pair
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in out_dir.glob("*.dcm"):
+        f.unlink()
+    rows = []
+    for t, k in BEHAVIOUR:
+        bad, clean = make_pair(BEHAVIOUR_SEED_BASE + k, scale=0.5, style={"p_rest": 0.85},
+                               artifacts=[{"type": t, "severity": 3, "placement": "diag"}])
+        assert clean is not None and clean.usable and not bad.usable
+        for p, name in ((clean, f"heavy_dental_{k}_clean"), (bad, f"heavy_dental_{k}_{t}3")):
+            write_dicom(p, out_dir / f"{name}.dcm", transfer_syntax="explicit_le")
+            rows.append({"file": f"{name}.dcm", "usable": bool(p.usable),
+                         "restorations": int(p.info["n_restorations"]),
+                         "artifacts": p.artifacts})
+    (out_dir / "labels.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print(f"behaviour: {len(rows)} files in {out_dir}")
+
+
 def make_demo(out_dir: Path, count: int = 30, max_bytes: int = 15_000_000):
     from synth.dicom_io import SYNTAXES, compatible, syntax_available, write_dicom
     from synth.plate import make_plate
@@ -257,10 +288,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--fixtures", default=str(ROOT / "tests" / "fixtures"))
     ap.add_argument("--demo", default=str(ROOT / "demo" / "inbox"))
+    ap.add_argument("--behaviour", default=str(ROOT / "tests" / "behaviour"))
     ap.add_argument("--no-demo", action="store_true")
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
     make_fixtures(Path(a.fixtures))
+    make_behaviour(Path(a.behaviour))
     if not a.no_demo:
         make_demo(Path(a.demo))
 

@@ -363,7 +363,8 @@ def _render_tooth(t: Tooth, A: np.ndarray, occ: np.ndarray, p: float):
 
 
 def render_scene(rng: np.random.Generator, geometry: dict | None = None, *,
-                 scale: float = 1.0, shifted: bool = False, style: dict | None = None) -> Scene:
+                 scale: float = 1.0, shifted: bool = False, style: dict | None = None,
+                 style_overrides: dict | None = None) -> Scene:
     """Render a clean plate (no noise). `geometry` defaults to `sample_geometry(rng, shifted)`."""
     g = dict(geometry) if geometry is not None else sample_geometry(rng, shifted)
     short, long_ = PLATE_SIZES_MM[g["plate_size"]]
@@ -376,6 +377,7 @@ def render_scene(rng: np.random.Generator, geometry: dict | None = None, *,
     p = ppmm / f
 
     st = dict(style) if style is not None else sample_style(rng)
+    st.update(style_overrides or {})   # after sampling, so the stream stays the same
     teeth = _layout(rng, g, wmm, hmm, st)
     A = np.zeros((Hw, Ww), np.float32)
     occ = np.zeros((Hw, Ww), bool)

@@ -161,11 +161,12 @@ def make_plate(seed: int, *, unusable_fraction: float = 0.5, artifact_fraction: 
 
 def make_pair(seed: int, *, unusable_fraction: float = 0.5, artifact_fraction: float = 0.6,
               shifted: bool = False, scale: float = 1.0, artifacts: list[dict] | None = None,
-              twin: bool = True) -> tuple[Plate, Plate | None]:
+              twin: bool = True, style: dict | None = None) -> tuple[Plate, Plate | None]:
     """(plate, clean twin): the plate as `make_plate` makes it, and the same scene rendered
     without its artifacts, with the same noise field, display chain and encoding (None when the
     plate has no artifacts or `twin` is False). Training on both in one batch leaves anatomy and
-    processing nothing to predict the label with."""
+    processing nothing to predict the label with. `style` overrides entries of the sampled
+    anatomy style (`anatomy.sample_style`), e.g. {"p_rest": 0.8} for heavy dental work."""
     rngs, noise_seed = _streams(seed)
     want_bad, req = sample_artifacts(rngs["sample"], unusable_fraction, artifact_fraction)
     if artifacts is not None:
@@ -174,7 +175,8 @@ def make_pair(seed: int, *, unusable_fraction: float = 0.5, artifact_fraction: f
                 raise ValueError(f"unknown artifact type {a['type']!r}")
         req = [{"type": a["type"], "severity": int(a["severity"]),
                 "placement": a.get("placement", "any")} for a in artifacts if int(a["severity"]) > 0]
-    scene = anatomy.render_scene(rngs["scene"], scale=scale, shifted=shifted)
+    scene = anatomy.render_scene(rngs["scene"], scale=scale, shifted=shifted,
+                                 style_overrides=style)
     if shifted:   # noise-level shift: noisier or much cleaner plates
         scene.noise_sigma = float(rngs["scene"].uniform(0.035, 0.06)
                                   if rngs["scene"].random() < 0.6
