@@ -406,8 +406,8 @@ def render_tooth(t: Tooth, P, maps: Maps, wr: float, prm: dict):
             soc = 2 * (t.dc / 2 + fo) * np.sqrt(np.clip(1 - r, 0, 1))
             r2 = ((U - cu) / (ru + ld)) ** 2 + ((S - cs) / (rs + ld)) ** 2
             shell = 2 * (t.dc / 2 + fo + ld) * np.sqrt(np.clip(1 - r2, 0, 1)) - soc
-            maps.socket[sl] += soc
-            maps.lamina[sl] += shell * prm["ld_k"]
+            maps.socket[sl] += soc * 0.6
+            maps.lamina[sl] += shell * prm["ld_k"] * 0.35
         elif not pontic:
             cerv = smoothstep((S - t.hc + 0.5) / 1.0)
             soc = _chord(U, W + pdl, D + pdl) * cerv * wt
@@ -727,6 +727,16 @@ def add_dental_work(rng, teeth, age, level, region):
     p_rct = [0.0, 0.03, 0.1, 0.22][level]
     real = [t for t in teeth if not t.bud]
     notes = []
+    # calculus-prone mouth: spurs at the cervical third of proximal surfaces
+    if age > 20 and rng.random() < 0.22:
+        for t in real:
+            if t.missing or t.kind == "pmolar":
+                continue
+            for side in (-1, 1):
+                if rng.random() < 0.3:
+                    t.calculus.append({"side": side, "s": t.hc + rng.uniform(-0.8, 1.0),
+                                       "r": rng.uniform(0.3, 0.75), "t": rng.uniform(1.0, 2.5)})
+                    notes.append("calculus")
     for k, t in enumerate(real):
         if t.missing:
             left = real[k - 1] if k > 0 else None
@@ -882,8 +892,9 @@ def _crest(rng, teeth, loss, x_lo, x_hi, prm):
             xm = (t.x * n.proj_w + n.x * t.proj_w) / (t.proj_w + n.proj_w)
             cm = (t.y + t.hc + n.y + n.hc) / 2
             ym = cm + rng.uniform(1.0, 1.9) + loss * rng.uniform(0.7, 1.3)
-            if t.missing or n.missing:
-                ym = max(ym, cm + 2.0 + loss)
+            gap = lambda q: q.missing or q.work.get("pontic")  # noqa: E731
+            if gap(t) or gap(n):
+                continue            # a healed ridge: no septum beside a gap
             xs.append(xm)
             ys.append(ym)
             if rng.random() < prm["p_vertical"]:
