@@ -26,7 +26,7 @@ from ._grid import F32, block_mean, gauss, resize
 def sample_acq(rng: np.random.Generator, ppm: float) -> dict:
     return {
         "dose": float(np.exp(rng.normal(0.0, 0.3))),
-        "noise20": float(np.exp(rng.uniform(np.log(0.006), np.log(0.035)))),
+        "noise20": float(np.exp(rng.uniform(np.log(0.008), np.log(0.06)))),
         "scatter": float(rng.uniform(0.02, 0.14)),
         "beta": float(rng.uniform(0.0, 0.12)),
         "heel_angle": float(rng.uniform(0, 2 * np.pi)),

@@ -96,6 +96,9 @@ def sample_geometry(rng: np.random.Generator, px_per_mm: float | None = None) ->
     if region == "anterior":
         size = int(rng.choice(3, p=[0.3, 0.55, 0.15]))
         landscape = bool(rng.random() < 0.25)
+    elif view == "bitewing":
+        size = int(rng.choice(3, p=[0.1, 0.2, 0.7]))
+        landscape = bool(rng.random() < 0.8)
     else:
         size = int(rng.choice(3, p=[0.12, 0.33, 0.55]))
         landscape = bool(rng.random() < 0.8)
@@ -167,7 +170,7 @@ class Tooth:
             return [0, 0.3 * hc, hc], [0.78 * wc, wc, 0.68 * wc]
         if k == "pmolar":
             return [0, 0.3 * hc, 0.9 * hc, hc], [0.86 * wc, wc, 0.72 * wc, 0.68 * wc]
-        return [0, 0.3 * hc, hc, self.s_root], [0.86 * wc, wc, 0.8 * wc, 0.76 * wc]
+        return [0, 0.3 * hc, hc, self.s_root], [0.86 * wc, wc, 0.8 * wc, 0.7 * wc]
 
     def d_prof(self):
         k, hc, dc = self.kind, self.hc, self.dc / 2
@@ -177,7 +180,7 @@ class Tooth:
             return [0, 0.5 * hc, hc], [0.45 * dc, 0.85 * dc, dc]
         if k in ("premolar", "pmolar"):
             return [0, 0.35 * hc, hc], [0.7 * dc, dc, 0.85 * dc]
-        return [0, 0.35 * hc, hc, self.s_root], [0.75 * dc, dc, 0.9 * dc, 0.85 * dc]
+        return [0, 0.35 * hc, hc, self.s_root], [0.75 * dc, dc, 0.9 * dc, 0.75 * dc]
 
     def top(self, U):
         """Occlusal / incisal outline: s of the crown surface at lateral offset U."""
@@ -281,7 +284,7 @@ def render_tooth(t: Tooth, P, maps: Maps, wr: float, prm: dict):
     ds, dv = t.d_prof()
     wmax = max(wv) + 1.0
     s_end = t.s_root
-    blend = 1.0
+    blend = 2.2 if t.kind in ("molar", "pmolar") else 1.0
     pontic = bool(t.work.get("pontic"))
     crown = t.work.get("crown")
     g = fr.grid(-wmax, wmax, -2.0, s_end + (0.0 if t.bud else pdl + ld),
@@ -409,15 +412,17 @@ def render_tooth(t: Tooth, P, maps: Maps, wr: float, prm: dict):
             maps.socket[sl] += soc * 0.6
             maps.lamina[sl] += shell * prm["ld_k"] * 0.35
         elif not pontic:
+            # ligament space and lamina dura: only the width is dilated, so they show where the
+            # beam is tangent to the socket (its mesial / distal walls), not across the tooth
             cerv = smoothstep((S - t.hc + 0.5) / 1.0)
-            soc = _chord(U, W + pdl, D + pdl) * cerv * wt
-            lam = (_chord(U, W + pdl + ld, D + pdl + ld) * cerv * wt - soc)
+            soc = _chord(U, W + pdl, D) * cerv * wt
+            lam = (_chord(U, W + pdl + ld, D) * cerv * wt - soc)
             maps.socket[sl] += soc
             maps.lamina[sl] += lam * prm["ld_k"]
     if t.bud or pontic:
         return
     for k, r in enumerate(t.roots):
-        _render_root(t, r, k, fr, maps, wr, prm, s_end - blend)
+        _render_root(t, r, k, fr, maps, wr, prm, s_end - blend, blend)
     if t.work.get("post"):
         _render_post(t, fr, maps, wr)
 
@@ -443,7 +448,7 @@ def _root_axis(r: Root, t01):
 
 
 def _render_root(t: Tooth, r: Root, k: int, fr: Frame, maps: Maps, wr: float, prm: dict,
-                 s0: float):
+                 s0: float, blend: float = 1.0):
     pdl, ld = prm["pdl"], prm["ld"]
     s1 = s0 + r.length
     umin = min(r.o0, r.o1, r.o1 + r.curve) - r.w0 - pdl - ld - 0.3
@@ -460,14 +465,14 @@ def _render_root(t: Tooth, r: Root, k: int, fr: Frame, maps: Maps, wr: float, pr
     apex_w = 0.22 + 0.6 * r.apex_open
     Wr = r.w0 * shape_t + apex_w * t01
     Dr = r.d0 * shape_t + apex_w * t01
-    ramp = smoothstep((S - s0) / 1.0)
+    ramp = smoothstep((S - s0) / blend)     # exact complement of the crown part's fade
     beyond = S > s1
     dist_b = np.where(beyond, S - s1, 0)
 
     def dil(delta):
-        wd = np.where(beyond, apex_w + np.sqrt(np.maximum(delta ** 2 - dist_b ** 2, 0)) - delta
-                      + delta, Wr + delta)
-        dd = np.where(beyond, wd, Dr + delta)
+        # width dilated along the root; a rounded cap of radius delta beyond the apex
+        wd = np.where(beyond, apex_w + np.sqrt(np.maximum(delta ** 2 - dist_b ** 2, 0)), Wr + delta)
+        dd = np.where(beyond, wd, Dr)
         wd = np.where(beyond & (dist_b > delta), 0, wd)
         return wd, dd
 
@@ -854,7 +859,7 @@ def sample_affine(rng, geo: Geometry, jaw_focus: str, m_edge: float, x_center: f
     my = 1.0     # scene y runs down the image; upper teeth have their apices at -y
     H2, W2 = geo.h_mm / 2, geo.w_mm / 2
     if geo.view == "bitewing":
-        y0 = rng.normal(0, 1.8)
+        y0 = rng.normal(0, 1.2)
     else:
         # the crown-side plate edge lies m_edge before the occlusal plane
         y0 = (H2 - m_edge) * (-1.0 if jaw_focus == "upper" else 1.0)
@@ -982,7 +987,9 @@ def build_scene(rng: np.random.Generator, geo: Geometry) -> Scene:
         pres = smoothstep(d / 0.5 + 0.5)
         presence = np.maximum(presence, pres)
         B_alv = rng.uniform(7.5, 11.5)
-        thick = B_alv * (0.55 + 0.45 * smoothstep(d / 5.0))
+        # the alveolar margin tapers to a knife edge over the first millimetres
+        edge = rng.uniform(1.0, 3.0)
+        thick = B_alv * (0.1 + 0.45 * smoothstep(d / edge) + 0.45 * smoothstep(d / 5.0))
         real = [t for t in teeth if not t.bud and not t.missing]
         apex = float(np.mean([t.y + t.s_root + (t.roots[0].length if t.roots else 8)
                               for t in real])) if real else 20.0
@@ -1073,7 +1080,7 @@ def build_scene(rng: np.random.Generator, geo: Geometry) -> Scene:
     mu_c = MU["cortical"] * rng.uniform(0.9, 1.1)
     mu_trab = mu_s + (mu_c - mu_s) * bvtv * (1 - kc + 2 * kc * tex)
     info["bone_density"] = round(float(bvtv), 2)
-    cort_path = np.minimum(bone_thick, t_cort * presence)
+    cort_path = np.minimum(bone_thick * 0.6, t_cort * presence)
     trab_path = np.maximum(bone_thick - cort_path - maps.socket * presence, 0)
     # crestal cortex shows between the teeth, not across them
     extra = extra * np.exp(-(maps.dentin + maps.enamel) / 1.5) + crest_line * np.exp(
