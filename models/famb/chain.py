@@ -294,7 +294,8 @@ def sample_format(rng: np.random.Generator, for_processing: bool) -> dict:
     if bits == 8:
         lo, hi = (0, 255) if u < 0.85 else (int(rng.integers(5, 30)), int(rng.integers(220, 251)))
     elif bits == 12:
-        lo, hi = (0, 4095) if u < 0.7 else (int(rng.integers(0, 200)), int(rng.integers(3500, 4096)))
+        lo, hi = ((0, 4095) if u < 0.7
+                  else (int(rng.integers(0, 200)), int(rng.integers(3500, 4096))))
     else:
         lo, hi = [(0, 65535), (0, 16383), (0, 32767), (0, 4095),
                   (int(rng.integers(0, 2000)), int(rng.integers(50000, 65536)))][

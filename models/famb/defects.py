@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._grid import (F32, bilinear_sample, dilate, gauss, random_walk, resize, smoothstep,
-                    value_noise)
+from ._grid import F32, bilinear_sample, dilate, gauss, random_walk, smoothstep, value_noise
 
 OVERLAP_MM2 = 0.25
 STAGE = {
@@ -792,4 +791,4 @@ def brightness(y, ctx, rng, sev):
 
 __all__ = ["STAGE", "Ctx", "scratch", "bend", "bite_mark", "dust", "fingerprint", "peel",
            "scanner_lines", "cone_cut", "reversed_plate", "fading", "delayed_scan", "motion",
-           "double_exposure", "brightness", "resize"]
+           "double_exposure", "brightness"]

@@ -159,6 +159,7 @@ class Tooth:
     caries: list = field(default_factory=list)
     calculus: list = field(default_factory=list)
     lesion: float = 0.0  # periapical radiolucency radius
+    proj_w: float = 0.0  # projected mesio-distal width (contact spacing along the arch)
 
     def w_prof(self):
         k, hc, wc = self.kind, self.hc, self.wc / 2
@@ -956,8 +957,6 @@ def build_scene(rng: np.random.Generator, geo: Geometry) -> Scene:
     if age < 25:
         loss = 0.0
     info["bone_loss_mm"] = round(loss, 2)
-    soft = np.zeros((h, w), F32)
-    bone_mu_map = None
     bone_thick = np.zeros((h, w), F32)
     presence = np.zeros((h, w), F32)
     extra = np.zeros((h, w), F32)        # direct attenuation of landmarks (cortical lines)

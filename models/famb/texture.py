@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._grid import F32, block_mean, box, gauss, resize, smoothstep, value_noise
+from ._grid import F32, box, gauss, resize, smoothstep, value_noise
 
 
 def _raster_segments(rng, shape, p0, p1, weight, bend_sd):
@@ -171,9 +171,4 @@ def bone_texture(rng: np.random.Generator, shape, px_per_mm: float, *, jaw_angle
     return tex.astype(F32), prm
 
 
-def coarse(rng, shape, cell_px):
-    """Low-frequency multiplicative variation in [0.5, 1.5] (soft tissue, jaw thickness)."""
-    return 1.0 + 0.5 * value_noise(rng, shape, cell_px, octaves=2)
-
-
-__all__ = ["bone_texture", "struts", "ridged", "coarse", "block_mean"]
+__all__ = ["bone_texture", "struts", "ridged", "granules"]
