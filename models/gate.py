@@ -133,11 +133,59 @@ def evaluate_gate(model: EV.Model, d: dict, cam_limit: int = 400, deletion_plate
     return r
 
 
+def scan_gate(model_path: str, count: int, binary: Path, work: Path) -> dict:
+    """The product's own path: family-B DICOM files (all common transfer syntaxes, set seed 10,
+    `famb.make_set`) judged by `plateqc scan` with the model, verdicts read from its database."""
+    import csv
+    import sqlite3
+    import subprocess
+    dicom = work / f"famb-dicom-{count}"
+    if not (dicom / "labels.csv").exists():
+        subprocess.run([sys.executable, "-m", "famb.make_set", "--out", str(dicom), "--count",
+                        str(count), "--seed", "10"], check=True, cwd=HERE)
+    run = work / "famb-scan"
+    if run.exists():
+        import shutil
+        shutil.rmtree(run)
+    run.mkdir(parents=True)
+    cfg = run / "plateqc.toml"
+    cfg.write_text(f'[paths]\nmodel = "{Path(model_path).resolve()}"\n')
+    subprocess.run([str(binary), "scan", str(dicom), "--config", str(cfg), "--db",
+                    str(run / "db.sqlite"), "--out", str(run / "out"), "--no-fail-on-error"],
+                   check=True, stdout=subprocess.DEVNULL)
+    labels = {r["file"]: r for r in csv.DictReader(open(dicom / "labels.csv"))}
+    con = sqlite3.connect(run / "db.sqlite")
+    rows = con.execute("SELECT source_path, verdict, unusable_score FROM plate_verdicts").fetchall()
+    y, p, verdicts, errors = [], [], [], 0
+    for src, verdict, score in rows:
+        lab = labels.get(Path(src).name)
+        if lab is None:
+            continue
+        if verdict == "error" or score is None:
+            errors += 1
+            continue
+        y.append(1 - int(lab["usable"]))
+        p.append(float(score))
+        verdicts.append(verdict == "unusable")
+    y, p, v = np.array(y), np.array(p), np.array(verdicts)
+    m = EV.Model(model_path)
+    res = EV.operating_points(y, p, m.threshold)
+    # the product's verdicts themselves (must agree with the score at the threshold)
+    res["sensitivity_verdicts"] = float(v[y == 1].mean())
+    res["specificity_verdicts"] = float((~v[y == 0]).mean())
+    res["errors"] = errors
+    res["files"] = len(labels)
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(HERE / "plateqc.onnx"))
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--deletion-plates", type=int, default=150)
+    ap.add_argument("--scan", type=int, default=0,
+                    help="also judge this many family-B DICOM files with `plateqc scan`")
+    ap.add_argument("--bin", default=str(HERE.parent / "target" / "release" / "plateqc"))
     ap.add_argument("--out", default=str(HERE / "work" / "gate.json"))
     a = ap.parse_args(argv)
     model = EV.Model(a.model)
@@ -146,7 +194,11 @@ def main(argv=None):
     r = evaluate_gate(model, d, deletion_plates=a.deletion_plates)
     r.pop("_p")
     res = {"model": a.model, "model_version": model.md.get("plateqc.model_version"),
-           "family": "famb", "seed": GATE_SEED, **r, "seconds": time.time() - t0}
+           "family": "famb", "seed": GATE_SEED, **r}
+    if a.scan > 0:
+        res["scan"] = scan_gate(a.model, a.scan, Path(a.bin), HERE / "work")
+        print("scan", json.dumps(res["scan"]), flush=True)
+    res["seconds"] = time.time() - t0
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1))
     print(json.dumps({"classification": r["classification"],
