@@ -26,7 +26,7 @@ import verify as V  # noqa: E402
 from net import PlateNet  # noqa: E402
 
 MODEL_NAME = "plateqc-psp-cnn"
-MODEL_VERSION = "1.2.0"
+MODEL_VERSION = "1.3.0"
 
 
 def load_model(weights: Path, width: int, n_types: int = 14) -> PlateNet:
