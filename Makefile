@@ -26,7 +26,7 @@ unit:
 	$(CARGO) test --release --locked
 
 pytest:
-	cd models && ../.venv-test/bin/python -m pytest -q synth/tests
+	cd models && ../.venv-test/bin/python -m pytest -q synth/tests famb/tests
 
 test: setup lint unit pytest
 
