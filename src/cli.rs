@@ -499,7 +499,7 @@ async fn scan(config: Config, paths: Vec<PathBuf>) -> Result<ExitCode> {
             anyhow::bail!("{} does not exist", p.display());
         }
     }
-    let files = pipeline::collect_files(&paths);
+    let files = crate::ingest::collect_files(&paths);
     let fail_on_error = config.scan.fail_on_error;
     let db = config.paths.db.clone();
     let out = config.paths.out.clone();

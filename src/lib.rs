@@ -6,6 +6,7 @@
 //! bounded channels, [`report`] reads the history back (reject analysis, review page,
 //! overrides) and [`cli`] is what the binary calls.
 
+pub mod cid7011;
 pub mod cli;
 pub mod config;
 pub mod decode;
@@ -16,6 +17,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod net;
 pub mod pipeline;
+pub mod privacy;
 pub mod record;
 pub mod report;
 pub mod route;

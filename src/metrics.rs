@@ -45,7 +45,7 @@ pub struct Metrics {
     stages: [Histogram; 4],
     pub in_flight: AtomicU64,
     pub plates_in_memory: AtomicU64,
-    pub scp: std::sync::Arc<crate::net::scp::ScpStats>,
+    pub scp: std::sync::Arc<crate::ingest::scp::ScpStats>,
 }
 
 impl Metrics {

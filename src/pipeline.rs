@@ -7,7 +7,8 @@ use crate::config::Config;
 use crate::decode::{self, preprocess, PlateHeader};
 use crate::explain::{self, overlay};
 use crate::infer::{Inference, Model};
-use crate::record::{Finding, PatientHasher, PlateRecord, RecordError, Recorder};
+use crate::privacy::{KeyError, PatientHasher};
+use crate::record::{Finding, PlateRecord, RecordError, Recorder};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use sha2::Digest;
@@ -24,6 +25,8 @@ pub enum PipelineError {
     Record(#[from] RecordError),
     #[error(transparent)]
     Route(#[from] crate::route::RouteError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
     #[error("{0}")]
     Setup(String),
 }
@@ -181,54 +184,6 @@ struct Inferred {
 enum Item<T> {
     Ok(T),
     Done(PlateRecord),
-}
-
-/// Expands folders recursively, skipping hidden and partial files, in a stable order.
-pub fn collect_files(inputs: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut stack = vec![input.clone()];
-            while let Some(dir) = stack.pop() {
-                let Ok(entries) = std::fs::read_dir(&dir) else {
-                    continue;
-                };
-                let mut entries: Vec<_> =
-                    entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-                entries.sort();
-                for p in entries.into_iter().rev() {
-                    if is_ignored(&p) {
-                        continue;
-                    }
-                    if p.is_dir() {
-                        stack.push(p);
-                    } else if p.is_file() {
-                        out.push(p);
-                    }
-                }
-            }
-        } else {
-            out.push(input.clone());
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Files that are being written or are not plates: dotfiles, `*.part`, `*.tmp`, our sidecars.
-pub fn is_ignored(p: &Path) -> bool {
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    name.starts_with('.')
-        || name.ends_with(".part")
-        || name.ends_with(".tmp")
-        || name.ends_with(".reason.txt")
-        || name.ends_with(".jsonl")
-        || name.ends_with(".npz")
-        || name.ends_with(".json")
 }
 
 fn failure(

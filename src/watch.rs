@@ -7,7 +7,8 @@
 use crate::ingest::{self, InFlight, WatchOptions};
 use crate::pipeline::{self, Engine, Finisher, Outcome, PipelineError};
 use crate::record::{JobStart, PlateRecord};
-use crate::route::{self, Destination, RouteOptions};
+use crate::route::forward::Forwarder;
+use crate::route::{route_and_close, Destination, RouteOptions, Routing};
 use futures::future::BoxFuture;
 use sha2::Digest;
 use std::collections::HashMap;
@@ -17,88 +18,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-/// Where finished files go, and whom to tell once they are there.
-struct Routing {
-    opts: RouteOptions,
-    /// Wakes the network side, which dispatches routed plates (notes, outbox).
-    wake: Arc<Notify>,
-}
-
 struct WatchFinisher {
     routing: Arc<Routing>,
     in_flight: InFlight,
     jobs: Arc<Mutex<HashMap<String, i64>>>,
-}
-
-fn today() -> String {
-    chrono::Utc::now().format("%Y-%m-%d").to_string()
-}
-
-/// Moves a finished file and closes its job. A routing failure (full disk, unwritable folder)
-/// is logged and the file stays in the inbox with its outcome committed; the next rescan finds
-/// it and retries the move without judging it again.
-async fn route_and_close(
-    engine: &Engine,
-    routing: &Routing,
-    job_id: i64,
-    path: &Path,
-    verdict: &str,
-    error: Option<&str>,
-    dest: Destination,
-) {
-    let opts = &routing.opts;
-    let result: Result<PathBuf, PipelineError> = async {
-        if dest == Destination::Accepted && opts.keep_accepted_in_place {
-            return Ok(path.to_path_buf());
-        }
-        // Intent first: a crash after the move but before its record is reconciled at start-up.
-        let (src, o) = (path.to_path_buf(), opts.clone());
-        let target =
-            tokio::task::spawn_blocking(move || route::plan_target(&src, dest, &o, &today()))
-                .await
-                .map_err(|e| PipelineError::Setup(e.to_string()))??;
-        engine
-            .recorder
-            .set_routing_to(job_id, &target.display().to_string())
-            .await?;
-        let (src, t2, note) = (
-            path.to_path_buf(),
-            target.clone(),
-            error.map(str::to_string),
-        );
-        let routed = tokio::task::spawn_blocking(move || -> Result<PathBuf, route::RouteError> {
-            route::move_file(&src, &t2).map_err(|e| route::RouteError::Move {
-                from: src.clone(),
-                to: t2.clone(),
-                source: e,
-            })?;
-            if let Some(text) = note {
-                route::write_reason(&t2, &text)?;
-            }
-            Ok(t2)
-        })
-        .await
-        .map_err(|e| PipelineError::Setup(e.to_string()))??;
-        Ok(routed)
-    }
-    .await;
-    match result {
-        Ok(routed) => {
-            if let Err(e) = engine
-                .recorder
-                .mark_routed(job_id, &routed.display().to_string())
-                .await
-            {
-                tracing::error!(path = %path.display(), error = %e, "moved, but could not record the move");
-            } else {
-                tracing::info!(path = %path.display(), verdict, to = %routed.display(), "routed");
-                routing.wake.notify_one();
-            }
-        }
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "could not move the file; it stays in the inbox and is retried")
-        }
-    }
 }
 
 impl Finisher for WatchFinisher {
@@ -126,7 +49,7 @@ impl Finisher for WatchFinisher {
             }
             let dest = Destination::for_verdict(&record.verdict);
             route_and_close(
-                engine,
+                &engine.recorder,
                 &self.routing,
                 job_id,
                 &path,
@@ -204,23 +127,37 @@ pub async fn run(
     }
     let wake = Arc::new(Notify::new());
     let net_cancel = CancellationToken::new();
-    let forwarder = crate::net::forward::spawn(engine.clone(), wake.clone(), net_cancel.clone());
+    let forwarder = Arc::new(Forwarder {
+        recorder: engine.recorder.clone(),
+        forward: engine.config.forward.clone(),
+        notes: engine.config.notes.clone(),
+        notes_root: engine.config.notes_root(),
+    })
+    .spawn(wake.clone(), net_cancel.clone());
     if !engine.config.dicom.listen.is_empty() {
         let inbox = watch.inboxes.first().cloned().unwrap_or_default();
-        let swept = crate::net::scp::sweep_partials(&inbox);
+        let swept = crate::ingest::received::sweep_partials(&inbox);
         if swept > 0 {
             tracing::warn!(swept, "removed partial network transfers of an earlier run");
         }
-        let scp = Arc::new(crate::net::scp::Scp {
+        let (depth, limit) = (
+            engine.config.decode.max_sequence_depth,
+            engine.config.decode.max_file_bytes as usize,
+        );
+        let scp = Arc::new(crate::ingest::scp::Scp {
             options: engine.config.dicom.clone(),
             inbox,
             classes: crate::net::accepted_classes(&engine.config.decode.modalities),
             transfer_syntaxes: crate::decode::SUPPORTED_TRANSFER_SYNTAXES.to_vec(),
             max_object_bytes: engine.config.decode.max_file_bytes,
-            max_sequence_depth: engine.config.decode.max_sequence_depth,
+            check: Arc::new(move |bytes: &[u8]| {
+                crate::decode::prescan::prescan(bytes, depth, limit.saturating_mul(4))
+                    .err()
+                    .map(|e| e.to_string())
+            }),
             stats: engine.metrics.scp.clone(),
         });
-        let addr = crate::net::scp::serve(scp, cancel.clone())
+        let addr = crate::ingest::scp::serve(scp, cancel.clone())
             .await
             .map_err(|e| PipelineError::Setup(e.to_string()))?;
         tracing::info!(addr = %addr, ae_title = %engine.config.dicom.ae_title, "dicom listening");
@@ -321,7 +258,7 @@ pub async fn run(
                         Destination::for_verdict(&verdict)
                     };
                     route_and_close(
-                        &e,
+                        &e.recorder,
                         &routing,
                         job_id,
                         &path,
@@ -336,7 +273,7 @@ pub async fn run(
                 JobStart::Duplicate { job_id, of_plate } => {
                     tracing::info!(path = %key, of_plate, "identical content already judged; recorded as a duplicate");
                     route_and_close(
-                        &e,
+                        &e.recorder,
                         &routing,
                         job_id,
                         &path,
@@ -365,7 +302,7 @@ pub async fn run(
                     };
                     if e.recorder.quarantine_job(job_id, &r).await.is_ok() {
                         route_and_close(
-                            &e,
+                            &e.recorder,
                             &routing,
                             job_id,
                             &path,

@@ -213,7 +213,7 @@ pub struct Report {
 
 /// CID 7011 meanings of the codes plateqc's models use.
 pub fn reason_meaning(code: &str) -> &'static str {
-    crate::record::cid7011_meaning(code).unwrap_or("")
+    crate::cid7011::meaning(code).unwrap_or("")
 }
 
 fn pct(part: i64, whole: i64) -> f64 {

@@ -2,7 +2,7 @@
 //! pynetdicom, and dicom3tools' dciodvfy as the validator of every object plateqc writes.
 
 use crate::support::{python, root, stdout_of};
-use plateqc::net::notes::{self, Rejection};
+use plateqc::route::notes::{self, Rejection};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -40,16 +40,13 @@ fn cid7011_table_matches_ps3_16() {
     let reference: std::collections::BTreeMap<String, String> =
         serde_json::from_slice(&stdout_of(cmd, "pydicom's CID 7011"))
             .expect("a JSON object of code -> meaning");
-    let ours: std::collections::BTreeMap<String, String> = plateqc::record::CID7011
+    let ours: std::collections::BTreeMap<String, String> = plateqc::cid7011::CODES
         .iter()
         .map(|(c, m)| (c.to_string(), m.to_string()))
         .collect();
     assert_eq!(ours, reference);
-    assert_eq!(
-        plateqc::record::cid7011_meaning("111211"),
-        Some("Under exposed")
-    );
-    assert_eq!(plateqc::record::cid7011_meaning("999999"), None);
+    assert_eq!(plateqc::cid7011::meaning("111211"), Some("Under exposed"));
+    assert_eq!(plateqc::cid7011::meaning("999999"), None);
 }
 
 fn dcmdump(path: &Path) -> String {

@@ -60,7 +60,7 @@ async fn every_file_gets_exactly_one_row_and_bad_files_do_not_stop_the_run() {
     let (good, bad) = mixed_inbox(&inbox);
     let cfg = config(tmp.path());
     let engine = Arc::new(Engine::start(cfg.clone()).await.unwrap());
-    let files = pipeline::collect_files(std::slice::from_ref(&inbox));
+    let files = plateqc::ingest::collect_files(std::slice::from_ref(&inbox));
     assert_eq!(
         files.len(),
         good.len() + bad.len(),
@@ -288,7 +288,7 @@ async fn fixtures_are_all_judged_like_the_reference() {
     cfg.decode.modalities = vec!["IO".into()];
     let engine = Arc::new(Engine::start(cfg).await.unwrap());
     let dir = root().join("tests/fixtures");
-    let files = pipeline::collect_files(std::slice::from_ref(&dir));
+    let files = plateqc::ingest::collect_files(std::slice::from_ref(&dir));
     let golden: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
     let entries = golden["files"].as_array().unwrap();
@@ -345,7 +345,7 @@ async fn documented_queries_run() {
     std::fs::create_dir(&inbox).unwrap();
     mixed_inbox(&inbox);
     let engine = Arc::new(Engine::start(config(tmp.path())).await.unwrap());
-    let files = pipeline::collect_files(std::slice::from_ref(&inbox));
+    let files = plateqc::ingest::collect_files(std::slice::from_ref(&inbox));
     pipeline::run(
         engine.clone(),
         files,
