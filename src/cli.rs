@@ -3,6 +3,7 @@
 //! code; no backtraces for operators.
 
 use crate::config::Config;
+use crate::outcome::{FailureKind, Stage, Verdict};
 use crate::pipeline::{self, Engine, Outcome, Progress};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -460,7 +461,7 @@ struct Bar(indicatif::ProgressBar);
 impl Progress for Bar {
     fn done(&self, o: &Outcome) {
         self.0.inc(1);
-        if o.record.verdict == "error" {
+        if o.record.verdict == Verdict::Error {
             self.0.println(format!(
                 "error: {}: {}",
                 o.record.source_path,
@@ -534,7 +535,7 @@ async fn scan(config: Config, paths: Vec<PathBuf>) -> Result<ExitCode> {
     print_summary(&outcomes, files.len(), elapsed, &db, &out);
     let failed = outcomes
         .iter()
-        .filter(|o| o.record.verdict == "error")
+        .filter(|o| o.record.verdict == Verdict::Error)
         .count();
     Ok(if failed > 0 && fail_on_error {
         ExitCode::from(1)
@@ -550,19 +551,29 @@ fn print_summary(
     db: &std::path::Path,
     out: &std::path::Path,
 ) {
-    let count = |v: &str| outcomes.iter().filter(|o| o.record.verdict == v).count();
-    let (usable, unusable, errors) = (count("usable"), count("unusable"), count("error"));
+    let count = |v: Verdict| outcomes.iter().filter(|o| o.record.verdict == v).count();
+    let (usable, unusable, errors) = (
+        count(Verdict::Usable),
+        count(Verdict::Unusable),
+        count(Verdict::Error),
+    );
     let secs = elapsed.as_secs_f64();
     let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
-    for o in outcomes.iter().filter(|o| o.record.verdict == "unusable") {
+    for o in outcomes
+        .iter()
+        .filter(|o| o.record.verdict == Verdict::Unusable)
+    {
         for f in &o.record.findings {
             *reasons.entry(f.artifact_type.clone()).or_default() += 1;
         }
     }
-    let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
-    for o in outcomes.iter().filter(|o| o.record.verdict == "error") {
+    let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+    for o in outcomes
+        .iter()
+        .filter(|o| o.record.verdict == Verdict::Error)
+    {
         *kinds
-            .entry(o.record.error_kind.clone().unwrap_or_default())
+            .entry(o.record.error_kind.map_or("", FailureKind::as_str))
             .or_default() += 1;
     }
     println!();
@@ -750,11 +761,11 @@ async fn inspect(config: Config, file: PathBuf) -> Result<ExitCode> {
     if let Some(e) = &r.error {
         println!(
             "error             [{}] {e}",
-            r.error_stage.as_deref().unwrap_or("")
+            r.error_stage.map_or("", Stage::as_str)
         );
     }
     println!("recorded as row   {}", o.row_id);
-    Ok(if r.verdict == "error" {
+    Ok(if r.verdict == Verdict::Error {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

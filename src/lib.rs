@@ -16,6 +16,7 @@ pub mod infer;
 pub mod ingest;
 pub mod metrics;
 pub mod net;
+pub mod outcome;
 pub mod pipeline;
 pub mod privacy;
 pub mod record;

@@ -2,6 +2,7 @@
 //! `/healthz` and Prometheus `/metrics` for the daemon. Hand-written HTTP/1.1: two fixed GET
 //! routes do not justify a web framework in a medical-site daemon's dependency tree.
 
+use crate::outcome::{FailureKind, Verdict};
 use crate::record::PlateRecord;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -50,14 +51,17 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn observe(&self, r: &PlateRecord) {
-        let i = match r.verdict.as_str() {
-            "usable" => 0,
-            "unusable" => 1,
-            _ => 2,
+        let i = match r.verdict {
+            Verdict::Usable => 0,
+            Verdict::Unusable => 1,
+            Verdict::Error => 2,
         };
         self.verdicts[i].fetch_add(1, Relaxed);
         if i == 2 {
-            let kind = r.error_kind.clone().unwrap_or_else(|| "unknown".into());
+            let kind = r
+                .error_kind
+                .map_or("unknown", FailureKind::as_str)
+                .to_string();
             if let Ok(mut f) = self.failures.lock() {
                 *f.entry(kind).or_default() += 1;
             }
@@ -203,14 +207,14 @@ mod tests {
     fn exposition_counts_verdicts_failures_and_buckets() {
         let m = Metrics::default();
         m.observe(&PlateRecord {
-            verdict: "usable".into(),
+            verdict: Verdict::Usable,
             decode_ms: Some(7.0),
             total_ms: Some(120.0),
             ..Default::default()
         });
         m.observe(&PlateRecord {
-            verdict: "error".into(),
-            error_kind: Some("not_dicom".into()),
+            verdict: Verdict::Error,
+            error_kind: Some(FailureKind::NotDicom),
             ..Default::default()
         });
         let text = m.render();

@@ -5,7 +5,9 @@
 //! unfinished file again and finishes it exactly once.
 
 use crate::ingest::{self, InFlight, WatchOptions};
+use crate::outcome::{FailureKind, Stage, Verdict};
 use crate::pipeline::{self, Engine, Finisher, Outcome, PipelineError};
+use crate::record::jobs::JobState;
 use crate::record::{JobStart, PlateRecord};
 use crate::route::forward::Forwarder;
 use crate::route::{route_and_close, Destination, RouteOptions, Routing};
@@ -47,13 +49,13 @@ impl Finisher for WatchFinisher {
                 tracing::warn!(path = %path.display(), sop = record.sop_instance_uid.as_deref().unwrap_or(""),
                     "SOP Instance UID already recorded with different content; recorded separately and flagged");
             }
-            let dest = Destination::for_verdict(&record.verdict);
+            let dest = Destination::for_verdict(record.verdict);
             route_and_close(
                 &engine.recorder,
                 &self.routing,
                 job_id,
                 &path,
-                &record.verdict,
+                record.verdict.as_str(),
                 record.error.as_deref(),
                 dest,
             )
@@ -157,14 +159,11 @@ pub async fn run(
             }),
             stats: engine.metrics.scp.clone(),
         });
-        let addr = crate::ingest::scp::serve(scp, cancel.clone())
-            .await
-            .map_err(|e| PipelineError::Setup(e.to_string()))?;
+        let addr = crate::ingest::scp::serve(scp, cancel.clone()).await?;
         tracing::info!(addr = %addr, ae_title = %engine.config.dicom.ae_title, "dicom listening");
     }
     let in_flight: InFlight = Arc::new(Mutex::new(Default::default()));
-    let mut found = ingest::spawn(watch.clone(), in_flight.clone(), cancel.clone())
-        .map_err(|e| PipelineError::Setup(e.to_string()))?;
+    let mut found = ingest::spawn(watch.clone(), in_flight.clone(), cancel.clone())?;
     let jobs: Arc<Mutex<HashMap<String, i64>>> = Arc::new(Mutex::new(HashMap::new()));
     let workers = engine.config.scan.decode_workers.max(1);
     let (to_decode_tx, to_decode_rx) = mpsc::channel::<PathBuf>(workers * 2);
@@ -249,20 +248,22 @@ pub async fn run(
                             .await
                             .ok()
                             .flatten()
-                            .unwrap_or(("error".into(), None)),
-                        None => (state.clone(), None),
+                            .unwrap_or((Verdict::Error, None)),
+                        None => (Verdict::Error, None),
                     };
-                    let dest = if state == "duplicate" {
-                        Destination::Duplicates
+                    let (label, dest) = if state == JobState::Duplicate {
+                        (state.as_str(), Destination::Duplicates)
+                    } else if plate_row.is_none() {
+                        (state.as_str(), Destination::Quarantine)
                     } else {
-                        Destination::for_verdict(&verdict)
+                        (verdict.as_str(), Destination::for_verdict(verdict))
                     };
                     route_and_close(
                         &e.recorder,
                         &routing,
                         job_id,
                         &path,
-                        &verdict,
+                        label,
                         error.as_deref(),
                         dest,
                     )
@@ -294,9 +295,9 @@ pub async fn run(
                         source_path: key.clone(),
                         sha256: sha.clone(),
                         size_bytes: size,
-                        verdict: "error".into(),
-                        error_stage: Some("decode".into()),
-                        error_kind: Some("crash".into()),
+                        verdict: Verdict::Error,
+                        error_stage: Some(Stage::Decode),
+                        error_kind: Some(FailureKind::Crash),
                         error: Some(message.clone()),
                         ..Default::default()
                     };
@@ -306,7 +307,7 @@ pub async fn run(
                             &routing,
                             job_id,
                             &path,
-                            "error",
+                            Verdict::Error.as_str(),
                             Some(&message),
                             Destination::Quarantine,
                         )

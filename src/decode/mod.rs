@@ -1,10 +1,17 @@
-//! DICOM bytes to stored pixel values, with every check that keeps a bad file from hurting us
-//! done before the expensive or dangerous step it guards.
+//! Decode, the second room: DICOM bytes to stored pixel values, with every check that keeps a
+//! bad file from hurting us done before the expensive or dangerous step it guards; then the
+//! model tensor ([`preprocess`]) and the display image ([`display`]). [`load`] is the stage as
+//! the pipeline runs it, one file at a time.
 
+pub mod display;
 mod jpeg;
+pub mod load;
 pub mod preprocess;
 pub mod prescan;
 
+pub use load::{load, LoadError, LoadFailure, Loaded};
+
+use crate::outcome::FailureKind;
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
@@ -27,14 +34,14 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// A short stable label for the failure kind, used in the database and metrics.
-    pub fn kind(&self) -> &'static str {
+    /// The failure kind recorded in the database and counted in the metrics.
+    pub fn kind(&self) -> FailureKind {
         match self {
-            DecodeError::NotDicom(_) => "not_dicom",
-            DecodeError::Malformed(_) => "malformed",
-            DecodeError::Policy(_) => "policy",
-            DecodeError::Unsupported(_) => "unsupported",
-            DecodeError::Pixels(_) => "pixels",
+            DecodeError::NotDicom(_) => FailureKind::NotDicom,
+            DecodeError::Malformed(_) => FailureKind::Malformed,
+            DecodeError::Policy(_) => FailureKind::Policy,
+            DecodeError::Unsupported(_) => FailureKind::Unsupported,
+            DecodeError::Pixels(_) => FailureKind::Pixels,
         }
     }
 }

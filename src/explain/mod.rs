@@ -1,9 +1,12 @@
-//! Heat maps from the model's own activation and gradient outputs, and the overlay images a
-//! dentist or physicist looks at.
+//! Explain, the fourth room: heat maps from the model's own activation and gradient outputs,
+//! and the overlay images a dentist or physicist looks at ([`Painter::write_overlays`]).
 
 pub mod colormap;
 mod font;
 pub mod overlay;
+pub mod paint;
+
+pub use paint::{overlay_dir, Overlays, Painter, PlateImage};
 
 use crate::decode::preprocess::Letterbox;
 use crate::infer::LayerMaps;

@@ -27,11 +27,35 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScpError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    // The cause is part of the message (`error`, not a `source`), as the daemon prints it.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind { addr: String, error: std::io::Error },
+}
+
+/// Why an association was aborted: the peer broke the protocol, went away, or plateqc is
+/// stopping.
+#[derive(Debug, thiserror::Error)]
+pub enum AssociationError {
+    #[error("plateqc is shutting down")]
+    ShuttingDown,
+    #[error("release requested in the middle of a message")]
+    ReleaseMidMessage,
+    #[error("aborted by the peer ({0})")]
+    AbortedByPeer(String),
+    #[error("unexpected {0}")]
+    UnexpectedPdu(String),
+    #[error(transparent)]
+    Association(#[from] dicom_ul::association::Error),
+    #[error("command fragment inside a data set")]
+    CommandInDataSet,
+    #[error("command set too large")]
+    CommandTooLarge,
+    #[error(transparent)]
+    Command(#[from] crate::net::dimse::CommandError),
+    #[error("unsupported DIMSE command {0:#06x}")]
+    UnsupportedCommand(u16),
+    #[error("data set without a command")]
+    DataWithoutCommand,
 }
 
 /// `[dicom]`: the receiving side.
@@ -148,13 +172,13 @@ impl AccessControl for AllowList {
 pub async fn serve(scp: Arc<Scp>, cancel: CancellationToken) -> Result<SocketAddr, ScpError> {
     let listener = TcpListener::bind(&scp.options.listen)
         .await
-        .map_err(|source| ScpError::Bind {
+        .map_err(|error| ScpError::Bind {
             addr: scp.options.listen.clone(),
-            source,
+            error,
         })?;
-    let bound = listener.local_addr().map_err(|source| ScpError::Bind {
+    let bound = listener.local_addr().map_err(|error| ScpError::Bind {
         addr: scp.options.listen.clone(),
-        source,
+        error,
     })?;
     let slots = Arc::new(Semaphore::new(scp.options.max_associations));
     tokio::spawn(async move {
@@ -270,9 +294,9 @@ async fn association(scp: &Scp, socket: TcpStream, peer: SocketAddr, cancel: Can
     let folder = scp.inbox.join("net").join(sanitize_component(&calling));
     let mut state = State::Idle;
     let mut stored = 0u64;
-    let outcome: Result<&'static str, String> = loop {
+    let outcome: Result<&'static str, AssociationError> = loop {
         let pdu = tokio::select! {
-            _ = cancel.cancelled() => break Err("plateqc is shutting down".into()),
+            _ = cancel.cancelled() => break Err(AssociationError::ShuttingDown),
             p = assoc.receive() => p,
         };
         let values = match pdu {
@@ -282,11 +306,17 @@ async fn association(scp: &Scp, socket: TcpStream, peer: SocketAddr, cancel: Can
                     let _ = assoc.send(&Pdu::ReleaseRP).await;
                     break Ok("released");
                 }
-                break Err("release requested in the middle of a message".into());
+                break Err(AssociationError::ReleaseMidMessage);
             }
-            Ok(Pdu::AbortRQ { source }) => break Err(format!("aborted by the peer ({source:?})")),
-            Ok(other) => break Err(format!("unexpected {}", other.short_description())),
-            Err(e) => break Err(e.to_string()),
+            Ok(Pdu::AbortRQ { source }) => {
+                break Err(AssociationError::AbortedByPeer(format!("{source:?}")))
+            }
+            Ok(other) => {
+                break Err(AssociationError::UnexpectedPdu(
+                    other.short_description().to_string(),
+                ))
+            }
+            Err(e) => break Err(e.into()),
         };
         let mut failed = None;
         for v in values {
@@ -325,9 +355,8 @@ async fn respond(
     assoc: &mut dicom_ul::association::server::AsyncServerAssociation<TcpStream>,
     pc: u8,
     rsp: &Command,
-) -> Result<(), String> {
-    let pdu = rsp.pdu(pc);
-    assoc.send(&pdu).await.map_err(|e| e.to_string())
+) -> Result<(), AssociationError> {
+    Ok(assoc.send(&rsp.pdu(pc)).await?)
 }
 
 /// Handles one P-DATA value; returns the next state and how many instances were stored.
@@ -340,7 +369,7 @@ async fn step(
     calling: &str,
     state: State,
     v: PDataValue,
-) -> Result<(State, u64), String> {
+) -> Result<(State, u64), AssociationError> {
     let pc = v.presentation_context_id;
     match v.value_type {
         PDataValueType::Command => {
@@ -349,17 +378,17 @@ async fn step(
                 State::Command(b) => b,
                 State::Data(inc) => {
                     let _ = tokio::fs::remove_file(&inc.tmp).await;
-                    return Err("command fragment inside a data set".into());
+                    return Err(AssociationError::CommandInDataSet);
                 }
             };
             if buf.len() + v.data.len() > MAX_COMMAND_BYTES {
-                return Err("command set too large".into());
+                return Err(AssociationError::CommandTooLarge);
             }
             buf.extend_from_slice(&v.data);
             if !v.is_last {
                 return Ok((State::Command(buf), 0));
             }
-            let rq = Command::decode(&buf).map_err(|e| e.to_string())?;
+            let rq = Command::decode(&buf)?;
             let context = contexts.iter().find(|c| c.0 == pc);
             match rq.field {
                 dimse::C_ECHO_RQ => {
@@ -399,12 +428,12 @@ async fn step(
                     }
                     Ok((State::Data(Box::new(inc)), 0))
                 }
-                other => Err(format!("unsupported DIMSE command {other:#06x}")),
+                other => Err(AssociationError::UnsupportedCommand(other)),
             }
         }
         PDataValueType::Data => {
             let State::Data(mut inc) = state else {
-                return Err("data set without a command".into());
+                return Err(AssociationError::DataWithoutCommand);
             };
             if inc.refusal.is_none() {
                 inc.bytes += v.data.len() as u64;

@@ -5,6 +5,21 @@
 use super::plates::insert_plate;
 use super::{now, PlateRecord, RecordError, Recorder};
 use crate::on_pool;
+use crate::outcome::{stored_enum, Verdict};
+
+stored_enum! {
+    /// Where a job stands (`jobs.state`).
+    pub enum JobState {
+        /// Taken; its plate is being judged.
+        Processing = "processing",
+        /// Judged and recorded.
+        Done = "done",
+        /// Recorded as not judgeable (or crashing plateqc); the file goes to quarantine.
+        Quarantined = "quarantined",
+        /// Identical content was judged before; not judged again.
+        Duplicate = "duplicate",
+    }
+}
 
 /// What the database already knows about a file about to be taken from an inbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,7 +29,7 @@ pub enum JobStart {
     /// Its outcome was committed but the file was never moved (crash between the two).
     Resume {
         job_id: i64,
-        state: String,
+        state: JobState,
         plate_row: Option<i64>,
     },
     /// Identical content was already recorded: recorded as a duplicate of that plate.
@@ -59,12 +74,18 @@ impl Recorder {
             .bind(sha256)
             .fetch_optional(&mut *tx)
             .await?;
+            // A state the schema does not allow cannot be read; it is treated as unfinished.
+            let open = open.map(|(id, state, attempts, plate_row)| {
+                (id, state.parse().unwrap_or(JobState::Processing), attempts, plate_row)
+            });
             let start = match open {
-                Some((id, state, _, plate_row)) if state != "processing" => JobStart::Resume {
-                    job_id: id,
-                    state,
-                    plate_row,
-                },
+                Some((id, state, _, plate_row)) if state != JobState::Processing => {
+                    JobStart::Resume {
+                        job_id: id,
+                        state,
+                        plate_row,
+                    }
+                }
                 Some((id, _, attempts, _)) if attempts >= max_attempts => JobStart::Poison {
                     job_id: id,
                     attempts,
@@ -85,16 +106,17 @@ impl Recorder {
                     // that site's plate and is judged and routed there. Rows from before sites
                     // were recorded (NULL) are the local database's own.
                     let earlier: Option<(i64,)> = sqlx::query_as(
-                        "SELECT id FROM plates WHERE sha256 = $1 AND verdict <> 'error' AND (site = $2 OR site IS NULL) ORDER BY id LIMIT 1",
+                        "SELECT id FROM plates WHERE sha256 = $1 AND verdict <> $3 AND (site = $2 OR site IS NULL) ORDER BY id LIMIT 1",
                     )
                     .bind(sha256)
                     .bind(node)
+                    .bind(Verdict::Error.as_str())
                     .fetch_optional(&mut *tx)
                     .await?;
                     let state = if earlier.is_some() {
-                        "duplicate"
+                        JobState::Duplicate
                     } else {
-                        "processing"
+                        JobState::Processing
                     };
                     let id: i64 = sqlx::query_scalar(
                         "INSERT INTO jobs (node, source_path, sha256, size_bytes, state, duplicate_of, first_seen, updated_at)
@@ -104,7 +126,7 @@ impl Recorder {
                     .bind(path)
                     .bind(sha256)
                     .bind(size)
-                    .bind(state)
+                    .bind(state.as_str())
                     .bind(earlier.map(|e| e.0))
                     .bind(&now)
                     .bind(&now)
@@ -151,13 +173,13 @@ impl Recorder {
                 None => false,
             };
             let row = insert_plate!(tx, r, site);
-            let state = if r.verdict == "error" {
-                "quarantined"
+            let state = if r.verdict == Verdict::Error {
+                JobState::Quarantined
             } else {
-                "done"
+                JobState::Done
             };
             sqlx::query("UPDATE jobs SET state = $1, plate_row = $2, uid_conflict = $3, updated_at = $4 WHERE id = $5")
-                .bind(state)
+                .bind(state.as_str())
                 .bind(row)
                 .bind(conflict as i64)
                 .bind(now())
@@ -176,11 +198,12 @@ impl Recorder {
             let mut tx = pool.begin().await?;
             let row = insert_plate!(tx, r, site);
             sqlx::query(
-                "UPDATE jobs SET state = 'quarantined', plate_row = $1, updated_at = $2 WHERE id = $3",
+                "UPDATE jobs SET state = $4, plate_row = $1, updated_at = $2 WHERE id = $3",
             )
             .bind(row)
             .bind(now())
             .bind(job_id)
+            .bind(JobState::Quarantined.as_str())
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

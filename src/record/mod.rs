@@ -228,6 +228,7 @@ pub fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Verdict;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
@@ -245,7 +246,7 @@ mod tests {
             processed_at: "2026-11-26T00:00:00Z".into(),
             source_path: "/in/a.dcm".into(),
             sha256: "ab".into(),
-            verdict: "unusable".into(),
+            verdict: Verdict::Unusable,
             sop_instance_uid: Some("1.2.3".into()),
             ..Default::default()
         };
@@ -270,11 +271,13 @@ mod tests {
         .unwrap();
         assert_eq!(verdict, "unusable");
         assert_eq!(types, "scratch,dust");
-        let bad = PlateRecord {
-            verdict: "maybe".into(),
-            ..r.clone()
-        };
-        assert!(rec.insert(&bad).await.is_err(), "verdict is constrained");
+        let bad = sqlx::query(
+            "INSERT INTO plates (run_id, processed_at, source_path, sha256, size_bytes, verdict)
+             VALUES ('r', 't', '/in/b.dcm', 'cd', 0, 'maybe')",
+        )
+        .execute(rec.sqlite_pool().unwrap())
+        .await;
+        assert!(bad.is_err(), "verdict is constrained");
         rec.close().await;
         // Reopening an existing database applies no migration twice.
         Recorder::open(&db).await.unwrap();

@@ -2,8 +2,22 @@
 //! routed plate sends where, and each item's attempts and fate. Rows are keyed by node, so
 //! daemons of several sites sharing one PostgreSQL database each send only their own.
 
+use super::jobs::JobState;
 use super::{now, RecordError, Recorder};
 use crate::on_pool;
+use crate::outcome::stored_enum;
+
+stored_enum! {
+    /// Where an outbox item stands (`outbox.state`).
+    pub enum OutboxState {
+        /// To be sent at `next_attempt_at`.
+        Pending = "pending",
+        /// The destination answered success; never sent again.
+        Sent = "sent",
+        /// Given up after `forward.max_attempts` (or refused for good); left for a person.
+        Failed = "failed",
+    }
+}
 
 /// A routed plate whose notes and outbox rows are not yet written.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -62,9 +76,10 @@ impl Recorder {
         Ok(on_pool!(&self.pool, pool => {
             sqlx::query(
                 "UPDATE jobs SET dispatched = 1
-                  WHERE node = $1 AND dispatched = 0 AND routed_path IS NOT NULL AND state <> 'done'",
+                  WHERE node = $1 AND dispatched = 0 AND routed_path IS NOT NULL AND state <> $2",
             )
             .bind(node)
+            .bind(JobState::Done.as_str())
             .execute(pool)
             .await?;
             sqlx::query_as(
@@ -73,10 +88,11 @@ impl Recorder {
                         p.model_version, p.montage_path
                    FROM jobs j JOIN plates p ON p.id = j.plate_row
                   WHERE j.node = $1 AND j.dispatched = 0 AND j.routed_path IS NOT NULL
-                    AND j.state = 'done'
+                    AND j.state = $2
                   ORDER BY j.id LIMIT 256",
             )
             .bind(node)
+            .bind(JobState::Done.as_str())
             .fetch_all(pool)
             .await?
         }))
@@ -157,12 +173,13 @@ impl Recorder {
         Ok(on_pool!(&self.pool, pool => {
             sqlx::query_as(
                 "SELECT id, path, sop_class_uid, sop_instance_uid, attempts FROM outbox
-                  WHERE node = $3 AND destination = $1 AND state = 'pending' AND next_attempt_at <= $2
+                  WHERE node = $3 AND destination = $1 AND state = $4 AND next_attempt_at <= $2
                   ORDER BY id LIMIT 64",
             )
             .bind(destination)
             .bind(now())
             .bind(node)
+            .bind(OutboxState::Pending.as_str())
             .fetch_all(pool)
             .await?
         }))
@@ -172,11 +189,12 @@ impl Recorder {
     pub async fn mark_sent(&self, item: i64) -> Result<(), RecordError> {
         on_pool!(&self.pool, pool => {
             sqlx::query(
-                "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = $1,
+                "UPDATE outbox SET state = $3, attempts = attempts + 1, sent_at = $1,
                         last_status = '0x0000', last_error = NULL WHERE id = $2",
             )
             .bind(now())
             .bind(item)
+            .bind(OutboxState::Sent.as_str())
             .execute(pool)
             .await?;
         });
@@ -190,7 +208,12 @@ impl Recorder {
                 "UPDATE outbox SET state = $1, attempts = $2, next_attempt_at = $3,
                         last_status = $4, last_error = $5 WHERE id = $6",
             )
-            .bind(if f.give_up { "failed" } else { "pending" })
+            .bind(if f.give_up {
+                OutboxState::Failed
+            } else {
+                OutboxState::Pending
+            }
+            .as_str())
             .bind(f.attempts)
             .bind(&f.next_attempt_at)
             .bind(&f.status)
@@ -203,11 +226,15 @@ impl Recorder {
     }
 
     /// Items per state, for the log and the tests.
-    pub async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, RecordError> {
-        Ok(on_pool!(&self.pool, pool => {
+    pub async fn outbox_counts(&self) -> Result<Vec<(OutboxState, i64)>, RecordError> {
+        let rows: Vec<(String, i64)> = on_pool!(&self.pool, pool => {
             sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
                 .fetch_all(pool)
                 .await?
-        }))
+        });
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n)| Some((s.parse().ok()?, n)))
+            .collect())
     }
 }

@@ -1,18 +1,18 @@
 //! Judged plates: one row per file judged (verdict, scores, identity, timings, where its
 //! overlays went) and one per reported artifact type.
 
-use super::{RecordError, Recorder};
+use super::{now, RecordError, Recorder};
+use crate::decode::PlateHeader;
+use crate::infer::{Judgement, ModelContract};
 use crate::on_pool;
+use crate::outcome::{FailureKind, Stage, Verdict};
+use crate::privacy::PatientHasher;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
 
-/// An artifact type reported for a plate.
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    pub artifact_type: String,
-    pub reason_code: String,
-    pub score: f32,
-}
+pub use crate::infer::Finding;
 
 /// Everything recorded about one plate file.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -38,7 +38,7 @@ pub struct PlateRecord {
     pub columns: Option<i64>,
     pub bits_stored: Option<i64>,
     pub photometric: Option<String>,
-    pub verdict: String,
+    pub verdict: Verdict,
     pub unusable_score: Option<f64>,
     pub threshold: Option<f64>,
     pub reason_code: Option<String>,
@@ -52,10 +52,72 @@ pub struct PlateRecord {
     pub infer_ms: Option<f64>,
     pub explain_ms: Option<f64>,
     pub total_ms: Option<f64>,
-    pub error_stage: Option<String>,
-    pub error_kind: Option<String>,
+    pub error_stage: Option<Stage>,
+    pub error_kind: Option<FailureKind>,
     pub error: Option<String>,
     pub findings: Vec<Finding>,
+}
+
+impl PlateRecord {
+    /// A record of the file at `path`, in run `run_id`, not judged yet.
+    pub fn for_file(run_id: &str, path: &Path) -> PlateRecord {
+        PlateRecord {
+            run_id: run_id.to_string(),
+            source_path: path.display().to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// The plate's identity and acquisition facts; its patient ID only as the site's hash.
+    pub fn set_identity(&mut self, h: &PlateHeader, hasher: &PatientHasher) {
+        self.sop_instance_uid = Some(h.sop_instance_uid.clone());
+        self.sop_class_uid = Some(h.sop_class_uid.clone());
+        self.study_instance_uid = Some(h.study_instance_uid.clone()).filter(|s| !s.is_empty());
+        self.series_instance_uid = Some(h.series_instance_uid.clone()).filter(|s| !s.is_empty());
+        self.modality = Some(h.modality.clone()).filter(|s| !s.is_empty());
+        self.patient_id_hash = h.patient_id.as_deref().map(|id| hasher.hash(id));
+        self.acquisition_datetime = h.acquisition_datetime.clone();
+        self.station_name = h.station_name.clone();
+        self.operator = h.operator.clone();
+        self.device_serial = h.device_serial.clone();
+        self.plate_identifier = h.plate_id.clone();
+        self.transfer_syntax = Some(h.transfer_syntax.clone());
+        self.rows = Some(h.rows as i64);
+        self.columns = Some(h.columns as i64);
+        self.bits_stored = Some(h.bits_stored as i64);
+        self.photometric = Some(h.photometric.clone());
+    }
+
+    /// The model's judgement, and which model and heat-map method gave it.
+    pub fn set_judgement(&mut self, j: &Judgement, contract: &ModelContract, cam_method: &str) {
+        self.verdict = j.verdict;
+        self.unusable_score = Some(j.unusable_score as f64);
+        self.threshold = Some(contract.threshold as f64);
+        self.model_name = Some(contract.model_name.clone());
+        self.model_version = Some(contract.model_version.clone());
+        self.model_sha256 = Some(contract.sha256.clone());
+        self.cam_method = Some(cam_method.to_string());
+        self.findings = j.findings.clone();
+        self.reason_code = j.reason_code.clone();
+    }
+
+    /// The plate could not be judged: `stage` failed with `kind`; `started` is when work on
+    /// the plate began.
+    pub fn failed(
+        mut self,
+        stage: Stage,
+        kind: FailureKind,
+        message: String,
+        started: Instant,
+    ) -> PlateRecord {
+        self.verdict = Verdict::Error;
+        self.error_stage = Some(stage);
+        self.error_kind = Some(kind);
+        self.error = Some(message);
+        self.total_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+        self.processed_at = now();
+        self
+    }
 }
 
 impl Recorder {
@@ -70,17 +132,18 @@ impl Recorder {
         })
     }
 
-    /// The verdict recorded in a plate row.
+    /// The verdict recorded in a plate row, with its error message.
     pub async fn verdict_of(
         &self,
         plate_row: i64,
-    ) -> Result<Option<(String, Option<String>)>, RecordError> {
-        on_pool!(&self.pool, pool => Ok(
+    ) -> Result<Option<(Verdict, Option<String>)>, RecordError> {
+        let row: Option<(String, Option<String>)> = on_pool!(&self.pool, pool =>
             sqlx::query_as("SELECT verdict, error FROM plates WHERE id = $1")
                 .bind(plate_row)
                 .fetch_optional(pool)
-                .await?,
-        ))
+                .await?
+        );
+        Ok(row.map(|(v, e)| (v.parse().unwrap_or(Verdict::Error), e)))
     }
 }
 
@@ -128,7 +191,7 @@ macro_rules! insert_plate {
         .bind(r.columns)
         .bind(r.bits_stored)
         .bind(&r.photometric)
-        .bind(&r.verdict)
+        .bind(r.verdict.as_str())
         .bind(r.unusable_score)
         .bind(r.threshold)
         .bind(&r.reason_code)
@@ -142,8 +205,8 @@ macro_rules! insert_plate {
         .bind(r.infer_ms)
         .bind(r.explain_ms)
         .bind(r.total_ms)
-        .bind(&r.error_stage)
-        .bind(&r.error_kind)
+        .bind(r.error_stage.map(|s| s.as_str()))
+        .bind(r.error_kind.map(|k| k.as_str()))
         .bind(&r.error)
         .bind($site)
         .fetch_one(&mut *$tx)

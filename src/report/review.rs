@@ -2,6 +2,7 @@
 //! history of one instance, and the overridden plates exported as a labelled set.
 
 use super::{csv_field, ReportError};
+use crate::outcome::Verdict;
 use crate::record::overrides::{self as db, NewOverride};
 use crate::record::{now, Pool};
 use serde::Serialize;
@@ -33,7 +34,11 @@ pub async fn add_override(
     pool: &Pool,
     req: &OverrideRequest,
 ) -> Result<OverrideReceipt, ReportError> {
-    if req.verdict != "usable" && req.verdict != "unusable" {
+    if !req
+        .verdict
+        .parse::<Verdict>()
+        .is_ok_and(Verdict::is_judgement)
+    {
         return Err(ReportError::Invalid(format!(
             "--verdict {}: expected usable or unusable",
             req.verdict
@@ -147,7 +152,7 @@ pub async fn history(pool: &Pool, key: &HistoryKey) -> Result<History, ReportErr
         judgements
             .iter()
             .rev()
-            .find(|j| j.verdict != "error")
+            .find(|j| j.verdict != Verdict::Error.as_str())
             .or(judgements.last())
             .map(|j| j.verdict.clone())
     });

@@ -8,6 +8,7 @@ use super::notes::{self, NoteOptions, Rejection, WrittenNote};
 use crate::decode::prescan;
 use crate::net::dimse::{status, Command};
 use crate::net::scu::{self, ScuError};
+use crate::outcome::Verdict;
 use crate::record::outbox::{Failure, Instance, OutItem, Routed};
 use crate::record::{RecordError, Recorder};
 use dicom_ul::association::client::AsyncClientAssociation;
@@ -162,7 +163,8 @@ impl Forwarder {
 
     async fn dispatch_one(&self, job: Routed) -> Result<(), ForwardError> {
         let (fwd, note_opts) = (&self.forward, &self.notes);
-        let unusable = job.verdict == "unusable";
+        let verdict: Verdict = job.verdict.parse().unwrap_or(Verdict::Error);
+        let unusable = verdict == Verdict::Unusable;
         let mut written: Vec<WrittenNote> = Vec::new();
         if unusable && note_opts.enabled {
             let rejection = Rejection {
@@ -204,7 +206,7 @@ impl Forwarder {
             })
             .collect();
         let send_plate =
-            job.verdict == "usable" || (unusable && fwd.unusable == UnusablePolicy::Forward);
+            verdict == Verdict::Usable || (unusable && fwd.unusable == UnusablePolicy::Forward);
         let mut items: Vec<Instance> = Vec::new();
         if send_plate {
             if let (Some(class), Some(uid)) = (&job.sop_class_uid, &job.sop_instance_uid) {

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod notes;
 
 use crate::fsutil::{create_private_dir_all, move_file, sanitize_component, write_private};
+use crate::outcome::Verdict;
 use crate::record::{RecordError, Recorder};
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -53,11 +54,11 @@ impl Destination {
         }
     }
 
-    pub fn for_verdict(verdict: &str) -> Destination {
+    pub fn for_verdict(verdict: Verdict) -> Destination {
         match verdict {
-            "usable" => Destination::Accepted,
-            "unusable" => Destination::Rejected,
-            _ => Destination::Quarantine,
+            Verdict::Usable => Destination::Accepted,
+            Verdict::Unusable => Destination::Rejected,
+            Verdict::Error => Destination::Quarantine,
         }
     }
 }
@@ -141,7 +142,8 @@ fn today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
 }
 
-/// Moves a finished file and closes its job. A routing failure (full disk, unwritable folder)
+/// Moves a finished file and closes its job; `label` (the verdict, or `duplicate`) is for the
+/// log. A routing failure (full disk, unwritable folder)
 /// is logged and the file stays in the inbox with its outcome committed; the next rescan finds
 /// it and retries the move without judging it again.
 pub async fn route_and_close(
@@ -149,7 +151,7 @@ pub async fn route_and_close(
     routing: &Routing,
     job_id: i64,
     path: &Path,
-    verdict: &str,
+    label: &str,
     error: Option<&str>,
     dest: Destination,
 ) {
@@ -161,7 +163,7 @@ pub async fn route_and_close(
             {
                 tracing::error!(path = %path.display(), error = %e, "moved, but could not record the move");
             } else {
-                tracing::info!(path = %path.display(), verdict, to = %routed.display(), "routed");
+                tracing::info!(path = %path.display(), verdict = label, to = %routed.display(), "routed");
                 routing.wake.notify_one();
             }
         }
@@ -266,8 +268,17 @@ mod tests {
 
     #[test]
     fn verdicts_map_to_destinations() {
-        assert_eq!(Destination::for_verdict("usable"), Destination::Accepted);
-        assert_eq!(Destination::for_verdict("unusable"), Destination::Rejected);
-        assert_eq!(Destination::for_verdict("error"), Destination::Quarantine);
+        assert_eq!(
+            Destination::for_verdict(Verdict::Usable),
+            Destination::Accepted
+        );
+        assert_eq!(
+            Destination::for_verdict(Verdict::Unusable),
+            Destination::Rejected
+        );
+        assert_eq!(
+            Destination::for_verdict(Verdict::Error),
+            Destination::Quarantine
+        );
     }
 }

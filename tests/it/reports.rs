@@ -6,6 +6,7 @@ use crate::pg;
 use crate::support::*;
 use crate::watch::{files_under, Daemon};
 use plateqc::config::Config;
+use plateqc::outcome::Verdict;
 use plateqc::pipeline::{self, Engine};
 use plateqc::record::{Finding, JobStart, PlateRecord, Recorder};
 use serde_json::Value;
@@ -67,11 +68,10 @@ fn scan(plate: &str, station: &str, i: usize, finding: Option<(&str, &str)>) -> 
         device_serial: Some(format!("DEV-{station}")),
         plate_identifier: Some(plate.into()),
         verdict: if finding.is_some() {
-            "unusable"
+            Verdict::Unusable
         } else {
-            "usable"
-        }
-        .into(),
+            Verdict::Usable
+        },
         unusable_score: Some(if finding.is_some() { 0.9 } else { 0.1 }),
         threshold: Some(0.5),
         reason_code: finding.map(|f| f.1.to_string()),
@@ -127,7 +127,7 @@ async fn record_scenario(db: &str) {
         run_id: "test".into(),
         processed_at: "2026-03-02T08:00:00.000Z".into(),
         source_path: "/nowhere/broken.dcm".into(),
-        verdict: "error".into(),
+        verdict: Verdict::Error,
         error: Some("not DICOM".into()),
         ..Default::default()
     })
@@ -463,7 +463,7 @@ async fn real_plates_history_by_file_and_labelled_export_on_both_backends() {
             .await
             .unwrap();
             assert!(
-                out.iter().all(|o| o.record.verdict != "error"),
+                out.iter().all(|o| o.record.verdict != Verdict::Error),
                 "{backend} round {round}"
             );
             engine.recorder.clone().close().await;

@@ -171,6 +171,8 @@ fn review_page_renders_in_chromium_and_a_click_opens_the_montage() {
     assert!(dialog.contains("unusable"), "caption names the verdict");
 
     let shot = root().join("target/review-page.png");
+    // `target/` is not there when the build goes elsewhere (CARGO_TARGET_DIR).
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
     let _ = std::fs::remove_file(&shot);
     browse(
         &profile,

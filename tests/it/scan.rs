@@ -3,6 +3,7 @@
 
 use crate::support::*;
 use plateqc::config::Config;
+use plateqc::outcome::{FailureKind, Verdict};
 use plateqc::pipeline::{self, Engine};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -89,10 +90,19 @@ async fn every_file_gets_exactly_one_row_and_bad_files_do_not_stop_the_run() {
             .iter()
             .any(|g| g.display().to_string() == r.source_path);
         if is_good {
-            assert_ne!(r.verdict, "error", "{}: {:?}", r.source_path, r.error);
+            assert_ne!(
+                r.verdict,
+                Verdict::Error,
+                "{}: {:?}",
+                r.source_path,
+                r.error
+            );
             let score = r.unusable_score.unwrap();
             assert!((0.0..=1.0).contains(&score));
-            assert_eq!(r.verdict == "unusable", score >= r.threshold.unwrap());
+            assert_eq!(
+                r.verdict == Verdict::Unusable,
+                score >= r.threshold.unwrap()
+            );
             assert_eq!(r.overlays.len(), 3, "one overlay per exported layer");
             for p in r.overlays.values().chain(r.montage_path.iter()) {
                 let meta = std::fs::metadata(p).unwrap_or_else(|e| panic!("{p}: {e}"));
@@ -106,7 +116,12 @@ async fn every_file_gets_exactly_one_row_and_bad_files_do_not_stop_the_run() {
             assert_eq!(first.height() as i64, r.rows.unwrap());
             assert_eq!(r.sha256.len(), 64);
         } else {
-            assert_eq!(r.verdict, "error", "{} should have failed", r.source_path);
+            assert_eq!(
+                r.verdict,
+                Verdict::Error,
+                "{} should have failed",
+                r.source_path
+            );
             assert!(r.error.as_deref().is_some_and(|e| !e.is_empty()));
             assert!(r.error_stage.is_some() && r.error_kind.is_some());
         }
@@ -308,7 +323,13 @@ async fn fixtures_are_all_judged_like_the_reference() {
     let threshold = engine.model().contract.threshold as f64;
     for o in &outcomes {
         let r = &o.record;
-        assert_ne!(r.verdict, "error", "{}: {:?}", r.source_path, r.error);
+        assert_ne!(
+            r.verdict,
+            Verdict::Error,
+            "{}: {:?}",
+            r.source_path,
+            r.error
+        );
         let name = Path::new(&r.source_path)
             .file_name()
             .unwrap()
@@ -318,9 +339,9 @@ async fn fixtures_are_all_judged_like_the_reference() {
         let p_ref = e["probabilities"][1].as_f64().unwrap();
         if (p_ref - threshold).abs() > 1e-3 {
             let want = if p_ref >= threshold {
-                "unusable"
+                Verdict::Unusable
             } else {
-                "usable"
+                Verdict::Usable
             };
             assert_eq!(
                 r.verdict, want,
@@ -328,7 +349,7 @@ async fn fixtures_are_all_judged_like_the_reference() {
                 r.unusable_score
             );
         }
-        if r.verdict == "unusable" {
+        if r.verdict == Verdict::Unusable {
             assert!(
                 r.reason_code.as_deref().is_some_and(|c| c.len() == 6),
                 "{name}: CID 7011 code"
@@ -399,8 +420,8 @@ async fn oversized_files_are_refused_unread() {
         .await
         .unwrap();
     let r = &out[0].record;
-    assert_eq!(r.verdict, "error");
-    assert_eq!(r.error_kind.as_deref(), Some("too_large"));
+    assert_eq!(r.verdict, Verdict::Error);
+    assert_eq!(r.error_kind, Some(FailureKind::TooLarge));
     assert!(r.sha256.is_empty(), "the file was not read");
 }
 
