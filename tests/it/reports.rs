@@ -2,16 +2,17 @@
 //! SQLite file and on a real PostgreSQL server (tests/it/pg.rs) through the real binary, with
 //! the same assertions; the two backends must also give byte-identical JSON reports.
 
-use crate::pg;
+use crate::support::cli::{ok, plateqc};
+use crate::support::daemon::{files_under, Daemon};
+use crate::support::pg;
 use crate::support::*;
-use crate::watch::{files_under, Daemon};
 use plateqc::config::Config;
 use plateqc::outcome::Verdict;
 use plateqc::pipeline::{self, Engine};
 use plateqc::record::{Finding, JobStart, PlateRecord, Recorder};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -21,25 +22,6 @@ async fn backends(dir: &Path) -> Vec<(&'static str, String)> {
         ("sqlite", dir.join("sqlite/qc.sqlite").display().to_string()),
         ("postgres", pg::fresh_database().await),
     ]
-}
-
-fn plateqc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plateqc"))
-        .args(args)
-        .env("PLATEQC_LOG", "warn")
-        .output()
-        .expect("run plateqc")
-}
-
-/// Runs plateqc, which must succeed; returns its standard output.
-pub(crate) fn ok(args: &[&str]) -> String {
-    let out = plateqc(args);
-    assert!(
-        out.status.success(),
-        "plateqc {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn report_json(db: &str, extra: &[&str]) -> Value {

@@ -2,7 +2,7 @@
 //! rendered DOM is checked, a row's click handler opens its montage, and a screenshot is kept
 //! in target/.
 
-use crate::reports::ok;
+use crate::support::cli::ok;
 use crate::support::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
