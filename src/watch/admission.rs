@@ -135,7 +135,8 @@ impl Admission {
             }
             JobStart::Duplicate { job_id, of_plate } => {
                 tracing::info!(path = %key, of_plate, "identical content already judged; recorded as a duplicate");
-                self.route(path, job_id, "duplicate", None, Destination::Duplicates)
+                let label = JobState::Duplicate.as_str();
+                self.route(path, job_id, label, None, Destination::Duplicates)
                     .await;
                 self.count(|s| s.duplicates += 1);
             }
