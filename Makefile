@@ -21,6 +21,7 @@ demo: build
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	scripts/check-layers.sh
 
 unit:
 	$(CARGO) test --release --locked

@@ -1,11 +1,16 @@
 //! Configuration: a TOML file parsed section by section so that every mistake is reported in
 //! one go, then command-line flags on top.
+//!
+//! Each section's options live beside the code that uses them; this module only gathers them.
 
 use crate::decode::DecodePolicy;
-use crate::explain::colormap::Colormap;
-use crate::explain::CamMethod;
+use crate::explain::ExplainOptions;
 use crate::infer::InferOptions;
+use crate::ingest::scp::DicomOptions;
 use crate::ingest::WatchOptions;
+use crate::record::{DbLocation, RecordOptions};
+use crate::route::forward::ForwardOptions;
+use crate::route::notes::NoteOptions;
 use crate::route::RouteOptions;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -52,33 +57,6 @@ pub fn default_model_path() -> PathBuf {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ExplainOptions {
-    /// Weighting of the heat maps: `gradcam`, `gradcampp` or `layercam`.
-    pub method: CamMethod,
-    /// `turbo` (default), `inferno`, `viridis` or `jet`.
-    pub colormap: Colormap,
-    /// Peak opacity of the heat map on the plate.
-    pub alpha: f32,
-    /// Height in pixels of each montage panel.
-    pub montage_height: u32,
-    /// Write per-layer overlays and the montage; off for a verdict-only run.
-    pub write_overlays: bool,
-}
-
-impl Default for ExplainOptions {
-    fn default() -> Self {
-        ExplainOptions {
-            method: CamMethod::GradCam,
-            colormap: Colormap::Turbo,
-            alpha: 0.55,
-            montage_height: 384,
-            write_overlays: true,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct ScanOptions {
     /// Plates decoded at once; each holds a decoded plate in memory.
     pub decode_workers: usize,
@@ -97,15 +75,6 @@ impl Default for ScanOptions {
     }
 }
 
-/// How this daemon appears in a shared history.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RecordOptions {
-    /// Name of this site / machine, written with every plate, override and journal row so that
-    /// several sites can record into one PostgreSQL database; the host name when unset.
-    pub site: Option<String>,
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Config {
     pub paths: Paths,
@@ -116,9 +85,9 @@ pub struct Config {
     pub scan: ScanOptions,
     pub watch: WatchOptions,
     pub route: RouteOptions,
-    pub dicom: crate::net::DicomOptions,
-    pub forward: crate::net::ForwardOptions,
-    pub notes: crate::net::NoteOptions,
+    pub dicom: DicomOptions,
+    pub forward: ForwardOptions,
+    pub notes: NoteOptions,
 }
 
 const SECTIONS: [&str; 11] = [
@@ -217,10 +186,7 @@ impl Config {
         {
             p.push("[record] site must not be empty".into());
         }
-        let shared = matches!(
-            crate::record::DbLocation::parse(&self.paths.db),
-            crate::record::DbLocation::Postgres(_)
-        );
+        let shared = matches!(DbLocation::parse(&self.paths.db), DbLocation::Postgres(_));
         if shared && self.paths.key_file.is_none() {
             p.push(
                 "paths.key_file must be set when paths.db is a PostgreSQL URL (the patient-ID key stays on this machine)"
@@ -242,7 +208,8 @@ impl Config {
         if self.watch.quiet_ms < 50 {
             p.push("[watch] quiet_ms below 50 would take files still being written".into());
         }
-        p.extend(crate::net::validate(&self.dicom, &self.forward));
+        p.extend(self.dicom.validate());
+        p.extend(self.forward.validate());
         if !self.dicom.listen.is_empty() && self.watch.inboxes.is_empty() {
             p.push("[dicom] listen needs an inbox to receive into".into());
         }
@@ -279,6 +246,15 @@ impl Config {
         }
     }
 
+    /// Where rejection notes go: `notes.folder`, or `<route root>/rejection-notes`.
+    pub fn notes_root(&self) -> PathBuf {
+        if self.notes.folder.as_os_str().is_empty() {
+            self.route_root().join("rejection-notes")
+        } else {
+            self.notes.folder.clone()
+        }
+    }
+
     /// The site name recorded with every row.
     pub fn site(&self) -> String {
         self.record
@@ -304,6 +280,8 @@ fn absolute(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::explain::colormap::Colormap;
+    use crate::explain::CamMethod;
 
     #[test]
     fn every_problem_is_reported_at_once() {

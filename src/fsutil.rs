@@ -1,5 +1,6 @@
 //! File helpers shared by every stage that writes: patient images and their derivatives are
-//! private to the service account, and a reader never sees a half-written file.
+//! private to the service account, a reader never sees a half-written file, and a move never
+//! overwrites and never removes its source before the copy is durable.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -84,6 +85,76 @@ pub fn sanitize_component(raw: &str) -> String {
     s
 }
 
+/// Rename when source and target share a file system; otherwise copy to a hidden temporary
+/// name, fsync, rename into place, fsync the folder, and only then remove the source.
+pub fn move_file(src: &Path, target: &Path) -> io::Result<()> {
+    match rename_noreplace(src, target) {
+        Ok(()) => {
+            sync_dir(target.parent());
+            Ok(())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let tmp = temp_sibling(target);
+            let copied = (|| {
+                fs::copy(src, &tmp)?;
+                fs::File::open(&tmp)?.sync_all()?;
+                fs::rename(&tmp, target)?;
+                sync_dir(target.parent());
+                Ok(())
+            })();
+            if copied.is_err() {
+                let _ = fs::remove_file(&tmp);
+                return copied;
+            }
+            fs::remove_file(src)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A rename that never replaces an existing file (two plates planned onto one name must not
+/// overwrite each other); falls back to a checked rename where the file system lacks it.
+fn rename_noreplace(src: &Path, target: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(src)?, c(target)?);
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them like rename(2).
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            if target.exists() {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            fs::rename(src, target)
+        }
+        _ => Err(err),
+    }
+}
+
+fn sync_dir(dir: Option<&Path>) {
+    if let Some(d) = dir {
+        if let Ok(f) = fs::File::open(d) {
+            let _ = f.sync_all();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +190,40 @@ mod tests {
         );
         let leftovers: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1);
+    }
+
+    #[test]
+    fn a_move_never_overwrites() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        fs::write(&a, "new").unwrap();
+        fs::write(&b, "old").unwrap();
+        assert!(move_file(&a, &b).is_err());
+        assert_eq!(fs::read_to_string(&b).unwrap(), "old");
+        assert!(a.exists());
+    }
+
+    /// Across file systems (the temp dir and /dev/shm, a tmpfs, where there is one) the move
+    /// copies, syncs, renames into place and only then removes the source.
+    #[test]
+    fn moves_across_file_systems() {
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            return;
+        }
+        let src_dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let dst_dir = tempfile::tempdir_in(shm).unwrap();
+        let src = src_dir.path().join("p.dcm");
+        fs::write(&src, b"plate bytes").unwrap();
+        let target = dst_dir.path().join("p.dcm");
+        move_file(&src, &target).unwrap();
+        assert!(!src.exists());
+        assert_eq!(fs::read(&target).unwrap(), b"plate bytes");
+        let names: Vec<_> = fs::read_dir(dst_dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary left behind: {names:?}");
     }
 }

@@ -1,154 +1,205 @@
-//! Counters and latency histograms of the pipeline, and a tiny loopback HTTP endpoint serving
-//! `/healthz` and Prometheus `/metrics` for the daemon. Hand-written HTTP/1.1: two fixed GET
-//! routes do not justify a web framework in a medical-site daemon's dependency tree.
+//! Counters and latency histograms of the pipeline (the `prometheus` crate, text exposition
+//! format 0.0.4), and the daemon's loopback HTTP endpoint serving `/healthz` and `/metrics`
+//! (hyper, HTTP/1.1 only, one request per connection).
 
+use crate::ingest::scp::ScpStats;
+use crate::outcome::{FailureKind, Verdict};
 use crate::record::PlateRecord;
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-/// Upper bounds (ms) of the latency buckets: plates take tens to thousands of milliseconds.
-const BUCKETS_MS: [f64; 12] = [
-    5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+/// Upper bounds (seconds) of the latency buckets: plates take tens to thousands of
+/// milliseconds.
+const BUCKETS_S: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 const STAGES: [&str; 4] = ["decode", "infer", "explain", "total"];
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [AtomicU64; 12],
-    count: AtomicU64,
-    sum_us: AtomicU64,
+/// How long a client may take to send its request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest request head read (hyper's smallest buffer); a longer one is refused.
+const MAX_HEAD_BYTES: usize = 8192;
+/// How long a connection may last in all, answer included.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared by the pipeline (writer) and the endpoint (reader).
+pub struct Metrics {
+    registry: Registry,
+    plates: IntCounterVec,
+    failures: IntCounterVec,
+    stage_seconds: HistogramVec,
+    in_flight_gauge: IntGauge,
+    in_memory_gauge: IntGauge,
+    associations: IntCounterVec,
+    requests: IntCounterVec,
+    /// Serialises the copy of the gauges and receiver counters into the registry.
+    render_lock: Mutex<()>,
+    /// Files taken from the inbox and not yet finished (written by the daemon).
+    pub in_flight: AtomicU64,
+    /// Plates whose pixels are held in memory (written by the pipeline).
+    pub plates_in_memory: AtomicU64,
+    /// The DICOM receiver's counters (written by the receiver).
+    pub scp: Arc<ScpStats>,
 }
 
-impl Histogram {
-    fn observe(&self, ms: f64) {
-        for (b, &le) in self.buckets.iter().zip(&BUCKETS_MS) {
-            if ms <= le {
-                b.fetch_add(1, Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_us.fetch_add((ms * 1000.0) as u64, Relaxed);
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new().expect("metric names and labels are valid and distinct")
     }
 }
 
-/// Shared by the pipeline (writer) and the endpoint (reader).
-#[derive(Default)]
-pub struct Metrics {
-    verdicts: [AtomicU64; 3],
-    failures: Mutex<BTreeMap<String, u64>>,
-    stages: [Histogram; 4],
-    pub in_flight: AtomicU64,
-    pub plates_in_memory: AtomicU64,
-    pub scp: std::sync::Arc<crate::net::scp::ScpStats>,
-}
-
 impl Metrics {
-    pub fn observe(&self, r: &PlateRecord) {
-        let i = match r.verdict.as_str() {
-            "usable" => 0,
-            "unusable" => 1,
-            _ => 2,
+    fn new() -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let counters = |name: &str, help: &str, label: &str| -> prometheus::Result<_> {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
         };
-        self.verdicts[i].fetch_add(1, Relaxed);
-        if i == 2 {
-            let kind = r.error_kind.clone().unwrap_or_else(|| "unknown".into());
-            if let Ok(mut f) = self.failures.lock() {
-                *f.entry(kind).or_default() += 1;
-            }
+        let gauge = |name: &str, help: &str| -> prometheus::Result<_> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let plates = counters(
+            "plateqc_plates_total",
+            "Plates recorded, by verdict.",
+            "verdict",
+        )?;
+        let failures = counters(
+            "plateqc_failures_total",
+            "Plates that could not be judged, by failure kind.",
+            "kind",
+        )?;
+        let in_flight_gauge = gauge(
+            "plateqc_in_flight",
+            "Files taken from the inbox and not yet finished.",
+        )?;
+        let in_memory_gauge = gauge(
+            "plateqc_plates_in_memory",
+            "Plates whose pixels are held in memory.",
+        )?;
+        let associations = counters(
+            "plateqc_dicom_associations_total",
+            "DICOM associations, by outcome.",
+            "outcome",
+        )?;
+        let requests = counters(
+            "plateqc_dicom_requests_total",
+            "DICOM requests received, by result.",
+            "result",
+        )?;
+        let stage_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "plateqc_stage_seconds",
+                "Time per plate in each pipeline stage.",
+            )
+            .buckets(BUCKETS_S.to_vec()),
+            &["stage"],
+        )?;
+        registry.register(Box::new(stage_seconds.clone()))?;
+        // Every series a dashboard expects is there from the start, at zero.
+        for v in Verdict::ALL {
+            plates.with_label_values(&[v.as_str()]);
         }
-        for (h, v) in self
-            .stages
+        for o in ["accepted", "refused"] {
+            associations.with_label_values(&[o]);
+        }
+        for r in ["stored", "refused", "echo"] {
+            requests.with_label_values(&[r]);
+        }
+        for s in STAGES {
+            stage_seconds.with_label_values(&[s]);
+        }
+        Ok(Metrics {
+            registry,
+            plates,
+            failures,
+            stage_seconds,
+            in_flight_gauge,
+            in_memory_gauge,
+            associations,
+            requests,
+            render_lock: Mutex::new(()),
+            in_flight: AtomicU64::new(0),
+            plates_in_memory: AtomicU64::new(0),
+            scp: Arc::default(),
+        })
+    }
+
+    pub fn observe(&self, r: &PlateRecord) {
+        self.plates.with_label_values(&[r.verdict.as_str()]).inc();
+        if r.verdict == Verdict::Error {
+            let kind = r.error_kind.map_or("unknown", FailureKind::as_str);
+            self.failures.with_label_values(&[kind]).inc();
+        }
+        for (stage, v) in STAGES
             .iter()
             .zip([r.decode_ms, r.infer_ms, r.explain_ms, r.total_ms])
         {
             if let Some(ms) = v {
-                h.observe(ms);
+                self.stage_seconds
+                    .with_label_values(&[stage])
+                    .observe(ms / 1000.0);
             }
         }
     }
 
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let mut o = String::new();
-        o.push_str("# HELP plateqc_plates_total Plates recorded, by verdict.\n# TYPE plateqc_plates_total counter\n");
-        for (name, c) in ["usable", "unusable", "error"].iter().zip(&self.verdicts) {
-            let _ = writeln!(
-                o,
-                "plateqc_plates_total{{verdict=\"{name}\"}} {}",
-                c.load(Relaxed)
-            );
-        }
-        o.push_str("# HELP plateqc_failures_total Plates that could not be judged, by failure kind.\n# TYPE plateqc_failures_total counter\n");
-        if let Ok(f) = self.failures.lock() {
-            for (kind, n) in f.iter() {
-                let _ = writeln!(o, "plateqc_failures_total{{kind=\"{kind}\"}} {n}");
+        {
+            let _one_at_a_time = self.render_lock.lock();
+            self.in_flight_gauge
+                .set(self.in_flight.load(Relaxed) as i64);
+            self.in_memory_gauge
+                .set(self.plates_in_memory.load(Relaxed) as i64);
+            let scp = &self.scp;
+            let catch_up = |c: prometheus::IntCounter, now: &AtomicU64| {
+                c.inc_by(now.load(Relaxed).saturating_sub(c.get()));
+            };
+            for (outcome, n) in [
+                ("accepted", &scp.associations),
+                ("refused", &scp.refused_associations),
+            ] {
+                catch_up(self.associations.with_label_values(&[outcome]), n);
+            }
+            for (result, n) in [
+                ("stored", &scp.stored),
+                ("refused", &scp.failed),
+                ("echo", &scp.echoes),
+            ] {
+                catch_up(self.requests.with_label_values(&[result]), n);
             }
         }
-        o.push_str("# HELP plateqc_in_flight Files taken from the inbox and not yet finished.\n# TYPE plateqc_in_flight gauge\n");
-        let _ = writeln!(o, "plateqc_in_flight {}", self.in_flight.load(Relaxed));
-        o.push_str("# HELP plateqc_plates_in_memory Plates whose pixels are held in memory.\n# TYPE plateqc_plates_in_memory gauge\n");
-        let _ = writeln!(
-            o,
-            "plateqc_plates_in_memory {}",
-            self.plates_in_memory.load(Relaxed)
-        );
-        let scp = &self.scp;
-        o.push_str("# HELP plateqc_dicom_associations_total DICOM associations, by outcome.\n# TYPE plateqc_dicom_associations_total counter\n");
-        for (outcome, c) in [
-            ("accepted", &scp.associations),
-            ("refused", &scp.refused_associations),
-        ] {
-            let _ = writeln!(
-                o,
-                "plateqc_dicom_associations_total{{outcome=\"{outcome}\"}} {}",
-                c.load(Relaxed)
-            );
-        }
-        o.push_str("# HELP plateqc_dicom_requests_total DICOM requests received, by result.\n# TYPE plateqc_dicom_requests_total counter\n");
-        for (result, c) in [
-            ("stored", &scp.stored),
-            ("refused", &scp.failed),
-            ("echo", &scp.echoes),
-        ] {
-            let _ = writeln!(
-                o,
-                "plateqc_dicom_requests_total{{result=\"{result}\"}} {}",
-                c.load(Relaxed)
-            );
-        }
-        o.push_str("# HELP plateqc_stage_seconds Time per plate in each pipeline stage.\n# TYPE plateqc_stage_seconds histogram\n");
-        for (stage, h) in STAGES.iter().zip(&self.stages) {
-            for (b, le) in h.buckets.iter().zip(BUCKETS_MS) {
-                let _ = writeln!(
-                    o,
-                    "plateqc_stage_seconds_bucket{{stage=\"{stage}\",le=\"{}\"}} {}",
-                    le / 1000.0,
-                    b.load(Relaxed)
-                );
-            }
-            let count = h.count.load(Relaxed);
-            let _ = writeln!(
-                o,
-                "plateqc_stage_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                o,
-                "plateqc_stage_seconds_sum{{stage=\"{stage}\"}} {}",
-                h.sum_us.load(Relaxed) as f64 / 1e6
-            );
-            let _ = writeln!(
-                o,
-                "plateqc_stage_seconds_count{{stage=\"{stage}\"}} {count}"
-            );
-        }
-        o
+        let mut out = Vec::new();
+        // Encoding text into memory fails only on metric families it did not make itself.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
     }
+}
+
+type Response = hyper::Response<Full<Bytes>>;
+
+fn respond(metrics: &Metrics, target: &str) -> Response {
+    let (status, ctype, body) = match target {
+        "/healthz" => (200, "text/plain", "ok\n".to_string()),
+        "/metrics" => (200, prometheus::TEXT_FORMAT, metrics.render()),
+        _ => (404, "text/plain", "not found\n".to_string()),
+    };
+    hyper::Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, ctype)
+        .body(Full::new(Bytes::from(body)))
+        .expect("status and header are valid")
 }
 
 /// Serves `/healthz` and `/metrics` on `addr` until cancelled. Returns the bound address.
@@ -165,30 +216,21 @@ pub async fn serve(
                 _ = cancel.cancelled() => break,
                 c = listener.accept() => c,
             };
-            let Ok((mut stream, _)) = conn else { continue };
+            let Ok((stream, _)) = conn else { continue };
             let m = metrics.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let read =
-                    tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-                let Ok(Ok(n)) = read else { return };
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let target = head
-                    .lines()
-                    .next()
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .unwrap_or("");
-                let (status, ctype, body) = match target {
-                    "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                    "/metrics" => ("200 OK", "text/plain; version=0.0.4", m.render()),
-                    _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
-                };
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(reply.as_bytes()).await;
-                let _ = stream.shutdown().await;
+                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    let target = req.uri().path_and_query().map_or("", |p| p.as_str());
+                    let reply = respond(&m, target);
+                    async move { Ok::<_, std::convert::Infallible>(reply) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
             });
         }
     });
@@ -198,30 +240,51 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn exposition_counts_verdicts_failures_and_buckets() {
         let m = Metrics::default();
         m.observe(&PlateRecord {
-            verdict: "usable".into(),
+            verdict: Verdict::Usable,
             decode_ms: Some(7.0),
             total_ms: Some(120.0),
             ..Default::default()
         });
         m.observe(&PlateRecord {
-            verdict: "error".into(),
-            error_kind: Some("not_dicom".into()),
+            verdict: Verdict::Error,
+            error_kind: Some(FailureKind::NotDicom),
             ..Default::default()
         });
+        m.scp.stored.fetch_add(2, Relaxed);
+        m.in_flight.store(3, Relaxed);
         let text = m.render();
         assert!(
             text.contains("plateqc_plates_total{verdict=\"usable\"} 1"),
             "{text}"
         );
+        assert!(text.contains("plateqc_plates_total{verdict=\"unusable\"} 0"));
         assert!(text.contains("plateqc_failures_total{kind=\"not_dicom\"} 1"));
         assert!(text.contains("plateqc_stage_seconds_bucket{stage=\"decode\",le=\"0.005\"} 0"));
         assert!(text.contains("plateqc_stage_seconds_bucket{stage=\"decode\",le=\"0.01\"} 1"));
+        assert!(text.contains("plateqc_stage_seconds_bucket{stage=\"total\",le=\"+Inf\"} 1"));
         assert!(text.contains("plateqc_stage_seconds_count{stage=\"total\"} 1"));
+        assert!(text.contains("plateqc_dicom_requests_total{result=\"stored\"} 2"));
+        assert!(text.contains("plateqc_dicom_associations_total{outcome=\"refused\"} 0"));
+        assert!(text.contains("plateqc_in_flight 3"));
+        assert!(text.contains("# TYPE plateqc_stage_seconds histogram"));
+        // Rendering again counts nothing twice.
+        assert!(m
+            .render()
+            .contains("plateqc_dicom_requests_total{result=\"stored\"} 2"));
+    }
+
+    async fn get(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
     }
 
     #[tokio::test]
@@ -234,16 +297,46 @@ mod tests {
         for (path, want) in [
             ("/healthz", "200 OK"),
             ("/metrics", "plateqc_plates_total"),
+            ("/metrics", "text/plain; version=0.0.4"),
             ("/nope", "404"),
         ] {
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
+            let out = get(
+                addr,
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            )
+            .await;
             assert!(out.contains(want), "{path}: {out}");
         }
+        // A request head larger than the limit is refused, not read on and on.
+        let huge = format!(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(2 * MAX_HEAD_BYTES)
+        );
+        let out = get(addr, huge.as_bytes()).await;
+        assert!(!out.contains("plateqc_plates_total"), "{out}");
+        cancel.cancel();
+    }
+
+    /// A client that connects and never sends its request is dropped after the header
+    /// timeout, holding nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_dropped_after_the_header_timeout() {
+        let cancel = CancellationToken::new();
+        let addr = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Metrics::default()),
+            cancel.clone(),
+        )
+        .await
+        .unwrap();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(
+            HEADER_TIMEOUT + Duration::from_secs(1),
+            s.read_to_end(&mut buf),
+        )
+        .await;
+        assert!(read.is_ok(), "still connected after the header timeout");
         cancel.cancel();
     }
 }

@@ -1,17 +1,19 @@
 //! Wiring of the stages: ingest -> decode -> infer -> explain -> record, with bounded channels
 //! between them and CPU work on blocking threads. Only ingest watches the cancellation token;
 //! every later stage finishes what it holds and stops when its input closes, so a shutdown
-//! never leaves a plate half-recorded.
+//! never leaves a plate half-recorded. The work of each stage is its room's
+//! ([`decode::load`], [`infer::judge`], [`Painter::write_overlays`]); this module only moves
+//! plates between them and turns their outcomes into the record.
 
 use crate::config::Config;
-use crate::decode::{self, preprocess, PlateHeader};
-use crate::explain::{self, overlay};
-use crate::infer::{Inference, Model};
-use crate::record::{Finding, PatientHasher, PlateRecord, RecordError, Recorder};
+use crate::decode::{self, Loaded};
+use crate::explain::{Painter, PlateImage};
+use crate::infer::{self, InferError, Inference, Judgement, Model};
+use crate::outcome::{FailureKind, Stage, Verdict};
+use crate::privacy::{KeyError, PatientHasher};
+use crate::record::{PlateRecord, RecordError, Recorder};
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use sha2::Digest;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,8 +26,18 @@ pub enum PipelineError {
     Record(#[from] RecordError),
     #[error(transparent)]
     Route(#[from] crate::route::RouteError),
-    #[error("{0}")]
-    Setup(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The model could not be loaded, at start or on reload.
+    #[error(transparent)]
+    Model(#[from] InferError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    #[error(transparent)]
+    Scp(#[from] crate::ingest::scp::ScpError),
+    /// A blocking worker panicked or was cancelled.
+    #[error(transparent)]
+    Worker(#[from] tokio::task::JoinError),
 }
 
 /// Counts plates whose pixels (or anything derived from them) are held in memory, and the
@@ -78,10 +90,17 @@ pub struct Engine {
     pub recorder: Recorder,
     pub hasher: PatientHasher,
     pub run_id: String,
-    lut: Arc<[[u8; 3]; 256]>,
-    blend: Arc<overlay::BlendTable>,
+    painter: Painter,
     pub residency: Arc<Residency>,
     pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Loads the configured model on a blocking thread.
+async fn load_model(config: &Config) -> Result<Model, PipelineError> {
+    let opts = config.infer.clone();
+    let path = config.paths.model.clone();
+    let ort = config.paths.ort_library.clone();
+    Ok(tokio::task::spawn_blocking(move || Model::load(&path, ort.as_deref(), &opts)).await??)
 }
 
 impl Engine {
@@ -96,14 +115,7 @@ impl Engine {
     /// Loads the model file again (e.g. on SIGHUP) and swaps it in if it honours the contract;
     /// plates already in the pipeline finish with the model they started with.
     pub async fn reload_model(&self) -> Result<Arc<Model>, PipelineError> {
-        let opts = self.config.infer.clone();
-        let path = self.config.paths.model.clone();
-        let ort = self.config.paths.ort_library.clone();
-        let model = tokio::task::spawn_blocking(move || Model::load(&path, ort.as_deref(), &opts))
-            .await
-            .map_err(|e| PipelineError::Setup(e.to_string()))?
-            .map_err(|e| PipelineError::Setup(e.to_string()))?;
-        let model = Arc::new(model);
+        let model = Arc::new(load_model(&self.config).await?);
         if let Ok(mut m) = self.model.write() {
             *m = model.clone();
         }
@@ -111,18 +123,10 @@ impl Engine {
     }
 
     pub async fn start(config: Config) -> Result<Engine, PipelineError> {
-        let opts = config.infer.clone();
-        let model_path = config.paths.model.clone();
-        let ort = config.paths.ort_library.clone();
-        let model =
-            tokio::task::spawn_blocking(move || Model::load(&model_path, ort.as_deref(), &opts))
-                .await
-                .map_err(|e| PipelineError::Setup(e.to_string()))?
-                .map_err(|e| PipelineError::Setup(e.to_string()))?;
+        let model = load_model(&config).await?;
         let recorder = Recorder::open_as(&config.paths.db, &config.site()).await?;
         let hasher = PatientHasher::load_or_create(&config.key_file())?;
-        let lut = Arc::new(overlay::lut_for(config.explain.colormap));
-        let blend = Arc::new(overlay::BlendTable::new(&lut, config.explain.alpha));
+        let painter = Painter::new(&config.explain);
         let run_id = format!(
             "{}-{}",
             chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
@@ -134,8 +138,7 @@ impl Engine {
             recorder,
             hasher,
             run_id,
-            lut,
-            blend,
+            painter,
             residency: Arc::new(Residency::default()),
             metrics: Arc::new(crate::metrics::Metrics::default()),
         })
@@ -163,16 +166,14 @@ struct Decoded {
     _resident: Resident,
     model: Arc<Model>,
     base: PlateRecord,
-    header: PlateHeader,
-    gray: Vec<u8>,
-    tensor: Vec<f32>,
-    letterbox: preprocess::Letterbox,
+    plate: Loaded,
     started: Instant,
 }
 
 struct Inferred {
     decoded: Decoded,
     inference: Inference,
+    judgement: Judgement,
 }
 
 // Both variants are moved, never copied, through short bounded channels; boxing would add
@@ -183,178 +184,58 @@ enum Item<T> {
     Done(PlateRecord),
 }
 
-/// Expands folders recursively, skipping hidden and partial files, in a stable order.
-pub fn collect_files(inputs: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut stack = vec![input.clone()];
-            while let Some(dir) = stack.pop() {
-                let Ok(entries) = std::fs::read_dir(&dir) else {
-                    continue;
-                };
-                let mut entries: Vec<_> =
-                    entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-                entries.sort();
-                for p in entries.into_iter().rev() {
-                    if is_ignored(&p) {
-                        continue;
-                    }
-                    if p.is_dir() {
-                        stack.push(p);
-                    } else if p.is_file() {
-                        out.push(p);
-                    }
-                }
-            }
-        } else {
-            out.push(input.clone());
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Files that are being written or are not plates: dotfiles, `*.part`, `*.tmp`, our sidecars.
-pub fn is_ignored(p: &Path) -> bool {
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    name.starts_with('.')
-        || name.ends_with(".part")
-        || name.ends_with(".tmp")
-        || name.ends_with(".reason.txt")
-        || name.ends_with(".jsonl")
-        || name.ends_with(".npz")
-        || name.ends_with(".json")
-}
-
-fn failure(
-    mut base: PlateRecord,
-    stage: &str,
-    kind: &str,
-    message: String,
-    started: Instant,
-) -> PlateRecord {
-    base.verdict = "error".into();
-    base.error_stage = Some(stage.into());
-    base.error_kind = Some(kind.into());
-    base.error = Some(message);
-    base.total_ms = Some(started.elapsed().as_secs_f64() * 1e3);
-    base.processed_at = crate::record::now();
-    base
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// The record of a plate whose blocking worker panicked: the panic costs this plate only.
-fn crashed(source_path: String, stage: &str, join: tokio::task::JoinError) -> PlateRecord {
+fn crashed(source_path: String, stage: Stage, join: tokio::task::JoinError) -> PlateRecord {
     let base = PlateRecord {
         source_path,
         ..Default::default()
     };
-    failure(
-        base,
+    base.failed(
         stage,
-        "panic",
+        FailureKind::Panic,
         format!("{stage} crashed: {join}"),
         Instant::now(),
     )
 }
 
-fn decode_file(engine: &Engine, path: &Path) -> Item<Decoded> {
+/// Decode stage: the plate, preprocessed for the current model, and its identity recorded.
+fn decode_plate(engine: &Engine, path: &Path) -> Item<Decoded> {
     let started = Instant::now();
     let resident = engine.residency.enter();
-    let mut base = PlateRecord {
-        run_id: engine.run_id.clone(),
-        source_path: path.display().to_string(),
-        ..Default::default()
-    };
-    let policy = &engine.config.decode;
-    let size = match std::fs::metadata(path) {
-        Ok(m) => m.len(),
-        Err(e) => {
-            return Item::Done(failure(
-                base,
-                "read",
-                "io",
-                format!("cannot read: {e}"),
-                started,
-            ))
-        }
-    };
-    base.size_bytes = size as i64;
-    if size > policy.max_file_bytes {
-        return Item::Done(failure(
-            base,
-            "read",
-            "too_large",
-            format!("file is {size} bytes, limit {}", policy.max_file_bytes),
-            started,
-        ));
-    }
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            return Item::Done(failure(
-                base,
-                "read",
-                "io",
-                format!("cannot read: {e}"),
-                started,
-            ))
-        }
-    };
-    base.sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-    let plate = match decode::decode(&bytes, policy) {
-        Ok(p) => p,
-        Err(e) => {
-            // The header may still be readable; keep what identity we can for the record.
-            if let Ok(h) = decode::decode_header(&bytes, policy) {
-                fill_identity(&mut base, &h, &engine.hasher);
-            }
-            return Item::Done(failure(base, "decode", e.kind(), e.to_string(), started));
-        }
-    };
-    drop(bytes);
-    fill_identity(&mut base, &plate.header, &engine.hasher);
     let model = engine.model();
-    let (tensor, letterbox) = preprocess::preprocess(&plate, model.contract.input_size);
-    let gray = overlay::display_gray(&plate);
-    base.decode_ms = Some(started.elapsed().as_secs_f64() * 1e3);
-    Item::Ok(Decoded {
-        _resident: resident,
-        model,
-        base,
-        header: plate.header,
-        gray,
-        tensor,
-        letterbox,
-        started,
-    })
+    let mut base = PlateRecord::for_file(&engine.run_id, path);
+    match decode::load(path, &engine.config.decode, model.contract.input_size) {
+        Ok(plate) => {
+            base.size_bytes = plate.size_bytes;
+            base.sha256 = plate.sha256.clone();
+            base.set_identity(&plate.header, &engine.hasher);
+            base.decode_ms = Some(ms_since(started));
+            Item::Ok(Decoded {
+                _resident: resident,
+                model,
+                base,
+                plate,
+                started,
+            })
+        }
+        Err(e) => {
+            base.size_bytes = e.size_bytes;
+            base.sha256 = e.sha256.clone().unwrap_or_default();
+            if let Some(h) = &e.header {
+                base.set_identity(h, &engine.hasher);
+            }
+            Item::Done(base.failed(e.stage(), e.kind(), e.to_string(), started))
+        }
+    }
 }
 
-fn fill_identity(r: &mut PlateRecord, h: &PlateHeader, hasher: &PatientHasher) {
-    r.sop_instance_uid = Some(h.sop_instance_uid.clone());
-    r.sop_class_uid = Some(h.sop_class_uid.clone());
-    r.study_instance_uid = Some(h.study_instance_uid.clone()).filter(|s| !s.is_empty());
-    r.series_instance_uid = Some(h.series_instance_uid.clone()).filter(|s| !s.is_empty());
-    r.modality = Some(h.modality.clone()).filter(|s| !s.is_empty());
-    r.patient_id_hash = h.patient_id.as_deref().map(|id| hasher.hash(id));
-    r.acquisition_datetime = h.acquisition_datetime.clone();
-    r.station_name = h.station_name.clone();
-    r.operator = h.operator.clone();
-    r.device_serial = h.device_serial.clone();
-    r.plate_identifier = h.plate_id.clone();
-    r.transfer_syntax = Some(h.transfer_syntax.clone());
-    r.rows = Some(h.rows as i64);
-    r.columns = Some(h.columns as i64);
-    r.bits_stored = Some(h.bits_stored as i64);
-    r.photometric = Some(h.photometric.clone());
-}
-
+/// Infer stage: one batch, split at model changes (a reload mid-batch) so that each run goes
+/// to its own model.
 fn infer_batch(batch: Vec<Decoded>) -> Vec<Item<Inferred>> {
-    // Split at model changes (a reload mid-batch): each run goes to its own model.
     let mut out = Vec::with_capacity(batch.len());
     let mut run: Vec<Decoded> = Vec::new();
     for d in batch {
@@ -372,149 +253,92 @@ fn infer_run(batch: Vec<Decoded>) -> Vec<Item<Inferred>> {
         return Vec::new();
     };
     let started = Instant::now();
-    let tensors: Vec<&[f32]> = batch.iter().map(|d| d.tensor.as_slice()).collect();
+    let tensors: Vec<&[f32]> = batch.iter().map(|d| d.plate.tensor.as_slice()).collect();
     // A panic inside the runtime bindings must cost this batch, not the whole run.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.infer(&tensors)))
-        .unwrap_or_else(|_| Err(crate::infer::InferError::Run("inference panicked".into())));
+        .unwrap_or_else(|_| Err(InferError::Run("inference panicked".into())));
     match result {
         Ok(results) => {
-            let per_plate = started.elapsed().as_secs_f64() * 1e3 / batch.len() as f64;
+            let per_plate = ms_since(started) / batch.len() as f64;
             batch
                 .into_iter()
                 .zip(results)
                 .map(|(mut decoded, inference)| {
                     decoded.base.infer_ms = Some(per_plate);
-                    decoded.tensor = Vec::new();
-                    Item::Ok(Inferred { decoded, inference })
+                    decoded.plate.tensor = Vec::new();
+                    let judgement = infer::judge(&model.contract, &inference);
+                    Item::Ok(Inferred {
+                        decoded,
+                        inference,
+                        judgement,
+                    })
                 })
                 .collect()
         }
         Err(e) => batch
             .into_iter()
-            .map(|d| Item::Done(failure(d.base, "infer", "model", e.to_string(), d.started)))
+            .map(|d| {
+                Item::Done(d.base.failed(
+                    Stage::Infer,
+                    FailureKind::Model,
+                    e.to_string(),
+                    d.started,
+                ))
+            })
             .collect(),
     }
 }
 
+/// Explain stage: the judgement recorded, the overlays written.
 fn explain_plate(engine: &Engine, item: Inferred) -> PlateRecord {
     let started = Instant::now();
-    let Inferred { decoded, inference } = item;
+    let Inferred {
+        decoded,
+        inference,
+        judgement,
+    } = item;
     let Decoded {
+        _resident,
+        model,
         mut base,
-        header,
-        gray,
-        letterbox,
+        plate,
         started: plate_started,
-        ..
     } = decoded;
-    let model = decoded.model.clone();
-    let contract = &model.contract;
-    let cfg = &engine.config.explain;
-    let unusable = inference.unusable_score >= contract.threshold;
-    base.verdict = if unusable { "unusable" } else { "usable" }.into();
-    base.unusable_score = Some(inference.unusable_score as f64);
-    base.threshold = Some(contract.threshold as f64);
-    base.model_name = Some(contract.model_name.clone());
-    base.model_version = Some(contract.model_version.clone());
-    base.model_sha256 = Some(contract.sha256.clone());
-    base.cam_method = Some(cfg.method.label().to_string());
-    let mut ranked: Vec<(usize, f32)> = inference
-        .artifact_scores
-        .iter()
-        .copied()
-        .enumerate()
-        .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    base.findings = ranked
-        .iter()
-        .filter(|(_, s)| *s >= contract.artifact_threshold)
-        .map(|&(i, s)| Finding {
-            artifact_type: contract.artifact_types[i].name.clone(),
-            reason_code: contract.artifact_types[i].code.clone(),
-            score: s,
-        })
-        .collect();
-    if unusable {
-        base.reason_code = ranked
-            .first()
-            .map(|&(i, _)| contract.artifact_types[i].code.clone());
-    }
-
-    if cfg.write_overlays {
-        let (w, h) = (header.columns as usize, header.rows as usize);
-        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        let uid = crate::fsutil::sanitize_component(&header.sop_instance_uid);
-        let short = &base.sha256[..base.sha256.len().min(8)];
-        let dir = engine
-            .config
-            .paths
-            .out
-            .join("overlays")
-            .join(day)
-            .join(format!("{uid}_{short}"));
-        // Montage panels are made at panel size from the start (heat maps sampled straight to
-        // that size) rather than by shrinking native-size overlays.
-        let (pw, ph) = overlay::panel_size(w, h, cfg.montage_height);
-        let small_gray = overlay::shrink_raw(&gray, w, h, pw, ph, 1);
-        let mut panels = vec![overlay::Panel {
-            label: "ORIGINAL".into(),
-            image: overlay::gray_rgb(&small_gray, pw, ph),
-        }];
-        let mut overlays = BTreeMap::new();
-        for (name, maps) in contract.layers.iter().zip(&inference.layers) {
-            let cam = explain::cam(maps, cfg.method);
-            let heat = explain::to_native(&cam, &letterbox, h, w);
-            let img = engine.blend.blend(&gray, &heat, w, h);
-            let path = dir.join(format!("{}.png", crate::fsutil::sanitize_component(name)));
-            if let Err(e) = overlay::save_png(&img, &path) {
-                return failure(base, "explain", "write", e.to_string(), plate_started);
+    let painter = &engine.painter;
+    base.set_judgement(
+        &judgement,
+        &model.contract,
+        painter.options().method.label(),
+    );
+    if painter.options().write_overlays {
+        let dir = crate::explain::overlay_dir(
+            &engine.config.paths.out,
+            &plate.header.sop_instance_uid,
+            &base.sha256,
+        );
+        let image = PlateImage {
+            gray: &plate.gray,
+            width: plate.header.columns as usize,
+            height: plate.header.rows as usize,
+            letterbox: &plate.letterbox,
+        };
+        match painter.write_overlays(&dir, &image, &model.contract, &inference, &judgement) {
+            Ok(o) => {
+                base.overlays = o.layers;
+                base.montage_path = Some(o.montage);
             }
-            overlays.insert(name.clone(), path.display().to_string());
-            let empty = if cam.is_empty() { " (EMPTY)" } else { "" };
-            drop(img);
-            let small_heat = explain::to_native(&cam, &letterbox, ph, pw);
-            panels.push(overlay::Panel {
-                label: format!("{} {}{}", name, cfg.method.label(), empty),
-                image: engine.blend.blend(&small_gray, &small_heat, pw, ph),
-            });
+            Err(e) => {
+                return base.failed(
+                    Stage::Explain,
+                    FailureKind::Write,
+                    e.to_string(),
+                    plate_started,
+                )
+            }
         }
-        let mut lines = vec![format!(
-            "{} {:.2} (THRESHOLD {:.2})  {}",
-            base.verdict.to_uppercase(),
-            inference.unusable_score,
-            contract.threshold,
-            contract.model_version
-        )];
-        if base.findings.is_empty() {
-            // Say what the model leans to even below the reporting threshold: a reader of a
-            // rejected plate wants a hint, clearly marked as weak.
-            lines.push(match ranked.first() {
-                Some(&(i, score)) => format!(
-                    "NO TYPE ABOVE {:.2}; LIKELIEST {} {:.2}",
-                    contract.artifact_threshold, contract.artifact_types[i].name, score
-                ),
-                None => "NO ARTIFACT TYPES IN THIS MODEL".into(),
-            });
-        } else {
-            lines.push(
-                base.findings
-                    .iter()
-                    .take(4)
-                    .map(|f| format!("{} {:.2}", f.artifact_type, f.score))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            );
-        }
-        let m = overlay::montage(&panels, &lines, unusable, &engine.lut, cfg.montage_height);
-        let montage_path = dir.join("montage.png");
-        if let Err(e) = overlay::save_png(&m, &montage_path) {
-            return failure(base, "explain", "write", e.to_string(), plate_started);
-        }
-        base.overlays = overlays;
-        base.montage_path = Some(montage_path.display().to_string());
     }
-    base.explain_ms = Some(started.elapsed().as_secs_f64() * 1e3);
-    base.total_ms = Some(plate_started.elapsed().as_secs_f64() * 1e3);
+    base.explain_ms = Some(ms_since(started));
+    base.total_ms = Some(ms_since(plate_started));
     base.processed_at = crate::record::now();
     base
 }
@@ -590,10 +414,10 @@ pub async fn run_stream(
                 let e = e.clone();
                 async move {
                     let p = path.clone();
-                    tokio::task::spawn_blocking(move || decode_file(&e, &p))
+                    tokio::task::spawn_blocking(move || decode_plate(&e, &p))
                         .await
                         .unwrap_or_else(|join| {
-                            Item::Done(crashed(path.display().to_string(), "decode", join))
+                            Item::Done(crashed(path.display().to_string(), Stage::Decode, join))
                         })
                 }
             })
@@ -666,7 +490,7 @@ pub async fn run_stream(
                             let path = inf.decoded.base.source_path.clone();
                             tokio::task::spawn_blocking(move || explain_plate(&e, inf))
                                 .await
-                                .unwrap_or_else(|join| crashed(path, "explain", join))
+                                .unwrap_or_else(|join| crashed(path, Stage::Explain, join))
                         }
                     }
                 }
@@ -717,18 +541,18 @@ pub async fn run_stream(
 
 fn log_outcome(o: &Outcome) {
     let r = &o.record;
-    match r.verdict.as_str() {
-        "error" => tracing::warn!(
+    match r.verdict {
+        Verdict::Error => tracing::warn!(
             path = %r.source_path,
-            stage = r.error_stage.as_deref().unwrap_or(""),
-            kind = r.error_kind.as_deref().unwrap_or(""),
+            stage = r.error_stage.map(Stage::as_str).unwrap_or(""),
+            kind = r.error_kind.map(FailureKind::as_str).unwrap_or(""),
             error = r.error.as_deref().unwrap_or(""),
             "plate failed"
         ),
         v => tracing::debug!(
             path = %r.source_path,
             sop = r.sop_instance_uid.as_deref().unwrap_or(""),
-            verdict = v,
+            verdict = v.as_str(),
             score = r.unusable_score.unwrap_or(f64::NAN),
             "plate judged"
         ),

@@ -103,7 +103,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let files = pipeline::collect_files(std::slice::from_ref(&args.dir));
+    let files = plateqc::ingest::collect_files(std::slice::from_ref(&args.dir));
     if files.is_empty() {
         return Err(format!("no files under {}", args.dir.display()).into());
     }

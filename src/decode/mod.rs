@@ -1,10 +1,17 @@
-//! DICOM bytes to stored pixel values, with every check that keeps a bad file from hurting us
-//! done before the expensive or dangerous step it guards.
+//! Decode, the second room: DICOM bytes to stored pixel values, with every check that keeps a
+//! bad file from hurting us done before the expensive or dangerous step it guards; then the
+//! model tensor ([`preprocess`]) and the display image ([`display`]). [`load`] is the stage as
+//! the pipeline runs it, one file at a time.
 
+pub mod display;
 mod jpeg;
+pub mod load;
 pub mod preprocess;
 pub mod prescan;
 
+pub use load::{load, LoadError, LoadFailure, Loaded};
+
+use crate::outcome::FailureKind;
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
@@ -27,14 +34,14 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// A short stable label for the failure kind, used in the database and metrics.
-    pub fn kind(&self) -> &'static str {
+    /// The failure kind recorded in the database and counted in the metrics.
+    pub fn kind(&self) -> FailureKind {
         match self {
-            DecodeError::NotDicom(_) => "not_dicom",
-            DecodeError::Malformed(_) => "malformed",
-            DecodeError::Policy(_) => "policy",
-            DecodeError::Unsupported(_) => "unsupported",
-            DecodeError::Pixels(_) => "pixels",
+            DecodeError::NotDicom(_) => FailureKind::NotDicom,
+            DecodeError::Malformed(_) => FailureKind::Malformed,
+            DecodeError::Policy(_) => FailureKind::Policy,
+            DecodeError::Unsupported(_) => FailureKind::Unsupported,
+            DecodeError::Pixels(_) => FailureKind::Pixels,
         }
     }
 }
@@ -346,6 +353,16 @@ fn decode_pixels(obj: &DefaultDicomObject, h: &PlateHeader) -> Result<Vec<i32>, 
         }
         img.samples
     } else {
+        if h.transfer_syntax == RLE_LOSSLESS {
+            if let Some(fragments) = obj
+                .get(tags::PIXEL_DATA)
+                .and_then(|e| e.value().fragments())
+            {
+                for f in fragments {
+                    check_rle_table(f)?;
+                }
+            }
+        }
         let decoded = obj
             .decode_pixel_data_frame(0)
             .map_err(|e| DecodeError::Pixels(flatten_error(&e)))?;
@@ -372,6 +389,37 @@ fn decode_pixels(obj: &DefaultDicomObject, h: &PlateHeader) -> Result<Vec<i32>, 
     Ok(mask_stored(raw, h.bits_stored, h.pixel_signed))
 }
 
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// Checks an RLE fragment's segment table (PS3.5 G.5) before dicom-rs reads it: dicom-rs
+/// allocates as many offsets as the table claims and slices the fragment by them unchecked, so
+/// a garbled table cost gigabytes and a panic instead of a decode error.
+fn check_rle_table(fragment: &[u8]) -> Result<(), DecodeError> {
+    let bad = |why: String| Err(DecodeError::Pixels(format!("RLE segment table: {why}")));
+    if fragment.len() < 64 {
+        return bad(format!("fragment of {} bytes", fragment.len()));
+    }
+    let word = |i: usize| {
+        u32::from_le_bytes(fragment[4 * i..4 * i + 4].try_into().expect("4 bytes")) as usize
+    };
+    let segments = word(0);
+    if !(1..=15).contains(&segments) {
+        return bad(format!("{segments} segments (1 to 15 allowed)"));
+    }
+    let mut start = 63;
+    for i in 1..=segments {
+        let offset = word(i);
+        if offset <= start || offset >= fragment.len() {
+            return bad(format!(
+                "segment {i} at offset {offset} in a {}-byte fragment",
+                fragment.len()
+            ));
+        }
+        start = offset;
+    }
+    Ok(())
+}
+
 /// Keeps the low Bits Stored bits (overlay bits or garbage above them are common in old
 /// scanners' output) and sign-extends when Pixel Representation says so.
 fn mask_stored(mut v: Vec<i32>, bits: u16, signed: bool) -> Vec<i32> {
@@ -392,6 +440,35 @@ fn mask_stored(mut v: Vec<i32>, bits: u16, signed: bool) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rle_segment_tables_are_checked_before_decoding() {
+        let table = |words: &[u32], len: usize| {
+            let mut f = vec![0u8; len];
+            for (i, w) in words.iter().enumerate() {
+                f[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+            }
+            f
+        };
+        assert!(check_rle_table(&table(&[2, 64, 100], 200)).is_ok());
+        for (words, len) in [
+            (&[0u32][..], 200),
+            (&[16, 64][..], 200),
+            (&[0x26c2_6100, 64][..], 200),
+            (&[2, 64, 64][..], 200),
+            (&[1, 40][..], 200),
+            (&[1, 200][..], 200),
+            (&[1, 64][..], 63),
+        ] {
+            assert!(
+                matches!(
+                    check_rle_table(&table(words, len.max(64))[..len]),
+                    Err(DecodeError::Pixels(_))
+                ),
+                "{words:?} in {len} bytes"
+            );
+        }
+    }
 
     #[test]
     fn masking_drops_high_bits_and_sign_extends() {

@@ -1,9 +1,12 @@
-//! Heat maps from the model's own activation and gradient outputs, and the overlay images a
-//! dentist or physicist looks at.
+//! Explain, the fourth room: heat maps from the model's own activation and gradient outputs,
+//! and the overlay images a dentist or physicist looks at ([`Painter::write_overlays`]).
 
 pub mod colormap;
 mod font;
 pub mod overlay;
+pub mod paint;
+
+pub use paint::{overlay_dir, Overlays, Painter, PlateImage};
 
 use crate::decode::preprocess::Letterbox;
 use crate::infer::LayerMaps;
@@ -15,6 +18,34 @@ pub enum ExplainError {
     Write { path: String, reason: String },
     #[error("layer {layer}: {reason}")]
     Layer { layer: String, reason: String },
+}
+
+/// `[explain]`: how heat maps are made and drawn.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExplainOptions {
+    /// Weighting of the heat maps: `gradcam`, `gradcampp` or `layercam`.
+    pub method: CamMethod,
+    /// `turbo` (default), `inferno`, `viridis` or `jet`.
+    pub colormap: colormap::Colormap,
+    /// Peak opacity of the heat map on the plate.
+    pub alpha: f32,
+    /// Height in pixels of each montage panel.
+    pub montage_height: u32,
+    /// Write per-layer overlays and the montage; off for a verdict-only run.
+    pub write_overlays: bool,
+}
+
+impl Default for ExplainOptions {
+    fn default() -> Self {
+        ExplainOptions {
+            method: CamMethod::GradCam,
+            colormap: colormap::Colormap::Turbo,
+            alpha: 0.55,
+            montage_height: 384,
+            write_overlays: true,
+        }
+    }
 }
 
 /// How channel weights are formed from the gradients.

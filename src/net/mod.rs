@@ -1,15 +1,10 @@
-//! The DICOM network side: a C-STORE/C-ECHO service class provider that drops received
-//! instances into the inbox ([`scp`]), rejection notes for unusable plates ([`notes`]), and a
-//! durable outbox that forwards accepted plates (and, if configured, the notes) to the PACS
-//! ([`forward`]). The network is an ingest and a route; judging stays in the pipeline.
+//! The DICOM protocol kit the rooms share: DIMSE command sets ([`dimse`]), the storage-SCU side
+//! of an association ([`scu`]), UIDs and the storage SOP classes. It knows nothing of plates,
+//! inboxes or the database: receiving is ingest's ([`crate::ingest::scp`]), sending on is
+//! route's ([`crate::route::forward`]). The PDUs themselves are dicom-ul's.
 
 pub mod dimse;
-pub mod forward;
-pub mod notes;
-pub mod scp;
-
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+pub mod scu;
 
 /// Verification SOP Class (C-ECHO).
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
@@ -51,174 +46,18 @@ pub fn accepted_classes(modalities: &[String]) -> Vec<&'static str> {
     out
 }
 
-/// `[dicom]`: the receiving side.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DicomOptions {
-    /// `host:port` to listen on; empty turns the receiver off. Loopback unless the site's
-    /// network is meant to reach it.
-    pub listen: String,
-    /// This node's AE title; associations calling another title are rejected.
-    pub ae_title: String,
-    /// Calling AE titles allowed to connect; empty allows any.
-    pub allowed_calling: Vec<String>,
-    /// Associations served at once; more are rejected as "local limit exceeded".
-    pub max_associations: usize,
-    /// Largest PDU this node receives.
-    pub max_pdu: u32,
-    /// An association idle this long (no PDU) is aborted, so a stalled sender holds nothing.
-    pub idle_timeout_secs: u64,
+/// Implementation Class UID written into the meta groups of files plateqc writes (received
+/// instances and rejection notes).
+pub fn implementation_class_uid() -> String {
+    derived_uid("plateqc implementation class 1")
 }
 
-impl Default for DicomOptions {
-    fn default() -> Self {
-        DicomOptions {
-            listen: String::new(),
-            ae_title: "PLATEQC".into(),
-            allowed_calling: Vec::new(),
-            max_associations: 8,
-            max_pdu: 65_536,
-            idle_timeout_secs: 60,
-        }
-    }
-}
+/// Implementation Version Name beside [`implementation_class_uid`].
+pub const IMPLEMENTATION_VERSION: &str = "PLATEQC_0_1";
 
-/// One remote store SCP (usually the PACS).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Destination {
-    /// Short name used in the outbox and the logs.
-    pub name: String,
-    pub ae_title: String,
-    /// `host:port`.
-    pub address: String,
-}
-
-/// What happens to unusable plates on the network side.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum UnusablePolicy {
-    /// Keep them off the PACS; the rejection note is written (and sent, if configured).
-    Hold,
-    /// Send them on together with their rejection note, so the archive hides them itself.
-    Forward,
-}
-
-/// `[forward]`: the sending side.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ForwardOptions {
-    pub destinations: Vec<Destination>,
-    /// Calling AE title used towards the destinations.
-    pub calling_ae_title: String,
-    pub unusable: UnusablePolicy,
-    /// Also send rejection notes (and their secondary captures) to the destinations.
-    pub send_notes: bool,
-    /// First retry delay; doubled per failed attempt up to `retry_max_secs`.
-    pub retry_base_secs: u64,
-    pub retry_max_secs: u64,
-    /// After this many failed attempts an item is marked failed and left for a person.
-    pub max_attempts: i64,
-    pub connect_timeout_secs: u64,
-    pub max_pdu: u32,
-}
-
-impl Default for ForwardOptions {
-    fn default() -> Self {
-        ForwardOptions {
-            destinations: Vec::new(),
-            calling_ae_title: "PLATEQC".into(),
-            unusable: UnusablePolicy::Hold,
-            send_notes: true,
-            retry_base_secs: 5,
-            retry_max_secs: 600,
-            max_attempts: 50,
-            connect_timeout_secs: 10,
-            max_pdu: 65_536,
-        }
-    }
-}
-
-/// `[notes]`: rejection notes for unusable plates.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NoteOptions {
-    /// Write a Key Object Selection "Rejected for Quality Reasons" per unusable plate.
-    pub enabled: bool,
-    /// Also write the montage as a Secondary Capture image in the plate's study.
-    pub secondary_capture: bool,
-    /// Folder of the notes; empty means `<route root>/rejection-notes`.
-    pub folder: PathBuf,
-}
-
-impl Default for NoteOptions {
-    fn default() -> Self {
-        NoteOptions {
-            enabled: true,
-            secondary_capture: true,
-            folder: PathBuf::new(),
-        }
-    }
-}
-
-/// Checks shared by `check-config` and start-up.
-pub fn validate(d: &DicomOptions, f: &ForwardOptions) -> Vec<String> {
-    let mut p = Vec::new();
-    let ae_ok = |t: &str| !t.trim().is_empty() && t.len() <= 16 && !t.contains('\\');
-    if !ae_ok(&d.ae_title) {
-        p.push(format!(
-            "[dicom] ae_title {:?} must be 1-16 characters",
-            d.ae_title
-        ));
-    }
-    if !d.listen.is_empty() && d.listen.parse::<std::net::SocketAddr>().is_err() {
-        p.push(format!("[dicom] listen {:?} is not host:port", d.listen));
-    }
-    if d.max_associations == 0 {
-        p.push("[dicom] max_associations must be at least 1".into());
-    }
-    if !(4096..=16_777_216).contains(&d.max_pdu) {
-        p.push(format!(
-            "[dicom] max_pdu {} must be 4096..=16777216",
-            d.max_pdu
-        ));
-    }
-    if !ae_ok(&f.calling_ae_title) {
-        p.push(format!(
-            "[forward] calling_ae_title {:?} must be 1-16 characters",
-            f.calling_ae_title
-        ));
-    }
-    for dest in &f.destinations {
-        if !ae_ok(&dest.ae_title) {
-            p.push(format!(
-                "[forward] destination {}: ae_title {:?} must be 1-16 characters",
-                dest.name, dest.ae_title
-            ));
-        }
-        if dest.address.rsplit_once(':').is_none() {
-            p.push(format!(
-                "[forward] destination {}: address {:?} is not host:port",
-                dest.name, dest.address
-            ));
-        }
-    }
-    let mut names: Vec<&str> = f.destinations.iter().map(|d| d.name.as_str()).collect();
-    names.sort();
-    names.dedup();
-    if names.len() != f.destinations.len() {
-        p.push("[forward] destination names must be unique".into());
-    }
-    if f.max_attempts < 1 {
-        p.push("[forward] max_attempts must be at least 1".into());
-    }
-    if !(4096..=16_777_216).contains(&f.max_pdu) {
-        p.push(format!(
-            "[forward] max_pdu {} must be 4096..=16777216",
-            f.max_pdu
-        ));
-    }
-    p
+/// An AE title as PS3.5 allows it: 1 to 16 characters, no backslash, not only spaces.
+pub fn valid_ae_title(t: &str) -> bool {
+    !t.trim().is_empty() && t.len() <= 16 && !t.contains('\\')
 }
 
 /// A new UID under the UUID-derived root 2.25 (PS3.5 B.2): 128 random bits as a decimal.

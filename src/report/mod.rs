@@ -8,10 +8,13 @@
 
 pub mod html;
 pub mod review;
+mod text;
+
+use text::describe_filter;
+pub use text::{csv_field, to_csv, to_table};
 
 use crate::record::{Pool, RecordError};
 use serde::Serialize;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +216,7 @@ pub struct Report {
 
 /// CID 7011 meanings of the codes plateqc's models use.
 pub fn reason_meaning(code: &str) -> &'static str {
-    crate::record::cid7011_meaning(code).unwrap_or("")
+    crate::cid7011::meaning(code).unwrap_or("")
 }
 
 fn pct(part: i64, whole: i64) -> f64 {
@@ -428,218 +431,6 @@ pub async fn worn_plates(
             },
         )
         .collect())
-}
-
-/// The report as text for a person at a terminal.
-pub fn to_table(r: &Report) -> String {
-    let mut s = String::new();
-    let t = &r.totals;
-    let _ = writeln!(s, "Reject analysis{}", describe_filter(&r.filter));
-    let _ = writeln!(
-        s,
-        "  images {}   rejected {} ({:.1}%)   model alone rejected {}   reviewed {}   overturned {}   not judged (errors) {}",
-        t.images, t.rejected, t.reject_pct, t.model_rejected, t.overridden, t.overturned, r.errors
-    );
-    let _ = writeln!(s, "\nWhy (artifact types on rejected images)");
-    if r.reasons.is_empty() {
-        let _ = writeln!(s, "  (none)");
-    }
-    for x in &r.reasons {
-        let _ = writeln!(
-            s,
-            "  {:<18} {:>6}  CID 7011 {} {}",
-            x.artifact_type,
-            x.rejected,
-            x.reason_code,
-            reason_meaning(&x.reason_code)
-        );
-    }
-    if r.rejected_without_type > 0 {
-        let _ = writeln!(
-            s,
-            "  {:<18} {:>6}  (no type at or above the reporting threshold)",
-            "-", r.rejected_without_type
-        );
-    }
-    let _ = writeln!(s, "\nPrimary reason code of rejected images");
-    for x in &r.reason_codes {
-        let _ = writeln!(s, "  {:<8} {:>6}  {}", x.reason_code, x.rejected, x.meaning);
-    }
-    let _ = writeln!(
-        s,
-        "\nPlates to replace (a wear artifact on >= {} of the last {} scans)",
-        r.wear_rule.hits, r.wear_rule.window
-    );
-    if r.plates_to_replace.is_empty() {
-        let _ = writeln!(s, "  (none)");
-    }
-    for w in &r.plates_to_replace {
-        let _ = writeln!(
-            s,
-            "  {:<24} {:<12} {} of last {} scans, last on {}",
-            w.plate_identifier, w.artifact_type, w.hits, w.recent_scans, w.last_hit_day
-        );
-    }
-    let _ = writeln!(s, "\nTrend (last 8 ISO weeks)");
-    for w in r.trend.iter().skip(r.trend.len().saturating_sub(8)) {
-        let _ = writeln!(
-            s,
-            "  {:<10} {:>5} images {:>6.1}%  {}",
-            w.iso_week,
-            w.images,
-            w.reject_pct,
-            match w.change_pct {
-                Some(c) if c > 0.0 => format!("up {c:.1} points"),
-                Some(c) if c < 0.0 => format!("down {:.1} points", -c),
-                Some(_) => "unchanged".into(),
-                None => String::new(),
-            }
-        );
-    }
-    for (title, groups, limit) in [
-        ("Station", &r.by_station, 20),
-        ("Site", &r.by_site, 20),
-        ("Operator", &r.by_operator, 20),
-        ("Device", &r.by_device, 20),
-        ("Plate (most rejected first)", &r.by_plate, 15),
-        ("ISO week", &r.by_week, 60),
-        ("Day", &r.by_day, 31),
-    ] {
-        let _ = writeln!(
-            s,
-            "\n{title:<28} {:>7} {:>8} {:>7} {:>8} {:>10}",
-            "images", "rejected", "rate", "reviewed", "overturned"
-        );
-        let skip = if title == "Day" || title == "ISO week" {
-            groups.len().saturating_sub(limit)
-        } else {
-            0
-        };
-        for g in groups.iter().skip(skip).take(limit) {
-            let _ = writeln!(
-                s,
-                "  {:<26} {:>7} {:>8} {:>6.1}% {:>8} {:>10}",
-                g.key, g.images, g.rejected, g.reject_pct, g.overridden, g.overturned
-            );
-        }
-        if groups.len() > limit {
-            let _ = writeln!(
-                s,
-                "  ... {} more (--format csv or json lists all)",
-                groups.len() - limit
-            );
-        }
-    }
-    s
-}
-
-fn describe_filter(f: &Filter) -> String {
-    let mut parts = Vec::new();
-    for (name, v) in [
-        ("since", &f.since),
-        ("until", &f.until),
-        ("site", &f.site),
-        ("station", &f.station),
-        ("operator", &f.operator),
-        ("device", &f.device),
-        ("plate", &f.plate),
-    ] {
-        if let Some(v) = v {
-            parts.push(format!("{name} {v}"));
-        }
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", parts.join(", "))
-    }
-}
-
-/// One CSV field, quoted when it needs to be.
-pub fn csv_field(v: &str) -> String {
-    if v.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", v.replace('"', "\"\""))
-    } else {
-        v.to_string()
-    }
-}
-
-/// The report as one CSV table: `section,key,detail,images,rejected,reject_pct,overridden,
-/// overturned` (see docs/reports.md for what each section puts in which column).
-pub fn to_csv(r: &Report) -> String {
-    let mut s =
-        String::from("section,key,detail,images,rejected,reject_pct,overridden,overturned\n");
-    let mut group = |section: &str, g: &Group| {
-        let _ = writeln!(
-            s,
-            "{section},{},,{},{},{:.1},{},{}",
-            csv_field(&g.key),
-            g.images,
-            g.rejected,
-            g.reject_pct,
-            g.overridden,
-            g.overturned
-        );
-    };
-    group("total", &r.totals);
-    for (section, gs) in [
-        ("day", &r.by_day),
-        ("week", &r.by_week),
-        ("site", &r.by_site),
-        ("station", &r.by_station),
-        ("operator", &r.by_operator),
-        ("device", &r.by_device),
-        ("plate", &r.by_plate),
-    ] {
-        for g in gs {
-            group(section, g);
-        }
-    }
-    for w in &r.trend {
-        let _ = writeln!(
-            s,
-            "trend,{},{},{},,{:.1},,",
-            csv_field(&w.iso_week),
-            w.change_pct.map(|c| format!("{c:.1}")).unwrap_or_default(),
-            w.images,
-            w.reject_pct
-        );
-    }
-    let _ = writeln!(s, "errors,,,{},,,,", r.errors);
-    for x in &r.reasons {
-        let _ = writeln!(
-            s,
-            "reason,{},{},,{},,,",
-            csv_field(&x.artifact_type),
-            csv_field(&x.reason_code),
-            x.rejected
-        );
-    }
-    let _ = writeln!(
-        s,
-        "reason,(below threshold),,,{},,,",
-        r.rejected_without_type
-    );
-    for x in &r.reason_codes {
-        let _ = writeln!(
-            s,
-            "reason_code,{},{},,{},,,",
-            csv_field(&x.reason_code),
-            csv_field(&x.meaning),
-            x.rejected
-        );
-    }
-    for w in &r.plates_to_replace {
-        let _ = writeln!(
-            s,
-            "replace_plate,{},{},{},{},,,",
-            csv_field(&w.plate_identifier),
-            csv_field(&w.artifact_type),
-            w.recent_scans,
-            w.hits
-        );
-    }
-    s
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The reviewer's side: a person overrides a verdict (append-only, who / when / why), the full
 //! history of one instance, and the overridden plates exported as a labelled set.
 
-use super::{csv_field, fetch_all_text, ReportError};
-use crate::on_pool;
+use super::{csv_field, ReportError};
+use crate::outcome::Verdict;
+use crate::record::overrides::{self as db, NewOverride};
 use crate::record::{now, Pool};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -33,7 +34,11 @@ pub async fn add_override(
     pool: &Pool,
     req: &OverrideRequest,
 ) -> Result<OverrideReceipt, ReportError> {
-    if req.verdict != "usable" && req.verdict != "unusable" {
+    if !req
+        .verdict
+        .parse::<Verdict>()
+        .is_ok_and(Verdict::is_judgement)
+    {
         return Err(ReportError::Invalid(format!(
             "--verdict {}: expected usable or unusable",
             req.verdict
@@ -44,34 +49,28 @@ pub async fn add_override(
             "an override needs who (--by) and why (--reason)".into(),
         ));
     }
-    let uid = req.sop_instance_uid.clone();
-    let current: Vec<(i64, String, String)> = fetch_all_text!(
-        pool,
-        (i64, String, String),
-        "SELECT plate_row, model_verdict, verdict FROM qc_images WHERE sop_instance_uid = $1",
-        std::slice::from_ref(&uid)
-    );
-    let Some((plate_row, model_verdict, previous_verdict)) = current.into_iter().next() else {
+    let uid = req.sop_instance_uid.as_str();
+    let Some((plate_row, model_verdict, previous_verdict)) = db::current_verdict(pool, uid).await?
+    else {
         return Err(ReportError::NotFound(format!(
             "no judged plate with SOP Instance UID {uid} in this database"
         )));
     };
     let created = now();
-    let id: i64 = on_pool!(pool, p => sqlx::query_scalar(
-        "INSERT INTO overrides (sop_instance_uid, verdict, reviewer, reason, created_at, plate_row,
-                                model_verdict, site)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    let id = db::insert_override(
+        pool,
+        &NewOverride {
+            sop_instance_uid: uid,
+            verdict: &req.verdict,
+            reviewer: req.reviewer.trim(),
+            reason: req.reason.trim(),
+            created_at: &created,
+            plate_row,
+            model_verdict: &model_verdict,
+            site: &req.site,
+        },
     )
-    .bind(&uid)
-    .bind(&req.verdict)
-    .bind(req.reviewer.trim())
-    .bind(req.reason.trim())
-    .bind(&created)
-    .bind(plate_row)
-    .bind(&model_verdict)
-    .bind(&req.site)
-    .fetch_one(p)
-    .await?);
+    .await?;
     Ok(OverrideReceipt {
         id,
         plate_row,
@@ -81,36 +80,7 @@ pub async fn add_override(
     })
 }
 
-/// One judgement of the instance (a row of `plates`).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct Judgement {
-    pub plate_row: i64,
-    pub processed_at: String,
-    pub site: Option<String>,
-    pub source_path: String,
-    pub sha256: String,
-    pub sop_instance_uid: Option<String>,
-    pub verdict: String,
-    pub unusable_score: Option<f64>,
-    pub artifact_types: Option<String>,
-    pub reason_code: Option<String>,
-    pub model_version: Option<String>,
-    pub montage_path: Option<String>,
-    pub error: Option<String>,
-}
-
-/// One reviewer override.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct OverrideRow {
-    pub id: i64,
-    pub sop_instance_uid: String,
-    pub verdict: String,
-    pub reviewer: String,
-    pub reason: String,
-    pub created_at: String,
-    pub model_verdict: Option<String>,
-    pub site: Option<String>,
-}
+pub use crate::record::overrides::{Judgement, OverrideRow};
 
 /// Everything recorded about one instance or file.
 #[derive(Debug, Clone, Serialize)]
@@ -162,21 +132,7 @@ impl HistoryKey {
 pub async fn history(pool: &Pool, key: &HistoryKey) -> Result<History, ReportError> {
     let uid = key.uid.clone().unwrap_or_default();
     let sha = key.sha256.clone().unwrap_or_default();
-    let binds = [uid.clone(), sha.clone()];
-    let judgements: Vec<Judgement> = on_pool!(pool, p => {
-        let mut q = sqlx::query_as::<_, Judgement>(
-            "SELECT p.id AS plate_row, p.processed_at, p.site, p.source_path, p.sha256,
-                    p.sop_instance_uid, p.verdict, p.unusable_score, v.artifact_types,
-                    p.reason_code, p.model_version, p.montage_path, p.error
-             FROM plates p JOIN plate_verdicts v ON v.plate_row = p.id
-             WHERE (p.sop_instance_uid = $1 AND $1 <> '') OR (p.sha256 = $2 AND $2 <> '')
-             ORDER BY p.id",
-        );
-        for b in &binds {
-            q = q.bind(b);
-        }
-        q.fetch_all(p).await?
-    });
+    let judgements = db::judgements(pool, &uid, &sha).await?;
     let mut uids: Vec<String> = judgements
         .iter()
         .filter_map(|j| j.sop_instance_uid.clone())
@@ -188,13 +144,7 @@ pub async fn history(pool: &Pool, key: &HistoryKey) -> Result<History, ReportErr
     uids.dedup();
     let mut overrides: Vec<OverrideRow> = Vec::new();
     for u in &uids {
-        let rows: Vec<OverrideRow> = on_pool!(pool, p => sqlx::query_as::<_, OverrideRow>(
-            "SELECT id, sop_instance_uid, verdict, reviewer, reason, created_at, model_verdict, site
-             FROM overrides WHERE sop_instance_uid = $1 ORDER BY id",
-        )
-        .bind(u)
-        .fetch_all(p)
-        .await?);
+        let rows = db::overrides_of(pool, u).await?;
         overrides.extend(rows);
     }
     overrides.sort_by_key(|o| o.id);
@@ -202,7 +152,7 @@ pub async fn history(pool: &Pool, key: &HistoryKey) -> Result<History, ReportErr
         judgements
             .iter()
             .rev()
-            .find(|j| j.verdict != "error")
+            .find(|j| j.verdict != Verdict::Error.as_str())
             .or(judgements.last())
             .map(|j| j.verdict.clone())
     });
@@ -277,32 +227,11 @@ pub struct ExportSummary {
     pub labels: PathBuf,
 }
 
-type LabelRow = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<f64>,
-    Option<String>,
-    String,
-    String,
-    String,
-);
-
 /// Copies every overridden plate's DICOM file into `out/images/` and writes `out/labels.csv`
 /// (format in docs/reports.md). A file is taken from where the watch daemon moved it, or
 /// where it was scanned, and only when its sha256 still matches the judged content.
 pub async fn export_labels(pool: &Pool, out: &Path) -> Result<ExportSummary, ReportError> {
-    let rows: Vec<LabelRow> = fetch_all_text!(
-        pool,
-        LabelRow,
-        "SELECT plate_row, sop_instance_uid, sha256, source_path, verdict, model_verdict,
-                unusable_score, model_version, override_by, override_reason, override_at
-         FROM qc_images WHERE overridden = 1 ORDER BY plate_row",
-        &[]
-    );
+    let rows = db::overridden_plates(pool).await?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ReportError::Io { path, source }
@@ -315,15 +244,9 @@ pub async fn export_labels(pool: &Pool, out: &Path) -> Result<ExportSummary, Rep
     let mut written = 0;
     let mut missing = Vec::new();
     for (row, uid, sha, source, label, model_verdict, score, version, by, reason, at) in rows {
-        let routed: Vec<(Option<String>,)> = fetch_all_text!(
-            pool,
-            (Option<String>,),
-            "SELECT routed_path FROM jobs WHERE plate_row = CAST($1 AS INTEGER) AND routed_path IS NOT NULL",
-            &[row.to_string()]
-        );
-        let candidates: Vec<PathBuf> = routed
+        let candidates: Vec<PathBuf> = db::routed_paths(pool, row)
+            .await?
             .into_iter()
-            .filter_map(|r| r.0)
             .chain(std::iter::once(source.clone()))
             .map(PathBuf::from)
             .collect();

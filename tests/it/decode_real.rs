@@ -92,7 +92,7 @@ fn lossless_syntaxes_match_pydicom_exactly() {
 /// JPEG lossless process 14 with a predictor other than 1 (the generator writes only SV1).
 #[test]
 fn jpeg_lossless_process_14_predictor_5_matches_pydicom() {
-    let file = root().join("tests/support/jpeg_lossless_p14_predictor5.dcm");
+    let file = support_file("jpeg_lossless_p14_predictor5.dcm");
     let want = &pydicom_describe(std::slice::from_ref(&file))[0];
     assert!(want.get("error").is_none(), "{want}");
     let plate = decode(&read(&file), &DecodePolicy::default()).unwrap();
@@ -228,6 +228,37 @@ fn header_bombs_are_refused_before_allocation() {
     assert!(matches!(e, DecodeError::Policy(_)), "{e}");
 }
 
+/// Where the first fragment of a file's encapsulated pixel data lies.
+fn first_fragment(bytes: &[u8]) -> std::ops::Range<usize> {
+    // (7FE0,0010), OB or OW, undefined length.
+    let mut at = bytes
+        .windows(12)
+        .position(|w| {
+            w[..4] == [0xE0, 0x7F, 0x10, 0x00]
+                && (w[4..6] == *b"OB" || w[4..6] == *b"OW")
+                && w[8..] == [0xFF; 4]
+        })
+        .expect("encapsulated pixel data")
+        + 12;
+    let item_length = |at: usize| {
+        assert_eq!(
+            bytes[at..at + 4],
+            [0xFE, 0xFF, 0x00, 0xE0],
+            "an item at {at}"
+        );
+        u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize
+    };
+    at += 8 + item_length(at); // the basic offset table
+    let len = item_length(at);
+    at + 8..at + 8 + len
+}
+
+fn garble(bytes: &mut [u8]) {
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = (i * 97 % 253) as u8;
+    }
+}
+
 #[test]
 fn corrupt_compressed_streams_are_pixel_errors() {
     let dir = pydicom_test_files();
@@ -237,19 +268,29 @@ fn corrupt_compressed_streams_are_pixel_errors() {
         "MR_small_jpeg_ls_lossless.dcm",
         "MR_small_RLE.dcm",
     ] {
-        let mut bytes = read(&dir.join(f));
-        let n = bytes.len();
-        // Overwrite the middle of the compressed stream with garbage (the stream dominates the file).
-        for (i, b) in bytes[n / 2..n / 2 + n / 8].iter_mut().enumerate() {
-            *b = (i * 97 % 253) as u8;
-        }
-        // Any outcome but a crash is acceptable for the decoder; what matters is that an
-        // error, if reported, is a decode error and the process is still here.
-        if let Err(e) = decode(&bytes, &any_modality()) {
-            assert!(
+        let clean = read(&dir.join(f));
+        let stream = first_fragment(&clean);
+        // A garbled stream header (JPEG SOI and tables, J2K SOC and SIZ, the RLE segment
+        // table): every codec must notice and say so as a decode error.
+        let mut bytes = clean.clone();
+        garble(&mut bytes[stream.start..stream.start + 64.min(stream.len())]);
+        let e = expect_err(&bytes, &format!("{f} with a garbled stream header"));
+        assert!(
+            matches!(e, DecodeError::Pixels(_) | DecodeError::Malformed(_)),
+            "{f}: unexpected kind {e}"
+        );
+        // Garbage in the middle of the stream: some codecs conceal it (JPEG 2000 does), so a
+        // decode may succeed, but then with the header's dimensions; an error is a decode
+        // error; and the process is still here.
+        let mut bytes = clean.clone();
+        let n = stream.len();
+        garble(&mut bytes[stream.start + n / 2..stream.start + n / 2 + n / 8]);
+        match decode(&bytes, &any_modality()) {
+            Ok(p) => assert_eq!(p.pixels.len(), p.width() * p.height(), "{f}"),
+            Err(e) => assert!(
                 matches!(e, DecodeError::Pixels(_) | DecodeError::Malformed(_)),
                 "{f}: unexpected kind {e}"
-            );
+            ),
         }
     }
 }

@@ -3,7 +3,6 @@
 mod decode_real;
 mod golden;
 mod net;
-mod pg;
 mod reports;
 mod review_page;
 mod scan;

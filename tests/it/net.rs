@@ -1,30 +1,16 @@
 //! The DICOM network side against independent peers: DCMTK's echoscu/storescu/storescp,
 //! pynetdicom, and dicom3tools' dciodvfy as the validator of every object plateqc writes.
 
-use crate::support::{python, root, stdout_of};
-use plateqc::net::notes::{self, Rejection};
+use crate::support::daemon::{files_under, sql, wait_until};
+use crate::support::dicom::{
+    copy_as_new_instance, count, dciodvfy_errors, dcmdump, echo, free_port, net_site, peer,
+    start_net_daemon, start_pacs,
+};
+use crate::support::{python, root, stdout_of, support_file};
+use plateqc::route::notes::{self, Rejection};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// dciodvfy's complaints about a file: its error and warning lines (plateqc's own objects
-/// are held to no warnings at all).
-fn dciodvfy_errors(path: &Path) -> (Vec<String>, String) {
-    let out = Command::new("dciodvfy")
-        .arg(path)
-        .output()
-        .expect("dciodvfy (dicom3tools) is installed by `make setup`");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let errors = text
-        .lines()
-        .filter(|l| l.starts_with("Error") || l.starts_with("Warning"))
-        .map(str::to_string)
-        .collect();
-    (errors, text)
-}
+use std::time::{Duration, Instant};
 
 /// The reason codes and meanings plateqc writes into rejection notes and reports are exactly
 /// CID 7011 as PS3.16 spells it (pydicom's generated copy of the DCM dictionary is the
@@ -40,22 +26,13 @@ fn cid7011_table_matches_ps3_16() {
     let reference: std::collections::BTreeMap<String, String> =
         serde_json::from_slice(&stdout_of(cmd, "pydicom's CID 7011"))
             .expect("a JSON object of code -> meaning");
-    let ours: std::collections::BTreeMap<String, String> = plateqc::record::CID7011
+    let ours: std::collections::BTreeMap<String, String> = plateqc::cid7011::CODES
         .iter()
         .map(|(c, m)| (c.to_string(), m.to_string()))
         .collect();
     assert_eq!(ours, reference);
-    assert_eq!(
-        plateqc::record::cid7011_meaning("111211"),
-        Some("Under exposed")
-    );
-    assert_eq!(plateqc::record::cid7011_meaning("999999"), None);
-}
-
-fn dcmdump(path: &Path) -> String {
-    let mut cmd = Command::new("dcmdump");
-    cmd.arg(path);
-    String::from_utf8_lossy(&stdout_of(cmd, &format!("dcmdump {}", path.display()))).into_owned()
+    assert_eq!(plateqc::cid7011::meaning("111211"), Some("Under exposed"));
+    assert_eq!(plateqc::cid7011::meaning("999999"), None);
 }
 
 #[test]
@@ -115,115 +92,6 @@ fn rejection_note_and_capture_are_valid_dicom_referencing_the_plate() {
     assert_eq!(again, written);
 }
 
-// ---------------------------------------------------------------------------------------------
-// The daemon on the network, with DCMTK and pynetdicom as peers.
-
-use crate::watch::{files_under, site, spawn_daemon, sql, wait_until, Daemon, Site};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(port: u16, who: &str) {
-    wait_until(
-        &format!("{who} listening on {port}"),
-        Duration::from_secs(60),
-        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-    );
-}
-
-/// DCMTK's storescp standing in for the PACS; its verbose log counts the C-STOREs it took.
-struct Pacs {
-    child: Child,
-    dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for Pacs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_pacs(root: &Path, port: u16) -> Pacs {
-    let dir = root.join("pacs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = root.join(format!("pacs-{}.log", free_port()));
-    let child = Command::new("storescp")
-        .args(["-v", "+xa", "-aet", "PACS", "-od"])
-        .arg(&dir)
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("storescp (dcmtk) is installed by `make setup`");
-    wait_listening(port, "storescp");
-    Pacs { child, dir, log }
-}
-
-impl Pacs {
-    /// Files the PACS stored whose storescp name prefix (`KO`, `SC`, `DXo` for intra-oral
-    /// plates, ...) passes `keep`, with the SOP Instance UID that follows the prefix.
-    fn stored(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
-        files_under(&self.dir)
-            .into_iter()
-            .filter_map(|p| {
-                let name = p.file_name()?.to_string_lossy().into_owned();
-                let (prefix, uid) = name.split_once('.')?;
-                keep(prefix).then(|| uid.to_string())
-            })
-            .collect()
-    }
-    fn store_requests(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .matches("Received Store Request")
-            .count()
-    }
-}
-
-/// A site whose daemon listens on `port` and forwards to a PACS on `pacs_port`; `dicom` is
-/// added to the `[dicom]` section, `extra` after the `[forward]` one.
-fn net_site(port: u16, pacs_port: u16, dicom: &str, extra: &str) -> Site {
-    let s = site();
-    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
-    cfg.push_str(&format!(
-        "[dicom]\nlisten = \"127.0.0.1:{port}\"\nae_title = \"PLATEQC\"\nallowed_calling = [\"SCANNER\", \"PYNET\"]\n{dicom}\n\
-         [forward]\ncalling_ae_title = \"PLATEQC\"\nretry_base_secs = 1\nretry_max_secs = 2\n\
-         destinations = [{{ name = \"pacs\", ae_title = \"PACS\", address = \"127.0.0.1:{pacs_port}\" }}]\n{extra}"
-    ));
-    std::fs::write(&s.config, cfg).unwrap();
-    s
-}
-
-fn start_net_daemon(s: &Site, port: u16) -> (Daemon, PathBuf) {
-    let log = s.root.join("daemon.log");
-    let child = spawn_daemon(s, "info", std::fs::File::create(&log).unwrap().into());
-    let d = Daemon { child };
-    wait_listening(port, "plateqc");
-    (d, log)
-}
-
-fn echo(port: u16, calling: &str) -> bool {
-    Command::new("echoscu")
-        .args(["-aet", calling, "-aec", "PLATEQC", "127.0.0.1"])
-        .arg(port.to_string())
-        .status()
-        .expect("echoscu (dcmtk)")
-        .success()
-}
-
-fn count(db: &Path, q: &str) -> usize {
-    sql(db, q).parse().unwrap_or(0)
-}
-
 #[test]
 fn storescu_folder_is_judged_usable_ones_reach_the_pacs_rejects_get_valid_notes() {
     let (port, pacs_port) = (free_port(), free_port());
@@ -247,7 +115,7 @@ fn storescu_folder_is_judged_usable_ones_reach_the_pacs_rejects_get_valid_notes(
         // Like a plate scanner: each file in its own transfer syntax (JPEG, JPEG-LS, JPEG 2000,
         // RLE, deflate, big endian ...), all in one association.
         .arg("-xf")
-        .arg(root().join("tests/support/storescu-plateqc.cfg"))
+        .arg(support_file("storescu-plateqc.cfg"))
         .args([
             "Plates",
             "-aet",
@@ -325,14 +193,6 @@ fn storescu_folder_is_judged_usable_ones_reach_the_pacs_rejects_get_valid_notes(
         ),
         unusable
     );
-}
-
-fn peer(args: &[&str], files: &[PathBuf]) -> serde_json::Value {
-    let mut cmd = Command::new(python());
-    cmd.arg(root().join("tests/support/net_peer.py"))
-        .args(args)
-        .args(files);
-    serde_json::from_slice(&stdout_of(cmd, &format!("net_peer.py {args:?}"))).unwrap()
 }
 
 #[test]
@@ -504,11 +364,35 @@ fn outbox_waits_for_a_down_pacs_survives_a_restart_and_never_sends_twice() {
         usable,
         "held plates are not queued"
     );
-    // Another restart sends nothing again.
+    // Another restart sends nothing again. A usable plate dropped in after the restart is the
+    // probe: the outbox is sent in queue order, so once the probe is stored, anything the
+    // restart had queued again would have gone out before it.
     drop(_daemon);
     let (_daemon, _log) = start_net_daemon(&s, port);
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(pacs.store_requests(), usable, "something was sent twice");
+    let judged_usable = sql(
+        &s.db,
+        "SELECT source_path FROM plates WHERE verdict = 'usable' ORDER BY id LIMIT 1",
+    );
+    let original = root()
+        .join("demo/inbox")
+        .join(Path::new(&judged_usable).file_name().unwrap());
+    let staged = s.root.join("probe.dcm");
+    copy_as_new_instance(
+        &original,
+        &staged,
+        "2.25.314159265358979323846264338327950288",
+    );
+    std::fs::rename(&staged, s.inbox.join("probe.dcm")).unwrap();
+    wait_until(
+        "the probe plate stored at the PACS",
+        Duration::from_secs(240),
+        || count(&s.db, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'") == usable + 1,
+    );
+    assert_eq!(
+        pacs.store_requests(),
+        usable + 1,
+        "something was sent twice"
+    );
 }
 
 #[test]

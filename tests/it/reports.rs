@@ -2,15 +2,17 @@
 //! SQLite file and on a real PostgreSQL server (tests/it/pg.rs) through the real binary, with
 //! the same assertions; the two backends must also give byte-identical JSON reports.
 
-use crate::pg;
+use crate::support::cli::{ok, plateqc};
+use crate::support::daemon::{files_under, Daemon};
+use crate::support::pg;
 use crate::support::*;
-use crate::watch::{files_under, Daemon};
 use plateqc::config::Config;
+use plateqc::outcome::Verdict;
 use plateqc::pipeline::{self, Engine};
 use plateqc::record::{Finding, JobStart, PlateRecord, Recorder};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -20,25 +22,6 @@ async fn backends(dir: &Path) -> Vec<(&'static str, String)> {
         ("sqlite", dir.join("sqlite/qc.sqlite").display().to_string()),
         ("postgres", pg::fresh_database().await),
     ]
-}
-
-fn plateqc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plateqc"))
-        .args(args)
-        .env("PLATEQC_LOG", "warn")
-        .output()
-        .expect("run plateqc")
-}
-
-/// Runs plateqc, which must succeed; returns its standard output.
-pub(crate) fn ok(args: &[&str]) -> String {
-    let out = plateqc(args);
-    assert!(
-        out.status.success(),
-        "plateqc {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn report_json(db: &str, extra: &[&str]) -> Value {
@@ -67,11 +50,10 @@ fn scan(plate: &str, station: &str, i: usize, finding: Option<(&str, &str)>) -> 
         device_serial: Some(format!("DEV-{station}")),
         plate_identifier: Some(plate.into()),
         verdict: if finding.is_some() {
-            "unusable"
+            Verdict::Unusable
         } else {
-            "usable"
-        }
-        .into(),
+            Verdict::Usable
+        },
         unusable_score: Some(if finding.is_some() { 0.9 } else { 0.1 }),
         threshold: Some(0.5),
         reason_code: finding.map(|f| f.1.to_string()),
@@ -127,7 +109,7 @@ async fn record_scenario(db: &str) {
         run_id: "test".into(),
         processed_at: "2026-03-02T08:00:00.000Z".into(),
         source_path: "/nowhere/broken.dcm".into(),
-        verdict: "error".into(),
+        verdict: Verdict::Error,
         error: Some("not DICOM".into()),
         ..Default::default()
     })
@@ -463,7 +445,7 @@ async fn real_plates_history_by_file_and_labelled_export_on_both_backends() {
             .await
             .unwrap();
             assert!(
-                out.iter().all(|o| o.record.verdict != "error"),
+                out.iter().all(|o| o.record.verdict != Verdict::Error),
                 "{backend} round {round}"
             );
             engine.recorder.clone().close().await;

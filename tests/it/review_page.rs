@@ -2,7 +2,7 @@
 //! rendered DOM is checked, a row's click handler opens its montage, and a screenshot is kept
 //! in target/.
 
-use crate::reports::ok;
+use crate::support::cli::ok;
 use crate::support::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -171,6 +171,8 @@ fn review_page_renders_in_chromium_and_a_click_opens_the_montage() {
     assert!(dialog.contains("unusable"), "caption names the verdict");
 
     let shot = root().join("target/review-page.png");
+    // `target/` is not there when the build goes elsewhere (CARGO_TARGET_DIR).
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
     let _ = std::fs::remove_file(&shot);
     browse(
         &profile,

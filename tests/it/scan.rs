@@ -1,12 +1,14 @@
 //! The whole scan pipeline with the real ONNX Runtime, the bundled model and a real SQLite
 //! file, on real DICOM files mixed with broken ones.
 
+use crate::support::cli::plateqc_command;
+use crate::support::daemon::sql;
 use crate::support::*;
 use plateqc::config::Config;
+use plateqc::outcome::{FailureKind, Verdict};
 use plateqc::pipeline::{self, Engine};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +62,7 @@ async fn every_file_gets_exactly_one_row_and_bad_files_do_not_stop_the_run() {
     let (good, bad) = mixed_inbox(&inbox);
     let cfg = config(tmp.path());
     let engine = Arc::new(Engine::start(cfg.clone()).await.unwrap());
-    let files = pipeline::collect_files(std::slice::from_ref(&inbox));
+    let files = plateqc::ingest::collect_files(std::slice::from_ref(&inbox));
     assert_eq!(
         files.len(),
         good.len() + bad.len(),
@@ -89,10 +91,19 @@ async fn every_file_gets_exactly_one_row_and_bad_files_do_not_stop_the_run() {
             .iter()
             .any(|g| g.display().to_string() == r.source_path);
         if is_good {
-            assert_ne!(r.verdict, "error", "{}: {:?}", r.source_path, r.error);
+            assert_ne!(
+                r.verdict,
+                Verdict::Error,
+                "{}: {:?}",
+                r.source_path,
+                r.error
+            );
             let score = r.unusable_score.unwrap();
             assert!((0.0..=1.0).contains(&score));
-            assert_eq!(r.verdict == "unusable", score >= r.threshold.unwrap());
+            assert_eq!(
+                r.verdict == Verdict::Unusable,
+                score >= r.threshold.unwrap()
+            );
             assert_eq!(r.overlays.len(), 3, "one overlay per exported layer");
             for p in r.overlays.values().chain(r.montage_path.iter()) {
                 let meta = std::fs::metadata(p).unwrap_or_else(|e| panic!("{p}: {e}"));
@@ -106,7 +117,12 @@ async fn every_file_gets_exactly_one_row_and_bad_files_do_not_stop_the_run() {
             assert_eq!(first.height() as i64, r.rows.unwrap());
             assert_eq!(r.sha256.len(), 64);
         } else {
-            assert_eq!(r.verdict, "error", "{} should have failed", r.source_path);
+            assert_eq!(
+                r.verdict,
+                Verdict::Error,
+                "{} should have failed",
+                r.source_path
+            );
             assert!(r.error.as_deref().is_some_and(|e| !e.is_empty()));
             assert!(r.error_stage.is_some() && r.error_kind.is_some());
         }
@@ -163,10 +179,6 @@ async fn every_file_gets_exactly_one_row_and_bad_files_do_not_stop_the_run() {
     );
 }
 
-fn plateqc() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_plateqc"))
-}
-
 #[test]
 fn cli_scan_reports_summary_and_exit_code() {
     let tmp = tempfile::tempdir().unwrap();
@@ -175,7 +187,7 @@ fn cli_scan_reports_summary_and_exit_code() {
     mixed_inbox(&inbox);
     let db = tmp.path().join("qc.sqlite");
     let run = |extra: &[&str]| {
-        let mut cmd = plateqc();
+        let mut cmd = plateqc_command();
         cmd.args([
             "scan",
             inbox.to_str().unwrap(),
@@ -207,7 +219,7 @@ fn cli_scan_reports_summary_and_exit_code() {
     assert_eq!(out.status.code(), Some(0));
 
     // Non-dental images are refused by the default policy, with a reason per file.
-    let out = plateqc()
+    let out = plateqc_command()
         .args(["scan", inbox.join("CT_small.dcm").to_str().unwrap(), "--db"])
         .arg(&db)
         .arg("--out")
@@ -222,7 +234,7 @@ fn cli_scan_reports_summary_and_exit_code() {
 fn cli_inspect_shows_verdict_and_overlays() {
     let tmp = tempfile::tempdir().unwrap();
     let file = pydicom_test_files().join("MR_small.dcm");
-    let out = plateqc()
+    let out = plateqc_command()
         .args([
             "inspect",
             file.to_str().unwrap(),
@@ -241,24 +253,89 @@ fn cli_inspect_shows_verdict_and_overlays() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Each line is an 18-character label and its value.
+    let lines: Vec<(&str, &str)> = stdout
+        .lines()
+        .filter(|l| l.len() > 18)
+        .map(|l| (l[..18].trim(), l[18..].trim()))
+        .collect();
+    let value = |label: &str| -> &str {
+        lines
+            .iter()
+            .find(|(k, _)| *k == label)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no '{label}' line in\n{stdout}"))
+    };
+    assert_eq!(value("transfer syntax"), "1.2.840.10008.1.2.1", "{stdout}");
+    let reference = &pydicom_describe(std::slice::from_ref(&file))[0];
     assert!(
-        stdout.contains("transfer syntax   1.2.840.10008.1.2.1"),
+        value("image").starts_with(&format!(
+            "{} x {},",
+            reference["columns"], reference["rows"]
+        )),
         "{stdout}"
     );
-    assert!(stdout.contains("verdict"), "{stdout}");
-    assert!(stdout.contains("montage"), "{stdout}");
     assert!(
         !stdout.contains("CompressedSamples"),
         "no patient name on screen: {stdout}"
     );
+
+    // What it says is what it recorded, and what it names exists.
+    let db = tmp.path().join("qc.sqlite");
+    assert_eq!(value("recorded as row"), "1");
+    let row = sql(
+        &db,
+        "SELECT sop_instance_uid, verdict, unusable_score, threshold, montage_path, overlays
+         FROM plates WHERE id = 1",
+    );
+    let row: Vec<&str> = row.split('|').collect();
+    assert_eq!(value("SOP instance"), row[0]);
+    let verdict = value("verdict");
+    assert!(["usable", "unusable"].contains(&verdict), "{stdout}");
+    assert_eq!(verdict, row[1]);
+    let (score, threshold) = value("unusable score")
+        .strip_suffix(')')
+        .and_then(|v| v.split_once(" (threshold "))
+        .map(|(s, t)| (s.parse::<f64>().unwrap(), t.parse::<f64>().unwrap()))
+        .unwrap_or_else(|| panic!("score line: {stdout}"));
+    assert!(
+        (score - row[2].parse::<f64>().unwrap()).abs() < 1e-4,
+        "{stdout}"
+    );
+    assert!(
+        (threshold - row[3].parse::<f64>().unwrap()).abs() < 1e-4,
+        "{stdout}"
+    );
+    assert_eq!(verdict == "unusable", score >= threshold, "{stdout}");
+    let montage = value("montage");
+    assert_eq!(montage, row[4]);
+    let shown = image::open(montage).unwrap_or_else(|e| panic!("{montage}: {e}"));
+    assert!(
+        shown.width() > shown.height(),
+        "a montage of panels side by side"
+    );
+    let overlays: Vec<&str> = lines
+        .iter()
+        .filter(|(k, _)| k.starts_with("overlay "))
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(
+        overlays.len(),
+        3,
+        "one overlay per exported layer: {stdout}"
+    );
+    for o in &overlays {
+        assert!(row[5].contains(o), "{o} not recorded in {}", row[5]);
+        image::open(o).unwrap_or_else(|e| panic!("{o}: {e}"));
+    }
 }
 
 #[test]
 fn a_bad_model_is_refused_with_the_broken_rule() {
     let tmp = tempfile::tempdir().unwrap();
     // A real ONNX file that is not a plateqc model at all.
-    let foreign = root().join("tests/support/not-a-plateqc-model.onnx");
-    let out = plateqc()
+    let foreign = support_file("not-a-plateqc-model.onnx");
+    let out = plateqc_command()
         .args(["check-config", "--model", foreign.to_str().unwrap(), "--db"])
         .arg(tmp.path().join("qc.sqlite"))
         .output()
@@ -271,7 +348,7 @@ fn a_bad_model_is_refused_with_the_broken_rule() {
     );
     assert!(stderr.contains("plateqc.layers"), "{stderr}");
     // And a model path that does not exist.
-    let out = plateqc()
+    let out = plateqc_command()
         .args(["check-config", "--model", "/nonexistent/model.onnx"])
         .output()
         .unwrap();
@@ -288,7 +365,7 @@ async fn fixtures_are_all_judged_like_the_reference() {
     cfg.decode.modalities = vec!["IO".into()];
     let engine = Arc::new(Engine::start(cfg).await.unwrap());
     let dir = root().join("tests/fixtures");
-    let files = pipeline::collect_files(std::slice::from_ref(&dir));
+    let files = plateqc::ingest::collect_files(std::slice::from_ref(&dir));
     let golden: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
     let entries = golden["files"].as_array().unwrap();
@@ -308,7 +385,13 @@ async fn fixtures_are_all_judged_like_the_reference() {
     let threshold = engine.model().contract.threshold as f64;
     for o in &outcomes {
         let r = &o.record;
-        assert_ne!(r.verdict, "error", "{}: {:?}", r.source_path, r.error);
+        assert_ne!(
+            r.verdict,
+            Verdict::Error,
+            "{}: {:?}",
+            r.source_path,
+            r.error
+        );
         let name = Path::new(&r.source_path)
             .file_name()
             .unwrap()
@@ -318,9 +401,9 @@ async fn fixtures_are_all_judged_like_the_reference() {
         let p_ref = e["probabilities"][1].as_f64().unwrap();
         if (p_ref - threshold).abs() > 1e-3 {
             let want = if p_ref >= threshold {
-                "unusable"
+                Verdict::Unusable
             } else {
-                "usable"
+                Verdict::Usable
             };
             assert_eq!(
                 r.verdict, want,
@@ -328,7 +411,7 @@ async fn fixtures_are_all_judged_like_the_reference() {
                 r.unusable_score
             );
         }
-        if r.verdict == "unusable" {
+        if r.verdict == Verdict::Unusable {
             assert!(
                 r.reason_code.as_deref().is_some_and(|c| c.len() == 6),
                 "{name}: CID 7011 code"
@@ -345,7 +428,7 @@ async fn documented_queries_run() {
     std::fs::create_dir(&inbox).unwrap();
     mixed_inbox(&inbox);
     let engine = Arc::new(Engine::start(config(tmp.path())).await.unwrap());
-    let files = pipeline::collect_files(std::slice::from_ref(&inbox));
+    let files = plateqc::ingest::collect_files(std::slice::from_ref(&inbox));
     pipeline::run(
         engine.clone(),
         files,
@@ -399,8 +482,8 @@ async fn oversized_files_are_refused_unread() {
         .await
         .unwrap();
     let r = &out[0].record;
-    assert_eq!(r.verdict, "error");
-    assert_eq!(r.error_kind.as_deref(), Some("too_large"));
+    assert_eq!(r.verdict, Verdict::Error);
+    assert_eq!(r.error_kind, Some(FailureKind::TooLarge));
     assert!(r.sha256.is_empty(), "the file was not read");
 }
 
@@ -417,7 +500,7 @@ fn check_config_hides_the_database_password() {
         ),
     )
     .unwrap();
-    let out = plateqc()
+    let out = plateqc_command()
         .arg("--config")
         .arg(&cfg)
         .arg("check-config")

@@ -1,12 +1,21 @@
-//! Moving judged plates out of the inbox: accepted, rejected or quarantined, in dated folders,
-//! never overwriting, never leaving a half-copied file, and never removing the input before
-//! the copy at the destination is durable.
+//! Route, the last room: what happens to a plate once its outcome is recorded. The file leaves
+//! the inbox for `accepted/`, `rejected/`, `quarantine/` or `duplicates/` in dated folders
+//! (never overwriting, never leaving a half-copied file, never removing the input before the
+//! copy at the destination is durable, see [`route_and_close`]); then the network side writes
+//! rejection notes ([`notes`]) and forwards plates and notes through the durable outbox
+//! ([`forward`]).
 
-use crate::fsutil::{create_private_dir_all, sanitize_component, temp_sibling, write_private};
+pub mod forward;
+pub mod notes;
+
+use crate::fsutil::{create_private_dir_all, move_file, sanitize_component, write_private};
+use crate::outcome::Verdict;
+use crate::record::{RecordError, Recorder};
 use serde::{Deserialize, Serialize};
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -18,6 +27,10 @@ pub enum RouteError {
     },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Worker(#[from] tokio::task::JoinError),
 }
 
 /// Where a plate goes.
@@ -41,11 +54,11 @@ impl Destination {
         }
     }
 
-    pub fn for_verdict(verdict: &str) -> Destination {
+    pub fn for_verdict(verdict: Verdict) -> Destination {
         match verdict {
-            "usable" => Destination::Accepted,
-            "unusable" => Destination::Rejected,
-            _ => Destination::Quarantine,
+            Verdict::Usable => Destination::Accepted,
+            Verdict::Unusable => Destination::Rejected,
+            Verdict::Error => Destination::Quarantine,
         }
     }
 }
@@ -118,6 +131,83 @@ pub fn write_reason(routed: &Path, text: &str) -> Result<PathBuf, RouteError> {
     Ok(path)
 }
 
+/// Where finished files go, and whom to tell once they are there.
+pub struct Routing {
+    pub opts: RouteOptions,
+    /// Wakes the network side, which dispatches routed plates (notes, outbox).
+    pub wake: Arc<Notify>,
+}
+
+fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+/// Moves a finished file and closes its job; `label` (the verdict, or `duplicate`) is for the
+/// log. A routing failure (full disk, unwritable folder)
+/// is logged and the file stays in the inbox with its outcome committed; the next rescan finds
+/// it and retries the move without judging it again.
+pub async fn route_and_close(
+    recorder: &Recorder,
+    routing: &Routing,
+    job_id: i64,
+    path: &Path,
+    label: &str,
+    error: Option<&str>,
+    dest: Destination,
+) {
+    match move_out(recorder, &routing.opts, job_id, path, error, dest).await {
+        Ok(routed) => {
+            if let Err(e) = recorder
+                .mark_routed(job_id, &routed.display().to_string())
+                .await
+            {
+                tracing::error!(path = %path.display(), error = %e, "moved, but could not record the move");
+            } else {
+                tracing::info!(path = %path.display(), verdict = label, to = %routed.display(), "routed");
+                routing.wake.notify_one();
+            }
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "could not move the file; it stays in the inbox and is retried")
+        }
+    }
+}
+
+/// Plans the target, writes it down as the job's intent, moves the file and writes its reason
+/// note; returns where the file now is.
+async fn move_out(
+    recorder: &Recorder,
+    opts: &RouteOptions,
+    job_id: i64,
+    path: &Path,
+    error: Option<&str>,
+    dest: Destination,
+) -> Result<PathBuf, RouteError> {
+    if dest == Destination::Accepted && opts.keep_accepted_in_place {
+        return Ok(path.to_path_buf());
+    }
+    // Intent first: a crash after the move but before its record is reconciled at start-up.
+    let (src, o) = (path.to_path_buf(), opts.clone());
+    let target =
+        tokio::task::spawn_blocking(move || plan_target(&src, dest, &o, &today())).await??;
+    recorder
+        .set_routing_to(job_id, &target.display().to_string())
+        .await?;
+    let (src, note) = (path.to_path_buf(), error.map(str::to_string));
+    tokio::task::spawn_blocking(move || -> Result<PathBuf, RouteError> {
+        move_file(&src, &target).map_err(|e| RouteError::Move {
+            from: src.clone(),
+            to: target.clone(),
+            source: e,
+        })?;
+        if let Some(text) = note {
+            write_reason(&target, &text)?;
+        }
+        Ok(target)
+    })
+    .await?
+}
+
 fn unique_path(dir: &Path, name: &str) -> PathBuf {
     let first = dir.join(name);
     if !first.exists() {
@@ -133,79 +223,10 @@ fn unique_path(dir: &Path, name: &str) -> PathBuf {
         .expect("an unused name exists")
 }
 
-/// Rename when source and target share a file system; otherwise copy to a hidden temporary
-/// name, fsync, rename into place, fsync the folder, and only then remove the source.
-pub fn move_file(src: &Path, target: &Path) -> io::Result<()> {
-    match rename_noreplace(src, target) {
-        Ok(()) => {
-            sync_dir(target.parent());
-            Ok(())
-        }
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let tmp = temp_sibling(target);
-            let copied = (|| {
-                fs::copy(src, &tmp)?;
-                fs::File::open(&tmp)?.sync_all()?;
-                fs::rename(&tmp, target)?;
-                sync_dir(target.parent());
-                Ok(())
-            })();
-            if copied.is_err() {
-                let _ = fs::remove_file(&tmp);
-                return copied;
-            }
-            fs::remove_file(src)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// A rename that never replaces an existing file (two plates planned onto one name must not
-/// overwrite each other); falls back to a checked rename where the file system lacks it.
-fn rename_noreplace(src: &Path, target: &Path) -> io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-    };
-    let (a, b) = (c(src)?, c(target)?);
-    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them like rename(2).
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-            if target.exists() {
-                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-            }
-            fs::rename(src, target)
-        }
-        _ => Err(err),
-    }
-}
-
-fn sync_dir(dir: Option<&Path>) {
-    if let Some(d) = dir {
-        if let Ok(f) = fs::File::open(d) {
-            let _ = f.sync_all();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn routes_into_dated_folders_without_overwriting() {
@@ -233,41 +254,6 @@ mod tests {
     }
 
     #[test]
-    fn a_move_never_overwrites() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-        fs::write(&a, "new").unwrap();
-        fs::write(&b, "old").unwrap();
-        assert!(move_file(&a, &b).is_err());
-        assert_eq!(fs::read_to_string(&b).unwrap(), "old");
-        assert!(a.exists());
-    }
-
-    /// Across file systems (the temp dir and /dev/shm, a tmpfs, where there is one) the move
-    /// copies, syncs, renames into place and only then removes the source.
-    #[test]
-    fn moves_across_file_systems() {
-        let shm = Path::new("/dev/shm");
-        if !shm.is_dir() {
-            return;
-        }
-        let src_dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-        let dst_dir = tempfile::tempdir_in(shm).unwrap();
-        let src = src_dir.path().join("p.dcm");
-        fs::write(&src, b"plate bytes").unwrap();
-        let target = dst_dir.path().join("p.dcm");
-        move_file(&src, &target).unwrap();
-        assert!(!src.exists());
-        assert_eq!(fs::read(&target).unwrap(), b"plate bytes");
-        let names: Vec<_> = fs::read_dir(dst_dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(names.len(), 1, "no temporary left behind: {names:?}");
-    }
-
-    #[test]
     fn names_from_outside_are_sanitized() {
         let tmp = tempfile::tempdir().unwrap();
         let opts = RouteOptions {
@@ -282,8 +268,17 @@ mod tests {
 
     #[test]
     fn verdicts_map_to_destinations() {
-        assert_eq!(Destination::for_verdict("usable"), Destination::Accepted);
-        assert_eq!(Destination::for_verdict("unusable"), Destination::Rejected);
-        assert_eq!(Destination::for_verdict("error"), Destination::Quarantine);
+        assert_eq!(
+            Destination::for_verdict(Verdict::Usable),
+            Destination::Accepted
+        );
+        assert_eq!(
+            Destination::for_verdict(Verdict::Unusable),
+            Destination::Rejected
+        );
+        assert_eq!(
+            Destination::for_verdict(Verdict::Error),
+            Destination::Quarantine
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! systems). A file is handed on only once it is complete: closed after writing, or unchanged in
 //! size and mtime for the quiet time. Temporary names are never touched.
 
-use crate::pipeline::is_ignored;
+use super::is_ignored;
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};

@@ -5,17 +5,41 @@
 //! study, so the dentist's viewer shows why. UIDs are derived from the plate, so redoing a note
 //! after a crash rewrites the same object rather than making a second one.
 
-use crate::record::cid7011_meaning;
+use crate::cid7011::meaning as cid7011_meaning;
+use crate::net::derived_uid;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const KOS_CLASS: &str = "1.2.840.10008.5.1.4.1.1.88.59";
 pub const SC_CLASS: &str = "1.2.840.10008.5.1.4.1.1.7";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+
+/// `[notes]`: rejection notes for unusable plates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoteOptions {
+    /// Write a Key Object Selection "Rejected for Quality Reasons" per unusable plate.
+    pub enabled: bool,
+    /// Also write the montage as a Secondary Capture image in the plate's study.
+    pub secondary_capture: bool,
+    /// Folder of the notes; empty means `<route root>/rejection-notes`.
+    pub folder: PathBuf,
+}
+
+impl Default for NoteOptions {
+    fn default() -> Self {
+        NoteOptions {
+            enabled: true,
+            secondary_capture: true,
+            folder: PathBuf::new(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NoteError {
@@ -188,7 +212,7 @@ fn common(
     put_str(&mut obj, tags::CONTENT_DATE, VR::DA, &date);
     put_str(&mut obj, tags::CONTENT_TIME, VR::TM, &time);
     put_str(&mut obj, tags::MODALITY, VR::CS, modality);
-    let series = super::derived_uid(&format!("plateqc {modality} series of {}", plate.study_uid));
+    let series = derived_uid(&format!("plateqc {modality} series of {}", plate.study_uid));
     put_str(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &series);
     put_str(&mut obj, tags::SERIES_NUMBER, VR::IS, series_number);
     put_str(
@@ -403,8 +427,8 @@ fn write(obj: InMemDicomObject, class: &str, uid: &str, path: &Path) -> Result<(
         .transfer_syntax(EXPLICIT_LE)
         .media_storage_sop_class_uid(class)
         .media_storage_sop_instance_uid(uid)
-        .implementation_class_uid(super::scp::implementation_class_uid())
-        .implementation_version_name(super::scp::IMPLEMENTATION_VERSION)
+        .implementation_class_uid(crate::net::implementation_class_uid())
+        .implementation_version_name(crate::net::IMPLEMENTATION_VERSION)
         .build()
         .map_err(|e| NoteError::Build(e.to_string()))?;
     let file = obj.with_exact_meta(meta);
@@ -426,7 +450,7 @@ pub fn write_notes(
     let plate = read_plate(&r.plate_path)?;
     let stem = crate::fsutil::sanitize_component(&plate.sop_instance);
     let mut out = Vec::new();
-    let kos_uid = super::derived_uid(&format!(
+    let kos_uid = derived_uid(&format!(
         "plateqc rejection note for {}",
         plate.sop_instance
     ));
@@ -445,7 +469,7 @@ pub fn write_notes(
                 why: e.to_string(),
             })?
             .to_rgb8();
-        let sc_uid = super::derived_uid(&format!("plateqc montage for {}", plate.sop_instance));
+        let sc_uid = derived_uid(&format!("plateqc montage for {}", plate.sop_instance));
         let sc_path = folder.join(format!("{stem}.sc.dcm"));
         write(
             secondary_capture(&plate, r, &sc_uid, &montage),

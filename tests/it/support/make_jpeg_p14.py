@@ -1,4 +1,4 @@
-"""Writes tests/support/jpeg_lossless_p14_predictor5.dcm: a 12-bit JPEG lossless process 14
+"""Writes tests/it/support/jpeg_lossless_p14_predictor5.dcm: a 12-bit JPEG lossless process 14
 file with predictor 5 (not SV1), the one lossless variant the generator does not write.
 Needs imagecodecs (models/requirements-synth.txt). Run: models/.venv/bin/python this_file."""
 import imagecodecs
@@ -31,6 +31,6 @@ ds.PhotometricInterpretation = "MONOCHROME2"
 ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
 ds.PixelData = encapsulate([enc])
 ds["PixelData"].VR = "OB"
-out = "tests/support/jpeg_lossless_p14_predictor5.dcm"
+out = "tests/it/support/jpeg_lossless_p14_predictor5.dcm"
 ds.save_as(out, enforce_file_format=True)
 assert (pydicom.dcmread(out).pixel_array == img).all()

@@ -1,4 +1,11 @@
-//! Shared helpers: where the test environment lives and the independent reader.
+//! Shared helpers: where the test environment lives, the independent reader, and (in the
+//! sub-modules) the binary as a command, the daemon on a temporary site, its DICOM peers and a
+//! private PostgreSQL server. The files beside them are the tests' own data and peers.
+
+pub mod cli;
+pub mod daemon;
+pub mod dicom;
+pub mod pg;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -6,6 +13,11 @@ use std::process::Command;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A file of this folder (`tests/it/support/`).
+pub fn support_file(name: &str) -> PathBuf {
+    root().join("tests/it/support").join(name)
 }
 
 /// The Python of `.venv-test`, created by `make setup`.
@@ -47,8 +59,7 @@ pub fn stdout_of(mut cmd: Command, what: &str) -> Vec<u8> {
 /// pydicom's description of each file's pixels, keyed by path.
 pub fn pydicom_describe(files: &[PathBuf]) -> Vec<Value> {
     let mut cmd = Command::new(python());
-    cmd.arg(root().join("tests/support/pydicom_pixels.py"))
-        .args(files);
+    cmd.arg(support_file("pydicom_pixels.py")).args(files);
     String::from_utf8(stdout_of(cmd, "pydicom reader"))
         .unwrap()
         .lines()

@@ -4,10 +4,9 @@
 //! crash and an unacknowledged one is simply sent again by its sender. From the inbox it takes
 //! the same path as a copied file.
 
-use super::dimse::{self, status, Command};
-use super::DicomOptions;
-use crate::decode::prescan;
-use crate::fsutil::{create_private_dir_all, sanitize_component};
+use super::received::{finish_incoming, open_incoming};
+use crate::fsutil::sanitize_component;
+use crate::net::dimse::{self, status, Command};
 use dicom_ul::association::server::{AccessControl, ServerAssociationOptions};
 use dicom_ul::association::Association;
 use dicom_ul::pdu::{
@@ -15,8 +14,8 @@ use dicom_ul::pdu::{
     UserIdentity,
 };
 use dicom_ul::Pdu;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -28,11 +27,93 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScpError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    // The cause is part of the message (`error`, not a `source`), as the daemon prints it.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind { addr: String, error: std::io::Error },
+}
+
+/// Why an association was aborted: the peer broke the protocol, went away, or plateqc is
+/// stopping.
+#[derive(Debug, thiserror::Error)]
+pub enum AssociationError {
+    #[error("plateqc is shutting down")]
+    ShuttingDown,
+    #[error("release requested in the middle of a message")]
+    ReleaseMidMessage,
+    #[error("aborted by the peer ({0})")]
+    AbortedByPeer(String),
+    #[error("unexpected {0}")]
+    UnexpectedPdu(String),
+    #[error(transparent)]
+    Association(#[from] dicom_ul::association::Error),
+    #[error("command fragment inside a data set")]
+    CommandInDataSet,
+    #[error("command set too large")]
+    CommandTooLarge,
+    #[error(transparent)]
+    Command(#[from] crate::net::dimse::CommandError),
+    #[error("unsupported DIMSE command {0:#06x}")]
+    UnsupportedCommand(u16),
+    #[error("data set without a command")]
+    DataWithoutCommand,
+}
+
+/// `[dicom]`: the receiving side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomOptions {
+    /// `host:port` to listen on; empty turns the receiver off. Loopback unless the site's
+    /// network is meant to reach it.
+    pub listen: String,
+    /// This node's AE title; associations calling another title are rejected.
+    pub ae_title: String,
+    /// Calling AE titles allowed to connect; empty allows any.
+    pub allowed_calling: Vec<String>,
+    /// Associations served at once; more are rejected as "local limit exceeded".
+    pub max_associations: usize,
+    /// Largest PDU this node receives.
+    pub max_pdu: u32,
+    /// An association idle this long (no PDU) is aborted, so a stalled sender holds nothing.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for DicomOptions {
+    fn default() -> Self {
+        DicomOptions {
+            listen: String::new(),
+            ae_title: "PLATEQC".into(),
+            allowed_calling: Vec::new(),
+            max_associations: 8,
+            max_pdu: 65_536,
+            idle_timeout_secs: 60,
+        }
+    }
+}
+
+impl DicomOptions {
+    /// Checks shared by `check-config` and start-up.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !crate::net::valid_ae_title(&self.ae_title) {
+            p.push(format!(
+                "[dicom] ae_title {:?} must be 1-16 characters",
+                self.ae_title
+            ));
+        }
+        if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
+            p.push(format!("[dicom] listen {:?} is not host:port", self.listen));
+        }
+        if self.max_associations == 0 {
+            p.push("[dicom] max_associations must be at least 1".into());
+        }
+        if !(4096..=16_777_216).contains(&self.max_pdu) {
+            p.push(format!(
+                "[dicom] max_pdu {} must be 4096..=16777216",
+                self.max_pdu
+            ));
+        }
+        p
+    }
 }
 
 /// Counters for `/metrics` and the tests.
@@ -54,15 +135,15 @@ pub struct Scp {
     pub transfer_syntaxes: Vec<&'static str>,
     /// Objects larger than this are refused with "out of resources" while being received.
     pub max_object_bytes: u64,
-    pub max_sequence_depth: usize,
+    /// The structural check a received data set must pass to be answered success (decode's
+    /// pre-scan, handed in by the daemon): `Some(reason)` answers "cannot understand". The
+    /// instance is kept either way, so the pipeline records what was sent.
+    pub check: Check,
     pub stats: Arc<ScpStats>,
 }
 
-/// Implementation Class UID written into received files' meta groups.
-pub fn implementation_class_uid() -> String {
-    super::derived_uid("plateqc implementation class 1")
-}
-pub const IMPLEMENTATION_VERSION: &str = "PLATEQC_0_1";
+/// See [`Scp::check`].
+pub type Check = Arc<dyn Fn(&[u8]) -> Option<String> + Send + Sync>;
 
 struct AllowList {
     calling: Vec<String>,
@@ -91,13 +172,13 @@ impl AccessControl for AllowList {
 pub async fn serve(scp: Arc<Scp>, cancel: CancellationToken) -> Result<SocketAddr, ScpError> {
     let listener = TcpListener::bind(&scp.options.listen)
         .await
-        .map_err(|source| ScpError::Bind {
+        .map_err(|error| ScpError::Bind {
             addr: scp.options.listen.clone(),
-            source,
+            error,
         })?;
-    let bound = listener.local_addr().map_err(|source| ScpError::Bind {
+    let bound = listener.local_addr().map_err(|error| ScpError::Bind {
         addr: scp.options.listen.clone(),
-        source,
+        error,
     })?;
     let slots = Arc::new(Semaphore::new(scp.options.max_associations));
     tokio::spawn(async move {
@@ -152,10 +233,10 @@ async fn refuse_busy(mut socket: TcpStream, peer: SocketAddr, idle: Duration) {
     tracing::warn!(peer = %peer, "association refused: too many at once");
 }
 
-struct Incoming {
-    rq: Command,
-    tmp: PathBuf,
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+pub(super) struct Incoming {
+    pub(super) rq: Command,
+    pub(super) tmp: PathBuf,
+    pub(super) file: Option<tokio::io::BufWriter<tokio::fs::File>>,
     bytes: u64,
     /// Set when the instance will be refused; the rest of its data is read and dropped.
     refusal: Option<(u16, String)>,
@@ -180,7 +261,7 @@ async fn association(scp: &Scp, socket: TcpStream, peer: SocketAddr, cancel: Can
         .max_pdu_length(scp.options.max_pdu)
         .read_timeout(idle)
         .write_timeout(idle)
-        .with_abstract_syntax(super::VERIFICATION);
+        .with_abstract_syntax(crate::net::VERIFICATION);
     for c in &scp.classes {
         options = options.with_abstract_syntax(*c);
     }
@@ -213,9 +294,9 @@ async fn association(scp: &Scp, socket: TcpStream, peer: SocketAddr, cancel: Can
     let folder = scp.inbox.join("net").join(sanitize_component(&calling));
     let mut state = State::Idle;
     let mut stored = 0u64;
-    let outcome: Result<&'static str, String> = loop {
+    let outcome: Result<&'static str, AssociationError> = loop {
         let pdu = tokio::select! {
-            _ = cancel.cancelled() => break Err("plateqc is shutting down".into()),
+            _ = cancel.cancelled() => break Err(AssociationError::ShuttingDown),
             p = assoc.receive() => p,
         };
         let values = match pdu {
@@ -225,11 +306,17 @@ async fn association(scp: &Scp, socket: TcpStream, peer: SocketAddr, cancel: Can
                     let _ = assoc.send(&Pdu::ReleaseRP).await;
                     break Ok("released");
                 }
-                break Err("release requested in the middle of a message".into());
+                break Err(AssociationError::ReleaseMidMessage);
             }
-            Ok(Pdu::AbortRQ { source }) => break Err(format!("aborted by the peer ({source:?})")),
-            Ok(other) => break Err(format!("unexpected {}", other.short_description())),
-            Err(e) => break Err(e.to_string()),
+            Ok(Pdu::AbortRQ { source }) => {
+                break Err(AssociationError::AbortedByPeer(format!("{source:?}")))
+            }
+            Ok(other) => {
+                break Err(AssociationError::UnexpectedPdu(
+                    other.short_description().to_string(),
+                ))
+            }
+            Err(e) => break Err(e.into()),
         };
         let mut failed = None;
         for v in values {
@@ -268,9 +355,8 @@ async fn respond(
     assoc: &mut dicom_ul::association::server::AsyncServerAssociation<TcpStream>,
     pc: u8,
     rsp: &Command,
-) -> Result<(), String> {
-    let pdu = rsp.pdu(pc);
-    assoc.send(&pdu).await.map_err(|e| e.to_string())
+) -> Result<(), AssociationError> {
+    Ok(assoc.send(&rsp.pdu(pc)).await?)
 }
 
 /// Handles one P-DATA value; returns the next state and how many instances were stored.
@@ -283,7 +369,7 @@ async fn step(
     calling: &str,
     state: State,
     v: PDataValue,
-) -> Result<(State, u64), String> {
+) -> Result<(State, u64), AssociationError> {
     let pc = v.presentation_context_id;
     match v.value_type {
         PDataValueType::Command => {
@@ -292,17 +378,17 @@ async fn step(
                 State::Command(b) => b,
                 State::Data(inc) => {
                     let _ = tokio::fs::remove_file(&inc.tmp).await;
-                    return Err("command fragment inside a data set".into());
+                    return Err(AssociationError::CommandInDataSet);
                 }
             };
             if buf.len() + v.data.len() > MAX_COMMAND_BYTES {
-                return Err("command set too large".into());
+                return Err(AssociationError::CommandTooLarge);
             }
             buf.extend_from_slice(&v.data);
             if !v.is_last {
                 return Ok((State::Command(buf), 0));
             }
-            let rq = Command::decode(&buf).map_err(|e| e.to_string())?;
+            let rq = Command::decode(&buf)?;
             let context = contexts.iter().find(|c| c.0 == pc);
             match rq.field {
                 dimse::C_ECHO_RQ => {
@@ -342,12 +428,12 @@ async fn step(
                     }
                     Ok((State::Data(Box::new(inc)), 0))
                 }
-                other => Err(format!("unsupported DIMSE command {other:#06x}")),
+                other => Err(AssociationError::UnsupportedCommand(other)),
             }
         }
         PDataValueType::Data => {
             let State::Data(mut inc) = state else {
-                return Err("data set without a command".into());
+                return Err(AssociationError::DataWithoutCommand);
             };
             if inc.refusal.is_none() {
                 inc.bytes += v.data.len() as u64;
@@ -383,218 +469,5 @@ async fn step(
             respond(assoc, pc, &Command::response_to(&inc.rq, code, &comment)).await?;
             Ok((State::Idle, stored))
         }
-    }
-}
-
-/// Explicit VR Little Endian element of the file meta group.
-fn meta_element(out: &mut Vec<u8>, element: u16, vr: &[u8; 2], value: &[u8]) {
-    let pad = if vr == b"UI" { 0 } else { b' ' };
-    let mut v = value.to_vec();
-    if v.len() % 2 == 1 {
-        v.push(pad);
-    }
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&element.to_le_bytes());
-    out.extend_from_slice(vr);
-    if vr == b"OB" {
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    } else {
-        out.extend_from_slice(&(v.len() as u16).to_le_bytes());
-    }
-    out.extend_from_slice(&v);
-}
-
-/// Preamble, `DICM` and the file meta group for a received instance.
-pub fn file_meta(sop_class: &str, sop_instance: &str, ts: &str, source_ae: &str) -> Vec<u8> {
-    let mut group = Vec::with_capacity(256);
-    meta_element(&mut group, 0x0001, b"OB", &[0, 1]);
-    meta_element(&mut group, 0x0002, b"UI", sop_class.as_bytes());
-    meta_element(&mut group, 0x0003, b"UI", sop_instance.as_bytes());
-    meta_element(&mut group, 0x0010, b"UI", ts.as_bytes());
-    meta_element(
-        &mut group,
-        0x0012,
-        b"UI",
-        implementation_class_uid().as_bytes(),
-    );
-    meta_element(&mut group, 0x0013, b"SH", IMPLEMENTATION_VERSION.as_bytes());
-    if !source_ae.is_empty() {
-        meta_element(&mut group, 0x0016, b"AE", source_ae.as_bytes());
-    }
-    let mut out = vec![0u8; 128];
-    out.extend_from_slice(b"DICM");
-    meta_element(&mut out, 0x0000, b"UL", &(group.len() as u32).to_le_bytes());
-    out.extend_from_slice(&group);
-    out
-}
-
-async fn open_incoming(
-    folder: &Path,
-    rq: &Command,
-    ts: &str,
-    calling: &str,
-) -> std::io::Result<(PathBuf, tokio::io::BufWriter<tokio::fs::File>)> {
-    let folder_owned = folder.to_path_buf();
-    tokio::task::spawn_blocking(move || create_private_dir_all(&folder_owned))
-        .await
-        .map_err(std::io::Error::other)??;
-    let tmp = crate::fsutil::temp_sibling(&folder.join(incoming_name(rq)));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true).mode(0o600);
-    let file = tokio::fs::OpenOptions::from(opts).open(&tmp).await?;
-    let mut w = tokio::io::BufWriter::with_capacity(256 * 1024, file);
-    w.write_all(&file_meta(&rq.sop_class, &rq.sop_instance, ts, calling))
-        .await?;
-    Ok((tmp, w))
-}
-
-fn incoming_name(rq: &Command) -> String {
-    let uid = sanitize_component(&rq.sop_instance);
-    if uid.is_empty() {
-        "instance.dcm".into()
-    } else {
-        format!("{uid}.dcm")
-    }
-}
-
-/// Makes the received file durable and moves it into the inbox. Returns the status to answer.
-/// A data set that fails the pre-scan is still moved in (the pipeline records and quarantines
-/// it, so the site sees what was sent) but is answered "cannot understand".
-async fn finish_incoming(scp: &Scp, inc: &mut Incoming, folder: &Path) -> (u16, String) {
-    let Some(mut w) = inc.file.take() else {
-        return (status::OUT_OF_RESOURCES, "no file".into());
-    };
-    let flushed = async {
-        w.flush().await?;
-        let f = w.into_inner();
-        f.sync_all().await
-    }
-    .await;
-    if let Err(e) = flushed {
-        let _ = tokio::fs::remove_file(&inc.tmp).await;
-        return (status::OUT_OF_RESOURCES, format!("cannot write: {e}"));
-    }
-    let (tmp, name, folder) = (
-        inc.tmp.clone(),
-        incoming_name(&inc.rq),
-        folder.to_path_buf(),
-    );
-    let (depth, limit) = (scp.max_sequence_depth, scp.max_object_bytes as usize);
-    let moved = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
-        let bytes = std::fs::read(&tmp)?;
-        let verdict = prescan::prescan(&bytes, depth, limit.saturating_mul(4))
-            .err()
-            .map(|e| e.to_string());
-        drop(bytes);
-        move_in_unique(&tmp, &folder, &name)?;
-        Ok(verdict)
-    })
-    .await
-    .map_err(std::io::Error::other)
-    .and_then(|r| r);
-    match moved {
-        Ok(None) => (status::SUCCESS, String::new()),
-        Ok(Some(bad)) => (status::CANNOT_UNDERSTAND, bad),
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&inc.tmp).await;
-            (status::OUT_OF_RESOURCES, format!("cannot store: {e}"))
-        }
-    }
-}
-
-/// Renames `tmp` to `folder/name`, or `name-1`, `name-2`, ... if taken; never overwrites.
-fn move_in_unique(tmp: &Path, folder: &Path, name: &str) -> std::io::Result<PathBuf> {
-    let (stem, ext) = name.rsplit_once('.').unwrap_or((name, "dcm"));
-    for n in 0..10_000 {
-        let candidate = if n == 0 {
-            folder.join(name)
-        } else {
-            folder.join(format!("{stem}-{n}.{ext}"))
-        };
-        match crate::route::move_file(tmp, &candidate) {
-            Ok(()) => return Ok(candidate),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other("no free name in the inbox"))
-}
-
-/// Removes hidden partial files a crashed run left under `<inbox>/net`; their senders were
-/// never told success, so they send them again.
-pub fn sweep_partials(inbox: &Path) -> usize {
-    let mut removed = 0;
-    let Ok(dirs) = std::fs::read_dir(inbox.join("net")) else {
-        return 0;
-    };
-    for d in dirs.flatten() {
-        let Ok(files) = std::fs::read_dir(d.path()) else {
-            continue;
-        };
-        for f in files.flatten() {
-            let name = f.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.')
-                && name.ends_with(".tmp")
-                && std::fs::remove_file(f.path()).is_ok()
-            {
-                removed += 1;
-            }
-        }
-    }
-    removed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_conformance_statement_names_our_implementation_class() {
-        let doc =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/conformance.md"))
-                .unwrap();
-        assert!(doc.contains(&implementation_class_uid()));
-        assert!(doc.contains(IMPLEMENTATION_VERSION));
-        for ts in crate::decode::SUPPORTED_TRANSFER_SYNTAXES {
-            assert!(
-                doc.contains(&format!("| {ts} |")),
-                "{ts} missing from the statement"
-            );
-        }
-    }
-
-    #[test]
-    fn meta_group_is_what_the_prescan_reads_back() {
-        let mut bytes = file_meta(
-            "1.2.840.10008.5.1.4.1.1.1.3",
-            "1.2.3.4.5",
-            "1.2.840.10008.1.2",
-            "SCANNER",
-        );
-        let meta_len = bytes.len();
-        // An empty data set after the meta group is still a well-formed file.
-        let (ts, end) = prescan::read_meta(&bytes).unwrap();
-        assert_eq!(ts.trim_end_matches('\0'), "1.2.840.10008.1.2");
-        assert_eq!(end, meta_len);
-        bytes.extend_from_slice(&[0x08, 0, 0x60, 0, 2, 0, 0, 0, b'I', b'O']);
-        assert!(prescan::prescan(&bytes, 8, 1 << 20).is_ok());
-    }
-
-    #[test]
-    fn unique_names_never_overwrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut made = Vec::new();
-        for i in 0..3 {
-            let tmp = dir.path().join(format!(".t{i}.tmp"));
-            std::fs::write(&tmp, [i as u8]).unwrap();
-            made.push(move_in_unique(&tmp, dir.path(), "1.2.3.dcm").unwrap());
-        }
-        let names: Vec<_> = made
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, ["1.2.3.dcm", "1.2.3-1.dcm", "1.2.3-2.dcm"]);
-        assert_eq!(std::fs::read(&made[2]).unwrap(), [2]);
     }
 }

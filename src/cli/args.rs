@@ -1,0 +1,179 @@
+//! The command line's arguments: what each subcommand takes, with the help text operators see.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "plateqc",
+    version,
+    about = "Quality control for dental phosphor-plate X-rays"
+)]
+pub struct Cli {
+    /// TOML configuration file (see plateqc.example.toml); flags override it.
+    #[arg(long, global = true, env = "PLATEQC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: `human` or `json`.
+    #[arg(long, global = true, default_value = "human")]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct Common {
+    /// SQLite QC history database.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Folder for overlays and montages.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// ONNX model file following models/README.md.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Accepted modalities, comma-separated (e.g. IO,DX,CR,PX), or `any`.
+    #[arg(long)]
+    pub modalities: Option<String>,
+    /// Heat-map method: gradcam, gradcampp or layercam.
+    #[arg(long)]
+    pub cam_method: Option<String>,
+    /// Heat-map colours: turbo, inferno, viridis or jet.
+    #[arg(long)]
+    pub colormap: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Judge every plate under the given files or folders (recursive) and record the results.
+    Scan {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+        /// Exit 0 even when some files failed.
+        #[arg(long)]
+        no_fail_on_error: bool,
+    },
+    /// Show one file's header, verdict, reasons and where its overlays went.
+    Inspect {
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run as a service: judge every complete file arriving in the inbox folders, record it,
+    /// and move it to accepted/, rejected/ or quarantine/. Stops on SIGINT or SIGTERM after
+    /// finishing the plates in flight.
+    Watch {
+        /// Inbox folder (repeatable); overrides `watch.inboxes`.
+        #[arg(long = "inbox")]
+        inboxes: Vec<PathBuf>,
+        /// Receive plates by DICOM C-STORE on this `host:port` (overrides `dicom.listen`).
+        #[arg(long)]
+        dicom_listen: Option<String>,
+        /// This node's AE title (overrides `dicom.ae_title`).
+        #[arg(long)]
+        ae_title: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Validate the configuration and the model, print the effective settings, and exit.
+    CheckConfig {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Reject analysis: how many images were rejected, why, at which station, by whom, on
+    /// which device and plate, over time, and which physical plates to replace. Reviewer
+    /// overrides count.
+    Report {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Output: table (for people), csv or json.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Also write a self-contained review page (HTML, no server needed) to this file.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Most recent images listed on the review page.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// A plate is worn when a wear artifact is on at least this many ...
+        #[arg(long, default_value_t = 9)]
+        wear_hits: i64,
+        /// ... of its last this many scans.
+        #[arg(long, default_value_t = 20)]
+        wear_window: i64,
+    },
+    /// Every record of one instance: each judgement and each reviewer override. Takes a SOP
+    /// Instance UID, or a file (matched by the UID in its header and by its sha256).
+    History {
+        target: String,
+        #[command(flatten)]
+        db: DbArg,
+        /// Output: table or json.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Record a person's verdict on a judged instance (append-only: who, when, why).
+    Override {
+        sop_instance_uid: String,
+        /// The verdict the reviewer gives: usable or unusable.
+        #[arg(long)]
+        verdict: String,
+        /// Who reviews (name or initials).
+        #[arg(long = "by")]
+        by: String,
+        /// Why the model's verdict was wrong (or right).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Write the overridden plates as a labelled set for retraining: OUT/images/*.dcm and
+    /// OUT/labels.csv (see docs/reports.md).
+    ExportLabels {
+        out: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct DbArg {
+    /// QC history: a SQLite file or a postgres:// URL (default: paths.db of the config).
+    #[arg(long, value_name = "FILE|URL")]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// First day included (YYYY-MM-DD; acquisition date, else processing date).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Last day included (YYYY-MM-DD).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this site (the recording daemon's `record.site`).
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Only this Station Name.
+    #[arg(long)]
+    pub station: Option<String>,
+    /// Only this Operators' Name.
+    #[arg(long)]
+    pub operator: Option<String>,
+    /// Only this Device Serial Number.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Only this Plate ID.
+    #[arg(long)]
+    pub plate: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}

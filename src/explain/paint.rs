@@ -1,0 +1,140 @@
+//! The explain stage for one plate: a heat map per explained layer blended on the plate and
+//! written as a PNG at native size, and one montage (the plate, each layer's map, the verdict
+//! and the findings written on it).
+
+use super::overlay::{self, BlendTable, Panel};
+use super::{cam, to_native, ExplainError, ExplainOptions};
+use crate::decode::preprocess::Letterbox;
+use crate::fsutil::sanitize_component;
+use crate::infer::{Inference, Judgement, ModelContract};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The plate as it is drawn under the heat maps.
+pub struct PlateImage<'a> {
+    /// Display grayscale, `width x height`.
+    pub gray: &'a [u8],
+    pub width: usize,
+    pub height: usize,
+    /// Where the plate sits in the model input, to map heat maps back onto it.
+    pub letterbox: &'a Letterbox,
+}
+
+/// What was written for a plate.
+#[derive(Debug, Clone, Default)]
+pub struct Overlays {
+    /// Layer name to its overlay PNG.
+    pub layers: BTreeMap<String, String>,
+    pub montage: String,
+}
+
+/// Draws overlays with one run's settings; the colour tables are built once per run.
+pub struct Painter {
+    opts: ExplainOptions,
+    lut: [[u8; 3]; 256],
+    blend: BlendTable,
+}
+
+/// Where a plate's overlays go: `<out>/overlays/<day>/<SOP UID>_<sha256 prefix>/`.
+pub fn overlay_dir(out: &Path, sop_instance_uid: &str, sha256: &str) -> PathBuf {
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let uid = sanitize_component(sop_instance_uid);
+    let short = &sha256[..sha256.len().min(8)];
+    out.join("overlays")
+        .join(day)
+        .join(format!("{uid}_{short}"))
+}
+
+impl Painter {
+    pub fn new(opts: &ExplainOptions) -> Painter {
+        let lut = overlay::lut_for(opts.colormap);
+        let blend = BlendTable::new(&lut, opts.alpha);
+        Painter {
+            opts: opts.clone(),
+            lut,
+            blend,
+        }
+    }
+
+    pub fn options(&self) -> &ExplainOptions {
+        &self.opts
+    }
+
+    /// Writes each explained layer's overlay and the montage into `dir`.
+    pub fn write_overlays(
+        &self,
+        dir: &Path,
+        plate: &PlateImage<'_>,
+        contract: &ModelContract,
+        inference: &Inference,
+        judgement: &Judgement,
+    ) -> Result<Overlays, ExplainError> {
+        let cfg = &self.opts;
+        let (w, h, gray, letterbox) = (plate.width, plate.height, plate.gray, plate.letterbox);
+        // Montage panels are made at panel size from the start (heat maps sampled straight to
+        // that size) rather than by shrinking native-size overlays.
+        let (pw, ph) = overlay::panel_size(w, h, cfg.montage_height);
+        let small_gray = overlay::shrink_raw(gray, w, h, pw, ph, 1);
+        let mut panels = vec![Panel {
+            label: "ORIGINAL".into(),
+            image: overlay::gray_rgb(&small_gray, pw, ph),
+        }];
+        let mut layers = BTreeMap::new();
+        for (name, maps) in contract.layers.iter().zip(&inference.layers) {
+            let map = cam(maps, cfg.method);
+            let heat = to_native(&map, letterbox, h, w);
+            let img = self.blend.blend(gray, &heat, w, h);
+            let path = dir.join(format!("{}.png", sanitize_component(name)));
+            overlay::save_png(&img, &path)?;
+            layers.insert(name.clone(), path.display().to_string());
+            let empty = if map.is_empty() { " (EMPTY)" } else { "" };
+            drop(img);
+            let small_heat = to_native(&map, letterbox, ph, pw);
+            panels.push(Panel {
+                label: format!("{} {}{}", name, cfg.method.label(), empty),
+                image: self.blend.blend(&small_gray, &small_heat, pw, ph),
+            });
+        }
+        let lines = montage_lines(contract, judgement);
+        let unusable = judgement.verdict == crate::outcome::Verdict::Unusable;
+        let m = overlay::montage(&panels, &lines, unusable, &self.lut, cfg.montage_height);
+        let montage = dir.join("montage.png");
+        overlay::save_png(&m, &montage)?;
+        Ok(Overlays {
+            layers,
+            montage: montage.display().to_string(),
+        })
+    }
+}
+
+/// The text written on the montage: the verdict, then the findings or the weak hint.
+fn montage_lines(contract: &ModelContract, j: &Judgement) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{} {:.2} (THRESHOLD {:.2})  {}",
+        j.verdict.as_str().to_uppercase(),
+        j.unusable_score,
+        contract.threshold,
+        contract.model_version
+    )];
+    if j.findings.is_empty() {
+        // Say what the model leans to even below the reporting threshold: a reader of a
+        // rejected plate wants a hint, clearly marked as weak.
+        lines.push(match &j.likeliest {
+            Some((name, score)) => format!(
+                "NO TYPE ABOVE {:.2}; LIKELIEST {} {:.2}",
+                contract.artifact_threshold, name, score
+            ),
+            None => "NO ARTIFACT TYPES IN THIS MODEL".into(),
+        });
+    } else {
+        lines.push(
+            j.findings
+                .iter()
+                .take(4)
+                .map(|f| format!("{} {:.2}", f.artifact_type, f.score))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    lines
+}

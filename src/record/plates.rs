@@ -1,0 +1,226 @@
+//! Judged plates: one row per file judged (verdict, scores, identity, timings, where its
+//! overlays went) and one per reported artifact type.
+
+use super::{now, RecordError, Recorder};
+use crate::decode::PlateHeader;
+use crate::infer::{Judgement, ModelContract};
+use crate::on_pool;
+use crate::outcome::{FailureKind, Stage, Verdict};
+use crate::privacy::PatientHasher;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+pub use crate::infer::Finding;
+
+/// Everything recorded about one plate file.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlateRecord {
+    pub run_id: String,
+    pub processed_at: String,
+    pub source_path: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub sop_instance_uid: Option<String>,
+    pub sop_class_uid: Option<String>,
+    pub study_instance_uid: Option<String>,
+    pub series_instance_uid: Option<String>,
+    pub modality: Option<String>,
+    pub patient_id_hash: Option<String>,
+    pub acquisition_datetime: Option<String>,
+    pub station_name: Option<String>,
+    pub operator: Option<String>,
+    pub device_serial: Option<String>,
+    pub plate_identifier: Option<String>,
+    pub transfer_syntax: Option<String>,
+    pub rows: Option<i64>,
+    pub columns: Option<i64>,
+    pub bits_stored: Option<i64>,
+    pub photometric: Option<String>,
+    pub verdict: Verdict,
+    pub unusable_score: Option<f64>,
+    pub threshold: Option<f64>,
+    pub reason_code: Option<String>,
+    pub model_name: Option<String>,
+    pub model_version: Option<String>,
+    pub model_sha256: Option<String>,
+    pub cam_method: Option<String>,
+    pub overlays: BTreeMap<String, String>,
+    pub montage_path: Option<String>,
+    pub decode_ms: Option<f64>,
+    pub infer_ms: Option<f64>,
+    pub explain_ms: Option<f64>,
+    pub total_ms: Option<f64>,
+    pub error_stage: Option<Stage>,
+    pub error_kind: Option<FailureKind>,
+    pub error: Option<String>,
+    pub findings: Vec<Finding>,
+}
+
+impl PlateRecord {
+    /// A record of the file at `path`, in run `run_id`, not judged yet.
+    pub fn for_file(run_id: &str, path: &Path) -> PlateRecord {
+        PlateRecord {
+            run_id: run_id.to_string(),
+            source_path: path.display().to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// The plate's identity and acquisition facts; its patient ID only as the site's hash.
+    pub fn set_identity(&mut self, h: &PlateHeader, hasher: &PatientHasher) {
+        self.sop_instance_uid = Some(h.sop_instance_uid.clone());
+        self.sop_class_uid = Some(h.sop_class_uid.clone());
+        self.study_instance_uid = Some(h.study_instance_uid.clone()).filter(|s| !s.is_empty());
+        self.series_instance_uid = Some(h.series_instance_uid.clone()).filter(|s| !s.is_empty());
+        self.modality = Some(h.modality.clone()).filter(|s| !s.is_empty());
+        self.patient_id_hash = h.patient_id.as_deref().map(|id| hasher.hash(id));
+        self.acquisition_datetime = h.acquisition_datetime.clone();
+        self.station_name = h.station_name.clone();
+        self.operator = h.operator.clone();
+        self.device_serial = h.device_serial.clone();
+        self.plate_identifier = h.plate_id.clone();
+        self.transfer_syntax = Some(h.transfer_syntax.clone());
+        self.rows = Some(h.rows as i64);
+        self.columns = Some(h.columns as i64);
+        self.bits_stored = Some(h.bits_stored as i64);
+        self.photometric = Some(h.photometric.clone());
+    }
+
+    /// The model's judgement, and which model and heat-map method gave it.
+    pub fn set_judgement(&mut self, j: &Judgement, contract: &ModelContract, cam_method: &str) {
+        self.verdict = j.verdict;
+        self.unusable_score = Some(j.unusable_score as f64);
+        self.threshold = Some(contract.threshold as f64);
+        self.model_name = Some(contract.model_name.clone());
+        self.model_version = Some(contract.model_version.clone());
+        self.model_sha256 = Some(contract.sha256.clone());
+        self.cam_method = Some(cam_method.to_string());
+        self.findings = j.findings.clone();
+        self.reason_code = j.reason_code.clone();
+    }
+
+    /// The plate could not be judged: `stage` failed with `kind`; `started` is when work on
+    /// the plate began.
+    pub fn failed(
+        mut self,
+        stage: Stage,
+        kind: FailureKind,
+        message: String,
+        started: Instant,
+    ) -> PlateRecord {
+        self.verdict = Verdict::Error;
+        self.error_stage = Some(stage);
+        self.error_kind = Some(kind);
+        self.error = Some(message);
+        self.total_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+        self.processed_at = now();
+        self
+    }
+}
+
+impl Recorder {
+    /// Inserts one plate and its findings in a single transaction; returns the row id.
+    pub async fn insert(&self, r: &PlateRecord) -> Result<i64, RecordError> {
+        let site = self.site.as_str();
+        on_pool!(&self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            let id = insert_plate!(tx, r, site);
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    /// The verdict recorded in a plate row, with its error message.
+    pub async fn verdict_of(
+        &self,
+        plate_row: i64,
+    ) -> Result<Option<(Verdict, Option<String>)>, RecordError> {
+        let row: Option<(String, Option<String>)> = on_pool!(&self.pool, pool =>
+            sqlx::query_as("SELECT verdict, error FROM plates WHERE id = $1")
+                .bind(plate_row)
+                .fetch_optional(pool)
+                .await?
+        );
+        Ok(row.map(|(v, e)| (v.parse().unwrap_or(Verdict::Error), e)))
+    }
+}
+
+/// Inserts a plate and its findings inside the open transaction `$tx` (of either backend) and
+/// evaluates to the new row id.
+macro_rules! insert_plate {
+    ($tx:ident, $r:expr, $site:expr) => {{
+        let r: &PlateRecord = $r;
+        let overlays = if r.overlays.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&r.overlays).unwrap_or_default())
+        };
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO plates (run_id, processed_at, source_path, sha256, size_bytes, sop_instance_uid,
+                sop_class_uid, study_instance_uid, series_instance_uid, modality, patient_id_hash,
+                acquisition_datetime, station_name, operator, device_serial, plate_identifier,
+                transfer_syntax, rows, columns, bits_stored, photometric, verdict, unusable_score,
+                threshold, reason_code, model_name, model_version, model_sha256, cam_method, overlays,
+                montage_path, decode_ms, infer_ms, explain_ms, total_ms, error_stage, error_kind, error,
+                site)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                     $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34,
+                     $35, $36, $37, $38, $39)
+             RETURNING id",
+        )
+        .bind(&r.run_id)
+        .bind(&r.processed_at)
+        .bind(&r.source_path)
+        .bind(&r.sha256)
+        .bind(r.size_bytes)
+        .bind(&r.sop_instance_uid)
+        .bind(&r.sop_class_uid)
+        .bind(&r.study_instance_uid)
+        .bind(&r.series_instance_uid)
+        .bind(&r.modality)
+        .bind(&r.patient_id_hash)
+        .bind(&r.acquisition_datetime)
+        .bind(&r.station_name)
+        .bind(&r.operator)
+        .bind(&r.device_serial)
+        .bind(&r.plate_identifier)
+        .bind(&r.transfer_syntax)
+        .bind(r.rows)
+        .bind(r.columns)
+        .bind(r.bits_stored)
+        .bind(&r.photometric)
+        .bind(r.verdict.as_str())
+        .bind(r.unusable_score)
+        .bind(r.threshold)
+        .bind(&r.reason_code)
+        .bind(&r.model_name)
+        .bind(&r.model_version)
+        .bind(&r.model_sha256)
+        .bind(&r.cam_method)
+        .bind(overlays)
+        .bind(&r.montage_path)
+        .bind(r.decode_ms)
+        .bind(r.infer_ms)
+        .bind(r.explain_ms)
+        .bind(r.total_ms)
+        .bind(r.error_stage.map(|s| s.as_str()))
+        .bind(r.error_kind.map(|k| k.as_str()))
+        .bind(&r.error)
+        .bind($site)
+        .fetch_one(&mut *$tx)
+        .await?;
+        for f in &r.findings {
+            sqlx::query("INSERT INTO plate_artifacts (plate_row, artifact_type, reason_code, score) VALUES ($1, $2, $3, $4)")
+                .bind(id)
+                .bind(&f.artifact_type)
+                .bind(&f.reason_code)
+                .bind(f.score as f64)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        id
+    }};
+}
+pub(crate) use insert_plate;

@@ -1,0 +1,289 @@
+//! `plateqc watch`: the inbox daemon. Ingest finds complete files, admission commits a job for
+//! each before any work ([`admission`]), the shared pipeline judges the plate, and the finisher
+//! commits the plate row and the job's outcome together before the file is moved
+//! ([`finisher`]). The files on disk plus the jobs table are the durable queue: a restart after
+//! a crash at any point finds every unfinished file again and finishes it exactly once.
+//!
+//! [`serve`] owns the daemon's life: it starts the engine, answers SIGINT/SIGTERM (stop taking
+//! plates, finish those in flight) and SIGHUP (reload the model), and gives the plates in
+//! flight `watch.shutdown_grace_secs` to finish.
+
+mod admission;
+mod finisher;
+
+use crate::config::Config;
+use crate::ingest::{self, InFlight, WatchOptions};
+use crate::pipeline::{self, Engine, Outcome, PipelineError};
+use crate::route::forward::Forwarder;
+use crate::route::{RouteOptions, Routing};
+use admission::Admission;
+use finisher::WatchFinisher;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// Paths admitted for judging and their job ids, from admission to the finisher.
+type Jobs = Arc<Mutex<HashMap<String, i64>>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("installing the {signal} handler")]
+    Signal {
+        signal: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Counters of a daemon run, for the log line at shutdown and the tests.
+#[derive(Debug, Default, Clone)]
+pub struct WatchStats {
+    pub judged: u64,
+    pub resumed: u64,
+    pub duplicates: u64,
+    pub poisoned: u64,
+    pub peak_plates_in_memory: usize,
+}
+
+/// Runs the daemon until `shutdown` is cancelled or SIGINT/SIGTERM arrives, then stops taking
+/// files and lets those in flight finish, for at most `watch.shutdown_grace_secs`. Returns the
+/// run's counters, or `None` when plates were still in flight at the deadline (they are taken
+/// up again at the next start).
+pub async fn serve(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<Option<WatchStats>, WatchError> {
+    let mut route = config.route.clone();
+    route.root = config.route_root();
+    let watch_opts = config.watch.clone();
+    let engine = Arc::new(Engine::start(config).await?);
+    // Handlers are installed before "watching" is logged, so a signal sent as soon as the
+    // daemon says it is up is never met by the default action (which would kill it).
+    stop_on_signals(shutdown.clone())?;
+    reload_on_sighup(engine.clone(), shutdown.clone())?;
+    tracing::info!(
+        inboxes = ?watch_opts.inboxes,
+        routed = %route.root.display(),
+        model = %engine.model().contract.model_version,
+        "watching"
+    );
+    let grace = Duration::from_secs(watch_opts.shutdown_grace_secs);
+    let deadline = {
+        let c = shutdown.clone();
+        async move {
+            c.cancelled().await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    let stats = tokio::select! {
+        r = run(engine, watch_opts, route, shutdown) => r?,
+        _ = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs(), "plates still in flight at the shutdown deadline; they will be taken up again at the next start");
+            return Ok(None);
+        }
+    };
+    tracing::info!(
+        judged = stats.judged,
+        resumed = stats.resumed,
+        duplicates = stats.duplicates,
+        quarantined_crashers = stats.poisoned,
+        peak_plates_in_memory = stats.peak_plates_in_memory,
+        "stopped"
+    );
+    Ok(Some(stats))
+}
+
+/// SIGINT or SIGTERM: stop taking plates and finish the ones in flight.
+fn stop_on_signals(shutdown: CancellationToken) -> Result<(), WatchError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|source| WatchError::Signal {
+        signal: "SIGTERM",
+        source,
+    })?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        tracing::info!("stopping: no new plates; finishing the ones in flight");
+        shutdown.cancel();
+    });
+    Ok(())
+}
+
+/// SIGHUP: load the model file again; a broken file keeps the running model.
+fn reload_on_sighup(engine: Arc<Engine>, shutdown: CancellationToken) -> Result<(), WatchError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).map_err(|source| WatchError::Signal {
+        signal: "SIGHUP",
+        source,
+    })?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                got = hup.recv() => if got.is_none() { break },
+            }
+            match engine.reload_model().await {
+                Ok(m) => {
+                    tracing::info!(model = %m.contract.model_version, sha256 = %m.contract.sha256, "model reloaded")
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "model reload failed; keeping the running model")
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Runs until `cancel` fires, then stops taking files, finishes those in flight and returns.
+pub async fn run(
+    engine: Arc<Engine>,
+    watch: WatchOptions,
+    route: RouteOptions,
+    cancel: CancellationToken,
+) -> Result<WatchStats, PipelineError> {
+    reconcile_moves(&engine).await?;
+    serve_metrics(&engine, &watch, &cancel).await;
+    let wake = Arc::new(Notify::new());
+    let net_cancel = CancellationToken::new();
+    let forwarder = start_forwarder(&engine, wake.clone(), net_cancel.clone());
+    start_receiver(&engine, &watch, &cancel).await?;
+    let in_flight: InFlight = Arc::new(Mutex::new(Default::default()));
+    let found = ingest::spawn(watch.clone(), in_flight.clone(), cancel.clone())?;
+    let jobs: Jobs = Arc::new(Mutex::new(HashMap::new()));
+    let workers = engine.config.scan.decode_workers.max(1);
+    let (to_decode_tx, to_decode_rx) = mpsc::channel::<PathBuf>(workers * 2);
+    let routing = Arc::new(Routing { opts: route, wake });
+    let stats = Arc::new(Mutex::new(WatchStats::default()));
+    let admission = Admission {
+        engine: engine.clone(),
+        routing: routing.clone(),
+        in_flight: in_flight.clone(),
+        jobs: jobs.clone(),
+        stats: stats.clone(),
+        max_attempts: watch.max_attempts,
+    }
+    .spawn(found, to_decode_tx);
+    let finisher = Arc::new(WatchFinisher {
+        routing,
+        in_flight,
+        jobs,
+    });
+
+    let judged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    struct Count(Arc<std::sync::atomic::AtomicU64>);
+    impl pipeline::Progress for Count {
+        fn done(&self, _: &Outcome) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let residency = engine.residency.clone();
+    let result = pipeline::run_stream(
+        engine,
+        to_decode_rx,
+        finisher,
+        Arc::new(Count(judged.clone())),
+        false,
+    )
+    .await;
+    let _ = admission.await;
+    // The forwarder stops after the pipeline, with a last dispatch of what was just routed.
+    net_cancel.cancel();
+    let _ = forwarder.await;
+    result?;
+    let mut s = stats.lock().map(|s| s.clone()).unwrap_or_default();
+    s.judged = judged.load(std::sync::atomic::Ordering::Relaxed);
+    s.peak_plates_in_memory = residency.peak();
+    Ok(s)
+}
+
+/// Moves an earlier run made but did not record are recorded now.
+async fn reconcile_moves(engine: &Engine) -> Result<(), PipelineError> {
+    let reconciled = engine.recorder.reconcile_moves().await?;
+    if reconciled > 0 {
+        tracing::warn!(
+            reconciled,
+            "recorded moves that an earlier run made but did not record"
+        );
+    }
+    Ok(())
+}
+
+/// `/healthz` and `/metrics`, unless disabled; a failure to serve them never stops judging.
+async fn serve_metrics(engine: &Engine, watch: &WatchOptions, cancel: &CancellationToken) {
+    if watch.metrics_listen.is_empty() {
+        return;
+    }
+    match watch.metrics_listen.parse() {
+        Ok(addr) => match crate::metrics::serve(addr, engine.metrics.clone(), cancel.clone()).await
+        {
+            Ok(bound) => tracing::info!(addr = %bound, "metrics listening"),
+            Err(e) => {
+                tracing::error!(addr = %addr, error = %e, "cannot serve /metrics; judging plates anyway")
+            }
+        },
+        Err(e) => {
+            tracing::error!(addr = %watch.metrics_listen, error = %e, "bad metrics address; judging plates anyway")
+        }
+    }
+}
+
+/// The network side of routing: rejection notes and the outbox, woken by each routed plate.
+fn start_forwarder(
+    engine: &Engine,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    Arc::new(Forwarder {
+        recorder: engine.recorder.clone(),
+        forward: engine.config.forward.clone(),
+        notes: engine.config.notes.clone(),
+        notes_root: engine.config.notes_root(),
+    })
+    .spawn(wake, cancel)
+}
+
+/// The DICOM receiver, when `[dicom] listen` is set: instances go to the first inbox.
+async fn start_receiver(
+    engine: &Engine,
+    watch: &WatchOptions,
+    cancel: &CancellationToken,
+) -> Result<(), PipelineError> {
+    let config = &engine.config;
+    if config.dicom.listen.is_empty() {
+        return Ok(());
+    }
+    let inbox = watch.inboxes.first().cloned().unwrap_or_default();
+    let swept = crate::ingest::received::sweep_partials(&inbox);
+    if swept > 0 {
+        tracing::warn!(swept, "removed partial network transfers of an earlier run");
+    }
+    let (depth, limit) = (
+        config.decode.max_sequence_depth,
+        config.decode.max_file_bytes as usize,
+    );
+    let scp = Arc::new(crate::ingest::scp::Scp {
+        options: config.dicom.clone(),
+        inbox,
+        classes: crate::net::accepted_classes(&config.decode.modalities),
+        transfer_syntaxes: crate::decode::SUPPORTED_TRANSFER_SYNTAXES.to_vec(),
+        max_object_bytes: config.decode.max_file_bytes,
+        // Decode's pre-scan decides whether a received data set is answered success.
+        check: Arc::new(move |bytes: &[u8]| {
+            crate::decode::prescan::prescan(bytes, depth, limit.saturating_mul(4))
+                .err()
+                .map(|e| e.to_string())
+        }),
+        stats: engine.metrics.scp.clone(),
+    });
+    let addr = crate::ingest::scp::serve(scp, cancel.clone()).await?;
+    tracing::info!(addr = %addr, ae_title = %config.dicom.ae_title, "dicom listening");
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! The `plateqc` binary run as a command, the way an operator runs it.
+
+use std::process::{Command, Output};
+
+/// The binary under test.
+pub fn plateqc_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_plateqc"))
+}
+
+/// Runs plateqc with `args` (warnings only in its log) and returns what it did.
+pub fn plateqc(args: &[&str]) -> Output {
+    plateqc_command()
+        .args(args)
+        .env("PLATEQC_LOG", "warn")
+        .output()
+        .expect("run plateqc")
+}
+
+/// Runs plateqc, which must succeed; returns its standard output.
+pub fn ok(args: &[&str]) -> String {
+    let out = plateqc(args);
+    assert!(
+        out.status.success(),
+        "plateqc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -1,0 +1,167 @@
+//! The daemon on the network and its independent peers: DCMTK (`storescp` standing in for the
+//! PACS, `echoscu`, `dcmdump`), pynetdicom (`net_peer.py`) and dicom3tools' `dciodvfy`.
+
+use super::daemon::{files_under, site, spawn_daemon, sql, wait_until, Daemon, Site};
+use super::{python, stdout_of, support_file};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// dciodvfy's complaints about a file: its error and warning lines (plateqc's own objects
+/// are held to no warnings at all).
+pub fn dciodvfy_errors(path: &Path) -> (Vec<String>, String) {
+    let out = Command::new("dciodvfy")
+        .arg(path)
+        .output()
+        .expect("dciodvfy (dicom3tools) is installed by `make setup`");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let errors = text
+        .lines()
+        .filter(|l| l.starts_with("Error") || l.starts_with("Warning"))
+        .map(str::to_string)
+        .collect();
+    (errors, text)
+}
+
+/// `dcmdump`'s text of a file.
+pub fn dcmdump(path: &Path) -> String {
+    let mut cmd = Command::new("dcmdump");
+    cmd.arg(path);
+    String::from_utf8_lossy(&stdout_of(cmd, &format!("dcmdump {}", path.display()))).into_owned()
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_listening(port: u16, who: &str) {
+    wait_until(
+        &format!("{who} listening on {port}"),
+        Duration::from_secs(60),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+}
+
+/// DCMTK's storescp standing in for the PACS; its verbose log counts the C-STOREs it took.
+pub struct Pacs {
+    child: Child,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Drop for Pacs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_pacs(root: &Path, port: u16) -> Pacs {
+    let dir = root.join("pacs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = root.join(format!("pacs-{}.log", free_port()));
+    let child = Command::new("storescp")
+        .args(["-v", "+xa", "-aet", "PACS", "-od"])
+        .arg(&dir)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("storescp (dcmtk) is installed by `make setup`");
+    wait_listening(port, "storescp");
+    Pacs { child, dir, log }
+}
+
+impl Pacs {
+    /// Files the PACS stored whose storescp name prefix (`KO`, `SC`, `DXo` for intra-oral
+    /// plates, ...) passes `keep`, with the SOP Instance UID that follows the prefix.
+    pub fn stored(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        files_under(&self.dir)
+            .into_iter()
+            .filter_map(|p| {
+                let name = p.file_name()?.to_string_lossy().into_owned();
+                let (prefix, uid) = name.split_once('.')?;
+                keep(prefix).then(|| uid.to_string())
+            })
+            .collect()
+    }
+    pub fn store_requests(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("Received Store Request")
+            .count()
+    }
+}
+
+/// A site whose daemon listens on `port` and forwards to a PACS on `pacs_port`; `dicom` is
+/// added to the `[dicom]` section, `extra` after the `[forward]` one.
+pub fn net_site(port: u16, pacs_port: u16, dicom: &str, extra: &str) -> Site {
+    let s = site();
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    cfg.push_str(&format!(
+        "[dicom]\nlisten = \"127.0.0.1:{port}\"\nae_title = \"PLATEQC\"\nallowed_calling = [\"SCANNER\", \"PYNET\"]\n{dicom}\n\
+         [forward]\ncalling_ae_title = \"PLATEQC\"\nretry_base_secs = 1\nretry_max_secs = 2\n\
+         destinations = [{{ name = \"pacs\", ae_title = \"PACS\", address = \"127.0.0.1:{pacs_port}\" }}]\n{extra}"
+    ));
+    std::fs::write(&s.config, cfg).unwrap();
+    s
+}
+
+/// The daemon of a `net_site`, logging at info into `<site>/daemon.log`, once it listens.
+pub fn start_net_daemon(s: &Site, port: u16) -> (Daemon, PathBuf) {
+    let log = s.root.join("daemon.log");
+    let child = spawn_daemon(s, "info", std::fs::File::create(&log).unwrap().into());
+    let d = Daemon { child };
+    wait_listening(port, "plateqc");
+    (d, log)
+}
+
+/// A C-ECHO from `calling` (echoscu) succeeded.
+pub fn echo(port: u16, calling: &str) -> bool {
+    Command::new("echoscu")
+        .args(["-aet", calling, "-aec", "PLATEQC", "127.0.0.1"])
+        .arg(port.to_string())
+        .status()
+        .expect("echoscu (dcmtk)")
+        .success()
+}
+
+/// A count query's answer.
+pub fn count(db: &Path, q: &str) -> usize {
+    sql(db, q).parse().unwrap_or(0)
+}
+
+/// Runs `net_peer.py` (pynetdicom) and returns its JSON report.
+pub fn peer(args: &[&str], files: &[PathBuf]) -> serde_json::Value {
+    let mut cmd = Command::new(python());
+    cmd.arg(support_file("net_peer.py")).args(args).args(files);
+    serde_json::from_slice(&stdout_of(cmd, &format!("net_peer.py {args:?}"))).unwrap()
+}
+
+/// A copy of the plate `src` as another instance (written by pydicom): the same pixels and
+/// header, a new SOP Instance UID, so it is judged like `src` but is not its duplicate.
+pub fn copy_as_new_instance(src: &Path, dst: &Path, uid: &str) {
+    let mut cmd = Command::new(python());
+    cmd.args([
+        "-c",
+        "import sys, pydicom\n\
+         ds = pydicom.dcmread(sys.argv[1])\n\
+         ds.SOPInstanceUID = sys.argv[3]\n\
+         ds.file_meta.MediaStorageSOPInstanceUID = sys.argv[3]\n\
+         ds.save_as(sys.argv[2])",
+    ])
+    .arg(src)
+    .arg(dst)
+    .arg(uid);
+    stdout_of(cmd, "pydicom, writing a plate as a new instance");
+}
