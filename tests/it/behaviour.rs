@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use crate::support::cli::plateqc_command;
 use crate::support::{root, stdout_of};
 
 #[test]
@@ -20,7 +21,7 @@ fn heavy_dental_work_stays_usable_and_a_severity_3_artifact_turns_the_same_plate
     assert!(labels.len() >= 8, "{} behaviour files", labels.len());
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("qc.sqlite");
-    let mut scan = Command::new(env!("CARGO_BIN_EXE_plateqc"));
+    let mut scan = plateqc_command();
     scan.arg("scan")
         .arg(&dir)
         .arg("--db")
