@@ -27,7 +27,7 @@ unit:
 	$(CARGO) test --release --locked
 
 pytest:
-	cd models && ../.venv-test/bin/python -m pytest -q synth/tests famb/tests
+	cd models && ../.venv-test/bin/python -m pytest -q
 
 test: setup lint unit pytest
 

@@ -1,5 +1,5 @@
 //! Preprocessing `plateqc-psp-v1`: stored values to the model's 2 x S x S tensor, exactly as
-//! `models/README.md` specifies and `models/plateqc_preprocess.py` implements.
+//! `models/README.md` specifies and `models/plateqc_ref/preprocess.py` implements.
 
 use super::Plate;
 

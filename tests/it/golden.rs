@@ -1,6 +1,6 @@
 //! The Rust pipeline against the independent Python/PyTorch references in
-//! `tests/fixtures/golden.json` (made by `models/make_fixtures.py`): preprocessing by
-//! `plateqc_preprocess.py` in float64 on pydicom-decoded pixels, logits and raw CAMs by PyTorch
+//! `tests/fixtures/golden.json` (made by `models/plateqc_model/make_fixtures.py`): preprocessing by
+//! `plateqc_ref/preprocess.py` in float64 on pydicom-decoded pixels, logits and raw CAMs by PyTorch
 //! autograd in float64. Here: our decoder, our preprocessing in Rust, ONNX Runtime in float32,
 //! our CAM code.
 //!
@@ -39,7 +39,7 @@ fn golden() -> Value {
 
 /// Whether the reference's samples are exactly what plateqc decodes: a lossless syntax, or a
 /// JPEG DCT frame the reference decoded with the same IJG integer IDCT (`reference_stored` in
-/// `models/make_fixtures.py`).
+/// `models/plateqc_model/make_fixtures.py`).
 fn exact_reference(e: &Value) -> bool {
     e["label"]["lossless"].as_bool().unwrap_or(true)
         || e["reference_decoding"]["decoder"]

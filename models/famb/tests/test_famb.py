@@ -1,20 +1,15 @@
 """Family B generator tests (fast: small pixel pitch overrides where the resolution does not
-matter).  Run: python -m pytest -q models/famb/tests"""
+matter).  Run from models/: python -m pytest -q famb/tests"""
 from __future__ import annotations
-
-import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-
-from famb import ARTIFACT_NAMES, GLOBAL_TYPES, make_plate  # noqa: E402
-from famb import chain  # noqa: E402
-from famb.plate import sample_request  # noqa: E402
-from synth import dicom_io  # noqa: E402
-from synth.labels import OVERLAP_MM2, label  # noqa: E402
+from famb import ARTIFACT_NAMES, GLOBAL_TYPES, make_plate
+from famb import chain
+from famb.plate import sample_request
+from synth import dicom_io
+from synth.labels import OVERLAP_MM2, label
 
 PPM = 8.0          # coarse pitch keeps the suite fast
 SEEDS = (11, 12)   # rendering seeds for the per-type checks

@@ -1,6 +1,6 @@
 """Train the plateqc CNN on cached synthetic plates (see data.py) and choose the threshold.
 
-    python models/train.py --train train --val val --epochs 4 --out models/work/run
+    python -m plateqc_model.train --train train --val val --epochs 4 --out models/work/run
 
 Loss = class CE (weighted toward unusable) + BCE over the 14 artifact types (positives weighted
       by neg/pos, capped)
@@ -25,11 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+HERE = Path(__file__).resolve().parents[1]   # models/
 
-import data as D  # noqa: E402
-from net import PlateNet  # noqa: E402
+from plateqc_model import data as D
+from plateqc_model.net import PlateNet
 
 
 def set_seed(seed: int, threads: int = 2):

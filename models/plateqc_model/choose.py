@@ -1,6 +1,6 @@
 """Choose among finished candidate runs by the rule written before training (plan-1.3.md).
 
-    python models/choose.py --runs work/cand-G work/cand-H --out work/choice.json
+    python -m plateqc_model.choose --runs work/cand-G work/cand-H --out work/choice.json
 
 For each run: export to ONNX beside the run (no verification: only the chosen one is shipped
 and verified by ship.py), then on family A only
@@ -17,14 +17,13 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+HERE = Path(__file__).resolve().parents[1]   # models/
 
-import data as D  # noqa: E402
-import evaluate as EV  # noqa: E402
-import export as E  # noqa: E402
-from net import PlateNet  # noqa: E402
-from ship import load_model  # noqa: E402
+from plateqc_model import data as D
+from plateqc_model import evaluate as EV
+from plateqc_model import export as E
+from plateqc_model.net import PlateNet
+from plateqc_model.ship import load_model
 
 MIN_AUC = 0.98
 MIN_POINTING = 0.80

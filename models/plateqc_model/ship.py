@@ -1,6 +1,6 @@
 """Export the trained plateqc model to models/plateqc.onnx, verify it, write models/VERIFY.md.
 
-    python models/ship.py --run models/work/run --out models/plateqc.onnx
+    python -m plateqc_model.ship --run models/work/run --out models/plateqc.onnx
 
 The file is exported beside its destination and moved into place (with the weights copied to
 --weights-out) only when the verification passes; a failed verification leaves the shipped
@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+HERE = Path(__file__).resolve().parents[1]   # models/
 
-import data as D  # noqa: E402
-import export as E  # noqa: E402
-import verify as V  # noqa: E402
-from net import PlateNet  # noqa: E402
+from plateqc_model import data as D
+from plateqc_model import export as E
+from plateqc_model import verify as V
+from plateqc_model.net import PlateNet
 
 MODEL_NAME = "plateqc-psp-cnn"
 MODEL_VERSION = "1.3.0"

@@ -34,10 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+HERE = Path(__file__).resolve().parents[1]   # models/
 
-import export as E  # noqa: E402
+from plateqc_model import export as E
 
 FORWARD_OUTPUTS = ("logits", "probabilities", "artifact_scores")
 

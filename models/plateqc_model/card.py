@@ -1,6 +1,6 @@
 """Write models/CARD.md (model card) from the training result and work/eval.json.
 
-    python models/card.py --run models/work/run --eval models/work/eval.json --out models/CARD.md
+    python -m plateqc_model.card --run models/work/run --eval models/work/eval.json --out models/CARD.md
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]   # models/
 
 
 def f3(v):
@@ -155,7 +155,7 @@ def main(argv=None):
           "## Training", "",
           f"- data: {tr['train_plates']} synthetic plates (`synth.plate.make_plate`, seeds "
           f"1_000_000 + i, default fractions: 50 % unusable, 60 % with artifacts), preprocessed by "
-          f"`plateqc_preprocess.py` and cached as float16; validation {tr['val_plates']} plates "
+          f"`plateqc_ref/preprocess.py` and cached as float16; validation {tr['val_plates']} plates "
           f"(seed 2xxxxxx) for the threshold"
           + (f"; the per-epoch validation AUC below is measured on the first "
              f"{tr['args']['val_monitor']} of them" if tr['args'].get('val_monitor') else ""),

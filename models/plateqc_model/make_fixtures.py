@@ -1,12 +1,12 @@
 """Golden references for the Rust tests and the demo inbox.
 
-    python models/make_fixtures.py [--fixtures tests/fixtures] [--demo demo/inbox]
+    python -m plateqc_model.make_fixtures [--fixtures tests/fixtures] [--demo demo/inbox]
 
 tests/fixtures/*.dcm: small plates written with synth.dicom_io covering every transfer syntax the
 generator can write here, MONOCHROME1/2, 8/12/16 bits (signed and unsigned), rescale and VOI
 window attributes and mixed verdicts.
 tests/fixtures/golden.json: per file the plateqc-psp-v1 preprocessing of the pydicom-decoded file
-(JPEG DCT frames by libjpeg-turbo, see reference_stored; plateqc_preprocess.py, float64), the
+(JPEG DCT frames by libjpeg-turbo, see reference_stored; plateqc_ref/preprocess.py, float64), the
 PyTorch float64 outputs of models/plateqc_weights.pt and the raw Grad-CAM / Grad-CAM++ / LayerCAM
 maps for target class 1 (unusable) from PyTorch autograd.
 """
@@ -22,14 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]   # models/
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
 
-import cams as C  # noqa: E402
-import export as E  # noqa: E402
-import plateqc_preprocess as pp  # noqa: E402
-from net import PlateNet  # noqa: E402
+from plateqc_ref import cams as C
+from plateqc_model import export as E
+from plateqc_ref import preprocess as pp
+from plateqc_model.net import PlateNet
 
 FIXTURE_SEED_BASE = 7_000_000
 DEMO_SEED_BASE = 8_000_000
@@ -207,7 +206,7 @@ def make_fixtures(out_dir: Path):
               "usable" if p.usable else "UNUSABLE", f"p={e['probabilities'][1]:.3f}", flush=True)
     golden = {
         "about": ("plateqc golden references (models/make_fixtures.py). Preprocessing "
-                  "plateqc-psp-v1 by models/plateqc_preprocess.py (float64) on the pydicom-decoded "
+                  "plateqc-psp-v1 by models/plateqc_ref/preprocess.py (float64) on the pydicom-decoded "
                   "file (JPEG DCT frames by libjpeg-turbo: reference_decoding); model outputs "
                   "by PyTorch float64 (models/plateqc_weights.pt, BatchNorm in eval mode, not "
                   "folded); CAMs for target class 1 (unusable) from PyTorch "

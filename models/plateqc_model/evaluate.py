@@ -1,6 +1,6 @@
 """Evaluate the shipped ONNX model (onnxruntime, as plateqc runs it) and write models/CARD.md.
 
-    python models/evaluate.py --model models/plateqc.onnx --test test --shifted shifted \
+    python -m plateqc_model.evaluate --model models/plateqc.onnx --test test --shifted shifted \
         --dicom-count 120 --out models/work/eval.json --card models/CARD.md
 
 (a) held-out split (another seed), (b) shifted split (make_plate(shifted=True)) from the cached
@@ -25,13 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+HERE = Path(__file__).resolve().parents[1]   # models/
 
-import cams as C  # noqa: E402
-import data as D  # noqa: E402
-import plateqc_preprocess as pp  # noqa: E402
-from train import roc_auc  # noqa: E402
+from plateqc_ref import cams as C
+from plateqc_model import data as D
+from plateqc_ref import preprocess as pp
+from plateqc_model.train import roc_auc
 
 DILATE = 2
 

@@ -1,6 +1,6 @@
 """The out-of-family gate: a model judged on rendering family B (`models/famb`).
 
-    python models/gate.py --model models/plateqc.onnx --count 1000 --out models/work/gate.json
+    python -m plateqc_model.gate --model models/plateqc.onnx --count 1000 --out models/work/gate.json
 
 Family B was written separately from the training generator and is never used for training,
 model selection or the threshold: run this only on a model whose choice is already recorded.
@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+HERE = Path(__file__).resolve().parents[1]   # models/
 
-import cams as C  # noqa: E402
-import data as D  # noqa: E402
-import evaluate as EV  # noqa: E402
+from plateqc_ref import cams as C
+from plateqc_model import data as D
+from plateqc_model import evaluate as EV
 
 GATE_SEED = 9
 DELETE_FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)

@@ -12,7 +12,7 @@ Conv2d are folded into the convolution first (eval statistics), so the file hold
 statistics and samples stay independent.
 
 CLI (bring your own model):
-    python models/export.py --module mypkg.mynet:build_model --weights w.pt \
+    python -m plateqc_model.export --module mypkg.mynet:build_model --weights w.pt \
         --layers block2,block3,block4 --input-size 256 --out my.onnx \
         --threshold 0.4 --artifact-types models/artifact_types.json
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]   # models/
 CONTRACT_VERSION = "1"
 PREPROCESSING_ID = "plateqc-psp-v1"
 CLASSES = ["usable", "unusable"]

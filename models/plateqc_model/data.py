@@ -1,11 +1,11 @@
 """Synthetic plate sets, preprocessed once and cached in models/work/cache/ (git-ignored).
 
 A split is a list of plates made by ``synth.plate.make_plate(seed)`` with per-plate seeds
-``split_seed * 1_000_000 + i``; each plate is preprocessed by plateqc_preprocess (float64) and
+``split_seed * 1_000_000 + i``; each plate is preprocessed by plateqc_ref.preprocess (float64) and
 stored as float16.  Generation is plain sequential code (no multiprocessing, so it is
 reproducible); a split is built in shards, and separate shard commands may run side by side.
 
-    python models/data.py --split train --seed 1 --count 10000 [--start 0 --stop 5000]
+    python -m plateqc_model.data --split train --seed 1 --count 10000 [--start 0 --stop 5000]
 """
 from __future__ import annotations
 
@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]   # models/
 WORK = HERE / "work"
 CACHE = WORK / "cache"
-sys.path.insert(0, str(HERE))
 
-import plateqc_preprocess as pp  # noqa: E402
+from plateqc_ref import preprocess as pp
 
 TYPE_NAMES = ["scratch", "bend", "bite_mark", "dust", "fingerprint", "peel", "fading",
               "delayed_scan", "scanner_lines", "cone_cut", "double_exposure", "motion",
@@ -36,18 +35,13 @@ _IMPORT_HASH: list = [None]   # hash of the generator sources when this process 
 # generator hash. The DICOM writer, the set builder and the tests are not among them: editing
 # those leaves the cache valid.
 DATA_SOURCES = ["synth/__init__.py", "synth/_util.py", "synth/anatomy.py", "synth/artifacts.py",
-                "synth/display.py", "synth/labels.py", "synth/plate.py", "plateqc_preprocess.py"]
+                "synth/display.py", "synth/labels.py", "synth/plate.py", "plateqc_ref/preprocess.py"]
 TMASK = 32   # per-type masks are cached at TMASK x TMASK (any coverage), for dense supervision
 
 
 def generator():
-    """(make_plate, ARTIFACT_TYPES, source files) of the real generator, or the placeholder
-    when PLATEQC_PLACEHOLDER=1 (used only before models/synth/ existed)."""
-    if os.environ.get("PLATEQC_PLACEHOLDER") == "1":
-        sys.path.insert(0, str(WORK))
-        import placeholder_synth as ps
-        _IMPORT_HASH[0] = _IMPORT_HASH[0] or "placeholder"
-        return ps.make_plate, ps.ARTIFACT_TYPES, [WORK / "placeholder_synth.py"]
+    """(make_plate, ARTIFACT_TYPES, source files) of the training generator; the first call
+    records the hash of its sources as this process imported them."""
     from synth.artifacts import ARTIFACT_TYPES
     from synth.plate import make_plate
     srcs = [HERE / s for s in DATA_SOURCES]
