@@ -251,7 +251,12 @@ def load_split(split: str, size: int, count: int | None = None):
     files = shard_files(split, size)
     if not files:
         raise FileNotFoundError(f"no cached shards in {CACHE / f'{split}-s{size}'}")
-    parts = [dict(np.load(f)) for f in files]
+    parts, have = [], 0
+    for f in files:
+        if count is not None and have >= count:
+            break   # the first shards hold the first plates: read no more than asked for
+        parts.append(dict(np.load(f)))
+        have += len(parts[-1]["y"])
     data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     if count is not None:
         data = {k: v[:count] for k, v in data.items()}

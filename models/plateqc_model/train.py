@@ -167,6 +167,13 @@ def rethreshold(run: Path, target_sens: float):
     print(json.dumps({k: v for k, v in res.items() if k not in ("history", "args")}, indent=1))
 
 
+def recipe_args(a) -> dict:
+    """The arguments that make a run what it is (what --resume must see again); an unset
+    --init is left out so checkpoints written before the option existed still resume."""
+    return {k: v for k, v in vars(a).items()
+            if k != "resume" and not (k == "init" and v is None)}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", default="train")
@@ -195,6 +202,10 @@ def main(argv=None):
                     help="weight of the training-only dense per-type mask term (0: off)")
     ap.add_argument("--resume", action="store_true",
                     help="continue from the last finished epoch's checkpoint in --out")
+    ap.add_argument("--init", metavar="RUN",
+                    help="start from the weights (network and training-only heads) of the "
+                         "finished run RUN, with a fresh optimiser and learning-rate cycle: a "
+                         "second round that continues a first one (plan-1.3.md, round 2)")
     ap.add_argument("--out", default=str(HERE / "work" / "run"))
     ap.add_argument("--val-monitor", type=int, default=0,
                     help="per-epoch validation AUC on the first N validation plates only (0: all);"
@@ -257,7 +268,7 @@ def main(argv=None):
         # everything a finished epoch leaves behind, so a killed run goes on exactly as if it
         # had not stopped (same batches, same dropout draws)
         c = torch.load(ckpt, weights_only=False)
-        same = {k: v for k, v in vars(a).items() if k != "resume"}
+        same = recipe_args(a)
         if c.get("args") != same:
             raise SystemExit(f"{ckpt} was written by a run with other arguments; "
                              "resume only the same command")
@@ -272,6 +283,14 @@ def main(argv=None):
         history, first = c["history"], c["epoch"] + 1
         t_start -= c["seconds"]
         print(f"resumed after epoch {c['epoch']}", flush=True)
+    if a.init and first == 0:
+        # weights only: the new round draws its own batches and dropout from --seed
+        c = torch.load(Path(a.init) / "checkpoint.pt", weights_only=False)
+        model.load_state_dict(c["model"])
+        for m, k in ((sev_head, "sev_head"), (dense, "dense")):
+            if m is not None:
+                m.load_state_dict(c[k])
+        print(f"initialised from {a.init} after its epoch {c['epoch']}", flush=True)
     steps_per_epoch = math.ceil(len(Xtr) / a.batch)
     for ep in range(first, a.epochs):
         if ep > 0 and a.time_budget > 0 and time.time() - t_start > a.time_budget:
@@ -358,7 +377,7 @@ def main(argv=None):
                     "sched": sched.state_dict(), "rng": rng.bit_generator.state,
                     "torch_rng": torch.get_rng_state(), "history": history, "epoch": ep,
                     "seconds": time.time() - t_start,
-                    "args": {k: v for k, v in vars(a).items() if k != "resume"},
+                    "args": recipe_args(a),
                     **({"sev_head": sev_head.state_dict()} if sev_head is not None else {}),
                     **({"dense": dense.state_dict()} if dense is not None else {})},
                    out / "checkpoint.tmp.pt")
