@@ -206,10 +206,24 @@ def main(argv=None):
               f"{choice['rule']['rank']}.", "",
               "| candidate | val AUC | val `last` pointing | shifted spec @recall 0.95 | "
               "shifted AUC | chosen |", "|---|---|---|---|---|---|"]
-        for r in choice["candidates"]:
+        base = choice.get("baseline")
+        for r in choice["candidates"] + ([base] if base else []):
+            mark = ("baseline (shipped before)" if r is base
+                    else "yes" if r["run"] == choice["chosen"] else "no")
             L.append(f"| `{r['run']}` | {f3(r['val_auc'])} | {f3(r['val_pointing_last'])} | "
                      f"{f3(r['shifted_spec_at_recall_0.95'])} | {f3(r['shifted_auc'])} | "
-                     f"{'yes' if r['run'] == choice['chosen'] else 'no'} |")
+                     f"{mark} |")
+        if choice.get("chosen_by") == "fallback":
+            L += ["", "**No run met the eligibility line.** By the fallback written in the plan "
+                  "before round 2 trained, the run with the highest validation AUC was taken "
+                  "because it beats the model shipped before on both family-A measures, and "
+                  "shipped only after the family-B gate found it no worse than that model."]
+        ag = gate.get("against") if gate else None
+        if ag:
+            L += ["", f"Gate against {ag['baseline_version']}: AUC {f3(ag['auc']['new'])} vs "
+                  f"{f3(ag['auc']['baseline'])}, specificity at each model's threshold "
+                  f"{f3(ag['specificity']['new'])} vs {f3(ag['specificity']['baseline'])}: "
+                  f"{'pass' if ag['pass'] else '**fail**'}."]
     L += ["", "## Classification", ""] + cls_table(ev)
     if gate:
         c = gate["classification"]

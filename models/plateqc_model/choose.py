@@ -42,10 +42,14 @@ def export_candidate(run: Path) -> Path:
 
 
 def measure(run: Path, val: dict, shifted: dict) -> dict:
-    m = EV.Model(export_candidate(run))
+    return measure_onnx(export_candidate(run), str(run), val, shifted)
+
+
+def measure_onnx(onnx: Path, name: str, val: dict, shifted: dict) -> dict:
+    m = EV.Model(onnx)
     v = EV.evaluate_split(m, val)
     s = EV.evaluate_split(m, shifted, cam_limit=0)
-    return {"run": str(run), "val_auc": v["classification"]["auc"],
+    return {"run": name, "val_auc": v["classification"]["auc"],
             "val_pointing_last": v["explanations"]["per_layer"][m.layers[-1]]["gradcam_hit"],
             "shifted_spec_at_recall_0.95": s["classification"]["spec_at_recall_0.95"],
             "shifted_auc": s["classification"]["auc"], "threshold": m.threshold}
@@ -60,12 +64,27 @@ def choose(rows: list[dict]) -> dict | None:
     return max(close, key=lambda r: r["val_auc"])
 
 
+def fallback(rows: list[dict], baseline: dict | None) -> dict | None:
+    """Round 2's rule when no run is eligible (plan-1.3.md): the run with the highest
+    validation AUC, if it beats the shipped baseline on both family-A measures. It still has
+    to pass the family-B gate against the baseline before it ships (gate.py --against)."""
+    if not rows or baseline is None:
+        return None
+    best = max(rows, key=lambda r: r["val_auc"])
+    if (best["val_auc"] > baseline["val_auc"] and best["shifted_spec_at_recall_0.95"]
+            > baseline["shifted_spec_at_recall_0.95"]):
+        return best
+    return None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", nargs="+", required=True)
     ap.add_argument("--val", default="val")
     ap.add_argument("--shifted", default="shifted")
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--baseline", default=None,
+                    help="the shipped model (ONNX), measured alike for the fallback rule")
     ap.add_argument("--out", default=str(HERE / "work" / "choice.json"))
     a = ap.parse_args(argv)
     val = D.load_split(a.val, a.size)
@@ -74,10 +93,20 @@ def main(argv=None):
     for r in a.runs:
         rows.append(measure(Path(r), val, shifted))
         print(json.dumps(rows[-1]), flush=True)
-    pick = choose(rows)
+    base = None
+    if a.baseline:
+        base = measure_onnx(Path(a.baseline), a.baseline, val, shifted)
+        print(json.dumps({"baseline": base}), flush=True)
+    pick, how = choose(rows), "rule"
+    if pick is None:
+        pick, how = fallback(rows, base), "fallback"
     res = {"rule": {"min_val_auc": MIN_AUC, "min_val_pointing_last": MIN_POINTING,
-                    "rank": "shifted spec at recall 0.95, ties within 0.01 by val AUC"},
-           "candidates": rows, "chosen": pick["run"] if pick else None}
+                    "rank": "shifted spec at recall 0.95, ties within 0.01 by val AUC",
+                    "fallback": "no run eligible: highest val AUC if it beats the baseline on "
+                                "val AUC and shifted spec, then the family-B gate against it"},
+           "candidates": rows, "baseline": base,
+           "chosen": pick["run"] if pick else None,
+           "chosen_by": how if pick else None}
     Path(a.out).write_text(json.dumps(res, indent=1))
     print("chosen:", res["chosen"])
 

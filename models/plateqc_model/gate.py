@@ -177,6 +177,16 @@ def scan_gate(model_path: str, count: int, binary: Path, work: Path) -> dict:
     return res
 
 
+def compare(new: dict, base: dict, name: str) -> dict:
+    """Pass/fail of one model against the shipped one on the family-B figures the plan names:
+    AUC and specificity at each model's own threshold (never used to pick between runs)."""
+    keys = ("auc", "specificity")
+    nc, bc = new["classification"], base["classification"]
+    return {"baseline": name, "baseline_version": base.get("model_version"),
+            **{f"{k}": {"new": nc[k], "baseline": bc[k]} for k in keys},
+            "pass": all(nc[k] >= bc[k] for k in keys)}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(HERE / "plateqc.onnx"))
@@ -185,6 +195,9 @@ def main(argv=None):
     ap.add_argument("--scan", type=int, default=0,
                     help="also judge this many family-B DICOM files with `plateqc scan`")
     ap.add_argument("--bin", default=str(HERE.parent / "target" / "release" / "plateqc"))
+    ap.add_argument("--against", default=None,
+                    help="the shipped model's gate result: pass only if AUC and specificity at "
+                         "the model's own threshold are no worse (plan-1.3.md, round 2 fallback)")
     ap.add_argument("--out", default=str(HERE / "work" / "gate.json"))
     a = ap.parse_args(argv)
     model = EV.Model(a.model)
@@ -197,6 +210,9 @@ def main(argv=None):
     if a.scan > 0:
         res["scan"] = scan_gate(a.model, a.scan, Path(a.bin), HERE / "work")
         print("scan", json.dumps(res["scan"]), flush=True)
+    if a.against:
+        res["against"] = compare(res, json.loads(Path(a.against).read_text()), a.against)
+        print("against", json.dumps(res["against"]), flush=True)
     res["seconds"] = time.time() - t0
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1))
