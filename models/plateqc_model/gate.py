@@ -222,6 +222,9 @@ def main(argv=None):
                       "deletion": {k: v for k, v in r["deletion"].items() if "area" in k}},
                      indent=1))
     print("wrote", a.out)
+    if a.against and not res["against"]["pass"]:
+        # the plan's fallback: a run that is worse than the shipped model here does not ship
+        raise SystemExit(f"gate: worse than {a.against} on family B; not to be shipped")
 
 
 if __name__ == "__main__":
