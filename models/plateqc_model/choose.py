@@ -25,9 +25,7 @@ from plateqc_model import export as E
 from plateqc_model.net import PlateNet
 from plateqc_model.ship import load_model
 
-MIN_AUC = 0.98
-MIN_POINTING = 0.80
-TIE = 0.01
+from plateqc_model.rules import MIN_AUC, MIN_POINTING, choose, fallback
 
 
 def export_candidate(run: Path) -> Path:
@@ -53,28 +51,6 @@ def measure_onnx(onnx: Path, name: str, val: dict, shifted: dict) -> dict:
             "val_pointing_last": v["explanations"]["per_layer"][m.layers[-1]]["gradcam_hit"],
             "shifted_spec_at_recall_0.95": s["classification"]["spec_at_recall_0.95"],
             "shifted_auc": s["classification"]["auc"], "threshold": m.threshold}
-
-
-def choose(rows: list[dict]) -> dict | None:
-    ok = [r for r in rows if r["val_auc"] >= MIN_AUC and r["val_pointing_last"] >= MIN_POINTING]
-    if not ok:
-        return None
-    best = max(r["shifted_spec_at_recall_0.95"] for r in ok)
-    close = [r for r in ok if best - r["shifted_spec_at_recall_0.95"] <= TIE]
-    return max(close, key=lambda r: r["val_auc"])
-
-
-def fallback(rows: list[dict], baseline: dict | None) -> dict | None:
-    """Round 2's rule when no run is eligible (plan-1.3.md): the run with the highest
-    validation AUC, if it beats the shipped baseline on both family-A measures. It still has
-    to pass the family-B gate against the baseline before it ships (gate.py --against)."""
-    if not rows or baseline is None:
-        return None
-    best = max(rows, key=lambda r: r["val_auc"])
-    if (best["val_auc"] > baseline["val_auc"] and best["shifted_spec_at_recall_0.95"]
-            > baseline["shifted_spec_at_recall_0.95"]):
-        return best
-    return None
 
 
 def main(argv=None):

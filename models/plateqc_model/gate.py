@@ -27,6 +27,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parents[1]   # models/
 
+from plateqc_model.rules import compare
 from plateqc_ref import cams as C
 from plateqc_model import data as D
 from plateqc_model import evaluate as EV
@@ -175,16 +176,6 @@ def scan_gate(model_path: str, count: int, binary: Path, work: Path) -> dict:
     res["errors"] = errors
     res["files"] = len(labels)
     return res
-
-
-def compare(new: dict, base: dict, name: str) -> dict:
-    """Pass/fail of one model against the shipped one on the family-B figures the plan names:
-    AUC and specificity at each model's own threshold (never used to pick between runs)."""
-    keys = ("auc", "specificity")
-    nc, bc = new["classification"], base["classification"]
-    return {"baseline": name, "baseline_version": base.get("model_version"),
-            **{f"{k}": {"new": nc[k], "baseline": bc[k]} for k in keys},
-            "pass": all(nc[k] >= bc[k] for k in keys)}
 
 
 def main(argv=None):
