@@ -2,6 +2,7 @@
 
 mod decode_real;
 mod golden;
+mod hostile;
 mod net;
 mod reports;
 mod review_page;
