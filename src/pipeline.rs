@@ -93,6 +93,8 @@ pub struct Engine {
     painter: Painter,
     pub residency: Arc<Residency>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The decode workers (`decode.isolate`); `None` decodes in this process.
+    pub decoder: Option<Arc<decode::worker::DecodePool>>,
 }
 
 /// Loads the configured model on a blocking thread.
@@ -132,7 +134,14 @@ impl Engine {
             chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
             std::process::id()
         );
+        let decoder = config.decode.isolate.then(|| {
+            Arc::new(decode::worker::DecodePool::new(
+                decode::worker::default_program(),
+                decode::worker::WorkerLimits::of(&config.decode),
+            ))
+        });
         Ok(Engine {
+            decoder,
             config: Arc::new(config),
             model: std::sync::RwLock::new(Arc::new(model)),
             recorder,
@@ -208,7 +217,12 @@ fn decode_plate(engine: &Engine, path: &Path) -> Item<Decoded> {
     let resident = engine.residency.enter();
     let model = engine.model();
     let mut base = PlateRecord::for_file(&engine.run_id, path);
-    match decode::load(path, &engine.config.decode, model.contract.input_size) {
+    let (policy, input_size) = (&engine.config.decode, model.contract.input_size);
+    let loaded = match &engine.decoder {
+        Some(pool) => decode::load::load_isolated(path, policy, input_size, pool),
+        None => decode::load(path, policy, input_size),
+    };
+    match loaded {
         Ok(plate) => {
             base.size_bytes = plate.size_bytes;
             base.sha256 = plate.sha256.clone();

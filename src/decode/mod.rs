@@ -9,6 +9,7 @@ mod jpeg;
 pub mod load;
 pub mod preprocess;
 pub mod prescan;
+pub mod worker;
 
 pub use load::{load, LoadError, LoadFailure, Loaded};
 
@@ -20,7 +21,7 @@ use dicom_pixeldata::PixelDecoder;
 use serde::{Deserialize, Serialize};
 
 /// Why a plate could not be decoded. Every variant is a normal, recorded outcome.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 pub enum DecodeError {
     #[error("not a DICOM file: {0}")]
     NotDicom(String),
@@ -63,6 +64,15 @@ pub struct DecodePolicy {
     pub max_file_bytes: u64,
     /// Deepest sequence nesting accepted; real images stay below 6.
     pub max_sequence_depth: usize,
+    /// Decode each file in a worker process (see [`worker`]), so that a file that crashes a
+    /// parser or a codec costs only itself. Off only for tests and the benchmark's baseline.
+    pub isolate: bool,
+    /// Address space of a decode worker, in MiB.
+    pub worker_memory_mb: u64,
+    /// CPU seconds a decode worker may spend on one file before it is ended (SIGXCPU).
+    pub worker_cpu_secs: u64,
+    /// Seconds the pipeline waits for a worker's answer before killing it.
+    pub worker_timeout_secs: u64,
 }
 
 impl Default for DecodePolicy {
@@ -73,12 +83,16 @@ impl Default for DecodePolicy {
             max_pixels: 8192 * 8192,
             max_file_bytes: 512 * 1024 * 1024,
             max_sequence_depth: 16,
+            isolate: true,
+            worker_memory_mb: 4096,
+            worker_cpu_secs: 60,
+            worker_timeout_secs: 120,
         }
     }
 }
 
 /// Identity and acquisition facts of a plate. Patient names are never read into it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PlateHeader {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,

@@ -275,12 +275,18 @@ async fn start_receiver(
         classes: crate::net::accepted_classes(&config.decode.modalities),
         transfer_syntaxes: crate::decode::SUPPORTED_TRANSFER_SYNTAXES.to_vec(),
         max_object_bytes: config.decode.max_file_bytes,
-        // Decode's pre-scan decides whether a received data set is answered success.
-        check: Arc::new(move |bytes: &[u8]| {
-            crate::decode::prescan::prescan(bytes, depth, limit.saturating_mul(4))
-                .err()
-                .map(|e| e.to_string())
-        }),
+        // Decode's pre-scan decides whether a received data set is answered success; it runs
+        // in a decode worker like every other parse of received bytes.
+        check: match engine.decoder.clone() {
+            Some(pool) => {
+                Arc::new(move |bytes: &[u8]| pool.check(bytes, depth, limit.saturating_mul(4)))
+            }
+            None => Arc::new(move |bytes: &[u8]| {
+                crate::decode::prescan::prescan(bytes, depth, limit.saturating_mul(4))
+                    .err()
+                    .map(|e| e.to_string())
+            }),
+        },
         stats: engine.metrics.scp.clone(),
     });
     let addr = crate::ingest::scp::serve(scp, cancel.clone()).await?;

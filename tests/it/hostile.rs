@@ -120,3 +120,141 @@ fn scan_of_hostile_files_exits_normally_with_one_row_each() {
     );
     assert_eq!(judged, good.len().to_string(), "{stderr}");
 }
+
+/// A legitimate 4096 x 4096 plate (32 MB, explicit VR little endian, 12 bits in 16) whose
+/// decode needs more than a small worker memory cap: a real allocation failure, so a real
+/// crash (SIGABRT) of the worker that holds it.
+pub fn large_plate() -> Vec<u8> {
+    fn el(out: &mut Vec<u8>, g: u16, e: u16, vr: &[u8; 2], v: &[u8]) {
+        out.extend_from_slice(&g.to_le_bytes());
+        out.extend_from_slice(&e.to_le_bytes());
+        out.extend_from_slice(vr);
+        if vr == b"OW" {
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        }
+        out.extend_from_slice(v);
+    }
+    let mut f = vec![0u8; 128];
+    f.extend_from_slice(b"DICM");
+    el(&mut f, 2, 0x10, b"UI", b"1.2.840.10008.1.2.1\0");
+    el(&mut f, 8, 0x16, b"UI", b"1.2.840.10008.5.1.4.1.1.1.3\0");
+    el(&mut f, 8, 0x18, b"UI", b"2.25.4096409640964096");
+    el(&mut f, 8, 0x60, b"CS", b"IO");
+    el(&mut f, 0x28, 0x02, b"US", &1u16.to_le_bytes());
+    el(&mut f, 0x28, 0x04, b"CS", b"MONOCHROME2 ");
+    el(&mut f, 0x28, 0x10, b"US", &4096u16.to_le_bytes());
+    el(&mut f, 0x28, 0x11, b"US", &4096u16.to_le_bytes());
+    el(&mut f, 0x28, 0x100, b"US", &16u16.to_le_bytes());
+    el(&mut f, 0x28, 0x101, b"US", &12u16.to_le_bytes());
+    el(&mut f, 0x28, 0x102, b"US", &11u16.to_le_bytes());
+    el(&mut f, 0x28, 0x103, b"US", &0u16.to_le_bytes());
+    let pixels: Vec<u8> = (0..4096u32 * 4096)
+        .flat_map(|i| ((i % 4093) as u16).to_le_bytes())
+        .collect();
+    el(&mut f, 0x7FE0, 0x10, b"OW", &pixels);
+    f
+}
+
+/// A worker that dies costs its plate only: recorded as `crash` naming the signal, and the
+/// plates after it are judged by a new worker.
+#[test]
+fn a_crashing_decode_worker_costs_only_its_plate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inbox = tmp.path().join("in");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("a-large.dcm"), large_plate()).unwrap();
+    let good = fixture_files();
+    for f in good.iter().take(4) {
+        std::fs::copy(f, inbox.join(f.file_name().unwrap())).unwrap();
+    }
+    let config = tmp.path().join("plateqc.toml");
+    std::fs::write(
+        &config,
+        "[decode]\nworker_memory_mb = 128\n[scan]\ndecode_workers = 1\n",
+    )
+    .unwrap();
+    let db = tmp.path().join("qc.sqlite");
+    let mut cmd = plateqc_command();
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("scan")
+        .arg(&inbox)
+        .arg("--db")
+        .arg(&db)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .env("PLATEQC_LOG", "warn");
+    let out = capped(&mut cmd, 8 << 30).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT verdict, error_stage, error_kind, error FROM plates WHERE source_path LIKE '%a-large.dcm'"
+        ),
+        "error|decode|crash|decode worker killed by signal 6 (SIGABRT)"
+    );
+    assert_eq!(
+        sql(&db, "SELECT count(*) FROM plates WHERE verdict <> 'error'"),
+        "4"
+    );
+}
+
+/// The daemon takes every hostile file, a crashing one among them, beside good plates, and is
+/// the same process at the end: one row and one routed file for each.
+#[test]
+fn watch_daemon_survives_hostile_files_as_the_same_process() {
+    use crate::support::daemon::{files_under, site, start, wait_until};
+    let s = site();
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str("[decode]\nworker_memory_mb = 128\n");
+    std::fs::write(&s.config, config).unwrap();
+    let mut d = start(&s);
+    let pid = d.child.id();
+    let staging = s.root.join("staging");
+    let (hostile, good) = mixed_folder(&staging);
+    std::fs::write(staging.join("a-large.dcm"), large_plate()).unwrap();
+    let total = hostile.len() + good.len() + 1;
+    for e in std::fs::read_dir(&staging).unwrap().flatten() {
+        std::fs::rename(e.path(), s.inbox.join(e.file_name())).unwrap();
+    }
+    wait_until(
+        "every file routed",
+        std::time::Duration::from_secs(180),
+        || {
+            sql(
+                &s.db,
+                "SELECT count(*) FROM jobs WHERE routed_path IS NOT NULL",
+            ) == total.to_string()
+        },
+    );
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "the daemon is still running"
+    );
+    assert_eq!(d.child.id(), pid);
+    assert_eq!(sql(&s.db, "SELECT count(*) FROM plates"), total.to_string());
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT count(*) FROM plates WHERE verdict <> 'error'"
+        ),
+        good.len().to_string()
+    );
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT error_kind FROM plates WHERE source_path LIKE '%a-large.dcm'"
+        ),
+        "crash"
+    );
+    assert!(files_under(&s.inbox).is_empty());
+    let routed = files_under(&s.out)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .filter(|p| !p.starts_with(s.out.join("rejection-notes")))
+        .count();
+    assert_eq!(routed, total);
+}
