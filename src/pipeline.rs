@@ -135,10 +135,12 @@ impl Engine {
             std::process::id()
         );
         let decoder = config.decode.isolate.then(|| {
-            Arc::new(decode::worker::DecodePool::new(
+            let pool = decode::worker::DecodePool::new(
                 decode::worker::default_program(),
                 decode::worker::WorkerLimits::of(&config.decode),
-            ))
+            );
+            pool.warm(config.scan.decode_workers.max(1));
+            Arc::new(pool)
         });
         Ok(Engine {
             decoder,

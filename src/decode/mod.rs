@@ -277,7 +277,7 @@ fn check_policy(
     {
         return Err(DecodeError::Policy(format!(
             "modality '{}' is not accepted (accepted: {})",
-            h.modality,
+            h.modality.escape_debug(),
             policy.modalities.join(", ")
         )));
     }
@@ -288,7 +288,7 @@ fn check_policy(
     if samples != 1 || !matches!(h.photometric.as_str(), "MONOCHROME1" | "MONOCHROME2") {
         return Err(DecodeError::Unsupported(format!(
             "only grayscale plates are judged (photometric '{}', {samples} samples)",
-            h.photometric
+            h.photometric.escape_debug()
         )));
     }
     let frames = int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1);

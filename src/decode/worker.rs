@@ -322,6 +322,21 @@ impl DecodePool {
         }
     }
 
+    /// Starts `n` workers ahead of the first plate, so that start-up, not the first plates,
+    /// pays for them (a worker that cannot start is started again when a plate needs it).
+    pub fn warm(&self, n: usize) {
+        for _ in 0..n {
+            match self.spawn() {
+                Ok(w) => {
+                    if let Ok(mut v) = self.idle.lock() {
+                        v.push(w);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot start a decode worker yet"),
+            }
+        }
+    }
+
     fn spawn(&self) -> io::Result<Worker> {
         let mut cmd = Command::new(&self.program);
         let memory = self.limits.memory_bytes;

@@ -11,7 +11,7 @@ pub mod review;
 mod text;
 
 use text::describe_filter;
-pub use text::{csv_field, to_csv, to_table};
+pub use text::{csv_field, printable, to_csv, to_table};
 
 use crate::record::{Pool, RecordError};
 use serde::Serialize;
