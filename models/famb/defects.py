@@ -189,6 +189,16 @@ def place(ctx, rng, sev, placement, gen, thr=0.08, thin=False, tries=40):
 
 
 # ------------------------------------------------------------------------------ plate defects
+def _place_loss(S, ctx, rng, sev, placement, gen, **place_kw):
+    """Place a patch with `place` and apply it as lost phosphor signal; the artifact's mask, or
+    None when no placement satisfied `placement`."""
+    p, m, _, _ = place(ctx, rng, sev, placement, gen, **place_kw)
+    if p is None:
+        return None
+    _apply_loss(S, p)
+    return m
+
+
 def _apply_loss(S, patch):
     r0, c0, a = patch
     sl = (slice(r0, r0 + a.shape[0]), slice(c0, c0 + a.shape[1]))
@@ -235,11 +245,7 @@ def scratch(S, ctx, rng, sev, placement):
                     pt.polyline(bp, max(1.0, wpx - 1), dep * 0.9)
         return pt.build(ctx.H, ctx.W), None
 
-    p, m, ov, _ = place(ctx, rng, sev, placement, gen, thr=0.1, thin=True)
-    if p is None:
-        return None
-    _apply_loss(S, p)
-    return m
+    return _place_loss(S, ctx, rng, sev, placement, gen, thr=0.1, thin=True)
 
 
 def bend(S, ctx, rng, sev, placement):
@@ -373,11 +379,7 @@ def bite_mark(S, ctx, rng, sev, placement):
                 pt.polyline(pts, 1.0, 0.4)
         return pt.build(ctx.H, ctx.W), None
 
-    p, m, ov, _ = place(ctx, rng, sev, placement, gen, thr=0.1, thin=True)
-    if p is None:
-        return None
-    _apply_loss(S, p)
-    return m
+    return _place_loss(S, ctx, rng, sev, placement, gen, thr=0.1, thin=True)
 
 
 def dust(S, ctx, rng, sev, placement):
@@ -410,11 +412,7 @@ def dust(S, ctx, rng, sev, placement):
                         rng.uniform(0.85, 1.0))
         return pt.build(ctx.H, ctx.W), None
 
-    p, m, ov, _ = place(ctx, rng, sev, placement, gen, thr=0.1, thin=True)
-    if p is None:
-        return None
-    _apply_loss(S, p)
-    return m
+    return _place_loss(S, ctx, rng, sev, placement, gen, thr=0.1, thin=True)
 
 
 def fingerprint(S, ctx, rng, sev, placement):
@@ -512,11 +510,7 @@ def peel(S, ctx, rng, sev, placement):
             return None
         return (r0 + i0, c0 + j0, a[i0:i1, j0:j1].astype(F32)), None
 
-    p, m, ov, _ = place(ctx, rng, sev, placement, gen, thr=0.25, thin=False)
-    if p is None:
-        return None
-    _apply_loss(S, p)
-    return m
+    return _place_loss(S, ctx, rng, sev, placement, gen, thr=0.25, thin=False)
 
 
 # ------------------------------------------------------------------------------ readout
@@ -563,11 +557,7 @@ def scanner_lines(S, ctx, rng, sev, placement, axis):
         r0, r1, c0, c1 = nz[0][0], nz[0][-1] + 1, nz[1][0], nz[1][-1] + 1
         return (int(r0), int(c0), amp[r0:r1, c0:c1]), None
 
-    p, m, ov, _ = place(ctx, rng, sev, placement, gen, thr=0.02, thin=True, tries=12)
-    if p is None:
-        return None
-    _apply_loss(S, p)
-    return m
+    return _place_loss(S, ctx, rng, sev, placement, gen, thr=0.02, thin=True, tries=12)
 
 
 # ------------------------------------------------------------------------------ exposure

@@ -1,9 +1,9 @@
 //! What the bundled model must do, on counterfactual pairs made by
-//! `models/plateqc_model/make_fixtures.py` (`tests/behaviour/`, seeds and artifact types fixed before the model was trained): a plate
-//! full of dental work (fillings, crowns, posts, implants, bridges) stays usable, and the very
-//! same plate (same scene, noise and vendor processing) with one severity-3 artifact in the
-//! diagnostic region turns unusable. Judged end to end by `plateqc scan`; the verdicts are read
-//! back from its database with the sqlite3 tool.
+//! `models/plateqc_model/make_fixtures.py` (`tests/behaviour/`, seeds and artifact types fixed
+//! before the model was trained): a plate full of dental work (fillings, crowns, posts,
+//! implants, bridges) stays usable, and the very same plate (same scene, noise and vendor
+//! processing) with one severity-3 artifact in the diagnostic region turns unusable. Judged end
+//! to end by `plateqc scan`; the verdicts are read back from its database with the sqlite3 tool.
 
 use std::collections::BTreeMap;
 use std::process::Command;
