@@ -154,6 +154,34 @@ pub fn decode_header(bytes: &[u8], policy: &DecodePolicy) -> Result<PlateHeader,
     open(bytes, policy, false).map(|(_, header)| header)
 }
 
+/// The SOP Class and Instance UIDs a received data set carries ((0008,0016), (0008,0018)),
+/// for the receiver to compare with its C-STORE command.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataSetUids {
+    pub sop_class: Option<String>,
+    pub sop_instance: Option<String>,
+}
+
+/// The receiver's check of a data set before it answers a C-STORE: the structural pre-scan
+/// (`max_inflated` bounds a deflated data set), then dicom-rs up to the pixel data for the SOP
+/// UIDs. `Err` says why the data set cannot be understood.
+pub fn check_data_set(
+    bytes: &[u8],
+    max_depth: usize,
+    max_inflated: usize,
+) -> Result<DataSetUids, String> {
+    let scan = prescan::prescan(bytes, max_depth, max_inflated).map_err(|e| e.to_string())?;
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(prescan::dicom_rs_input(bytes, &scan.meta))
+        .map_err(|e| flatten_error(&e))?;
+    Ok(DataSetUids {
+        sop_class: text(&obj, tags::SOP_CLASS_UID),
+        sop_instance: text(&obj, tags::SOP_INSTANCE_UID),
+    })
+}
+
 /// The pre-scan, then dicom-rs on bytes the pre-scan let through; pixel data is read only when
 /// asked for.
 fn open(

@@ -89,8 +89,13 @@ enum Response {
         header: Option<Box<PlateHeader>>,
         patient_id: Option<String>,
     },
-    /// The answer to a pre-scan only request: why the data set fails it, if it does.
-    Checked { problem: Option<String> },
+    /// The answer to a pre-scan only request: why the data set fails it, if it does, and
+    /// otherwise its SOP UIDs.
+    Checked {
+        problem: Option<String>,
+        #[serde(default)]
+        uids: super::DataSetUids,
+    },
 }
 
 /// The in-process decode of one file's bytes, as a worker runs it (and as `decode::load` runs
@@ -179,14 +184,15 @@ pub fn serve(limits: WorkerLimits) -> io::Result<()> {
         let req: Request = serde_json::from_slice(head)?;
         cpu_budget(limits.cpu_secs);
         if req.prescan_only {
-            let problem = super::prescan::prescan(
+            let (problem, uids) = match super::check_data_set(
                 bytes,
                 req.policy.max_sequence_depth,
                 req.policy.max_file_bytes as usize,
-            )
-            .err()
-            .map(|e| e.to_string());
-            let head = serde_json::to_vec(&Response::Checked { problem })?;
+            ) {
+                Ok(uids) => (None, uids),
+                Err(problem) => (Some(problem), Default::default()),
+            };
+            let head = serde_json::to_vec(&Response::Checked { problem, uids })?;
             write_frame(&mut output, &head, &[])?;
             continue;
         }
@@ -391,13 +397,18 @@ impl DecodePool {
         };
         match self.run(bytes, &req)? {
             Answer::Decoded(d) => Ok(d),
-            Answer::Checked(_) => Err(WorkerDied("decode worker answered out of turn".into())),
+            Answer::Checked(..) => Err(WorkerDied("decode worker answered out of turn".into())),
         }
     }
 
-    /// The structural pre-scan of a data set (`max_inflated` bounds a deflated one), in a
-    /// worker: `Some(reason)` when it fails, or when the worker died on it.
-    pub fn check(&self, bytes: &[u8], max_depth: usize, max_inflated: usize) -> Option<String> {
+    /// [`super::check_data_set`] in a worker: `Err(reason)` when the data set fails it, or
+    /// when the worker died on it.
+    pub fn check(
+        &self,
+        bytes: &[u8],
+        max_depth: usize,
+        max_inflated: usize,
+    ) -> Result<super::DataSetUids, String> {
         let req = Request {
             policy: DecodePolicy {
                 max_sequence_depth: max_depth,
@@ -408,9 +419,10 @@ impl DecodePool {
             prescan_only: true,
         };
         match self.run(bytes, &req) {
-            Ok(Answer::Checked(problem)) => problem,
-            Ok(Answer::Decoded(_)) => Some("decode worker answered out of turn".into()),
-            Err(died) => Some(died.0),
+            Ok(Answer::Checked(Some(problem), _)) => Err(problem),
+            Ok(Answer::Checked(None, uids)) => Ok(uids),
+            Ok(Answer::Decoded(_)) => Err("decode worker answered out of turn".into()),
+            Err(died) => Err(died.0),
         }
     }
 
@@ -507,7 +519,7 @@ pub fn signal_name(sig: i32) -> &'static str {
 #[allow(clippy::large_enum_variant)]
 enum Answer {
     Decoded(Result<Decoded, Refused>),
-    Checked(Option<String>),
+    Checked(Option<String>, super::DataSetUids),
 }
 
 fn exchange(w: &mut Worker, bytes: &[u8], req: &Request, deadline: Instant) -> io::Result<Answer> {
@@ -560,7 +572,7 @@ fn exchange(w: &mut Worker, bytes: &[u8], req: &Request, deadline: Instant) -> i
             }
             Ok(Answer::Decoded(Err(Refused { error, header })))
         }
-        Response::Checked { problem } => Ok(Answer::Checked(problem)),
+        Response::Checked { problem, uids } => Ok(Answer::Checked(problem, uids)),
     }
 }
 

@@ -75,6 +75,11 @@ pub struct DicomOptions {
     pub max_pdu: u32,
     /// An association idle this long (no PDU) is aborted, so a stalled sender holds nothing.
     pub idle_timeout_secs: u64,
+    /// A connection must complete its association request within this long. A connection
+    /// takes an association slot only once its peer has started the request, so connections
+    /// that never speak (port scanners, health checks, a hung sender) cannot lock real
+    /// senders out; they wait in a separate, bounded pool and are closed after this time.
+    pub handshake_timeout_secs: u64,
 }
 
 impl Default for DicomOptions {
@@ -86,6 +91,7 @@ impl Default for DicomOptions {
             max_associations: 8,
             max_pdu: 65_536,
             idle_timeout_secs: 60,
+            handshake_timeout_secs: 10,
         }
     }
 }
@@ -105,6 +111,9 @@ impl DicomOptions {
         }
         if self.max_associations == 0 {
             p.push("[dicom] max_associations must be at least 1".into());
+        }
+        if self.handshake_timeout_secs == 0 {
+            p.push("[dicom] handshake_timeout_secs must be at least 1".into());
         }
         if !(4096..=16_777_216).contains(&self.max_pdu) {
             p.push(format!(
@@ -135,15 +144,18 @@ pub struct Scp {
     pub transfer_syntaxes: Vec<&'static str>,
     /// Objects larger than this are refused with "out of resources" while being received.
     pub max_object_bytes: u64,
-    /// The structural check a received data set must pass to be answered success (decode's
-    /// pre-scan, handed in by the daemon): `Some(reason)` answers "cannot understand". The
-    /// instance is kept either way, so the pipeline records what was sent.
+    /// The check a received data set must pass to be answered success (decode's, handed in by
+    /// the daemon): `Err(reason)` answers "cannot understand" and the instance is kept, so the
+    /// pipeline records what was sent. `Ok` gives the data set's SOP Class and Instance UIDs;
+    /// when they are not the command's, the instance is refused (0xA900) and nothing is kept.
     pub check: Check,
     pub stats: Arc<ScpStats>,
 }
 
-/// See [`Scp::check`].
-pub type Check = Arc<dyn Fn(&[u8]) -> Option<String> + Send + Sync>;
+/// See [`Scp::check`]: the data set's (SOP Class UID, SOP Instance UID), or why it cannot be
+/// understood.
+pub type Check =
+    Arc<dyn Fn(&[u8]) -> Result<(Option<String>, Option<String>), String> + Send + Sync>;
 
 struct AllowList {
     calling: Vec<String>,
@@ -181,45 +193,99 @@ pub async fn serve(scp: Arc<Scp>, cancel: CancellationToken) -> Result<SocketAdd
         error,
     })?;
     let slots = Arc::new(Semaphore::new(scp.options.max_associations));
+    let pending = Arc::new(Semaphore::new(pending_bound(scp.options.max_associations)));
     tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
         loop {
             let accepted = tokio::select! {
                 _ = cancel.cancelled() => break,
                 a = listener.accept() => a,
             };
             let (socket, peer) = match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff.reset();
+                    a
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
+                    // EMFILE and friends: the connection stays queued and accept fails again at
+                    // once; pause (longer each time) instead of spinning on it.
+                    let pause = backoff.next();
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "accept failed");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
                 }
             };
             let _ = socket.set_nodelay(true);
-            match slots.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let (scp, cancel) = (scp.clone(), cancel.clone());
-                    tokio::spawn(async move {
-                        association(&scp, socket, peer, cancel).await;
-                        drop(permit);
-                    });
+            // Every connection holds a pending permit until it has an association slot or is
+            // refused: tasks for silent or refused connections are bounded too.
+            let Ok(waiting) = pending.clone().try_acquire_owned() else {
+                scp.stats.refused_associations.fetch_add(1, Relaxed);
+                tracing::warn!(peer = %peer, "connection closed: too many connections waiting to associate");
+                drop(socket);
+                continue;
+            };
+            let (scp, cancel, slots) = (scp.clone(), cancel.clone(), slots.clone());
+            tokio::spawn(async move {
+                let handshake = Duration::from_secs(scp.options.handshake_timeout_secs.max(1));
+                // A slot is taken only once the peer has sent something: until then the
+                // connection holds nothing but its pending permit.
+                let spoke = tokio::select! {
+                    _ = cancel.cancelled() => false,
+                    r = tokio::time::timeout(handshake, socket.readable()) => matches!(r, Ok(Ok(()))),
+                };
+                if !spoke {
+                    tracing::info!(peer = %peer, "connection closed: no association request in time");
+                    return;
                 }
-                Err(_) => {
-                    scp.stats.refused_associations.fetch_add(1, Relaxed);
-                    let idle = Duration::from_secs(scp.options.idle_timeout_secs.max(1));
-                    tokio::spawn(refuse_busy(socket, peer, idle));
+                match slots.try_acquire_owned() {
+                    Ok(slot) => {
+                        drop(waiting);
+                        association(&scp, socket, peer, cancel, handshake).await;
+                        drop(slot);
+                    }
+                    Err(_) => {
+                        scp.stats.refused_associations.fetch_add(1, Relaxed);
+                        refuse_busy(socket, peer, handshake).await;
+                        drop(waiting);
+                    }
                 }
-            }
+            });
         }
     });
     Ok(bound)
 }
 
+/// Connections waiting for an association slot (not yet speaking, or being refused) at most:
+/// generous beside the slots, so a few silent connections never crowd out a sender, yet
+/// bounded, so a flood of them costs a fixed number of sockets and tasks.
+fn pending_bound(max_associations: usize) -> usize {
+    max_associations.saturating_mul(4).max(16)
+}
+
+/// The pause after a failed `accept`: 50 ms, doubling to 2 s, back to the start on success.
+#[derive(Default)]
+pub struct AcceptBackoff {
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    pub fn next(&mut self) -> Duration {
+        let ms = 50u64.saturating_mul(1 << self.failures.min(6)).min(2000);
+        self.failures = self.failures.saturating_add(1);
+        Duration::from_millis(ms)
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 /// Reads the association request and answers A-ASSOCIATE-RJ (transient, local limit
 /// exceeded), so the sender retries later instead of seeing a reset connection.
-async fn refuse_busy(mut socket: TcpStream, peer: SocketAddr, idle: Duration) {
-    let _ = tokio::time::timeout(idle, async {
+async fn refuse_busy(mut socket: TcpStream, peer: SocketAddr, limit: Duration) {
+    let _ = tokio::time::timeout(limit, async {
         let mut head = [0u8; 6];
         socket.read_exact(&mut head).await?;
         let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as u64;
@@ -251,7 +317,13 @@ enum State {
 /// The most command bytes accepted before the command is complete; real ones are ~200.
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
-async fn association(scp: &Scp, socket: TcpStream, peer: SocketAddr, cancel: CancellationToken) {
+async fn association(
+    scp: &Scp,
+    socket: TcpStream,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+    handshake: Duration,
+) {
     let idle = Duration::from_secs(scp.options.idle_timeout_secs.max(1));
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(AllowList {
@@ -268,11 +340,19 @@ async fn association(scp: &Scp, socket: TcpStream, peer: SocketAddr, cancel: Can
     for ts in &scp.transfer_syntaxes {
         options = options.with_transfer_syntax(*ts);
     }
-    let mut assoc = match options.establish_async(socket).await {
-        Ok(a) => a,
-        Err(e) => {
+    // The whole request within the handshake time: a peer that sends a byte and stalls holds
+    // its slot no longer than that.
+    let established = tokio::time::timeout(handshake, options.establish_async(socket)).await;
+    let mut assoc = match established {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
             scp.stats.refused_associations.fetch_add(1, Relaxed);
             tracing::warn!(peer = %peer, error = %e, "association not established");
+            return;
+        }
+        Err(_) => {
+            scp.stats.refused_associations.fetch_add(1, Relaxed);
+            tracing::warn!(peer = %peer, "association not established: no complete request in time");
             return;
         }
     };

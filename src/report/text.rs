@@ -14,6 +14,13 @@ pub fn to_table(r: &Report) -> String {
         "  images {}   rejected {} ({:.1}%)   model alone rejected {}   reviewed {}   overturned {}   not judged (errors) {}",
         t.images, t.rejected, t.reject_pct, t.model_rejected, t.overridden, t.overturned, r.errors
     );
+    if r.without_overlays > 0 {
+        let _ = writeln!(
+            s,
+            "  judged without overlays {} (could not be written; see plates.overlay_error)",
+            r.without_overlays
+        );
+    }
     let _ = writeln!(s, "\nWhy (artifact types on rejected images)");
     if r.reasons.is_empty() {
         let _ = writeln!(s, "  (none)");
@@ -200,6 +207,7 @@ pub fn to_csv(r: &Report) -> String {
         );
     }
     let _ = writeln!(s, "errors,,,{},,,,", r.errors);
+    let _ = writeln!(s, "without_overlays,,,{},,,,", r.without_overlays);
     for x in &r.reasons {
         let _ = writeln!(
             s,
