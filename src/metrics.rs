@@ -225,7 +225,7 @@ pub async fn serve(
                 Err(e) => {
                     // Out of file handles (EMFILE) the connection stays queued and accept fails
                     // again at once: without a pause this loop would spin on a core.
-                    let pause = backoff.next();
+                    let pause = backoff.pause();
                     tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "metrics accept failed");
                     tokio::select! {
                         _ = cancel.cancelled() => break,

@@ -31,7 +31,8 @@ pub struct WatchOptions {
     pub quiet_ms: u64,
     /// Full rescan period, the fallback for lost events.
     pub rescan_secs: u64,
-    /// A file taken this many times without finishing (it crashed plateqc) is quarantined.
+    /// A file that stops plateqc this many times while judged alone (after a stop, the plates
+    /// that were in flight are judged again one at a time) is quarantined unjudged.
     pub max_attempts: i64,
     /// Address of `/healthz` and `/metrics`; empty disables them. Keep it on loopback (or
     /// behind a proxy): the endpoint has no authentication.

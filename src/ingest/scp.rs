@@ -193,7 +193,9 @@ pub async fn serve(scp: Arc<Scp>, cancel: CancellationToken) -> Result<SocketAdd
         error,
     })?;
     let slots = Arc::new(Semaphore::new(scp.options.max_associations));
-    let pending = Arc::new(Semaphore::new(pending_bound(scp.options.max_associations)));
+    let bound_pending = pending_bound(scp.options.max_associations);
+    let silent = Arc::new(Silent::new(bound_pending));
+    let refusing = Arc::new(Semaphore::new(bound_pending));
     tokio::spawn(async move {
         let mut backoff = AcceptBackoff::default();
         loop {
@@ -209,7 +211,7 @@ pub async fn serve(scp: Arc<Scp>, cancel: CancellationToken) -> Result<SocketAdd
                 Err(e) => {
                     // EMFILE and friends: the connection stays queued and accept fails again at
                     // once; pause (longer each time) instead of spinning on it.
-                    let pause = backoff.next();
+                    let pause = backoff.pause();
                     tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "accept failed");
                     tokio::select! {
                         _ = cancel.cancelled() => break,
@@ -218,37 +220,41 @@ pub async fn serve(scp: Arc<Scp>, cancel: CancellationToken) -> Result<SocketAdd
                 }
             };
             let _ = socket.set_nodelay(true);
-            // Every connection holds a pending permit until it has an association slot or is
-            // refused: tasks for silent or refused connections are bounded too.
-            let Ok(waiting) = pending.clone().try_acquire_owned() else {
-                scp.stats.refused_associations.fetch_add(1, Relaxed);
-                tracing::warn!(peer = %peer, "connection closed: too many connections waiting to associate");
-                drop(socket);
-                continue;
-            };
+            let (id, dropped) = silent.enter();
             let (scp, cancel, slots) = (scp.clone(), cancel.clone(), slots.clone());
+            let (silent, refusing) = (silent.clone(), refusing.clone());
             tokio::spawn(async move {
                 let handshake = Duration::from_secs(scp.options.handshake_timeout_secs.max(1));
-                // A slot is taken only once the peer has sent something: until then the
-                // connection holds nothing but its pending permit.
+                // A slot is taken only once the peer has sent something; until then the
+                // connection is one of a bounded number of silent ones, the oldest of which
+                // makes room for a newcomer.
+                // `peek` waits for a byte that is really there (`readable` may wake without one)
+                // and leaves it for the association to read.
+                let mut first = [0u8; 1];
                 let spoke = tokio::select! {
                     _ = cancel.cancelled() => false,
-                    r = tokio::time::timeout(handshake, socket.readable()) => matches!(r, Ok(Ok(()))),
+                    _ = dropped.cancelled() => false,
+                    r = tokio::time::timeout(handshake, socket.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
                 };
+                silent.leave(id);
                 if !spoke {
-                    tracing::info!(peer = %peer, "connection closed: no association request in time");
+                    tracing::info!(peer = %peer, "connection closed: no association request");
                     return;
                 }
                 match slots.try_acquire_owned() {
                     Ok(slot) => {
-                        drop(waiting);
                         association(&scp, socket, peer, cancel, handshake).await;
                         drop(slot);
                     }
                     Err(_) => {
                         scp.stats.refused_associations.fetch_add(1, Relaxed);
-                        refuse_busy(socket, peer, handshake).await;
-                        drop(waiting);
+                        // Refusing politely takes a task for up to the handshake time: bounded.
+                        if let Ok(permit) = refusing.try_acquire_owned() {
+                            refuse_busy(socket, peer, handshake).await;
+                            drop(permit);
+                        } else {
+                            tracing::warn!(peer = %peer, "connection closed: too many at once");
+                        }
                     }
                 }
             });
@@ -257,9 +263,45 @@ pub async fn serve(scp: Arc<Scp>, cancel: CancellationToken) -> Result<SocketAdd
     Ok(bound)
 }
 
-/// Connections waiting for an association slot (not yet speaking, or being refused) at most:
-/// generous beside the slots, so a few silent connections never crowd out a sender, yet
-/// bounded, so a flood of them costs a fixed number of sockets and tasks.
+/// Connections that have not spoken yet, at most `bound` (see [`pending_bound`]). A newcomer
+/// beyond the bound closes the oldest: a real sender speaks at once and moves on to a slot, so
+/// a flood of silent connections can delay it by no more than its own first packet.
+struct Silent {
+    bound: usize,
+    waiting: std::sync::Mutex<(u64, std::collections::VecDeque<(u64, CancellationToken)>)>,
+}
+
+impl Silent {
+    fn new(bound: usize) -> Silent {
+        Silent {
+            bound: bound.max(1),
+            waiting: Default::default(),
+        }
+    }
+
+    /// Registers a new connection; its token is cancelled if it is pushed out.
+    fn enter(&self) -> (u64, CancellationToken) {
+        let token = CancellationToken::new();
+        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        w.0 += 1;
+        let id = w.0;
+        while w.1.len() >= self.bound {
+            if let Some((_, oldest)) = w.1.pop_front() {
+                oldest.cancel();
+            }
+        }
+        w.1.push_back((id, token.clone()));
+        (id, token)
+    }
+
+    fn leave(&self, id: u64) {
+        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        w.1.retain(|(i, _)| *i != id);
+    }
+}
+
+/// Silent connections (and refusals in progress) at most: generous beside the slots, yet
+/// bounded, so a flood of connections costs a fixed number of sockets and tasks.
 fn pending_bound(max_associations: usize) -> usize {
     max_associations.saturating_mul(4).max(16)
 }
@@ -271,7 +313,7 @@ pub struct AcceptBackoff {
 }
 
 impl AcceptBackoff {
-    pub fn next(&mut self) -> Duration {
+    pub fn pause(&mut self) -> Duration {
         let ms = 50u64.saturating_mul(1 << self.failures.min(6)).min(2000);
         self.failures = self.failures.saturating_add(1);
         Duration::from_millis(ms)
@@ -549,5 +591,33 @@ async fn step(
             respond(assoc, pc, &Command::response_to(&inc.rq, code, &comment)).await?;
             Ok((State::Idle, stored))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_pauses_grow_and_reset() {
+        let mut b = AcceptBackoff::default();
+        let ms: Vec<u128> = (0..9).map(|_| b.pause().as_millis()).collect();
+        assert_eq!(ms, [50, 100, 200, 400, 800, 1600, 2000, 2000, 2000]);
+        b.reset();
+        assert_eq!(b.pause().as_millis(), 50);
+    }
+
+    #[test]
+    fn a_newcomer_beyond_the_bound_closes_the_oldest_silent_one() {
+        let silent = Silent::new(2);
+        let (a, ta) = silent.enter();
+        let (_b, tb) = silent.enter();
+        let (_c, tc) = silent.enter();
+        assert!(ta.is_cancelled(), "the oldest made room");
+        assert!(!tb.is_cancelled() && !tc.is_cancelled());
+        silent.leave(a);
+        silent.leave(_b);
+        let (_d, td) = silent.enter();
+        assert!(!tc.is_cancelled() && !td.is_cancelled(), "room was left");
     }
 }

@@ -337,3 +337,76 @@ impl Recorder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three stops with plates in flight quarantine none of them: each is judged alone once
+    /// after a stop; only a file that stops plateqc while alone, `max` times, is poison.
+    #[tokio::test]
+    async fn stops_are_charged_only_to_a_plate_judged_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::open(&dir.path().join("qc.sqlite")).await.unwrap();
+        let (a, b) = (Path::new("/in/a.dcm"), Path::new("/in/b.dcm"));
+        for p in [a, b] {
+            let s = rec.start_job(p, "sha", 1, 3, "run-1").await.unwrap();
+            assert!(matches!(s, JobStart::Process { attempts: 1, .. }), "{s:?}");
+        }
+        // Runs 2..=4 each stop with both files in flight: neither is charged.
+        for run in ["run-2", "run-3", "run-4"] {
+            for p in [a, b] {
+                let s = rec.start_job(p, "sha", 1, 3, run).await.unwrap();
+                assert!(
+                    matches!(s, JobStart::Suspect { alone_runs: 0, .. }),
+                    "{run}: {s:?}"
+                );
+            }
+        }
+        // Judged alone, `a` stops plateqc three times; the third stop makes it poison.
+        for (i, run) in ["run-5", "run-6", "run-7"].into_iter().enumerate() {
+            let s = rec.start_job(a, "sha", 1, 3, run).await.unwrap();
+            let JobStart::Suspect { job_id, alone_runs } = s else {
+                panic!("{run}: {s:?}")
+            };
+            assert_eq!(alone_runs, i as i64);
+            assert_eq!(rec.take_alone(job_id, run).await.unwrap(), i as i64 + 1);
+            // Taken again within the same run (put back after a transient error): no charge.
+            let again = rec.start_job(a, "sha", 1, 3, run).await.unwrap();
+            assert!(matches!(again, JobStart::Process { .. }), "{again:?}");
+        }
+        let s = rec.start_job(a, "sha", 1, 3, "run-8").await.unwrap();
+        assert!(matches!(s, JobStart::Poison { alone_runs: 3, .. }), "{s:?}");
+        let s = rec.start_job(b, "sha", 1, 3, "run-8").await.unwrap();
+        assert!(
+            matches!(s, JobStart::Suspect { alone_runs: 0, .. }),
+            "{s:?}"
+        );
+    }
+
+    /// A name that is not UTF-8 is its own job, and its real path comes back from the journal.
+    #[tokio::test]
+    async fn non_utf8_names_are_keyed_by_their_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::open(&dir.path().join("qc.sqlite")).await.unwrap();
+        let x = Path::new(std::ffi::OsStr::from_bytes(b"/in/plate-\xff.dcm"));
+        let y = Path::new(std::ffi::OsStr::from_bytes(b"/in/plate-\xfe.dcm"));
+        assert_eq!(x.to_string_lossy(), y.to_string_lossy());
+        let (dx, hx) = path_key(x);
+        assert_eq!(path_of_key(&dx, &hx), x);
+        assert_eq!(path_key(Path::new("/in/a.dcm")).1, "");
+        let jx = rec.start_job(x, "sha", 1, 3, "r").await.unwrap();
+        let jy = rec.start_job(y, "sha", 1, 3, "r").await.unwrap();
+        let (JobStart::Process { job_id: ix, .. }, JobStart::Process { job_id: iy, .. }) = (jx, jy)
+        else {
+            panic!("two new jobs")
+        };
+        assert_ne!(ix, iy);
+        // A move recorded as intended but not as done is reconciled from the real path.
+        let moved = dir.path().join("moved.dcm");
+        std::fs::write(&moved, b"x").unwrap();
+        rec.set_routing_to(ix, &moved).await.unwrap();
+        assert_eq!(rec.reconcile_moves().await.unwrap(), 1);
+    }
+}

@@ -7,5 +7,6 @@ mod net;
 mod reports;
 mod review_page;
 mod scan;
+mod soak;
 mod support;
 mod watch;
