@@ -11,8 +11,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// Plates made from the fixtures, and how many times the daemon is killed.
-const PLATES: usize = 200;
-const KILLS: usize = 5;
+const PLATES: usize = 300;
+const KILLS: usize = 8;
 
 /// A small generator for the kill moments; its seed is printed, so a failing run can be
 /// replayed with `PLATEQC_SOAK_SEED`.
