@@ -417,9 +417,18 @@ fn oversized_instances_are_refused_out_of_resources_and_leave_nothing() {
     let mut sorted = statuses.clone();
     sorted.sort();
     assert_eq!(sorted, vec![0, 0xA700], "{sent}");
-    wait_until("the small plate judged", Duration::from_secs(240), || {
-        count(&s.db, "SELECT COUNT(*) FROM plates") == 1
-    });
+    // Routed, not only recorded: the row is committed before the file leaves the inbox.
+    wait_until(
+        "the small plate judged and moved",
+        Duration::from_secs(240),
+        || {
+            count(
+                &s.db,
+                "SELECT COUNT(*) FROM jobs WHERE routed_path IS NOT NULL",
+            ) == 1
+        },
+    );
+    assert_eq!(count(&s.db, "SELECT COUNT(*) FROM plates"), 1);
     let leftovers: Vec<PathBuf> = files_under(&s.inbox.join("net"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
