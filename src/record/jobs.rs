@@ -48,6 +48,10 @@ pub enum JobStart {
     AlreadyHere,
 }
 
+/// An unfinished job as read: id, state, attempts, plate row, the run that took it last, and
+/// how often it was taken alone.
+type OpenJob = (i64, String, i64, Option<i64>, Option<String>, i64);
+
 /// How a local path is keyed in the journal: its readable form, and the hex of its bytes when
 /// it is not valid UTF-8 ('' otherwise), so the real path can always be rebuilt.
 pub fn path_key(path: &Path) -> (String, String) {
@@ -111,7 +115,7 @@ impl Recorder {
             if kept.is_some() {
                 return Ok(JobStart::AlreadyHere);
             }
-            let open: Option<(i64, String, i64, Option<i64>, Option<String>, i64)> = sqlx::query_as(
+            let open: Option<OpenJob> = sqlx::query_as(
                 "SELECT id, state, attempts, plate_row, run_id, alone_runs FROM jobs
                  WHERE node = $1 AND source_path = $2 AND source_hex = $4 AND sha256 = $3 AND routed_path IS NULL",
             )

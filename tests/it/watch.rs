@@ -638,3 +638,98 @@ fn a_failed_overlay_write_keeps_the_verdict_and_is_reported() {
     let text = String::from_utf8_lossy(&report.stdout);
     assert!(text.contains("judged without overlays 1"), "{text}");
 }
+
+/// A plate that cannot be read for a reason that may pass is neither recorded nor quarantined:
+/// it stays in the inbox, its job open, and is judged normally once it can be read. The EIO is
+/// real: once the plate is admitted (its job committed) and before it is decoded, the daemon's
+/// own `/proc/PID/mem` is bind-mounted over it (reading that at offset 0 is EIO), and unmounted
+/// after the daemon has put the plate back.
+#[test]
+fn a_transient_read_error_puts_the_plate_back_instead_of_quarantining_it() {
+    let s = site();
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    // One decode at a time, so the plates ahead keep the last one waiting after admission.
+    cfg.push_str("[scan]\ndecode_workers = 1\n");
+    std::fs::write(&s.config, cfg).unwrap();
+    for f in fixture_files() {
+        std::fs::copy(&f, s.inbox.join(f.file_name().unwrap())).unwrap();
+    }
+    let target = s.inbox.join("zz-last.dcm");
+    let staged = s.root.join("zz-last.dcm");
+    std::fs::copy(&fixture_files()[15], &staged).unwrap();
+    std::fs::write(&staged, {
+        // Distinct content from its fixture (the preamble is ignored by readers).
+        let mut b = std::fs::read(&staged).unwrap();
+        b[0] = 0x5a;
+        b
+    })
+    .unwrap();
+    std::fs::rename(&staged, &target).unwrap();
+    let (child, log) = start_logged(&s, "info");
+    let d = crate::support::daemon::Daemon { child };
+    let pid = d.child.id();
+    let t = std::time::Instant::now();
+    while sql(
+        &s.db,
+        "SELECT count(*) FROM jobs WHERE source_path LIKE '%zz-last.dcm'",
+    ) != "1"
+    {
+        assert!(t.elapsed() < Duration::from_secs(60), "never admitted");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mounted = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(format!("/proc/{pid}/mem"))
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount --bind (the tests run as root)");
+    let put_back = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("cannot read the plate for now") && l.contains("zz-last.dcm"))
+    };
+    let waited = std::time::Instant::now();
+    while !put_back() && waited.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let was_put_back = put_back();
+    let rows_then = sql(
+        &s.db,
+        "SELECT count(*) FROM plates WHERE source_path LIKE '%zz-last.dcm'",
+    );
+    let unmounted = std::process::Command::new("umount")
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(unmounted.success());
+    assert!(
+        was_put_back,
+        "put back: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(rows_then, "0", "nothing recorded for a transient failure");
+    wait_until("judged once readable", Duration::from_secs(60), || {
+        sql(
+            &s.db,
+            "SELECT count(*) FROM jobs WHERE source_path LIKE '%zz-last.dcm' AND routed_path IS NOT NULL",
+        ) == "1"
+    });
+    drop(d);
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT verdict <> 'error', count(*) FROM plates WHERE source_path LIKE '%zz-last.dcm'"
+        ),
+        "1|1"
+    );
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT attempts FROM jobs WHERE source_path LIKE '%zz-last.dcm'"
+        ),
+        "2",
+        "taken again by the same run: not charged as a stop"
+    );
+}
