@@ -199,6 +199,9 @@ impl Config {
         if self.decode.max_dimension == 0 {
             p.push("[decode] max_dimension must be positive".into());
         }
+        if self.decode.max_pixels == 0 {
+            p.push("[decode] max_pixels must be positive".into());
+        }
         if self.decode.max_sequence_depth == 0 || self.decode.max_sequence_depth > 64 {
             p.push("[decode] max_sequence_depth must be 1..=64".into());
         }

@@ -42,7 +42,105 @@ pub fn write_private_with(path: &Path, bytes: &[u8], durable: bool) -> io::Resul
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
+    result?;
+    // The rename is durable only once the folder is synced; a failure says the file may not
+    // survive a power cut, which a durable write must not hide.
+    if durable {
+        sync_dir(path.parent())?;
+    }
+    Ok(())
+}
+
+/// Creates `path` with `bytes` (mode 0600) only if it does not exist yet, atomically: the
+/// content is written and synced under a temporary name and linked into place, which fails
+/// if another process got there first. Returns `false` when the file already existed (the
+/// caller reads the winner's content, never a half-written one).
+pub fn create_private_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    if let Some(dir) = path.parent() {
+        create_private_dir_all(dir)?;
+    }
+    let tmp = temp_sibling(path);
+    let linked = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        // link(2) never replaces: of two processes creating the file at once, one wins.
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = fs::remove_file(&tmp);
+    let created = linked?;
+    if created {
+        sync_dir(path.parent())?;
+    }
+    Ok(created)
+}
+
+/// The identity of a symbolic link (sha256 of its target's name, never of what it points
+/// to), or `None` when `path` is not a link. plateqc does not follow links found in an inbox
+/// or a scanned folder; this names such a link in the journal and the record.
+pub fn symlink_digest(path: &Path) -> Option<String> {
+    use sha2::Digest;
+    use std::os::unix::ffi::OsStrExt;
+    let meta = fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_symlink() {
+        return None;
+    }
+    let target = fs::read_link(path).unwrap_or_default();
+    let mut h = sha2::Sha256::new();
+    h.update(b"symlink\0");
+    h.update(target.as_os_str().as_bytes());
+    Some(hex::encode(h.finalize()))
+}
+
+/// Runs `op`, again after each of `delays` while it fails with an error `transient` accepts;
+/// returns the last result.
+pub fn retry_transient<T, E>(
+    delays: &[std::time::Duration],
+    transient: impl Fn(&E) -> bool,
+    mut op: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let mut result = op();
+    for d in delays {
+        match &result {
+            Err(e) if transient(e) => {
+                std::thread::sleep(*d);
+                result = op();
+            }
+            _ => break,
+        }
+    }
     result
+}
+
+/// I/O failures that say nothing about the file itself and may pass: out of file handles
+/// (EMFILE, ENFILE), memory or disk space (ENOMEM, ENOSPC, EDQUOT), a device or network file
+/// system error (EIO, ESTALE, ETIMEDOUT), or an interrupted or busy call. Anything else (the
+/// file is gone, a folder, not permitted) is taken as the file's lasting state.
+pub fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOMEM
+                | libc::ENOSPC
+                | libc::EDQUOT
+                | libc::EIO
+                | libc::ESTALE
+                | libc::ETIMEDOUT
+                | libc::EAGAIN
+                | libc::EINTR
+                | libc::EBUSY
+        )
+    ) || e.kind() == io::ErrorKind::Interrupted
 }
 
 /// A hidden temporary name beside `path`; watchers ignore dotfiles, so it is never picked up.
@@ -89,18 +187,19 @@ pub fn sanitize_component(raw: &str) -> String {
 /// name, fsync, rename into place, fsync the folder, and only then remove the source.
 pub fn move_file(src: &Path, target: &Path) -> io::Result<()> {
     match rename_noreplace(src, target) {
-        Ok(()) => {
-            sync_dir(target.parent());
-            Ok(())
-        }
+        Ok(()) => sync_dir(target.parent()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let tmp = temp_sibling(target);
             let copied = (|| {
-                fs::copy(src, &tmp)?;
-                fs::File::open(&tmp)?.sync_all()?;
-                fs::rename(&tmp, target)?;
-                sync_dir(target.parent());
-                Ok(())
+                // A symbolic link is moved as a link: copying would follow it.
+                if fs::symlink_metadata(src)?.file_type().is_symlink() {
+                    std::os::unix::fs::symlink(fs::read_link(src)?, &tmp)?;
+                } else {
+                    fs::copy(src, &tmp)?;
+                    fs::File::open(&tmp)?.sync_all()?;
+                }
+                rename_noreplace(&tmp, target)?;
+                sync_dir(target.parent())
             })();
             if copied.is_err() {
                 let _ = fs::remove_file(&tmp);
@@ -147,12 +246,15 @@ fn rename_noreplace(src: &Path, target: &Path) -> io::Result<()> {
     }
 }
 
-fn sync_dir(dir: Option<&Path>) {
-    if let Some(d) = dir {
-        if let Ok(f) = fs::File::open(d) {
-            let _ = f.sync_all();
-        }
-    }
+/// Syncs a folder, making the renames and links in it durable. Errors are returned: a move or
+/// a received plate acknowledged on an unsynced folder could vanish at a power cut.
+pub fn sync_dir(dir: Option<&Path>) -> io::Result<()> {
+    let d = match dir {
+        Some(d) if d.as_os_str().is_empty() => Path::new("."),
+        Some(d) => d,
+        None => return Ok(()),
+    };
+    fs::File::open(d)?.sync_all()
 }
 
 #[cfg(test)]
@@ -190,6 +292,103 @@ mod tests {
         );
         let leftovers: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1);
+    }
+
+    /// A folder that cannot be synced is an error, not silence (procfs has no fsync).
+    #[test]
+    fn folder_sync_errors_are_returned() {
+        assert!(sync_dir(Some(Path::new("/proc/self"))).is_err());
+        assert!(sync_dir(Some(Path::new("/nonexistent-plateqc-dir"))).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        sync_dir(Some(dir.path())).unwrap();
+    }
+
+    #[test]
+    fn create_once_keeps_the_first_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        assert!(create_private_once(&p, b"first").unwrap());
+        assert!(!create_private_once(&p, b"second").unwrap());
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn transient_errors_are_told_apart() {
+        for e in [libc::EMFILE, libc::ENFILE, libc::ENOSPC, libc::EIO] {
+            assert!(is_transient(&io::Error::from_raw_os_error(e)), "{e}");
+        }
+        for e in [libc::ENOENT, libc::EACCES, libc::EISDIR, libc::ENOTDIR] {
+            assert!(!is_transient(&io::Error::from_raw_os_error(e)), "{e}");
+        }
+        // A real EIO from the kernel: reading unmapped memory through procfs.
+        let real = fs::read("/proc/self/mem").unwrap_err();
+        assert!(is_transient(&real), "{real}");
+    }
+
+    #[test]
+    fn transient_failures_are_retried_and_lasting_ones_not() {
+        let delays = [std::time::Duration::from_millis(1); 2];
+        let mut tries = 0;
+        let r = retry_transient(&delays, is_transient, || {
+            tries += 1;
+            fs::read("/proc/self/mem")
+        });
+        assert!(r.is_err());
+        assert_eq!(tries, 3, "EIO: tried once and again after each delay");
+        tries = 0;
+        let r = retry_transient(&delays, is_transient, || {
+            tries += 1;
+            fs::read("/nonexistent-plateqc-file")
+        });
+        assert!(r.is_err());
+        assert_eq!(tries, 1, "ENOENT: not retried");
+        tries = 0;
+        let r = retry_transient(&delays, is_transient, || {
+            tries += 1;
+            if tries < 2 {
+                Err(io::Error::from_raw_os_error(libc::EMFILE))
+            } else {
+                Ok(tries)
+            }
+        });
+        assert_eq!(r.unwrap(), 2, "succeeds once the handles are back");
+    }
+
+    #[test]
+    fn links_are_named_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, l) = (dir.path().join("f"), dir.path().join("l"));
+        fs::write(&f, b"x").unwrap();
+        std::os::unix::fs::symlink(&f, &l).unwrap();
+        assert!(symlink_digest(&f).is_none());
+        let d = symlink_digest(&l).unwrap();
+        fs::write(&f, b"other content").unwrap();
+        assert_eq!(
+            symlink_digest(&l).unwrap(),
+            d,
+            "the link's name, not its target's bytes"
+        );
+        // A link moved across file systems stays a link (copying would follow it).
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            let other = tempfile::tempdir_in(shm).unwrap();
+            let moved = other.path().join("l");
+            move_file(&l, &moved).unwrap();
+            assert!(fs::symlink_metadata(&moved)
+                .unwrap()
+                .file_type()
+                .is_symlink());
+            assert!(fs::symlink_metadata(&l).is_err());
+        }
     }
 
     #[test]

@@ -211,12 +211,28 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
+        let mut backoff = crate::ingest::scp::AcceptBackoff::default();
         loop {
             let conn = tokio::select! {
                 _ = cancel.cancelled() => break,
                 c = listener.accept() => c,
             };
-            let Ok((stream, _)) = conn else { continue };
+            let stream = match conn {
+                Ok((stream, _)) => {
+                    backoff.reset();
+                    stream
+                }
+                Err(e) => {
+                    // Out of file handles (EMFILE) the connection stays queued and accept fails
+                    // again at once: without a pause this loop would spin on a core.
+                    let pause = backoff.pause();
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "metrics accept failed");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            };
             let m = metrics.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: hyper::Request<_>| {

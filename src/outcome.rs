@@ -108,8 +108,11 @@ stored_enum! {
         Write = "write",
         /// A stage's worker panicked on this plate.
         Panic = "panic",
-        /// The file stopped plateqc `watch.max_attempts` times; quarantined unjudged.
+        /// The file stopped plateqc `watch.max_attempts` times while judged alone, or killed
+        /// its decode worker; quarantined unjudged.
         Crash = "crash",
+        /// A symbolic link found in an inbox or a scanned folder: not followed, not read.
+        Symlink = "symlink",
     }
 }
 
@@ -145,7 +148,7 @@ mod tests {
         );
         assert_eq!(
             all(FailureKind::ALL.iter().map(|v| v.as_str()).collect()),
-            "io,too_large,not_dicom,malformed,policy,unsupported,pixels,model,write,panic,crash"
+            "io,too_large,not_dicom,malformed,policy,unsupported,pixels,model,write,panic,crash,symlink"
         );
         for v in FailureKind::ALL {
             assert_eq!(v.as_str().parse::<FailureKind>(), Ok(*v));

@@ -93,6 +93,8 @@ pub struct Engine {
     painter: Painter,
     pub residency: Arc<Residency>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The decode workers (`decode.isolate`); `None` decodes in this process.
+    pub decoder: Option<Arc<decode::worker::DecodePool>>,
 }
 
 /// Loads the configured model on a blocking thread.
@@ -132,7 +134,16 @@ impl Engine {
             chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
             std::process::id()
         );
+        let decoder = config.decode.isolate.then(|| {
+            let pool = decode::worker::DecodePool::new(
+                decode::worker::default_program(),
+                decode::worker::WorkerLimits::of(&config.decode),
+            );
+            pool.warm(config.scan.decode_workers.max(1));
+            Arc::new(pool)
+        });
         Ok(Engine {
+            decoder,
             config: Arc::new(config),
             model: std::sync::RwLock::new(Arc::new(model)),
             recorder,
@@ -189,11 +200,8 @@ fn ms_since(t: Instant) -> f64 {
 }
 
 /// The record of a plate whose blocking worker panicked: the panic costs this plate only.
-fn crashed(source_path: String, stage: Stage, join: tokio::task::JoinError) -> PlateRecord {
-    let base = PlateRecord {
-        source_path,
-        ..Default::default()
-    };
+fn crashed(source: &Path, stage: Stage, join: tokio::task::JoinError) -> PlateRecord {
+    let base = PlateRecord::for_file("", source);
     base.failed(
         stage,
         FailureKind::Panic,
@@ -202,13 +210,45 @@ fn crashed(source_path: String, stage: Stage, join: tokio::task::JoinError) -> P
     )
 }
 
+/// Waits before each new try of a read or write that failed for a reason that may pass
+/// ([`crate::fsutil::is_transient`]): a short burst of file-handle or disk trouble costs a
+/// couple of seconds, not a plate. The daemon tries a plate that still cannot be read again
+/// later, with a longer backoff (see `watch::finisher`).
+const TRANSIENT_RETRY: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(400),
+    std::time::Duration::from_millis(1600),
+];
+
 /// Decode stage: the plate, preprocessed for the current model, and its identity recorded.
 fn decode_plate(engine: &Engine, path: &Path) -> Item<Decoded> {
     let started = Instant::now();
     let resident = engine.residency.enter();
     let model = engine.model();
     let mut base = PlateRecord::for_file(&engine.run_id, path);
-    match decode::load(path, &engine.config.decode, model.contract.input_size) {
+    // Links found in an inbox or a folder are not followed: what they point to is not the
+    // site's to hand over (it may be anywhere, or a loop); the link is recorded and routed.
+    if let Some(digest) = crate::fsutil::symlink_digest(path) {
+        base.sha256 = digest;
+        return Item::Done(
+            base.failed(
+                Stage::Read,
+                FailureKind::Symlink,
+                "a symbolic link: plateqc does not follow links found in an inbox or a scanned \
+             folder; copy or move the file itself there"
+                    .into(),
+                started,
+            ),
+        );
+    }
+    let (policy, input_size) = (&engine.config.decode, model.contract.input_size);
+    let transient = |e: &decode::load::LoadError| matches!(&e.failure, decode::load::LoadFailure::Read(io) if crate::fsutil::is_transient(io));
+    let loaded =
+        crate::fsutil::retry_transient(&TRANSIENT_RETRY, transient, || match &engine.decoder {
+            Some(pool) => decode::load::load_isolated(path, policy, input_size, pool),
+            None => decode::load(path, policy, input_size),
+        });
+    match loaded {
         Ok(plate) => {
             base.size_bytes = plate.size_bytes;
             base.sha256 = plate.sha256.clone();
@@ -223,6 +263,7 @@ fn decode_plate(engine: &Engine, path: &Path) -> Item<Decoded> {
             })
         }
         Err(e) => {
+            base.transient = transient(&e);
             base.size_bytes = e.size_bytes;
             base.sha256 = e.sha256.clone().unwrap_or_default();
             if let Some(h) = &e.header {
@@ -322,18 +363,21 @@ fn explain_plate(engine: &Engine, item: Inferred) -> PlateRecord {
             height: plate.header.rows as usize,
             letterbox: &plate.letterbox,
         };
-        match painter.write_overlays(&dir, &image, &model.contract, &inference, &judgement) {
+        let written = crate::fsutil::retry_transient(
+            &TRANSIENT_RETRY,
+            crate::explain::ExplainError::is_transient,
+            || painter.write_overlays(&dir, &image, &model.contract, &inference, &judgement),
+        );
+        match written {
             Ok(o) => {
                 base.overlays = o.layers;
                 base.montage_path = Some(o.montage);
             }
+            // The verdict does not depend on its pictures: it is kept, and the missing
+            // overlays are recorded (`plates.overlay_error`) and counted in the reports.
             Err(e) => {
-                return base.failed(
-                    Stage::Explain,
-                    FailureKind::Write,
-                    e.to_string(),
-                    plate_started,
-                )
+                tracing::warn!(path = %base.source_path, error = %e, "overlays not written; the verdict is recorded without them");
+                base.overlay_error = Some(e.to_string());
             }
         }
     }
@@ -366,16 +410,18 @@ pub async fn run(
     result
 }
 
-/// What the last stage does with a judged plate.
+/// What the last stage does with a judged plate: `None` when it put the plate back for a later
+/// try instead of recording it (the daemon, on a transient read failure).
 pub trait Finisher: Send + Sync {
     fn finish<'a>(
         &'a self,
         engine: &'a Engine,
         record: PlateRecord,
-    ) -> BoxFuture<'a, Result<Outcome, PipelineError>>;
+    ) -> BoxFuture<'a, Result<Option<Outcome>, PipelineError>>;
 }
 
-/// `scan`: record the plate, touch nothing else.
+/// `scan`: record the plate, touch nothing else. A scan is one pass over what is there: a
+/// file still unreadable after the in-stage retries is recorded as an `io` error.
 pub struct RecordOnly;
 
 impl Finisher for RecordOnly {
@@ -383,10 +429,10 @@ impl Finisher for RecordOnly {
         &'a self,
         engine: &'a Engine,
         record: PlateRecord,
-    ) -> BoxFuture<'a, Result<Outcome, PipelineError>> {
+    ) -> BoxFuture<'a, Result<Option<Outcome>, PipelineError>> {
         Box::pin(async move {
             let row_id = engine.recorder.insert(&record).await?;
-            Ok(Outcome { row_id, record })
+            Ok(Some(Outcome { row_id, record }))
         })
     }
 }
@@ -416,9 +462,7 @@ pub async fn run_stream(
                     let p = path.clone();
                     tokio::task::spawn_blocking(move || decode_plate(&e, &p))
                         .await
-                        .unwrap_or_else(|join| {
-                            Item::Done(crashed(path.display().to_string(), Stage::Decode, join))
-                        })
+                        .unwrap_or_else(|join| Item::Done(crashed(&path, Stage::Decode, join)))
                 }
             })
             .buffered(workers);
@@ -487,10 +531,10 @@ pub async fn run_stream(
                     match item {
                         Item::Done(r) => r,
                         Item::Ok(inf) => {
-                            let path = inf.decoded.base.source_path.clone();
+                            let path = inf.decoded.base.source.clone();
                             tokio::task::spawn_blocking(move || explain_plate(&e, inf))
                                 .await
-                                .unwrap_or_else(|join| crashed(path, Stage::Explain, join))
+                                .unwrap_or_else(|join| crashed(&path, Stage::Explain, join))
                         }
                     }
                 }
@@ -512,7 +556,8 @@ pub async fn run_stream(
         }
         let path = r.source_path.clone();
         match finisher.finish(&engine, r).await {
-            Ok(outcome) => {
+            Ok(None) => {}
+            Ok(Some(outcome)) => {
                 engine.metrics.observe(&outcome.record);
                 engine.metrics.plates_in_memory.store(
                     engine.residency.now() as u64,

@@ -20,7 +20,10 @@ pub struct PatientHasher {
 }
 
 impl PatientHasher {
-    /// Loads the key file, creating it (mode 0600, 32 random bytes) on first use.
+    /// Loads the key file, creating it (mode 0600, 32 random bytes) on first use. Two
+    /// processes starting at once (a daemon and a `scan`) may both find no key: the file is
+    /// created atomically and never replaced, so the loser reads the winner's key and every
+    /// hash of the site stays comparable.
     pub fn load_or_create(path: &Path) -> Result<PatientHasher, KeyError> {
         let key_err = |reason: String| KeyError {
             path: path.into(),
@@ -32,7 +35,7 @@ impl PatientHasher {
             std::fs::File::open("/dev/urandom")
                 .and_then(|mut f| f.read_exact(&mut key))
                 .map_err(|e| key_err(format!("cannot read randomness: {e}")))?;
-            crate::fsutil::write_private(path, hex::encode(key).as_bytes())
+            crate::fsutil::create_private_once(path, hex::encode(key).as_bytes())
                 .map_err(|e| key_err(e.to_string()))?;
         }
         let text = std::fs::read_to_string(path).map_err(|e| key_err(e.to_string()))?;
@@ -65,5 +68,33 @@ mod tests {
         assert_ne!(a.hash("P1"), b.hash("P1"));
         assert_ne!(a.hash("P1"), a.hash("P2"));
         assert!(!a.hash("P1").contains("P1"));
+    }
+
+    /// Processes starting together all end up with the one key that was written first.
+    #[test]
+    fn racing_creators_share_one_key() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("site.key");
+            let gate = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let hashes: Vec<String> = (0..8)
+                .map(|_| {
+                    let (path, gate) = (path.clone(), gate.clone());
+                    std::thread::spawn(move || {
+                        gate.wait();
+                        PatientHasher::load_or_create(&path).unwrap().hash("P1")
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect();
+            let on_disk = PatientHasher::load_or_create(&path).unwrap().hash("P1");
+            assert!(
+                hashes.iter().all(|h| *h == on_disk),
+                "round {round}: every process uses the key on disk"
+            );
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        }
     }
 }

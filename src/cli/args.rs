@@ -81,6 +81,16 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Internal: a decode worker, started by plateqc itself for every file's parsing.
+    #[command(name = "__decode-worker", hide = true)]
+    DecodeWorker {
+        /// Address space cap of the worker, in bytes.
+        #[arg(long)]
+        memory_bytes: u64,
+        /// CPU seconds per file.
+        #[arg(long)]
+        cpu_secs: u64,
+    },
     /// Reject analysis: how many images were rejected, why, at which station, by whom, on
     /// which device and plate, over time, and which physical plates to replace. Reviewer
     /// overrides count.

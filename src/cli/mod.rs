@@ -20,6 +20,25 @@ use tokio_util::sync::CancellationToken;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::DecodeWorker {
+        memory_bytes,
+        cpu_secs,
+    } = cli.command
+    {
+        // A decode worker: no runtime, no logging set-up, only its loop (see decode::worker).
+        let limits = crate::decode::worker::WorkerLimits {
+            memory_bytes,
+            cpu_secs,
+            timeout: std::time::Duration::MAX,
+        };
+        return match crate::decode::worker::serve(limits) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("plateqc decode worker: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     init_tracing(&cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -235,6 +254,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::DecodeWorker { .. } => anyhow::bail!("the decode worker runs without a runtime"),
         Command::CheckConfig { common } => {
             let config = resolve_config(cli.config.as_ref(), common)?;
             let opts = config.infer.clone();

@@ -5,6 +5,7 @@ use crate::decode::{DecodeError, PlateHeader};
 use crate::outcome::{FailureKind, Stage, Verdict};
 use crate::pipeline::{Outcome, Progress};
 use crate::record::DbLocation;
+use crate::report::printable;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
@@ -37,8 +38,8 @@ impl Progress for Bar {
         if o.record.verdict == Verdict::Error {
             self.0.println(format!(
                 "error: {}: {}",
-                o.record.source_path,
-                o.record.error.as_deref().unwrap_or("")
+                printable(&o.record.source_path),
+                printable(o.record.error.as_deref().unwrap_or(""))
             ));
         }
     }
@@ -145,10 +146,10 @@ pub(super) fn header(file: &Path, h: Result<PlateHeader, DecodeError>) {
     match h {
         Ok(h) => {
             println!("file              {}", file.display());
-            println!("SOP instance      {}", h.sop_instance_uid);
-            println!("SOP class         {}", h.sop_class_uid);
-            println!("modality          {}", h.modality);
-            println!("transfer syntax   {}", h.transfer_syntax);
+            println!("SOP instance      {}", printable(&h.sop_instance_uid));
+            println!("SOP class         {}", printable(&h.sop_class_uid));
+            println!("modality          {}", printable(&h.modality));
+            println!("transfer syntax   {}", printable(&h.transfer_syntax));
             println!(
                 "image             {} x {}, {} of {} bits{}, {}",
                 h.columns,
@@ -156,7 +157,7 @@ pub(super) fn header(file: &Path, h: Result<PlateHeader, DecodeError>) {
                 h.bits_stored,
                 h.bits_allocated,
                 if h.pixel_signed { " signed" } else { "" },
-                h.photometric
+                printable(&h.photometric)
             );
             println!(
                 "rescale           slope {} intercept {}",
@@ -167,16 +168,16 @@ pub(super) fn header(file: &Path, h: Result<PlateHeader, DecodeError>) {
             }
             println!(
                 "acquired          {}",
-                h.acquisition_datetime.as_deref().unwrap_or("-")
+                printable(h.acquisition_datetime.as_deref().unwrap_or("-"))
             );
             println!(
                 "station           {}",
-                h.station_name.as_deref().unwrap_or("-")
+                printable(h.station_name.as_deref().unwrap_or("-"))
             );
             println!(
                 "device / plate    {} / {}",
-                h.device_serial.as_deref().unwrap_or("-"),
-                h.plate_id.as_deref().unwrap_or("-")
+                printable(h.device_serial.as_deref().unwrap_or("-")),
+                printable(h.plate_id.as_deref().unwrap_or("-"))
             );
         }
         Err(e) => println!("header            unreadable: {e}"),
@@ -211,8 +212,9 @@ pub(super) fn outcome(o: &Outcome) {
     }
     if let Some(e) = &r.error {
         println!(
-            "error             [{}] {e}",
-            r.error_stage.map_or("", Stage::as_str)
+            "error             [{}] {}",
+            r.error_stage.map_or("", Stage::as_str),
+            printable(e)
         );
     }
     println!("recorded as row   {}", o.row_id);

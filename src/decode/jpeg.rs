@@ -8,8 +8,6 @@ use std::ffi::CStr;
 use turbojpeg_sys as tj;
 
 pub struct Gray {
-    pub width: usize,
-    pub height: usize,
     pub samples: Vec<i32>,
 }
 
@@ -35,8 +33,13 @@ impl Handle {
     }
 }
 
-/// Decodes one grayscale JPEG stream to samples.
-pub fn decode(stream: &[u8]) -> Result<Gray, String> {
+/// Progressive scans read at most; real grayscale plates have one to a dozen, a crafted stream
+/// thousands (each a pass over the image).
+const MAX_SCANS: i32 = 100;
+
+/// Decodes one grayscale JPEG stream of `width` x `height` to samples; a stream whose header
+/// says another size is refused before anything is allocated for it.
+pub fn decode(stream: &[u8], want_w: usize, want_h: usize) -> Result<Gray, String> {
     if stream.len() < 4 {
         return Err("JPEG stream is empty".into());
     }
@@ -46,6 +49,13 @@ pub fn decode(stream: &[u8]) -> Result<Gray, String> {
         return Err("cannot initialise the JPEG decoder".into());
     }
     let h = Handle(raw);
+    // Limits inside libjpeg-turbo too: it refuses a larger image and stops after MAX_SCANS.
+    let pixels = i32::try_from(want_w.saturating_mul(want_h)).unwrap_or(i32::MAX);
+    // SAFETY: valid handle; both parameters exist in libjpeg-turbo 3.
+    unsafe {
+        tj::tj3Set(h.0, tj::TJPARAM_TJPARAM_MAXPIXELS as i32, pixels);
+        tj::tj3Set(h.0, tj::TJPARAM_TJPARAM_SCANLIMIT as i32, MAX_SCANS);
+    }
     // SAFETY: the buffer and its length are valid for the call.
     if unsafe { tj::tj3DecompressHeader(h.0, stream.as_ptr(), stream.len() as _) } != 0 {
         return Err(format!("JPEG header: {}", h.error()));
@@ -57,7 +67,12 @@ pub fn decode(stream: &[u8]) -> Result<Gray, String> {
         return Err(format!("JPEG has invalid size {width}x{height}"));
     }
     let (w, hgt) = (width as usize, height as usize);
-    let n = w * hgt;
+    if (w, hgt) != (want_w, want_h) {
+        return Err(format!(
+            "JPEG is {w}x{hgt} but the header says {want_w}x{want_h}"
+        ));
+    }
+    let n = w.checked_mul(hgt).ok_or("JPEG size overflows")?;
     let gray = tj::TJPF_TJPF_GRAY;
     // SAFETY (all three arms): the destination holds width*height samples of the requested
     // precision with pitch = width, as TurboJPEG requires for a one-component pixel format.
@@ -109,11 +124,7 @@ pub fn decode(stream: &[u8]) -> Result<Gray, String> {
     if rc != 0 {
         return Err(format!("JPEG data: {}", h.error()));
     }
-    Ok(Gray {
-        width: w,
-        height: hgt,
-        samples,
-    })
+    Ok(Gray { samples })
 }
 
 #[cfg(test)]
@@ -122,10 +133,10 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_crash() {
-        assert!(decode(&[]).is_err());
-        assert!(decode(&[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 4, 5]).is_err());
+        assert!(decode(&[], 8, 8).is_err());
+        assert!(decode(&[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 4, 5], 8, 8).is_err());
         let mut junk = vec![0xFF, 0xD8];
         junk.extend((0..5000).map(|i| (i * 31 % 251) as u8));
-        assert!(decode(&junk).is_err());
+        assert!(decode(&junk, 8, 8).is_err());
     }
 }

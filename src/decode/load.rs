@@ -3,7 +3,8 @@
 //! decoded values are dropped. A failure says which file, which instance when the header could
 //! be read, and what is known of it for the record.
 
-use super::{decode, decode_header, display, preprocess, DecodeError, DecodePolicy, PlateHeader};
+use super::worker::{self, DecodePool, Decoded, Refused};
+use super::{preprocess, DecodeError, DecodePolicy, PlateHeader};
 use crate::outcome::{FailureKind, Stage};
 use sha2::Digest;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,10 @@ pub enum LoadFailure {
     TooLarge { size: u64, limit: u64 },
     #[error(transparent)]
     Decode(DecodeError),
+    /// The decode worker died on this file (a parser or codec crashed, ran out of its memory
+    /// or time); the message names the signal.
+    #[error("{0}")]
+    Crash(String),
 }
 
 /// A file that could not be loaded, with what is known of it.
@@ -54,7 +59,7 @@ impl LoadError {
     pub fn stage(&self) -> Stage {
         match self.failure {
             LoadFailure::Read(_) | LoadFailure::TooLarge { .. } => Stage::Read,
-            LoadFailure::Decode(_) => Stage::Decode,
+            LoadFailure::Decode(_) | LoadFailure::Crash(_) => Stage::Decode,
         }
     }
 
@@ -63,25 +68,58 @@ impl LoadError {
             LoadFailure::Read(_) => FailureKind::Io,
             LoadFailure::TooLarge { .. } => FailureKind::TooLarge,
             LoadFailure::Decode(e) => e.kind(),
+            LoadFailure::Crash(_) => FailureKind::Crash,
         }
     }
 }
 
-/// Reads, decodes and preprocesses the plate at `path` for a model of input size `input_size`.
+/// Reads, decodes and preprocesses the plate at `path` for a model of input size `input_size`,
+/// in this process (tests and the benchmark's baseline; the pipeline uses [`load_isolated`]).
 pub fn load(path: &Path, policy: &DecodePolicy, input_size: usize) -> Result<Loaded, LoadError> {
-    let fail = |size_bytes: i64, sha256: Option<String>, failure| LoadError {
+    let (bytes, size, sha256) = read(path, policy)?;
+    let answer = worker::decode_bytes(&bytes, policy, input_size);
+    drop(bytes);
+    finish(path, size, sha256, Ok(answer))
+}
+
+/// As [`load`], with the bytes decoded in one of `pool`'s worker processes: the file is read
+/// and hashed here, everything that parses it runs there.
+pub fn load_isolated(
+    path: &Path,
+    policy: &DecodePolicy,
+    input_size: usize,
+    pool: &DecodePool,
+) -> Result<Loaded, LoadError> {
+    let (bytes, size, sha256) = read(path, policy)?;
+    let answer = pool.decode(&bytes, policy, input_size);
+    drop(bytes);
+    finish(path, size, sha256, answer.map_err(|died| died.0))
+}
+
+fn failure(
+    path: &Path,
+    size_bytes: i64,
+    sha256: Option<String>,
+    failure: LoadFailure,
+) -> LoadError {
+    LoadError {
         path: path.to_path_buf(),
         sop_instance_uid: None,
         size_bytes,
         sha256,
         header: None,
         failure,
-    };
+    }
+}
+
+/// The file's bytes, size and sha256, its size checked before it is read.
+fn read(path: &Path, policy: &DecodePolicy) -> Result<(Vec<u8>, u64, String), LoadError> {
     let size = std::fs::metadata(path)
-        .map_err(|e| fail(0, None, LoadFailure::Read(e)))?
+        .map_err(|e| failure(path, 0, None, LoadFailure::Read(e)))?
         .len();
     if size > policy.max_file_bytes {
-        return Err(fail(
+        return Err(failure(
+            path,
             size as i64,
             None,
             LoadFailure::TooLarge {
@@ -90,29 +128,37 @@ pub fn load(path: &Path, policy: &DecodePolicy, input_size: usize) -> Result<Loa
             },
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| fail(size as i64, None, LoadFailure::Read(e)))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| failure(path, size as i64, None, LoadFailure::Read(e)))?;
     let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-    let plate = match decode(&bytes, policy) {
-        Ok(p) => p,
-        Err(e) => {
-            // The header may still be readable; keep what identity we can for the record.
-            let header = decode_header(&bytes, policy).ok().map(Box::new);
-            return Err(LoadError {
-                sop_instance_uid: header.as_ref().map(|h| h.sop_instance_uid.clone()),
-                header,
-                ..fail(size as i64, Some(sha256), LoadFailure::Decode(e))
-            });
-        }
-    };
-    drop(bytes);
-    let (tensor, letterbox) = preprocess::preprocess(&plate, input_size);
-    let gray = display::display_gray(&plate);
-    Ok(Loaded {
-        sha256,
-        size_bytes: size as i64,
-        header: plate.header,
-        gray,
-        tensor,
-        letterbox,
-    })
+    Ok((bytes, size, sha256))
+}
+
+fn finish(
+    path: &Path,
+    size: u64,
+    sha256: String,
+    answer: Result<Result<Decoded, Refused>, String>,
+) -> Result<Loaded, LoadError> {
+    match answer {
+        Ok(Ok(d)) => Ok(Loaded {
+            sha256,
+            size_bytes: size as i64,
+            header: d.header,
+            gray: d.gray,
+            tensor: d.tensor,
+            letterbox: d.letterbox,
+        }),
+        Ok(Err(Refused { error, header })) => Err(LoadError {
+            sop_instance_uid: header.as_ref().map(|h| h.sop_instance_uid.clone()),
+            header,
+            ..failure(path, size as i64, Some(sha256), LoadFailure::Decode(error))
+        }),
+        Err(died) => Err(failure(
+            path,
+            size as i64,
+            Some(sha256),
+            LoadFailure::Crash(died),
+        )),
+    }
 }

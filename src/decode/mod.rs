@@ -3,11 +3,13 @@
 //! model tensor ([`preprocess`]) and the display image ([`display`]). [`load`] is the stage as
 //! the pipeline runs it, one file at a time.
 
+pub mod codec;
 pub mod display;
 mod jpeg;
 pub mod load;
 pub mod preprocess;
 pub mod prescan;
+pub mod worker;
 
 pub use load::{load, LoadError, LoadFailure, Loaded};
 
@@ -19,7 +21,7 @@ use dicom_pixeldata::PixelDecoder;
 use serde::{Deserialize, Serialize};
 
 /// Why a plate could not be decoded. Every variant is a normal, recorded outcome.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 pub enum DecodeError {
     #[error("not a DICOM file: {0}")]
     NotDicom(String),
@@ -55,10 +57,22 @@ pub struct DecodePolicy {
     pub modalities: Vec<String>,
     /// Largest accepted Rows and Columns: a 4 kpx edge is far beyond any intraoral plate.
     pub max_dimension: u32,
+    /// Largest accepted Rows x Columns, the pixel budget every codec header is held to before
+    /// a buffer is sized from it.
+    pub max_pixels: u64,
     /// Largest accepted file, checked before reading it.
     pub max_file_bytes: u64,
     /// Deepest sequence nesting accepted; real images stay below 6.
     pub max_sequence_depth: usize,
+    /// Decode each file in a worker process (see [`worker`]), so that a file that crashes a
+    /// parser or a codec costs only itself. Off only for tests and the benchmark's baseline.
+    pub isolate: bool,
+    /// Address space of a decode worker, in MiB.
+    pub worker_memory_mb: u64,
+    /// CPU seconds a decode worker may spend on one file before it is ended (SIGXCPU).
+    pub worker_cpu_secs: u64,
+    /// Seconds the pipeline waits for a worker's answer before killing it.
+    pub worker_timeout_secs: u64,
 }
 
 impl Default for DecodePolicy {
@@ -66,14 +80,19 @@ impl Default for DecodePolicy {
         DecodePolicy {
             modalities: vec!["IO".into()],
             max_dimension: 8192,
+            max_pixels: 8192 * 8192,
             max_file_bytes: 512 * 1024 * 1024,
             max_sequence_depth: 16,
+            isolate: true,
+            worker_memory_mb: 4096,
+            worker_cpu_secs: 60,
+            worker_timeout_secs: 120,
         }
     }
 }
 
 /// Identity and acquisition facts of a plate. Patient names are never read into it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PlateHeader {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
@@ -135,6 +154,34 @@ pub fn decode_header(bytes: &[u8], policy: &DecodePolicy) -> Result<PlateHeader,
     open(bytes, policy, false).map(|(_, header)| header)
 }
 
+/// The SOP Class and Instance UIDs a received data set carries ((0008,0016), (0008,0018)),
+/// for the receiver to compare with its C-STORE command.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataSetUids {
+    pub sop_class: Option<String>,
+    pub sop_instance: Option<String>,
+}
+
+/// The receiver's check of a data set before it answers a C-STORE: the structural pre-scan
+/// (`max_inflated` bounds a deflated data set), then dicom-rs up to the pixel data for the SOP
+/// UIDs. `Err` says why the data set cannot be understood.
+pub fn check_data_set(
+    bytes: &[u8],
+    max_depth: usize,
+    max_inflated: usize,
+) -> Result<DataSetUids, String> {
+    let scan = prescan::prescan(bytes, max_depth, max_inflated).map_err(|e| e.to_string())?;
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(prescan::dicom_rs_input(bytes, &scan.meta))
+        .map_err(|e| flatten_error(&e))?;
+    Ok(DataSetUids {
+        sop_class: text(&obj, tags::SOP_CLASS_UID),
+        sop_instance: text(&obj, tags::SOP_INSTANCE_UID),
+    })
+}
+
 /// The pre-scan, then dicom-rs on bytes the pre-scan let through; pixel data is read only when
 /// asked for.
 fn open(
@@ -155,8 +202,10 @@ fn open(
     if !with_pixels {
         options = options.read_until(tags::PIXEL_DATA);
     }
+    // dicom-rs reads the data set from the byte where the pre-scan read it, behind a meta group
+    // rebuilt from the one the pre-scan read (see `prescan`).
     let obj = options
-        .from_reader(&bytes[128..])
+        .from_reader(prescan::dicom_rs_input(bytes, &scan.meta))
         .map_err(|e| DecodeError::Malformed(flatten_error(&e)))?;
     let header = read_header(&obj, &scan.transfer_syntax)?;
     Ok((obj, header))
@@ -256,7 +305,7 @@ fn check_policy(
     {
         return Err(DecodeError::Policy(format!(
             "modality '{}' is not accepted (accepted: {})",
-            h.modality,
+            h.modality.escape_debug(),
             policy.modalities.join(", ")
         )));
     }
@@ -267,7 +316,7 @@ fn check_policy(
     if samples != 1 || !matches!(h.photometric.as_str(), "MONOCHROME1" | "MONOCHROME2") {
         return Err(DecodeError::Unsupported(format!(
             "only grayscale plates are judged (photometric '{}', {samples} samples)",
-            h.photometric
+            h.photometric.escape_debug()
         )));
     }
     let frames = int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1);
@@ -284,6 +333,13 @@ fn check_policy(
         return Err(DecodeError::Policy(format!(
             "{}x{} pixels is outside 1..={} per side",
             h.columns, h.rows, policy.max_dimension
+        )));
+    }
+    let pixels = (h.rows as u64).checked_mul(h.columns as u64);
+    if pixels.is_none_or(|p| p > policy.max_pixels) {
+        return Err(DecodeError::Policy(format!(
+            "{}x{} pixels is more than the budget of {}",
+            h.columns, h.rows, policy.max_pixels
         )));
     }
     if !matches!(h.bits_allocated, 8 | 16) || h.bits_stored == 0 || h.bits_stored > h.bits_allocated
@@ -327,41 +383,44 @@ pub const SUPPORTED_TRANSFER_SYNTAXES: [&str; 13] = [
 ];
 
 fn decode_pixels(obj: &DefaultDicomObject, h: &PlateHeader) -> Result<Vec<i32>, DecodeError> {
-    if !SUPPORTED_TRANSFER_SYNTAXES.contains(&h.transfer_syntax.as_str()) {
-        return Err(DecodeError::Unsupported(format!(
-            "transfer syntax {}",
-            h.transfer_syntax
-        )));
+    let ts = h.transfer_syntax.as_str();
+    if !SUPPORTED_TRANSFER_SYNTAXES.contains(&ts) {
+        return Err(DecodeError::Unsupported(format!("transfer syntax {ts}")));
     }
     let n = h.rows as usize * h.columns as usize;
-    let raw: Vec<i32> = if JPEG_SYNTAXES.contains(&h.transfer_syntax.as_str()) {
-        let element = obj
-            .get(tags::PIXEL_DATA)
-            .ok_or_else(|| DecodeError::Policy("no Pixel Data".into()))?;
-        let fragments = element.value().fragments().ok_or_else(|| {
+    let expect = codec::Expect {
+        rows: h.rows,
+        columns: h.columns,
+        bits_allocated: h.bits_allocated,
+    };
+    let fragments = obj
+        .get(tags::PIXEL_DATA)
+        .and_then(|e| e.value().fragments());
+    // A compressed frame: its codec header is checked against the DICOM header before any
+    // codec allocates from it.
+    let stream = || -> Result<Vec<u8>, DecodeError> {
+        let fragments = fragments.ok_or_else(|| {
             DecodeError::Malformed(
                 "compressed transfer syntax without encapsulated pixel data".into(),
             )
         })?;
         let stream: Vec<u8> = fragments.iter().flatten().copied().collect();
-        let img = jpeg::decode(&stream).map_err(DecodeError::Pixels)?;
-        if img.width != h.columns as usize || img.height != h.rows as usize {
-            return Err(DecodeError::Pixels(format!(
-                "JPEG is {}x{} but the header says {}x{}",
-                img.width, img.height, h.columns, h.rows
-            )));
-        }
+        codec::check(ts, &stream, &expect).map_err(DecodeError::Pixels)?;
+        Ok(stream)
+    };
+    let raw: Vec<i32> = if JPEG_SYNTAXES.contains(&ts) {
+        let img = jpeg::decode(&stream()?, h.columns as usize, h.rows as usize)
+            .map_err(DecodeError::Pixels)?;
         img.samples
+    } else if JPEG_LS_SYNTAXES.contains(&ts) {
+        decode_jpegls(&stream()?, n)?
     } else {
-        if h.transfer_syntax == RLE_LOSSLESS {
-            if let Some(fragments) = obj
-                .get(tags::PIXEL_DATA)
-                .and_then(|e| e.value().fragments())
-            {
-                for f in fragments {
-                    check_rle_table(f)?;
-                }
+        if ts == RLE_LOSSLESS {
+            for f in fragments.into_iter().flatten() {
+                codec::rle_table(f, &expect).map_err(DecodeError::Pixels)?;
             }
+        } else if JPEG_2000_SYNTAXES.contains(&ts) {
+            stream()?;
         }
         let decoded = obj
             .decode_pixel_data_frame(0)
@@ -369,56 +428,52 @@ fn decode_pixels(obj: &DefaultDicomObject, h: &PlateHeader) -> Result<Vec<i32>, 
         let data = decoded
             .frame_data(0)
             .map_err(|e| DecodeError::Pixels(flatten_error(&e)))?;
-        let bytes_per = if h.bits_allocated == 8 { 1 } else { 2 };
-        if data.len() < n * bytes_per {
-            return Err(DecodeError::Pixels(format!(
-                "pixel data holds {} bytes, {} needed",
-                data.len(),
-                n * bytes_per
-            )));
-        }
-        if bytes_per == 1 {
-            data[..n].iter().map(|&b| b as i32).collect()
-        } else {
-            data[..2 * n]
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i32)
-                .collect()
-        }
+        samples_of(data, n, h.bits_allocated == 8)?
     };
     Ok(mask_stored(raw, h.bits_stored, h.pixel_signed))
 }
 
-const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
-
-/// Checks an RLE fragment's segment table (PS3.5 G.5) before dicom-rs reads it: dicom-rs
-/// allocates as many offsets as the table claims and slices the fragment by them unchecked, so
-/// a garbled table cost gigabytes and a panic instead of a decode error.
-fn check_rle_table(fragment: &[u8]) -> Result<(), DecodeError> {
-    let bad = |why: String| Err(DecodeError::Pixels(format!("RLE segment table: {why}")));
-    if fragment.len() < 64 {
-        return bad(format!("fragment of {} bytes", fragment.len()));
+/// `n` stored values from little-endian bytes, one or two per sample.
+fn samples_of(data: &[u8], n: usize, one_byte: bool) -> Result<Vec<i32>, DecodeError> {
+    let bytes_per = if one_byte { 1 } else { 2 };
+    if data.len() < n * bytes_per {
+        return Err(DecodeError::Pixels(format!(
+            "pixel data holds {} bytes, {} needed",
+            data.len(),
+            n * bytes_per
+        )));
     }
-    let word = |i: usize| {
-        u32::from_le_bytes(fragment[4 * i..4 * i + 4].try_into().expect("4 bytes")) as usize
-    };
-    let segments = word(0);
-    if !(1..=15).contains(&segments) {
-        return bad(format!("{segments} segments (1 to 15 allowed)"));
-    }
-    let mut start = 63;
-    for i in 1..=segments {
-        let offset = word(i);
-        if offset <= start || offset >= fragment.len() {
-            return bad(format!(
-                "segment {i} at offset {offset} in a {}-byte fragment",
-                fragment.len()
-            ));
-        }
-        start = offset;
-    }
-    Ok(())
+    Ok(if one_byte {
+        data[..n].iter().map(|&b| b as i32).collect()
+    } else {
+        data[..2 * n]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as i32)
+            .collect()
+    })
 }
+
+const JPEG_LS_SYNTAXES: [&str; 2] = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"];
+const JPEG_2000_SYNTAXES: [&str; 2] = ["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"];
+
+/// JPEG-LS through CharLS (the build dicom-rs uses), its SOF55 already checked. CharLS gives
+/// one byte per sample up to 8 bits of precision and two above, whatever Bits Allocated says.
+/// A stream CharLS refuses for zero padding before EOI (see
+/// [`codec::without_padding_before_eoi`]) is read again without it.
+fn decode_jpegls(stream: &[u8], n: usize) -> Result<Vec<i32>, DecodeError> {
+    let precision = codec::jpegls_frame(stream)
+        .map_err(DecodeError::Pixels)?
+        .precision;
+    let decoded = match charls::CharLS::default().decode(stream) {
+        Ok(d) => d,
+        Err(first) => codec::without_padding_before_eoi(stream)
+            .and_then(|s| charls::CharLS::default().decode(&s).ok())
+            .ok_or_else(|| DecodeError::Pixels(format!("JPEG-LS: {first}")))?,
+    };
+    samples_of(&decoded, n, precision <= 8)
+}
+
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 /// Keeps the low Bits Stored bits (overlay bits or garbage above them are common in old
 /// scanners' output) and sign-extends when Pixel Representation says so.
@@ -440,35 +495,6 @@ fn mask_stored(mut v: Vec<i32>, bits: u16, signed: bool) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rle_segment_tables_are_checked_before_decoding() {
-        let table = |words: &[u32], len: usize| {
-            let mut f = vec![0u8; len];
-            for (i, w) in words.iter().enumerate() {
-                f[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
-            }
-            f
-        };
-        assert!(check_rle_table(&table(&[2, 64, 100], 200)).is_ok());
-        for (words, len) in [
-            (&[0u32][..], 200),
-            (&[16, 64][..], 200),
-            (&[0x26c2_6100, 64][..], 200),
-            (&[2, 64, 64][..], 200),
-            (&[1, 40][..], 200),
-            (&[1, 200][..], 200),
-            (&[1, 64][..], 63),
-        ] {
-            assert!(
-                matches!(
-                    check_rle_table(&table(words, len.max(64))[..len]),
-                    Err(DecodeError::Pixels(_))
-                ),
-                "{words:?} in {len} bytes"
-            );
-        }
-    }
 
     #[test]
     fn masking_drops_high_bits_and_sign_extends() {

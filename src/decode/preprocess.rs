@@ -7,7 +7,7 @@ use super::Plate;
 pub const SUPPORTED: [&str; 1] = ["plateqc-psp-v1"];
 
 /// Where the plate sits inside the S x S canvas, needed to map heat maps back to the plate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Letterbox {
     pub size: usize,
     pub top: usize,

@@ -14,10 +14,22 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
-    #[error("cannot write overlay {path}: {reason}")]
-    Write { path: String, reason: String },
+    #[error("cannot encode overlay {path}: {reason}")]
+    Encode { path: String, reason: String },
+    #[error("cannot write overlay {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("layer {layer}: {reason}")]
     Layer { layer: String, reason: String },
+}
+
+impl ExplainError {
+    /// A write that failed for a reason that may pass (out of file handles, disk full, EIO).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ExplainError::Write { source, .. } if crate::fsutil::is_transient(source))
+    }
 }
 
 /// `[explain]`: how heat maps are made and drawn.

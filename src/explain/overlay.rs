@@ -55,13 +55,13 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<(), ExplainError> {
             img.height(),
             image::ExtendedColorType::Rgb8,
         )
-        .map_err(|e| ExplainError::Write {
+        .map_err(|e| ExplainError::Encode {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-    write_private_with(path, &bytes, false).map_err(|e| ExplainError::Write {
+    write_private_with(path, &bytes, false).map_err(|source| ExplainError::Write {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        source,
     })
 }
 

@@ -211,10 +211,7 @@ impl Model {
         let targets = vec![target; n];
         let target_tensor =
             TensorRef::from_array_view(([n], targets.as_slice())).map_err(run_err)?;
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| InferError::Run("model session poisoned".into()))?;
+        let mut session = unpoisoned(&self.session);
         let outputs = if c.has_target_input {
             session
                 .run(ort::inputs!["image" => image, "target_class" => target_tensor])
@@ -336,5 +333,32 @@ pub fn judge(contract: &ModelContract, inference: &Inference) -> Judgement {
         likeliest: ranked
             .first()
             .map(|&(i, s)| (contract.artifact_types[i].name.clone(), s)),
+    }
+}
+
+/// The session, even after a panic elsewhere while it was held: the pipeline catches a panic
+/// around inference and fails that batch only, and the ONNX Runtime session is not left
+/// half-changed by our code, so a poisoned lock must not fail every later plate.
+fn unpoisoned<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13, item 8: a panic while the session was held does not fail later plates.
+    #[test]
+    fn a_panic_does_not_poison_the_session_for_later_plates() {
+        let m = std::sync::Arc::new(Mutex::new(1));
+        let m2 = m.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = m2.lock().unwrap();
+            panic!("inference panicked");
+        })
+        .join();
+        assert!(m.is_poisoned());
+        *unpoisoned(&m) += 1;
+        assert_eq!(*unpoisoned(&m), 2);
     }
 }

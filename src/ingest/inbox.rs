@@ -31,7 +31,8 @@ pub struct WatchOptions {
     pub quiet_ms: u64,
     /// Full rescan period, the fallback for lost events.
     pub rescan_secs: u64,
-    /// A file taken this many times without finishing (it crashed plateqc) is quarantined.
+    /// A file that stops plateqc this many times while judged alone (after a stop, the plates
+    /// that were in flight are judged again one at a time) is quarantined unjudged.
     pub max_attempts: i64,
     /// Address of `/healthz` and `/metrics`; empty disables them. Keep it on loopback (or
     /// behind a proxy): the endpoint has no authentication.
@@ -69,9 +70,11 @@ struct Candidate {
     closed: bool,
 }
 
+/// Size and mtime of a file, or of a symbolic link itself: links are never followed, they are
+/// handed on like files and recorded as links (see `pipeline`).
 fn signature(p: &Path) -> Option<Signature> {
-    let m = std::fs::metadata(p).ok()?;
-    m.is_file().then(|| Signature {
+    let m = std::fs::symlink_metadata(p).ok()?;
+    (m.is_file() || m.file_type().is_symlink()).then(|| Signature {
         size: m.len(),
         mtime: m.modified().ok(),
     })
@@ -86,9 +89,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         if is_ignored(&p) {
             continue;
         }
+        // The entry's own type: a link to a folder is not descended into (no loops, nothing
+        // outside the inbox), a link is handed on as itself.
         match e.file_type() {
             Ok(t) if t.is_dir() => walk(&p, out),
-            Ok(t) if t.is_file() => out.push(p),
+            Ok(t) if t.is_file() || t.is_symlink() => out.push(p),
             _ => {}
         }
     }
@@ -104,19 +109,23 @@ pub fn spawn(
     let (events_tx, mut events_rx) = mpsc::channel::<notify::Event>(4096);
     let overflow = Arc::new(AtomicBool::new(false));
     let overflow_cb = overflow.clone();
-    let mut watcher =
-        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+    // Links inside an inbox are not followed when watches are added (notify would by
+    // default), for the same reasons `walk` does not follow them.
+    let mut watcher = notify::RecommendedWatcher::new(
+        move |res: notify::Result<notify::Event>| match res {
             Ok(ev) => {
                 if events_tx.try_send(ev).is_err() {
                     overflow_cb.store(true, Ordering::Relaxed);
                 }
             }
             Err(_) => overflow_cb.store(true, Ordering::Relaxed),
-        })
-        .map_err(|e| IngestError::Watch {
-            path: PathBuf::new(),
-            reason: e.to_string(),
-        })?;
+        },
+        notify::Config::default().with_follow_symlinks(false),
+    )
+    .map_err(|e| IngestError::Watch {
+        path: PathBuf::new(),
+        reason: e.to_string(),
+    })?;
     for dir in &opts.inboxes {
         crate::fsutil::create_private_dir_all(dir).map_err(|e| IngestError::Watch {
             path: dir.clone(),

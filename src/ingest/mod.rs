@@ -12,6 +12,12 @@ pub use inbox::{spawn, InFlight, IngestError, WatchOptions};
 use std::path::{Path, PathBuf};
 
 /// Expands folders recursively, skipping hidden and partial files, in a stable order.
+///
+/// Links are treated as `find -H` does: a path given by the user is followed (a linked folder
+/// is scanned, a linked file is read under its real name), but a link met inside a folder is
+/// not: it is listed as itself, and the pipeline records it as a link (error kind `symlink`)
+/// without reading what it points to. So a folder with a link loop is scanned once, and a link
+/// never pulls in files from elsewhere unnoticed.
 pub fn collect_files(inputs: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for input in inputs {
@@ -21,20 +27,24 @@ pub fn collect_files(inputs: &[PathBuf]) -> Vec<PathBuf> {
                 let Ok(entries) = std::fs::read_dir(&dir) else {
                     continue;
                 };
-                let mut entries: Vec<_> =
-                    entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-                entries.sort();
-                for p in entries.into_iter().rev() {
+                let mut entries: Vec<_> = entries
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
+                    .collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                for (p, t) in entries.into_iter().rev() {
                     if is_ignored(&p) {
                         continue;
                     }
-                    if p.is_dir() {
+                    if t.is_dir() {
                         stack.push(p);
-                    } else if p.is_file() {
+                    } else if t.is_file() || t.is_symlink() {
                         out.push(p);
                     }
                 }
             }
+        } else if input.is_symlink() {
+            out.push(std::fs::canonicalize(input).unwrap_or_else(|_| input.clone()));
         } else {
             out.push(input.clone());
         }
@@ -57,4 +67,41 @@ pub fn is_ignored(p: &Path) -> bool {
         || name.ends_with(".jsonl")
         || name.ends_with(".npz")
         || name.ends_with(".json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn links_inside_folders_are_listed_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("in");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root.join("a.dcm"), b"a").unwrap();
+        std::fs::write(outside.join("secret.dcm"), b"s").unwrap();
+        symlink(&root, root.join("sub/loop")).unwrap();
+        symlink(&outside, root.join("elsewhere")).unwrap();
+        symlink(outside.join("secret.dcm"), root.join("link.dcm")).unwrap();
+        let found = collect_files(std::slice::from_ref(&root));
+        assert_eq!(
+            found,
+            [
+                root.join("a.dcm"),
+                root.join("elsewhere"),
+                root.join("link.dcm"),
+                root.join("sub/loop"),
+            ],
+            "each link listed once as itself, the loop not walked, nothing from outside"
+        );
+        // A link named by the user is followed, to the real file.
+        let given = collect_files(&[root.join("link.dcm")]);
+        assert_eq!(
+            given,
+            [std::fs::canonicalize(outside.join("secret.dcm")).unwrap()]
+        );
+    }
 }

@@ -86,9 +86,41 @@ pub(super) fn incoming_name(rq: &Command) -> String {
     }
 }
 
+/// What the check of a received data set decided.
+enum Admit {
+    /// Moved into the inbox; `Some(reason)` when it is to be answered "cannot understand".
+    Kept(Option<String>),
+    /// Not the instance the command announced: refused, nothing kept.
+    Mismatch(String),
+}
+
+/// Compares the data set's SOP UIDs with the command's (as dcmtk's storescp does, both answer
+/// 0xA900 "data set does not match SOP class"); missing UIDs are left to the pipeline, which
+/// records the file as it does any broken one.
+fn mismatch(rq: &Command, class: Option<&str>, instance: Option<&str>) -> Option<String> {
+    let differs =
+        |got: Option<&str>, want: &str| got.is_some_and(|g| g != want.trim_end_matches('\0'));
+    if differs(class, &rq.sop_class) {
+        return Some(format!(
+            "data set SOP Class UID {} is not the command's {}",
+            class.unwrap_or(""),
+            rq.sop_class
+        ));
+    }
+    if differs(instance, &rq.sop_instance) {
+        return Some(format!(
+            "data set SOP Instance UID {} is not the command's {}",
+            instance.unwrap_or(""),
+            rq.sop_instance
+        ));
+    }
+    None
+}
+
 /// Makes the received file durable and moves it into the inbox. Returns the status to answer.
-/// A data set that fails the pre-scan is still moved in (the pipeline records and quarantines
-/// it, so the site sees what was sent) but is answered "cannot understand".
+/// A data set that fails the check is still moved in (the pipeline records and quarantines
+/// it, so the site sees what was sent) but is answered "cannot understand"; one whose SOP
+/// UIDs are not the command's is refused and removed.
 pub(super) async fn finish_incoming(scp: &Scp, inc: &mut Incoming, folder: &Path) -> (u16, String) {
     let Some(mut w) = inc.file.take() else {
         return (status::OUT_OF_RESOURCES, "no file".into());
@@ -109,19 +141,33 @@ pub(super) async fn finish_incoming(scp: &Scp, inc: &mut Incoming, folder: &Path
         folder.to_path_buf(),
     );
     let check = scp.check.clone();
-    let moved = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
+    let rq = inc.rq.clone();
+    let moved = tokio::task::spawn_blocking(move || -> std::io::Result<Admit> {
         let bytes = std::fs::read(&tmp)?;
-        let verdict = check(&bytes);
+        let checked = check(&bytes);
         drop(bytes);
+        let problem = match checked {
+            Ok((class, instance)) => {
+                if let Some(why) = mismatch(&rq, class.as_deref(), instance.as_deref()) {
+                    return Ok(Admit::Mismatch(why));
+                }
+                None
+            }
+            Err(problem) => Some(problem),
+        };
         move_in_unique(&tmp, &folder, &name)?;
-        Ok(verdict)
+        Ok(Admit::Kept(problem))
     })
     .await
     .map_err(std::io::Error::other)
     .and_then(|r| r);
     match moved {
-        Ok(None) => (status::SUCCESS, String::new()),
-        Ok(Some(bad)) => (status::CANNOT_UNDERSTAND, bad),
+        Ok(Admit::Kept(None)) => (status::SUCCESS, String::new()),
+        Ok(Admit::Kept(Some(bad))) => (status::CANNOT_UNDERSTAND, bad),
+        Ok(Admit::Mismatch(why)) => {
+            let _ = tokio::fs::remove_file(&inc.tmp).await;
+            (status::DATA_SET_MISMATCH, why)
+        }
         Err(e) => {
             let _ = tokio::fs::remove_file(&inc.tmp).await;
             (status::OUT_OF_RESOURCES, format!("cannot store: {e}"))
@@ -207,6 +253,23 @@ mod tests {
         assert_eq!(end, meta_len);
         bytes.extend_from_slice(&[0x08, 0, 0x60, 0, 2, 0, 0, 0, b'I', b'O']);
         assert!(prescan::prescan(&bytes, 8, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn data_set_uids_must_be_the_commands() {
+        let rq = Command {
+            sop_class: "1.2.840.10008.5.1.4.1.1.1.3".into(),
+            sop_instance: "1.2.3.4".into(),
+            ..Default::default()
+        };
+        let class = Some("1.2.840.10008.5.1.4.1.1.1.3");
+        assert_eq!(mismatch(&rq, class, Some("1.2.3.4")), None);
+        let other = mismatch(&rq, class, Some("1.2.3.5")).unwrap();
+        assert!(other.contains("SOP Instance UID 1.2.3.5"), "{other}");
+        let wrong_class = mismatch(&rq, Some("1.2.840.10008.5.1.4.1.1.1.1"), Some("1.2.3.4"));
+        assert!(wrong_class.unwrap().contains("SOP Class UID"));
+        // Missing UIDs are the pipeline's to record, like any broken file.
+        assert_eq!(mismatch(&rq, None, None), None);
     }
 
     #[test]

@@ -75,6 +75,11 @@ pub struct DicomOptions {
     pub max_pdu: u32,
     /// An association idle this long (no PDU) is aborted, so a stalled sender holds nothing.
     pub idle_timeout_secs: u64,
+    /// A connection must complete its association request within this long. A connection
+    /// takes an association slot only once its peer has started the request, so connections
+    /// that never speak (port scanners, health checks, a hung sender) cannot lock real
+    /// senders out; they wait in a separate, bounded pool and are closed after this time.
+    pub handshake_timeout_secs: u64,
 }
 
 impl Default for DicomOptions {
@@ -86,6 +91,7 @@ impl Default for DicomOptions {
             max_associations: 8,
             max_pdu: 65_536,
             idle_timeout_secs: 60,
+            handshake_timeout_secs: 10,
         }
     }
 }
@@ -105,6 +111,9 @@ impl DicomOptions {
         }
         if self.max_associations == 0 {
             p.push("[dicom] max_associations must be at least 1".into());
+        }
+        if self.handshake_timeout_secs == 0 {
+            p.push("[dicom] handshake_timeout_secs must be at least 1".into());
         }
         if !(4096..=16_777_216).contains(&self.max_pdu) {
             p.push(format!(
@@ -135,15 +144,18 @@ pub struct Scp {
     pub transfer_syntaxes: Vec<&'static str>,
     /// Objects larger than this are refused with "out of resources" while being received.
     pub max_object_bytes: u64,
-    /// The structural check a received data set must pass to be answered success (decode's
-    /// pre-scan, handed in by the daemon): `Some(reason)` answers "cannot understand". The
-    /// instance is kept either way, so the pipeline records what was sent.
+    /// The check a received data set must pass to be answered success (decode's, handed in by
+    /// the daemon): `Err(reason)` answers "cannot understand" and the instance is kept, so the
+    /// pipeline records what was sent. `Ok` gives the data set's SOP Class and Instance UIDs;
+    /// when they are not the command's, the instance is refused (0xA900) and nothing is kept.
     pub check: Check,
     pub stats: Arc<ScpStats>,
 }
 
-/// See [`Scp::check`].
-pub type Check = Arc<dyn Fn(&[u8]) -> Option<String> + Send + Sync>;
+/// See [`Scp::check`]: the data set's (SOP Class UID, SOP Instance UID), or why it cannot be
+/// understood.
+pub type Check =
+    Arc<dyn Fn(&[u8]) -> Result<(Option<String>, Option<String>), String> + Send + Sync>;
 
 struct AllowList {
     calling: Vec<String>,
@@ -181,45 +193,141 @@ pub async fn serve(scp: Arc<Scp>, cancel: CancellationToken) -> Result<SocketAdd
         error,
     })?;
     let slots = Arc::new(Semaphore::new(scp.options.max_associations));
+    let bound_pending = pending_bound(scp.options.max_associations);
+    let silent = Arc::new(Silent::new(bound_pending));
+    let refusing = Arc::new(Semaphore::new(bound_pending));
     tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
         loop {
             let accepted = tokio::select! {
                 _ = cancel.cancelled() => break,
                 a = listener.accept() => a,
             };
             let (socket, peer) = match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff.reset();
+                    a
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
+                    // EMFILE and friends: the connection stays queued and accept fails again at
+                    // once; pause (longer each time) instead of spinning on it.
+                    let pause = backoff.pause();
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "accept failed");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
                 }
             };
             let _ = socket.set_nodelay(true);
-            match slots.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let (scp, cancel) = (scp.clone(), cancel.clone());
-                    tokio::spawn(async move {
-                        association(&scp, socket, peer, cancel).await;
-                        drop(permit);
-                    });
+            let (id, dropped) = silent.enter();
+            let (scp, cancel, slots) = (scp.clone(), cancel.clone(), slots.clone());
+            let (silent, refusing) = (silent.clone(), refusing.clone());
+            tokio::spawn(async move {
+                let handshake = Duration::from_secs(scp.options.handshake_timeout_secs.max(1));
+                // A slot is taken only once the peer has sent something; until then the
+                // connection is one of a bounded number of silent ones, the oldest of which
+                // makes room for a newcomer.
+                // `peek` waits for a byte that is really there (`readable` may wake without one)
+                // and leaves it for the association to read.
+                let mut first = [0u8; 1];
+                let spoke = tokio::select! {
+                    _ = cancel.cancelled() => false,
+                    _ = dropped.cancelled() => false,
+                    r = tokio::time::timeout(handshake, socket.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
+                };
+                silent.leave(id);
+                if !spoke {
+                    tracing::info!(peer = %peer, "connection closed: no association request");
+                    return;
                 }
-                Err(_) => {
-                    scp.stats.refused_associations.fetch_add(1, Relaxed);
-                    let idle = Duration::from_secs(scp.options.idle_timeout_secs.max(1));
-                    tokio::spawn(refuse_busy(socket, peer, idle));
+                match slots.try_acquire_owned() {
+                    Ok(slot) => {
+                        association(&scp, socket, peer, cancel, handshake).await;
+                        drop(slot);
+                    }
+                    Err(_) => {
+                        scp.stats.refused_associations.fetch_add(1, Relaxed);
+                        // Refusing politely takes a task for up to the handshake time: bounded.
+                        if let Ok(permit) = refusing.try_acquire_owned() {
+                            refuse_busy(socket, peer, handshake).await;
+                            drop(permit);
+                        } else {
+                            tracing::warn!(peer = %peer, "connection closed: too many at once");
+                        }
+                    }
                 }
-            }
+            });
         }
     });
     Ok(bound)
 }
 
+/// Connections that have not spoken yet, at most `bound` (see [`pending_bound`]). A newcomer
+/// beyond the bound closes the oldest: a real sender speaks at once and moves on to a slot, so
+/// a flood of silent connections can delay it by no more than its own first packet.
+struct Silent {
+    bound: usize,
+    waiting: std::sync::Mutex<(u64, std::collections::VecDeque<(u64, CancellationToken)>)>,
+}
+
+impl Silent {
+    fn new(bound: usize) -> Silent {
+        Silent {
+            bound: bound.max(1),
+            waiting: Default::default(),
+        }
+    }
+
+    /// Registers a new connection; its token is cancelled if it is pushed out.
+    fn enter(&self) -> (u64, CancellationToken) {
+        let token = CancellationToken::new();
+        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        w.0 += 1;
+        let id = w.0;
+        while w.1.len() >= self.bound {
+            if let Some((_, oldest)) = w.1.pop_front() {
+                oldest.cancel();
+            }
+        }
+        w.1.push_back((id, token.clone()));
+        (id, token)
+    }
+
+    fn leave(&self, id: u64) {
+        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        w.1.retain(|(i, _)| *i != id);
+    }
+}
+
+/// Silent connections (and refusals in progress) at most: generous beside the slots, yet
+/// bounded, so a flood of connections costs a fixed number of sockets and tasks.
+fn pending_bound(max_associations: usize) -> usize {
+    max_associations.saturating_mul(4).max(16)
+}
+
+/// The pause after a failed `accept`: 50 ms, doubling to 2 s, back to the start on success.
+#[derive(Default)]
+pub struct AcceptBackoff {
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    pub fn pause(&mut self) -> Duration {
+        let ms = 50u64.saturating_mul(1 << self.failures.min(6)).min(2000);
+        self.failures = self.failures.saturating_add(1);
+        Duration::from_millis(ms)
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 /// Reads the association request and answers A-ASSOCIATE-RJ (transient, local limit
 /// exceeded), so the sender retries later instead of seeing a reset connection.
-async fn refuse_busy(mut socket: TcpStream, peer: SocketAddr, idle: Duration) {
-    let _ = tokio::time::timeout(idle, async {
+async fn refuse_busy(mut socket: TcpStream, peer: SocketAddr, limit: Duration) {
+    let _ = tokio::time::timeout(limit, async {
         let mut head = [0u8; 6];
         socket.read_exact(&mut head).await?;
         let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as u64;
@@ -251,7 +359,13 @@ enum State {
 /// The most command bytes accepted before the command is complete; real ones are ~200.
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
-async fn association(scp: &Scp, socket: TcpStream, peer: SocketAddr, cancel: CancellationToken) {
+async fn association(
+    scp: &Scp,
+    socket: TcpStream,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+    handshake: Duration,
+) {
     let idle = Duration::from_secs(scp.options.idle_timeout_secs.max(1));
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(AllowList {
@@ -268,11 +382,19 @@ async fn association(scp: &Scp, socket: TcpStream, peer: SocketAddr, cancel: Can
     for ts in &scp.transfer_syntaxes {
         options = options.with_transfer_syntax(*ts);
     }
-    let mut assoc = match options.establish_async(socket).await {
-        Ok(a) => a,
-        Err(e) => {
+    // The whole request within the handshake time: a peer that sends a byte and stalls holds
+    // its slot no longer than that.
+    let established = tokio::time::timeout(handshake, options.establish_async(socket)).await;
+    let mut assoc = match established {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
             scp.stats.refused_associations.fetch_add(1, Relaxed);
             tracing::warn!(peer = %peer, error = %e, "association not established");
+            return;
+        }
+        Err(_) => {
+            scp.stats.refused_associations.fetch_add(1, Relaxed);
+            tracing::warn!(peer = %peer, "association not established: no complete request in time");
             return;
         }
     };
@@ -469,5 +591,33 @@ async fn step(
             respond(assoc, pc, &Command::response_to(&inc.rq, code, &comment)).await?;
             Ok((State::Idle, stored))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_pauses_grow_and_reset() {
+        let mut b = AcceptBackoff::default();
+        let ms: Vec<u128> = (0..9).map(|_| b.pause().as_millis()).collect();
+        assert_eq!(ms, [50, 100, 200, 400, 800, 1600, 2000, 2000, 2000]);
+        b.reset();
+        assert_eq!(b.pause().as_millis(), 50);
+    }
+
+    #[test]
+    fn a_newcomer_beyond_the_bound_closes_the_oldest_silent_one() {
+        let silent = Silent::new(2);
+        let (a, ta) = silent.enter();
+        let (_b, tb) = silent.enter();
+        let (_c, tc) = silent.enter();
+        assert!(ta.is_cancelled(), "the oldest made room");
+        assert!(!tb.is_cancelled() && !tc.is_cancelled());
+        silent.leave(a);
+        silent.leave(_b);
+        let (_d, td) = silent.enter();
+        assert!(!tc.is_cancelled() && !td.is_cancelled(), "room was left");
     }
 }

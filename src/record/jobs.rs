@@ -6,6 +6,8 @@ use super::plates::insert_plate;
 use super::{now, PlateRecord, RecordError, Recorder};
 use crate::on_pool;
 use crate::outcome::{stored_enum, Verdict};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 
 stored_enum! {
     /// Where a job stands (`jobs.state`).
@@ -24,8 +26,13 @@ stored_enum! {
 /// What the database already knows about a file about to be taken from an inbox.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobStart {
-    /// New work: a job row is committed as `processing`.
+    /// New work (or work this run took before and put back after a transient read error): the
+    /// job is committed as `processing`, taken `attempts` times in all.
     Process { job_id: i64, attempts: i64 },
+    /// Taken by an earlier run that stopped before finishing it. The stop may have been this
+    /// file's doing or a neighbour's (or a power cut): it is to be judged alone, see
+    /// [`Recorder::take_alone`]. It was taken alone `alone_runs` times before.
+    Suspect { job_id: i64, alone_runs: i64 },
     /// Its outcome was committed but the file was never moved (crash between the two).
     Resume {
         job_id: i64,
@@ -34,71 +41,122 @@ pub enum JobStart {
     },
     /// Identical content was already recorded: recorded as a duplicate of that plate.
     Duplicate { job_id: i64, of_plate: i64 },
-    /// It was taken `attempts` times and never finished: it crashes us, so it is quarantined.
-    Poison { job_id: i64, attempts: i64 },
+    /// plateqc stopped `alone_runs` times while judging this file with nothing else in flight:
+    /// it crashes us, so it is quarantined unjudged.
+    Poison { job_id: i64, alone_runs: i64 },
     /// Judged before and deliberately left in place (accepted plates kept in the inbox).
     AlreadyHere,
 }
 
+/// An unfinished job as read: id, state, attempts, plate row, the run that took it last, and
+/// how often it was taken alone.
+type OpenJob = (i64, String, i64, Option<i64>, Option<String>, i64);
+
+/// How a local path is keyed in the journal: its readable form, and the hex of its bytes when
+/// it is not valid UTF-8 ('' otherwise), so the real path can always be rebuilt.
+pub fn path_key(path: &Path) -> (String, String) {
+    match path.to_str() {
+        Some(s) => (s.to_string(), String::new()),
+        None => (
+            path.to_string_lossy().into_owned(),
+            hex::encode(path.as_os_str().as_bytes()),
+        ),
+    }
+}
+
+/// The path a journal key names (see [`path_key`]).
+pub fn path_of_key(display: &str, hex_bytes: &str) -> PathBuf {
+    if hex_bytes.is_empty() {
+        return PathBuf::from(display);
+    }
+    match hex::decode(hex_bytes) {
+        Ok(bytes) => PathBuf::from(std::ffi::OsString::from_vec(bytes)),
+        Err(_) => PathBuf::from(display),
+    }
+}
+
 // The journal (`jobs`) is keyed by this node's local paths: every query names the node, so
 // daemons of several sites sharing one PostgreSQL database never see each other's files.
+//
+// Why attempts are charged only to a file judged alone: when the daemon process dies (kill -9,
+// abort, power cut) every job it had in flight is left `processing`, and nothing says which
+// plate, if any, killed it; the decode workers' own deaths are already charged to their plate
+// (error kind `crash`). Charging every job left behind would quarantine innocent neighbours
+// after a few unrelated stops. So a job left by an earlier run is a suspect, not a culprit:
+// the daemon waits until nothing else is in flight, commits `alone_runs + 1`, and judges it
+// with nothing beside it. If plateqc stops then, no other plate was there to blame; after
+// `watch.max_attempts` such stops the file is quarantined. A stop unrelated to any plate costs
+// a suspect one count only if it lands in that short window alone.
 impl Recorder {
-    /// Decides, in one transaction, how a file from the inbox is handled.
+    /// Decides, in one transaction, how a file from the inbox is handled. `run_id` names this
+    /// daemon run; `max_alone` is `watch.max_attempts`.
     pub async fn start_job(
         &self,
-        path: &str,
+        path: &Path,
         sha256: &str,
         size: i64,
-        max_attempts: i64,
+        max_alone: i64,
+        run_id: &str,
     ) -> Result<JobStart, RecordError> {
         let now = now();
         let node = self.site.as_str();
+        let (path, path_hex) = path_key(path);
         on_pool!(&self.pool, pool => {
             let mut tx = pool.begin().await?;
             let kept: Option<(i64,)> = sqlx::query_as(
-                "SELECT id FROM jobs WHERE node = $1 AND source_path = $2 AND sha256 = $3 AND routed_path = source_path LIMIT 1",
+                "SELECT id FROM jobs WHERE node = $1 AND source_path = $2 AND source_hex = $4 AND sha256 = $3 AND routed_path = source_path LIMIT 1",
             )
             .bind(node)
-            .bind(path)
+            .bind(&path)
             .bind(sha256)
+            .bind(&path_hex)
             .fetch_optional(&mut *tx)
             .await?;
             if kept.is_some() {
                 return Ok(JobStart::AlreadyHere);
             }
-            let open: Option<(i64, String, i64, Option<i64>)> = sqlx::query_as(
-                "SELECT id, state, attempts, plate_row FROM jobs WHERE node = $1 AND source_path = $2 AND sha256 = $3 AND routed_path IS NULL",
+            let open: Option<OpenJob> = sqlx::query_as(
+                "SELECT id, state, attempts, plate_row, run_id, alone_runs FROM jobs
+                 WHERE node = $1 AND source_path = $2 AND source_hex = $4 AND sha256 = $3 AND routed_path IS NULL",
             )
             .bind(node)
-            .bind(path)
+            .bind(&path)
             .bind(sha256)
+            .bind(&path_hex)
             .fetch_optional(&mut *tx)
             .await?;
-            // A state the schema does not allow cannot be read; it is treated as unfinished.
-            let open = open.map(|(id, state, attempts, plate_row)| {
-                (id, state.parse().unwrap_or(JobState::Processing), attempts, plate_row)
-            });
             let start = match open {
-                Some((id, state, _, plate_row)) if state != JobState::Processing => {
-                    JobStart::Resume {
-                        job_id: id,
-                        state,
-                        plate_row,
-                    }
-                }
-                Some((id, _, attempts, _)) if attempts >= max_attempts => JobStart::Poison {
-                    job_id: id,
-                    attempts,
-                },
-                Some((id, _, attempts, _)) => {
-                    sqlx::query("UPDATE jobs SET attempts = attempts + 1, updated_at = $1 WHERE id = $2")
-                        .bind(&now)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    JobStart::Process {
-                        job_id: id,
-                        attempts: attempts + 1,
+                Some((id, state, attempts, plate_row, taken_by, alone_runs)) => {
+                    // A state the schema does not allow cannot be read; it is treated as
+                    // unfinished.
+                    let state = state.parse().unwrap_or(JobState::Processing);
+                    if state != JobState::Processing {
+                        JobStart::Resume {
+                            job_id: id,
+                            state,
+                            plate_row,
+                        }
+                    } else if taken_by.as_deref() == Some(run_id) {
+                        // Put back by this very run (a transient read error): no stop between.
+                        sqlx::query("UPDATE jobs SET attempts = attempts + 1, updated_at = $1 WHERE id = $2")
+                            .bind(&now)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                        JobStart::Process {
+                            job_id: id,
+                            attempts: attempts + 1,
+                        }
+                    } else if alone_runs >= max_alone {
+                        JobStart::Poison {
+                            job_id: id,
+                            alone_runs,
+                        }
+                    } else {
+                        JobStart::Suspect {
+                            job_id: id,
+                            alone_runs,
+                        }
                     }
                 }
                 None => {
@@ -119,17 +177,19 @@ impl Recorder {
                         JobState::Processing
                     };
                     let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO jobs (node, source_path, sha256, size_bytes, state, duplicate_of, first_seen, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                        "INSERT INTO jobs (node, source_path, source_hex, sha256, size_bytes, state, duplicate_of, first_seen, updated_at, run_id)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
                     )
                     .bind(node)
-                    .bind(path)
+                    .bind(&path)
+                    .bind(&path_hex)
                     .bind(sha256)
                     .bind(size)
                     .bind(state.as_str())
                     .bind(earlier.map(|e| e.0))
                     .bind(&now)
                     .bind(&now)
+                    .bind(run_id)
                     .fetch_one(&mut *tx)
                     .await?;
                     match earlier {
@@ -146,6 +206,23 @@ impl Recorder {
             };
             tx.commit().await?;
             Ok(start)
+        })
+    }
+
+    /// Commits that a suspect job (see [`JobStart::Suspect`]) is about to be judged alone by
+    /// run `run_id`; returns how often it has been taken alone now.
+    pub async fn take_alone(&self, job_id: i64, run_id: &str) -> Result<i64, RecordError> {
+        on_pool!(&self.pool, pool => {
+            let n: i64 = sqlx::query_scalar(
+                "UPDATE jobs SET alone_runs = alone_runs + 1, attempts = attempts + 1, run_id = $1, updated_at = $2
+                 WHERE id = $3 RETURNING alone_runs",
+            )
+            .bind(run_id)
+            .bind(now())
+            .bind(job_id)
+            .fetch_one(pool)
+            .await?;
+            Ok(n)
         })
     }
 
@@ -212,10 +289,12 @@ impl Recorder {
     }
 
     /// Writes down where a file is about to be moved, before moving it.
-    pub async fn set_routing_to(&self, job_id: i64, target: &str) -> Result<(), RecordError> {
+    pub async fn set_routing_to(&self, job_id: i64, target: &Path) -> Result<(), RecordError> {
+        // Targets are planned from sanitized names under the configured root: UTF-8 there.
+        let target = target.to_string_lossy();
         on_pool!(&self.pool, pool => {
             sqlx::query("UPDATE jobs SET routing_to = $1, updated_at = $2 WHERE id = $3")
-                .bind(target)
+                .bind(target.as_ref())
                 .bind(now())
                 .bind(job_id)
                 .execute(pool)
@@ -228,15 +307,18 @@ impl Recorder {
     /// whose planned destination exists were moved; record it. Returns how many were reconciled.
     pub async fn reconcile_moves(&self) -> Result<usize, RecordError> {
         let node = self.site.as_str();
-        let open: Vec<(i64, String, String)> = on_pool!(&self.pool, pool => sqlx::query_as(
-            "SELECT id, source_path, routing_to FROM jobs WHERE node = $1 AND routed_path IS NULL AND routing_to IS NOT NULL",
+        let open: Vec<(i64, String, String, String)> = on_pool!(&self.pool, pool => sqlx::query_as(
+            "SELECT id, source_path, source_hex, routing_to FROM jobs WHERE node = $1 AND routed_path IS NULL AND routing_to IS NOT NULL",
         )
         .bind(node)
         .fetch_all(pool)
         .await?);
         let mut n = 0;
-        for (id, src, to) in open {
-            if !std::path::Path::new(&src).exists() && std::path::Path::new(&to).exists() {
+        for (id, src, src_hex, to) in open {
+            let (src, to) = (path_of_key(&src, &src_hex), PathBuf::from(to));
+            // symlink_metadata: a moved symbolic link counts as moved even if it dangles.
+            let present = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+            if !present(&src) && present(&to) {
                 self.mark_routed(id, &to).await?;
                 n += 1;
             }
@@ -244,16 +326,91 @@ impl Recorder {
         Ok(n)
     }
 
-    /// The file has left the inbox.
-    pub async fn mark_routed(&self, job_id: i64, routed: &str) -> Result<(), RecordError> {
+    /// The file has left the inbox (or, kept in place, is settled where it is).
+    pub async fn mark_routed(&self, job_id: i64, routed: &Path) -> Result<(), RecordError> {
+        // Kept in place, the routed path is the source path, compared as stored (lossy form).
+        let routed = routed.to_string_lossy();
         on_pool!(&self.pool, pool => {
             sqlx::query("UPDATE jobs SET routed_path = $1, updated_at = $2 WHERE id = $3")
-                .bind(routed)
+                .bind(routed.as_ref())
                 .bind(now())
                 .bind(job_id)
                 .execute(pool)
                 .await?;
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three stops with plates in flight quarantine none of them: each is judged alone once
+    /// after a stop; only a file that stops plateqc while alone, `max` times, is poison.
+    #[tokio::test]
+    async fn stops_are_charged_only_to_a_plate_judged_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::open(&dir.path().join("qc.sqlite")).await.unwrap();
+        let (a, b) = (Path::new("/in/a.dcm"), Path::new("/in/b.dcm"));
+        for p in [a, b] {
+            let s = rec.start_job(p, "sha", 1, 3, "run-1").await.unwrap();
+            assert!(matches!(s, JobStart::Process { attempts: 1, .. }), "{s:?}");
+        }
+        // Runs 2..=4 each stop with both files in flight: neither is charged.
+        for run in ["run-2", "run-3", "run-4"] {
+            for p in [a, b] {
+                let s = rec.start_job(p, "sha", 1, 3, run).await.unwrap();
+                assert!(
+                    matches!(s, JobStart::Suspect { alone_runs: 0, .. }),
+                    "{run}: {s:?}"
+                );
+            }
+        }
+        // Judged alone, `a` stops plateqc three times; the third stop makes it poison.
+        for (i, run) in ["run-5", "run-6", "run-7"].into_iter().enumerate() {
+            let s = rec.start_job(a, "sha", 1, 3, run).await.unwrap();
+            let JobStart::Suspect { job_id, alone_runs } = s else {
+                panic!("{run}: {s:?}")
+            };
+            assert_eq!(alone_runs, i as i64);
+            assert_eq!(rec.take_alone(job_id, run).await.unwrap(), i as i64 + 1);
+            // Taken again within the same run (put back after a transient error): no charge.
+            let again = rec.start_job(a, "sha", 1, 3, run).await.unwrap();
+            assert!(matches!(again, JobStart::Process { .. }), "{again:?}");
+        }
+        let s = rec.start_job(a, "sha", 1, 3, "run-8").await.unwrap();
+        assert!(matches!(s, JobStart::Poison { alone_runs: 3, .. }), "{s:?}");
+        let s = rec.start_job(b, "sha", 1, 3, "run-8").await.unwrap();
+        assert!(
+            matches!(s, JobStart::Suspect { alone_runs: 0, .. }),
+            "{s:?}"
+        );
+    }
+
+    /// A name that is not UTF-8 is its own job, and its real path comes back from the journal.
+    #[tokio::test]
+    async fn non_utf8_names_are_keyed_by_their_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::open(&dir.path().join("qc.sqlite")).await.unwrap();
+        let x = Path::new(std::ffi::OsStr::from_bytes(b"/in/plate-\xff.dcm"));
+        let y = Path::new(std::ffi::OsStr::from_bytes(b"/in/plate-\xfe.dcm"));
+        assert_eq!(x.to_string_lossy(), y.to_string_lossy());
+        let (dx, hx) = path_key(x);
+        assert_eq!(path_of_key(&dx, &hx), x);
+        assert_eq!(path_key(Path::new("/in/a.dcm")).1, "");
+        let jx = rec.start_job(x, "sha", 1, 3, "r").await.unwrap();
+        let jy = rec.start_job(y, "sha", 1, 3, "r").await.unwrap();
+        let (JobStart::Process { job_id: ix, .. }, JobStart::Process { job_id: iy, .. }) = (jx, jy)
+        else {
+            panic!("two new jobs")
+        };
+        assert_ne!(ix, iy);
+        // A move recorded as intended but not as done is reconciled from the real path.
+        let moved = dir.path().join("moved.dcm");
+        std::fs::write(&moved, b"x").unwrap();
+        rec.set_routing_to(ix, &moved).await.unwrap();
+        assert_eq!(rec.reconcile_moves().await.unwrap(), 1);
     }
 }

@@ -9,7 +9,7 @@ use crate::outcome::{FailureKind, Stage, Verdict};
 use crate::privacy::PatientHasher;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use crate::infer::Finding;
@@ -19,6 +19,10 @@ pub use crate::infer::Finding;
 pub struct PlateRecord {
     pub run_id: String,
     pub processed_at: String,
+    /// The file as it is named on disk, bytes kept (names need not be UTF-8); the finisher
+    /// moves this path. `source_path` is its readable form, as stored.
+    #[serde(skip)]
+    pub source: PathBuf,
     pub source_path: String,
     pub sha256: String,
     pub size_bytes: i64,
@@ -48,6 +52,8 @@ pub struct PlateRecord {
     pub cam_method: Option<String>,
     pub overlays: BTreeMap<String, String>,
     pub montage_path: Option<String>,
+    /// Why the overlays are missing from a judged plate (its verdict stands).
+    pub overlay_error: Option<String>,
     pub decode_ms: Option<f64>,
     pub infer_ms: Option<f64>,
     pub explain_ms: Option<f64>,
@@ -56,6 +62,11 @@ pub struct PlateRecord {
     pub error_kind: Option<FailureKind>,
     pub error: Option<String>,
     pub findings: Vec<Finding>,
+    /// The file could not be read for a reason that may pass (see
+    /// [`crate::fsutil::is_transient`]): the daemon leaves it in the inbox and tries again
+    /// later instead of recording this failure.
+    #[serde(skip)]
+    pub transient: bool,
 }
 
 impl PlateRecord {
@@ -63,7 +74,8 @@ impl PlateRecord {
     pub fn for_file(run_id: &str, path: &Path) -> PlateRecord {
         PlateRecord {
             run_id: run_id.to_string(),
-            source_path: path.display().to_string(),
+            source: path.to_path_buf(),
+            source_path: path.to_string_lossy().into_owned(),
             ..Default::default()
         }
     }
@@ -164,10 +176,10 @@ macro_rules! insert_plate {
                 transfer_syntax, rows, columns, bits_stored, photometric, verdict, unusable_score,
                 threshold, reason_code, model_name, model_version, model_sha256, cam_method, overlays,
                 montage_path, decode_ms, infer_ms, explain_ms, total_ms, error_stage, error_kind, error,
-                site)
+                site, overlay_error)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
                      $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34,
-                     $35, $36, $37, $38, $39)
+                     $35, $36, $37, $38, $39, $40)
              RETURNING id",
         )
         .bind(&r.run_id)
@@ -209,6 +221,7 @@ macro_rules! insert_plate {
         .bind(r.error_kind.map(|k| k.as_str()))
         .bind(&r.error)
         .bind($site)
+        .bind(&r.overlay_error)
         .fetch_one(&mut *$tx)
         .await?;
         for f in &r.findings {

@@ -298,14 +298,22 @@ pub async fn write_page(
     );
     let _ = write!(
         s,
-        "<div class=\"summary\"><div class=\"card\" id=\"total-images\"><b>{}</b>images judged</div><div class=\"card\" id=\"total-rejected\"><b>{} ({:.1}%)</b>rejected</div><div class=\"card\"><b>{}</b>reviewed by a person</div><div class=\"card\"><b>{}</b>verdicts overturned</div><div class=\"card\"><b>{}</b>files not judged</div><div class=\"card\"><b>{}</b>plates to replace</div></div>",
+        "<div class=\"summary\"><div class=\"card\" id=\"total-images\"><b>{}</b>images judged</div><div class=\"card\" id=\"total-rejected\"><b>{} ({:.1}%)</b>rejected</div><div class=\"card\"><b>{}</b>reviewed by a person</div><div class=\"card\"><b>{}</b>verdicts overturned</div><div class=\"card\"><b>{}</b>files not judged</div><div class=\"card\"><b>{}</b>plates to replace</div>{}</div>",
         t.images,
         t.rejected,
         t.reject_pct,
         t.overridden,
         t.overturned,
         report.errors,
-        report.plates_to_replace.len()
+        report.plates_to_replace.len(),
+        if report.without_overlays > 0 {
+            format!(
+                "<div class=\"card\" id=\"without-overlays\"><b>{}</b>judged without overlays</div>",
+                report.without_overlays
+            )
+        } else {
+            String::new()
+        }
     );
     let (period, series) = if report.by_week.len() >= 2 {
         ("ISO week", &report.by_week)

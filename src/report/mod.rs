@@ -11,7 +11,7 @@ pub mod review;
 mod text;
 
 use text::describe_filter;
-pub use text::{csv_field, to_csv, to_table};
+pub use text::{csv_field, printable, to_csv, to_table};
 
 use crate::record::{Pool, RecordError};
 use serde::Serialize;
@@ -196,6 +196,9 @@ pub struct Report {
     pub totals: Group,
     /// Files that could not be judged (not DICOM, broken, refused); not part of the rates.
     pub errors: i64,
+    /// Judged plates whose overlays could not be written (`plates.overlay_error`): their
+    /// verdicts count, but a reader has no heat map to look at.
+    pub without_overlays: i64,
     pub by_day: Vec<Group>,
     pub by_week: Vec<Group>,
     /// `by_week` with the change from the week before: is it getting better or worse?
@@ -315,6 +318,16 @@ pub async fn build(pool: &Pool, filter: &Filter, wear: WearRule) -> Result<Repor
         ),
         &binds
     );
+    let without_overlays: Vec<(i64,)> = fetch_all_text!(
+        pool,
+        (i64,),
+        &format!(
+            "SELECT count(*) FROM (SELECT substr(processed_at, 1, 10) AS day, site, station_name,
+                    operator, device_serial, plate_identifier
+               FROM plates WHERE verdict <> 'error' AND overlay_error IS NOT NULL) e {clause}"
+        ),
+        &binds
+    );
     let reasons: Vec<(String, String, i64)> = fetch_all_text!(
         pool,
         (String, String, i64),
@@ -365,6 +378,7 @@ pub async fn build(pool: &Pool, filter: &Filter, wear: WearRule) -> Result<Repor
         trend: trend(&by_week),
         totals,
         errors: errors.first().map(|e| e.0).unwrap_or(0),
+        without_overlays: without_overlays.first().map(|e| e.0).unwrap_or(0),
         by_day: groups(pool, "day", filter, true).await?,
         by_week,
         by_site: groups(pool, "site", filter, false).await?,

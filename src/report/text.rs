@@ -14,6 +14,13 @@ pub fn to_table(r: &Report) -> String {
         "  images {}   rejected {} ({:.1}%)   model alone rejected {}   reviewed {}   overturned {}   not judged (errors) {}",
         t.images, t.rejected, t.reject_pct, t.model_rejected, t.overridden, t.overturned, r.errors
     );
+    if r.without_overlays > 0 {
+        let _ = writeln!(
+            s,
+            "  judged without overlays {} (could not be written; see plates.overlay_error)",
+            r.without_overlays
+        );
+    }
     let _ = writeln!(s, "\nWhy (artifact types on rejected images)");
     if r.reasons.is_empty() {
         let _ = writeln!(s, "  (none)");
@@ -51,7 +58,11 @@ pub fn to_table(r: &Report) -> String {
         let _ = writeln!(
             s,
             "  {:<24} {:<12} {} of last {} scans, last on {}",
-            w.plate_identifier, w.artifact_type, w.hits, w.recent_scans, w.last_hit_day
+            printable(&w.plate_identifier),
+            w.artifact_type,
+            w.hits,
+            w.recent_scans,
+            w.last_hit_day
         );
     }
     let _ = writeln!(s, "\nTrend (last 8 ISO weeks)");
@@ -93,7 +104,12 @@ pub fn to_table(r: &Report) -> String {
             let _ = writeln!(
                 s,
                 "  {:<26} {:>7} {:>8} {:>6.1}% {:>8} {:>10}",
-                g.key, g.images, g.rejected, g.reject_pct, g.overridden, g.overturned
+                printable(&g.key),
+                g.images,
+                g.rejected,
+                g.reject_pct,
+                g.overridden,
+                g.overturned
             );
         }
         if groups.len() > limit {
@@ -119,7 +135,7 @@ pub(super) fn describe_filter(f: &Filter) -> String {
         ("plate", &f.plate),
     ] {
         if let Some(v) = v {
-            parts.push(format!("{name} {v}"));
+            parts.push(format!("{name} {}", printable(v)));
         }
     }
     if parts.is_empty() {
@@ -129,12 +145,23 @@ pub(super) fn describe_filter(f: &Filter) -> String {
     }
 }
 
-/// One CSV field, quoted when it needs to be.
+/// Text that came from outside (DICOM headers, file names) as it may be shown on a terminal or
+/// in a file: control characters (escape sequences, carriage returns, bells) dropped.
+pub fn printable(v: &str) -> String {
+    v.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// One CSV field: printable, neutralised when a spreadsheet would read it as a formula (a
+/// leading `=`, `+`, `-` or `@` gets a `'`), quoted when it needs to be.
 pub fn csv_field(v: &str) -> String {
-    if v.contains([',', '"', '\n', '\r']) {
+    let mut v = printable(v);
+    if v.starts_with(['=', '+', '-', '@']) {
+        v.insert(0, '\'');
+    }
+    if v.contains([',', '"']) {
         format!("\"{}\"", v.replace('"', "\"\""))
     } else {
-        v.to_string()
+        v
     }
 }
 
@@ -180,6 +207,7 @@ pub fn to_csv(r: &Report) -> String {
         );
     }
     let _ = writeln!(s, "errors,,,{},,,,", r.errors);
+    let _ = writeln!(s, "without_overlays,,,{},,,,", r.without_overlays);
     for x in &r.reasons {
         let _ = writeln!(
             s,
@@ -214,4 +242,26 @@ pub fn to_csv(r: &Report) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13, item 7: DICOM strings reach spreadsheets and terminals.
+    #[test]
+    fn csv_cells_cannot_be_formulas_and_escape_codes_are_dropped() {
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("-2"), "'-2");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\t=1"), "'=1");
+        assert_eq!(csv_field("\r=1"), "'=1");
+        assert_eq!(csv_field("ROOM 1"), "ROOM 1");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(
+            printable("ST\u{1b}[2J\u{1b}]0;pwned\u{7}ATION"),
+            "ST[2J]0;pwnedATION"
+        );
+    }
 }

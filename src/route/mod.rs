@@ -157,10 +157,7 @@ pub async fn route_and_close(
 ) {
     match move_out(recorder, &routing.opts, job_id, path, error, dest).await {
         Ok(routed) => {
-            if let Err(e) = recorder
-                .mark_routed(job_id, &routed.display().to_string())
-                .await
-            {
+            if let Err(e) = recorder.mark_routed(job_id, &routed).await {
                 tracing::error!(path = %path.display(), error = %e, "moved, but could not record the move");
             } else {
                 tracing::info!(path = %path.display(), verdict = label, to = %routed.display(), "routed");
@@ -190,9 +187,7 @@ async fn move_out(
     let (src, o) = (path.to_path_buf(), opts.clone());
     let target =
         tokio::task::spawn_blocking(move || plan_target(&src, dest, &o, &today())).await??;
-    recorder
-        .set_routing_to(job_id, &target.display().to_string())
-        .await?;
+    recorder.set_routing_to(job_id, &target).await?;
     let (src, note) = (path.to_path_buf(), error.map(str::to_string));
     tokio::task::spawn_blocking(move || -> Result<PathBuf, RouteError> {
         move_file(&src, &target).map_err(|e| RouteError::Move {

@@ -1,6 +1,8 @@
 //! Admission: a job is committed for every complete file before any work, and what needs no
 //! judging is settled here: a file whose outcome an earlier run recorded but never moved, a
-//! duplicate of judged content, a file that keeps stopping plateqc.
+//! duplicate of judged content, a file that keeps stopping plateqc. A file an earlier run left
+//! unfinished is judged alone (see `record::jobs` for why), so that a stop then is charged to
+//! it and to no neighbour.
 
 use super::{Jobs, WatchStats};
 use crate::ingest::InFlight;
@@ -21,7 +23,7 @@ pub(super) struct Admission {
     pub(super) in_flight: InFlight,
     pub(super) jobs: Jobs,
     pub(super) stats: Arc<Mutex<WatchStats>>,
-    /// `watch.max_attempts`: a file taken this often without finishing is quarantined.
+    /// `watch.max_attempts`: a file judged alone this often without finishing is quarantined.
     pub(super) max_attempts: i64,
 }
 
@@ -29,11 +31,18 @@ pub(super) struct Admission {
 enum Admitted {
     /// New work, its job committed: to be judged.
     Judge { job_id: i64 },
+    /// Left unfinished by an earlier run: to be judged with nothing else in flight.
+    Alone { job_id: i64 },
     /// Settled without judging, or left for the next rescan.
     Settled,
 }
 
+/// The content's sha256 and size; a symbolic link is named by its target's name and never
+/// followed (the pipeline records it as such).
 fn hash_file(path: &Path) -> std::io::Result<(String, i64)> {
+    if let Some(digest) = crate::fsutil::symlink_digest(path) {
+        return Ok((digest, 0));
+    }
     let mut f = std::fs::File::open(path)?;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -65,9 +74,14 @@ impl Admission {
                 match self.admit(&path).await {
                     Admitted::Judge { job_id } => {
                         if let Ok(mut j) = self.jobs.lock() {
-                            j.insert(path.display().to_string(), job_id);
+                            j.insert(path.clone(), job_id);
                         }
                         if to_decode.send(path).await.is_err() {
+                            break;
+                        }
+                    }
+                    Admitted::Alone { job_id } => {
+                        if !self.alone(path, job_id, &to_decode).await {
                             break;
                         }
                     }
@@ -75,6 +89,50 @@ impl Admission {
                 }
             }
         })
+    }
+
+    /// Judges a suspect with nothing else in flight: waits for the pipeline to empty, commits
+    /// that it is taken alone, sends it, and waits for it to finish before taking anything
+    /// else. `false` when the pipeline has stopped.
+    async fn alone(&self, path: PathBuf, job_id: i64, to_decode: &mpsc::Sender<PathBuf>) -> bool {
+        if !self.drained(to_decode).await {
+            return false;
+        }
+        let taken = self
+            .engine
+            .recorder
+            .take_alone(job_id, &self.engine.run_id)
+            .await;
+        let n = match taken {
+            Ok(n) => n,
+            Err(err) => {
+                tracing::error!(path = %path.display(), error = %err, "cannot record the job; will retry");
+                self.done(&path);
+                return true;
+            }
+        };
+        tracing::warn!(path = %path.display(), alone = n, max = self.max_attempts,
+            "an earlier run stopped with this plate in flight; judging it alone");
+        if let Ok(mut j) = self.jobs.lock() {
+            j.insert(path.clone(), job_id);
+        }
+        if to_decode.send(path).await.is_err() {
+            return false;
+        }
+        self.drained(to_decode).await
+    }
+
+    /// Waits until no admitted plate is left in the pipeline; `false` if it stopped first.
+    async fn drained(&self, to_decode: &mpsc::Sender<PathBuf>) -> bool {
+        loop {
+            if self.jobs.lock().map(|j| j.is_empty()).unwrap_or(true) {
+                return true;
+            }
+            if to_decode.is_closed() {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     fn show_in_flight(&self, n: usize) {
@@ -109,7 +167,7 @@ impl Admission {
         let start = match self
             .engine
             .recorder
-            .start_job(&key, &sha, size, self.max_attempts)
+            .start_job(path, &sha, size, self.max_attempts, &self.engine.run_id)
             .await
         {
             Ok(s) => s,
@@ -121,10 +179,11 @@ impl Admission {
         match start {
             JobStart::Process { job_id, attempts } => {
                 if attempts > 1 {
-                    tracing::warn!(path = %key, attempts, "taking up a plate an earlier run did not finish");
+                    tracing::info!(path = %key, attempts, "trying a plate again");
                 }
                 return Admitted::Judge { job_id };
             }
+            JobStart::Suspect { job_id, .. } => return Admitted::Alone { job_id },
             JobStart::Resume {
                 job_id,
                 state,
@@ -140,8 +199,8 @@ impl Admission {
                     .await;
                 self.count(|s| s.duplicates += 1);
             }
-            JobStart::Poison { job_id, attempts } => {
-                self.quarantine_crasher(path, job_id, attempts, sha, size)
+            JobStart::Poison { job_id, alone_runs } => {
+                self.quarantine_crasher(path, job_id, alone_runs, sha, size)
                     .await;
                 self.count(|s| s.poisoned += 1);
             }
@@ -196,24 +255,26 @@ impl Admission {
             .await;
     }
 
-    /// A file that stopped plateqc `max_attempts` times is recorded unjudged and quarantined.
+    /// A file that stopped plateqc `max_attempts` times while judged alone is recorded
+    /// unjudged and quarantined.
     async fn quarantine_crasher(
         &self,
         path: &Path,
         job_id: i64,
-        attempts: i64,
+        alone_runs: i64,
         sha256: String,
         size: i64,
     ) {
         let key = path.display().to_string();
         let message = format!(
-            "plateqc stopped {attempts} times while processing this file; quarantined unjudged"
+            "plateqc stopped {alone_runs} times while processing this file alone; quarantined unjudged"
         );
-        tracing::error!(path = %key, attempts, "quarantining a file that keeps stopping plateqc");
+        tracing::error!(path = %key, alone_runs, "quarantining a file that keeps stopping plateqc");
         let r = PlateRecord {
             run_id: self.engine.run_id.clone(),
             processed_at: crate::record::now(),
-            source_path: key,
+            source: path.to_path_buf(),
+            source_path: path.to_string_lossy().into_owned(),
             sha256,
             size_bytes: size,
             verdict: Verdict::Error,

@@ -25,8 +25,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-/// Paths admitted for judging and their job ids, from admission to the finisher.
-type Jobs = Arc<Mutex<HashMap<String, i64>>>;
+/// Paths admitted for judging and their job ids, from admission to the finisher. Keyed by the
+/// path itself: a name that is not UTF-8 must come back to the same key.
+type Jobs = Arc<Mutex<HashMap<PathBuf, i64>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -175,6 +176,7 @@ pub async fn run(
         routing,
         in_flight,
         jobs,
+        put_back: Default::default(),
     });
 
     let judged = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -275,12 +277,20 @@ async fn start_receiver(
         classes: crate::net::accepted_classes(&config.decode.modalities),
         transfer_syntaxes: crate::decode::SUPPORTED_TRANSFER_SYNTAXES.to_vec(),
         max_object_bytes: config.decode.max_file_bytes,
-        // Decode's pre-scan decides whether a received data set is answered success.
-        check: Arc::new(move |bytes: &[u8]| {
-            crate::decode::prescan::prescan(bytes, depth, limit.saturating_mul(4))
-                .err()
-                .map(|e| e.to_string())
-        }),
+        // Decode's check (the pre-scan, then the SOP UIDs) decides how a received data set is
+        // answered; it runs in a decode worker like every other parse of received bytes. A
+        // deflated data set may inflate to `decode.max_file_bytes`, the bound decode itself
+        // applies, and no more (the inflation streams through a bounded reader).
+        check: match engine.decoder.clone() {
+            Some(pool) => Arc::new(move |bytes: &[u8]| {
+                pool.check(bytes, depth, limit)
+                    .map(|u| (u.sop_class, u.sop_instance))
+            }),
+            None => Arc::new(move |bytes: &[u8]| {
+                crate::decode::check_data_set(bytes, depth, limit)
+                    .map(|u| (u.sop_class, u.sop_instance))
+            }),
+        },
         stats: engine.metrics.scp.clone(),
     });
     let addr = crate::ingest::scp::serve(scp, cancel.clone()).await?;

@@ -2,9 +2,11 @@
 
 mod decode_real;
 mod golden;
+mod hostile;
 mod net;
 mod reports;
 mod review_page;
 mod scan;
+mod soak;
 mod support;
 mod watch;

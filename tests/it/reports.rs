@@ -561,11 +561,12 @@ async fn journal_rows_belong_to_their_node_on_both_backends() {
     for (backend, db) in backends(tmp.path()).await {
         let north = Recorder::open_as(Path::new(&db), "north").await.unwrap();
         let south = Recorder::open_as(Path::new(&db), "south").await.unwrap();
-        let n = north.start_job("/inbox/a.dcm", "aaa", 1, 3).await.unwrap();
+        let a = Path::new("/inbox/a.dcm");
+        let n = north.start_job(a, "aaa", 1, 3, "run-1").await.unwrap();
         let JobStart::Process { job_id, .. } = n else {
             panic!("{backend}: {n:?}")
         };
-        let s = south.start_job("/inbox/a.dcm", "aaa", 1, 3).await.unwrap();
+        let s = south.start_job(a, "aaa", 1, 3, "run-1").await.unwrap();
         assert!(
             matches!(s, JobStart::Process { attempts: 1, .. }),
             "{backend}: same path, other node: {s:?}"
@@ -573,16 +574,25 @@ async fn journal_rows_belong_to_their_node_on_both_backends() {
         let mut r = scan("PLATE-A", "ST-1", 0, None);
         r.sha256 = "aaa".into();
         north.finish_job(job_id, &r).await.unwrap();
-        let again = north.start_job("/inbox/b.dcm", "aaa", 1, 3).await.unwrap();
+        let again = north
+            .start_job(Path::new("/inbox/b.dcm"), "aaa", 1, 3, "run-1")
+            .await
+            .unwrap();
         assert!(
             matches!(again, JobStart::Duplicate { .. }),
             "{backend}: {again:?}"
         );
-        // South's open job is still its own unfinished work, retried, not a duplicate.
-        let s2 = south.start_job("/inbox/a.dcm", "aaa", 1, 3).await.unwrap();
+        // South's open job is still its own unfinished work, not a duplicate: taken again by
+        // the same run, or, by a later run, a suspect to be judged alone.
+        let s2 = south.start_job(a, "aaa", 1, 3, "run-1").await.unwrap();
         assert!(
             matches!(s2, JobStart::Process { attempts: 2, .. }),
             "{backend}: {s2:?}"
+        );
+        let s3 = south.start_job(a, "aaa", 1, 3, "run-2").await.unwrap();
+        assert!(
+            matches!(s3, JobStart::Suspect { alone_runs: 0, .. }),
+            "{backend}: {s3:?}"
         );
         north.close().await;
         south.close().await;

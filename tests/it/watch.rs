@@ -429,3 +429,307 @@ fn a_known_uid_with_other_content_is_flagged_not_merged() {
         "0"
     );
 }
+
+/// A stop with plates in flight (kill -9, a power cut) is charged to no plate blindly. Here
+/// the journal says four files were taken three times by runs that stopped, which the old
+/// count quarantined unjudged: each is now judged alone once and gets its verdict. Only a file
+/// that stopped plateqc three times while alone is quarantined as a crash.
+#[test]
+fn stops_with_plates_in_flight_quarantine_no_neighbour() {
+    let s = site();
+    let mut names = Vec::new();
+    for (i, f) in fixture_files().iter().take(4).enumerate() {
+        let name = format!("p{i}.dcm");
+        std::fs::copy(f, s.inbox.join(&name)).unwrap();
+        names.push(name);
+    }
+    std::fs::copy(&fixture_files()[4], s.inbox.join("poison.dcm")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let rec = plateqc::record::Recorder::open(&s.db).await.unwrap();
+        for n in names.iter().chain(["poison.dcm".to_string()].iter()) {
+            let p = s.inbox.join(n);
+            let size = std::fs::metadata(&p).unwrap().len() as i64;
+            rec.start_job(&p, &sha(&p), size, 3, "an-earlier-run")
+                .await
+                .unwrap();
+        }
+        let pool = rec.sqlite_pool().unwrap();
+        sqlx::query("UPDATE jobs SET attempts = 3")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE jobs SET alone_runs = 3 WHERE source_path LIKE '%poison.dcm'")
+            .execute(pool)
+            .await
+            .unwrap();
+        rec.close().await;
+    });
+    let (mut child, log) = start_logged(&s, "info");
+    wait_until("all five routed", Duration::from_secs(180), || {
+        sql(
+            &s.db,
+            "SELECT count(*) FROM jobs WHERE routed_path IS NOT NULL",
+        ) == "5"
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let judged = sql(
+        &s.db,
+        "SELECT count(*) FROM plates WHERE verdict IN ('usable', 'unusable') AND source_path NOT LIKE '%poison.dcm'",
+    );
+    assert_eq!(
+        judged,
+        "4",
+        "{}\n{}",
+        sql(&s.db, "SELECT source_path, verdict, error FROM plates"),
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT count(*) FROM jobs WHERE alone_runs = 1 AND source_path NOT LIKE '%poison.dcm'"
+        ),
+        "4",
+        "each neighbour was judged alone once"
+    );
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT verdict, error_kind FROM plates WHERE source_path LIKE '%poison.dcm'"
+        ),
+        "error|crash"
+    );
+    assert!(files_under(&s.out.join("quarantine"))
+        .iter()
+        .any(|p| p.ends_with("poison.dcm")));
+    assert!(files_under(&s.inbox).is_empty());
+}
+
+/// Entries of the inbox, links not followed.
+fn entries_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            out.extend(entries_under(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// A file whose name is not UTF-8 is judged and routed like any other (it was rebuilt from a
+/// lossy string and stuck in flight); links in the inbox, to a file outside it or looping
+/// back to it, are not followed: each is recorded as a link and moved to quarantine as a
+/// link with its reason, and what it points to is left alone.
+#[test]
+fn odd_names_and_links_in_the_inbox_are_settled_once_without_following() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = site();
+    let outside = s.root.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let real = outside.join("real.dcm");
+    std::fs::copy(&fixture_files()[0], &real).unwrap();
+    let real_sha = sha(&real);
+    let odd = s
+        .inbox
+        .join(std::ffi::OsStr::from_bytes(b"plate-\xff\xfe.dcm"));
+    std::fs::copy(&fixture_files()[1], &odd).unwrap();
+    std::os::unix::fs::symlink(&real, s.inbox.join("link.dcm")).unwrap();
+    std::fs::create_dir_all(s.inbox.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&s.inbox, s.inbox.join("sub/loop")).unwrap();
+    let (mut child, log) = start_logged(&s, "info");
+    wait_until("three entries routed", Duration::from_secs(120), || {
+        sql(
+            &s.db,
+            "SELECT count(*) FROM jobs WHERE routed_path IS NOT NULL",
+        ) == "3"
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(sql(&s.db, "SELECT count(*) FROM plates"), "3", "{text}");
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT verdict <> 'error' FROM plates WHERE source_path LIKE '%plate-%'"
+        ),
+        "1",
+        "the odd name was judged: {text}"
+    );
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT count(*) FROM jobs WHERE source_hex <> '' AND routed_path IS NOT NULL"
+        ),
+        "1"
+    );
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT count(*) FROM plates WHERE error_kind = 'symlink'"
+        ),
+        "2"
+    );
+    assert!(
+        entries_under(&s.inbox).is_empty(),
+        "{:?}",
+        entries_under(&s.inbox)
+    );
+    let quarantined = entries_under(&s.out.join("quarantine"));
+    let links: Vec<_> = quarantined
+        .iter()
+        .filter(|p| {
+            std::fs::symlink_metadata(p)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        })
+        .collect();
+    assert_eq!(links.len(), 2, "{quarantined:?}");
+    assert!(quarantined
+        .iter()
+        .any(|p| p.to_string_lossy().ends_with("link.dcm.reason.txt")));
+    assert_eq!(sha(&real), real_sha, "the link's target is untouched");
+    assert!(real.exists());
+}
+
+/// An overlay that cannot be written (here `out/overlays` is a file) costs the overlays, not
+/// the verdict: the plate is judged and routed by its verdict, the missing overlays are
+/// recorded and the report counts them.
+#[test]
+fn a_failed_overlay_write_keeps_the_verdict_and_is_reported() {
+    let s = site();
+    std::fs::create_dir_all(&s.out).unwrap();
+    std::fs::write(s.out.join("overlays"), b"in the way").unwrap();
+    let _d = start(&s);
+    std::fs::copy(&fixture_files()[3], s.inbox.join("p.dcm")).unwrap();
+    wait_until("the plate routed", Duration::from_secs(90), || {
+        sql(
+            &s.db,
+            "SELECT count(*) FROM jobs WHERE routed_path IS NOT NULL",
+        ) == "1"
+    });
+    let row = sql(
+        &s.db,
+        "SELECT verdict, montage_path IS NULL, overlay_error LIKE 'cannot write overlay%' FROM plates",
+    );
+    assert!(
+        row == "usable|1|1" || row == "unusable|1|1",
+        "{row}: {}",
+        sql(&s.db, "SELECT overlay_error, error FROM plates")
+    );
+    let folder = if row.starts_with("usable") {
+        "accepted"
+    } else {
+        "rejected"
+    };
+    assert_eq!(
+        files_under(&s.out.join(folder))
+            .iter()
+            .filter(|p| p.ends_with("p.dcm"))
+            .count(),
+        1
+    );
+    let report = crate::support::cli::plateqc(&["report", "--db", s.db.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(text.contains("judged without overlays 1"), "{text}");
+}
+
+/// A plate that cannot be read for a reason that may pass is neither recorded nor quarantined:
+/// it stays in the inbox, its job open, and is judged normally once it can be read. The EIO is
+/// real: once the plate is admitted (its job committed) and before it is decoded, the daemon's
+/// own `/proc/PID/mem` is bind-mounted over it (reading that at offset 0 is EIO), and unmounted
+/// after the daemon has put the plate back.
+#[test]
+fn a_transient_read_error_puts_the_plate_back_instead_of_quarantining_it() {
+    let s = site();
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    // One decode at a time, so the plates ahead keep the last one waiting after admission.
+    cfg.push_str("[scan]\ndecode_workers = 1\n");
+    std::fs::write(&s.config, cfg).unwrap();
+    for f in fixture_files() {
+        std::fs::copy(&f, s.inbox.join(f.file_name().unwrap())).unwrap();
+    }
+    let target = s.inbox.join("zz-last.dcm");
+    let staged = s.root.join("zz-last.dcm");
+    std::fs::copy(&fixture_files()[15], &staged).unwrap();
+    std::fs::write(&staged, {
+        // Distinct content from its fixture (the preamble is ignored by readers).
+        let mut b = std::fs::read(&staged).unwrap();
+        b[0] = 0x5a;
+        b
+    })
+    .unwrap();
+    std::fs::rename(&staged, &target).unwrap();
+    let (child, log) = start_logged(&s, "info");
+    let d = crate::support::daemon::Daemon { child };
+    let pid = d.child.id();
+    let t = std::time::Instant::now();
+    while sql(
+        &s.db,
+        "SELECT count(*) FROM jobs WHERE source_path LIKE '%zz-last.dcm'",
+    ) != "1"
+    {
+        assert!(t.elapsed() < Duration::from_secs(60), "never admitted");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mounted = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(format!("/proc/{pid}/mem"))
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount --bind (the tests run as root)");
+    let put_back = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("cannot read the plate for now") && l.contains("zz-last.dcm"))
+    };
+    let waited = std::time::Instant::now();
+    while !put_back() && waited.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let was_put_back = put_back();
+    let rows_then = sql(
+        &s.db,
+        "SELECT count(*) FROM plates WHERE source_path LIKE '%zz-last.dcm'",
+    );
+    let unmounted = std::process::Command::new("umount")
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(unmounted.success());
+    assert!(
+        was_put_back,
+        "put back: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(rows_then, "0", "nothing recorded for a transient failure");
+    wait_until("judged once readable", Duration::from_secs(60), || {
+        sql(
+            &s.db,
+            "SELECT count(*) FROM jobs WHERE source_path LIKE '%zz-last.dcm' AND routed_path IS NOT NULL",
+        ) == "1"
+    });
+    drop(d);
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT verdict <> 'error', count(*) FROM plates WHERE source_path LIKE '%zz-last.dcm'"
+        ),
+        "1|1"
+    );
+    assert_eq!(
+        sql(
+            &s.db,
+            "SELECT attempts FROM jobs WHERE source_path LIKE '%zz-last.dcm'"
+        ),
+        "2",
+        "taken again by the same run: not charged as a stop"
+    );
+}

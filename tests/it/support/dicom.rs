@@ -165,3 +165,29 @@ pub fn copy_as_new_instance(src: &Path, dst: &Path, uid: &str) {
     .arg(uid);
     stdout_of(cmd, "pydicom, writing a plate as a new instance");
 }
+
+/// `n` plates in `dir` named `plate-000.dcm`, ... : copies of `sources` in turn (written by
+/// pydicom in one process), each a new instance with its own SOP Instance UID.
+pub fn plates_as_new_instances(sources: &[PathBuf], dir: &Path, n: usize) -> Vec<PathBuf> {
+    let mut cmd = Command::new(python());
+    cmd.args([
+        "-c",
+        "import sys, pydicom\n\
+         from pydicom.uid import generate_uid\n\
+         out, n = sys.argv[1], int(sys.argv[2])\n\
+         sources = [pydicom.dcmread(p) for p in sys.argv[3:]]\n\
+         for i in range(n):\n\
+         \x20   ds = sources[i % len(sources)]\n\
+         \x20   uid = generate_uid()\n\
+         \x20   ds.SOPInstanceUID = uid\n\
+         \x20   ds.file_meta.MediaStorageSOPInstanceUID = uid\n\
+         \x20   ds.save_as(f'{out}/plate-{i:03d}.dcm')",
+    ])
+    .arg(dir)
+    .arg(n.to_string())
+    .args(sources);
+    stdout_of(cmd, "pydicom, writing plates as new instances");
+    (0..n)
+        .map(|i| dir.join(format!("plate-{i:03}.dcm")))
+        .collect()
+}

@@ -5,6 +5,8 @@ Modes (each prints one JSON line with what happened):
   hold PORT N                 opens N associations, holds them 3 s; reports which were accepted
   abort PORT FILE             starts a C-STORE of FILE with a small PDU and aborts mid-transfer
   garbage PORT                an association, then a P-DATA PDU of junk bytes
+  mismatch PORT FILE          on one association: FILE announced under another SOP Instance UID
+                              than its data set's, then FILE as it is; both statuses
 """
 import json
 import socket
@@ -120,6 +122,37 @@ def abort(port, path):
     print(json.dumps({"status": status, "aborted": aborted[0], "pdus_sent": sent[0], "uid": str(ds.SOPInstanceUID)}))
 
 
+def mismatch(port, path):
+    import os
+    import tempfile
+
+    from pynetdicom import _config
+
+    # Sent from a file, pynetdicom announces the file meta group's UIDs in the command and
+    # sends the data set's bytes as they are: a meta group naming another instance makes the
+    # command and the data set disagree.
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    ds = dcmread(path)
+    real = str(ds.SOPInstanceUID)
+    # Another valid UID of the same length (its last digit changed).
+    ds.file_meta.MediaStorageSOPInstanceUID = real[:-1] + ("1" if real[-1] != "1" else "2")
+    fd, liar = tempfile.mkstemp(suffix=".dcm")
+    os.close(fd)
+    # Written as it is: pydicom's file-format enforcement would align the meta group again.
+    ds.save_as(liar)
+    ae = make_ae()
+    contexts_for(ae, [ds])
+    assoc = ae.associate(HOST, port, ae_title="PLATEQC")
+    assert assoc.is_established
+    out = {"uid": real}
+    for key, f in (("mismatch", liar), ("match", path)):
+        st = assoc.send_c_store(f)
+        out[key] = int(st.Status) if "Status" in st else "no-response"
+    assoc.release()
+    os.unlink(liar)
+    print(json.dumps(out))
+
+
 def garbage(port):
     ae = make_ae()
     ae.add_requested_context(Verification)
@@ -141,6 +174,8 @@ if __name__ == "__main__":
         hold(port, int(sys.argv[3]))
     elif mode == "abort":
         abort(port, sys.argv[3])
+    elif mode == "mismatch":
+        mismatch(port, sys.argv[3])
     elif mode == "garbage":
         garbage(port)
     else:
