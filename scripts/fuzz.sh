@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `make fuzz`: AFL++ through cargo-afl (stable Rust) on the targets of fuzz/, each for FUZZ_SECS
-# seconds, one after the other. A campaign resumes where the last one stopped (fuzz/out/).
+# seconds (one after the other, or at once with FUZZ_PARALLEL=1). A campaign resumes where the last one stopped (fuzz/out/).
 # Crashes and hangs are copied to fuzz/findings/<target>/; the run fails when there are any.
 #
 #   FUZZ_SECS=600                  seconds per target
 #   FUZZ_TARGETS="decode_file scp_association pdu_stream"
 #   FUZZ_NICE=0                    niceness of the build and the fuzzers
+#   FUZZ_PARALLEL=0                1: all targets at once
+#   FUZZ_CMIN=1                    minimise the file seeds with afl-cmin first
 #   FUZZ_CARGO_TARGET_DIR=fuzz/target
 #   FUZZ_OUT=fuzz/out  FUZZ_FINDINGS=fuzz/findings
 set -euo pipefail
@@ -41,29 +43,36 @@ ls tests/fuzz-regressions/net/* >/dev/null 2>&1 && cp tests/fuzz-regressions/net
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_AUTORESUME=1
 export AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
 
-# The file seeds minimised to those that reach distinct paths (a few seconds).
+# The file seeds minimised to those that reach distinct paths (seconds), with AFL++'s shell
+# afl-cmin: its Python variant finds no tuples for this persistent-mode target.
 if [ "${FUZZ_CMIN:-1}" = 1 ]; then
-    "${nice_[@]}" cargo afl cmin -i "$seeds/decode" -o "$seeds/decode.min" -m 4096 -t 3000 \
-        -- "$bin/decode_file" >"$out/cmin.log" 2>&1 && mv "$seeds/decode" "$seeds/decode.all" \
-        && mv "$seeds/decode.min" "$seeds/decode"
+    cmin=$(find "${XDG_DATA_HOME:-$HOME/.local/share}/afl.rs" -path '*/afl/bin/afl-cmin.bash' | head -1)
+    if [ -n "$cmin" ]; then
+        AFL_PATH=$(dirname "$cmin") PATH=$(dirname "$cmin"):$PATH "${nice_[@]}" "$cmin" \
+            -i "$seeds/decode" -o "$seeds/decode.min" -m 4096 -t 3000 -- "$bin/decode_file" \
+            >"$out/cmin.log" 2>&1 || true
+    fi
+    if compgen -G "$seeds/decode.min/*" >/dev/null; then
+        mv "$seeds/decode" "$seeds/decode.all" && mv "$seeds/decode.min" "$seeds/decode"
+    fi
 fi
 mkdir -p "$findings"
-found=0
-for t in $targets; do
+run() {
+    local t=$1 input dict limits
     case $t in
         # -m: the decode worker's address space (decode.worker_memory_mb); -t in ms.
         decode_file) input=$seeds/decode dict=fuzz/dict/dicom.dict limits=(-m 4096 -t 3000) ;;
         scp_association) input=$seeds/net dict=fuzz/dict/net.dict limits=(-t 2000) ;;
         pdu_stream) input=$seeds/net dict=fuzz/dict/net.dict limits=(-t 1000) ;;
-        *) echo "fuzz: no target $t" >&2; exit 2 ;;
+        *) echo "fuzz: no target $t" >&2; return 2 ;;
     esac
     echo "fuzz: $t for ${secs}s" >&2
     "${nice_[@]}" cargo afl fuzz -V "$secs" -i "$input" -o "$out/$t" -x "$dict" "${limits[@]}" \
         -- "$bin/$t" >"$out/$t.log" 2>&1 &
-    fuzzer=$!
+    local fuzzer=$! cpu
     cpu=$(scripts/cpu-of-tree.py "$fuzzer")
-    wait "$fuzzer" || { tail -30 "$out/$t.log" >&2; exit 1; }
-    stats=$out/$t/default/fuzzer_stats
+    wait "$fuzzer" || { tail -30 "$out/$t.log" >&2; return 1; }
+    local stats=$out/$t/default/fuzzer_stats
     stat() { sed -n "s/^$1 *: //p" "$stats"; }
     echo "fuzz: $t: cpu ${cpu}s, run $(stat run_time)s, execs $(stat execs_done)," \
         "corpus $(stat corpus_count), crashes $(stat saved_crashes), hangs $(stat saved_hangs)" |
@@ -73,11 +82,25 @@ for t in $targets; do
             [ -e "$f" ] || continue
             mkdir -p "$findings/$t/$kind"
             cp -n "$f" "$findings/$t/$kind/"
-            found=1
         done
     done
+}
+# FUZZ_PARALLEL=1 runs the targets at once (one core each), otherwise one after the other.
+status=0
+if [ "${FUZZ_PARALLEL:-0}" = 1 ]; then
+    pids=()
+    for t in $targets; do run "$t" & pids+=($!); done
+    for p in "${pids[@]}"; do wait "$p" || status=1; done
+else
+    for t in $targets; do run "$t" || status=1; done
+fi
+# The inboxes of scp_association's processes that have ended.
+for d in /dev/shm/plateqc-fuzz-scp-* "${TMPDIR:-/tmp}"/plateqc-fuzz-scp-*; do
+    [ -e "$d" ] && [ ! -e "/proc/${d##*-}" ] && rm -rf "$d"
 done
-if [ "$found" = 1 ]; then
-    echo "fuzz: findings in $findings" >&2
+[ "$status" = 0 ] || exit 1
+found=$(find "$findings" -type f 2>/dev/null | wc -l)
+if [ "$found" -gt 0 ]; then
+    echo "fuzz: $found findings in $findings" >&2
     exit 1
 fi

@@ -15,8 +15,17 @@ const INPUT_SIZE: usize = 256;
 
 fn main() {
     let policy = DecodePolicy::default();
+    // For triage outside AFL: `PLATEQC_FUZZ_SHOW=1 decode_file < input` prints the outcome.
+    let show = std::env::var_os("PLATEQC_FUZZ_SHOW").is_some();
     afl::fuzz!(|data: &[u8]| {
-        match decode_bytes(data, &policy, INPUT_SIZE) {
+        let answer = decode_bytes(data, &policy, INPUT_SIZE);
+        if show {
+            match &answer {
+                Ok(d) => eprintln!("decoded {:?}", d.header),
+                Err(r) => eprintln!("refused: {}", r.error),
+            }
+        }
+        match answer {
             Ok(d) => {
                 assert_eq!(d.tensor.len(), 2 * INPUT_SIZE * INPUT_SIZE);
                 assert_eq!(

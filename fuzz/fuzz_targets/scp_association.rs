@@ -76,6 +76,9 @@ fn harness() -> &'static Harness {
 }
 
 fn main() {
+    // For triage outside AFL: `PLATEQC_FUZZ_SHOW=1 scp_association < input` prints what the
+    // SCP answered and what it stored.
+    let show = std::env::var_os("PLATEQC_FUZZ_SHOW").is_some();
     afl::fuzz!(|data: &[u8]| {
         let h = harness();
         h.rt.block_on(async {
@@ -90,7 +93,10 @@ fn main() {
             };
             let receive = async {
                 let mut answers = Vec::new();
-                let _ = r.read_to_end(&mut answers).await;
+                let read = r.read_to_end(&mut answers).await;
+                if show {
+                    eprintln!("answered {} bytes ({read:?}): {answers:02x?}", answers.len());
+                }
             };
             tokio::join!(send, receive);
         });
@@ -100,6 +106,13 @@ fn main() {
         }
         for e in std::fs::read_dir(&h.inbox).expect("inbox").flatten() {
             assert_eq!(e.file_name(), "net", "written beside <inbox>/net");
+        }
+        if show {
+            for d in std::fs::read_dir(h.inbox.join("net")).into_iter().flatten().flatten() {
+                for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                    eprintln!("stored {}", f.path().display());
+                }
+            }
         }
         let _ = std::fs::remove_dir_all(h.inbox.join("net"));
     });

@@ -217,7 +217,9 @@ pub fn check(ts: &str, stream: &[u8], e: &Expect) -> HeaderResult<()> {
 /// Checks an RLE fragment's segment table (PS3.5 G.5) before dicom-rs reads it: dicom-rs
 /// allocates as many offsets as the table claims and slices the fragment by them unchecked, so
 /// a garbled table cost gigabytes and a panic instead of a decode error. One segment per byte
-/// of a sample is needed.
+/// of a sample is needed, and each of those must unpack to a whole plane of Rows x Columns
+/// bytes: dicom-rs indexes its unpacked segment by pixel unchecked, so a short one panicked
+/// (found by `make fuzz`, pinned by `tests/hostile/rle_segment_shorter_than_plane.dcm`).
 pub fn rle_table(fragment: &[u8], e: &Expect) -> HeaderResult<()> {
     let bad = |why: String| Err(format!("RLE segment table: {why}"));
     if fragment.len() < 64 {
@@ -248,7 +250,47 @@ pub fn rle_table(fragment: &[u8], e: &Expect) -> HeaderResult<()> {
         }
         start = offset;
     }
+    // dicom-rs reads segment i from its offset to the next one, the last to the fragment's end.
+    let plane = e.rows as usize * e.columns as usize;
+    for i in 1..=needed {
+        let end = if i < segments {
+            word(i + 1)
+        } else {
+            fragment.len()
+        };
+        match packbits_len(&fragment[word(i)..end]) {
+            Some(n) if n >= plane => {}
+            Some(n) => return bad(format!("segment {i} unpacks to {n} bytes, {plane} needed")),
+            None => return bad(format!("segment {i} ends inside a run")),
+        }
+    }
     Ok(())
+}
+
+/// How many bytes a PackBits segment unpacks to, read as dicom-rs reads it: a header byte `h`
+/// is followed by `h + 1` literal bytes (fewer when the segment ends first) or, for -127..=-1,
+/// by one byte repeated `1 - h` times; -128 is nothing. `None` where dicom-rs fails to read a
+/// header or a repeated byte. Counts only, allocates nothing.
+fn packbits_len(segment: &[u8]) -> Option<usize> {
+    let (mut pos, mut out) = (0usize, 0usize);
+    while pos < segment.len() {
+        let h = segment[pos] as i8;
+        pos += 1;
+        match h {
+            -128 => {}
+            -127..=-1 => {
+                segment.get(pos)?;
+                pos += 1;
+                out += (1 - h as isize) as usize;
+            }
+            _ => {
+                let n = h as usize + 1;
+                out += n.min(segment.len() - pos);
+                pos += n;
+            }
+        }
+    }
+    Some(out)
 }
 
 /// JPEG-LS streams whose encoder left zero bytes between the last entropy-coded byte and EOI
@@ -367,8 +409,25 @@ mod tests {
             f
         };
         let e16 = expect(10, 10, 16);
-        assert!(rle_table(&table(&[2, 64, 100], 200), &e16).is_ok());
+        // Each segment a run of 100 bytes (header -99, then the byte), zeros after it.
+        let mut good = table(&[2, 64, 100], 200);
+        good[64] = 0x9D;
+        good[100] = 0x9D;
+        assert!(rle_table(&good, &e16).is_ok());
         assert!(rle_table(&table(&[1, 64], 200), &e16).is_err());
+        // A segment that unpacks to less than a plane (its zeros are 1-byte literals: 50 bytes).
+        let mut short = good.clone();
+        short[100] = 0;
+        assert!(rle_table(&short, &e16)
+            .unwrap_err()
+            .contains("segment 2 unpacks to"));
+        // A repeat whose byte is missing at the fragment's end.
+        let mut cut = good.clone();
+        cut[196] = 1; // a literal of two bytes, so that the header at 199 is read as one
+        cut[199] = 0x9D;
+        assert!(rle_table(&cut, &e16)
+            .unwrap_err()
+            .contains("segment 2 ends inside a run"));
         for (words, len) in [
             (&[0u32][..], 200),
             (&[16, 64][..], 200),
@@ -383,6 +442,17 @@ mod tests {
                 "{words:?} in {len} bytes"
             );
         }
+    }
+
+    #[test]
+    fn packbits_lengths_are_counted_as_dicom_rs_reads_them() {
+        assert_eq!(packbits_len(&[]), Some(0));
+        assert_eq!(packbits_len(&[2, 7, 8, 9]), Some(3));
+        assert_eq!(packbits_len(&[0xFE, 7]), Some(3));
+        assert_eq!(packbits_len(&[0x80, 0, 7]), Some(1));
+        // A literal run cut short counts the bytes there are; a repeat without its byte fails.
+        assert_eq!(packbits_len(&[5, 7, 8]), Some(2));
+        assert_eq!(packbits_len(&[0, 7, 0xFE]), None);
     }
 
     #[test]

@@ -100,6 +100,15 @@ def main():
     struct.pack_into("<I", data, frag, 15)
     write("rle_header_15_segments.dcm", bytes(data))
 
+    # RLE: segment 2 moved to the fragment's last two bytes (a literal of one byte), so it
+    # unpacks to 1 byte where a plane is 60 738: dicom-rs indexed past it and panicked. Found by
+    # `make fuzz` (decode_file).
+    data = bytearray(read("06_rle_s12.dcm"))
+    frag, length = pixel_fragment(bytes(data))
+    struct.pack_into("<I", data, frag + 8, length - 2)
+    data[frag + length - 2 : frag + length] = b"\x00\x00"
+    write("rle_segment_shorter_than_plane.dcm", bytes(data))
+
 
 if __name__ == "__main__":
     main()
