@@ -147,17 +147,7 @@ const MAX_TILES: u64 = 65_535;
 /// JPEG 2000 (ITU T.800): the SIZ segment right after SOC, in a bare code stream or in the
 /// JP2 file format's contiguous code stream box.
 pub fn j2k_frame(stream: &[u8]) -> HeaderResult<Frame> {
-    const SOC_SIZ: [u8; 4] = [0xFF, 0x4F, 0xFF, 0x51];
-    let start = if stream.starts_with(&SOC_SIZ) {
-        0
-    } else {
-        stream
-            .windows(4)
-            .take(1 << 16)
-            .position(|w| w == SOC_SIZ)
-            .ok_or("no SOC and SIZ at the start of the code stream")?
-    };
-    let s = &stream[start + 4..];
+    let s = &stream[j2k_start(stream)? + 4..];
     let lsiz = be16(s, 0)? as usize;
     let p = s
         .get(2..lsiz)
@@ -199,6 +189,91 @@ pub fn j2k_frame(stream: &[u8]) -> HeaderResult<Frame> {
     })
 }
 
+/// Where the code stream starts: SOC and SIZ, at the start or (behind a JP2 box) soon after.
+fn j2k_start(stream: &[u8]) -> HeaderResult<usize> {
+    const SOC_SIZ: [u8; 4] = [0xFF, 0x4F, 0xFF, 0x51];
+    if stream.starts_with(&SOC_SIZ) {
+        return Ok(0);
+    }
+    stream
+        .windows(4)
+        .take(1 << 16)
+        .position(|w| w == SOC_SIZ)
+        .ok_or_else(|| "no SOC and SIZ at the start of the code stream".into())
+}
+
+/// Checks the quantization of a JPEG 2000 code stream (QCD and QCC, in the main header and in
+/// every tile-part header) before openjp2 reads it: a reserved quantization style, or no guard
+/// bits, with which a zero exponent gives openjp2 a subband of -1 bit-planes and an integer
+/// overflow (a panic where overflow is checked, wrapped garbage where not). Found by
+/// `make fuzz`, pinned by `tests/hostile/j2k_qcd_no_guard_bits.dcm`. Only quantization is
+/// judged here: a stream too broken to walk is left to openjp2, which refuses it.
+pub fn j2k_quantization(stream: &[u8]) -> HeaderResult<()> {
+    const SOT: u16 = 0xFF90;
+    const SOD: u16 = 0xFF93;
+    const EOC: u16 = 0xFFD9;
+    // One marker segment at `at`: its marker and the end of its segment.
+    let segment = |at: usize| -> Option<(u16, usize)> {
+        let marker = be16(stream, at).ok()?;
+        let len = be16(stream, at + 2).ok()? as usize;
+        (len >= 2 && at + 2 + len <= stream.len()).then_some((marker, at + 2 + len))
+    };
+    let quantization = |marker: u16, at: usize| -> HeaderResult<()> {
+        // Sqcd follows QCD's length; Sqcc follows QCC's length and its component (one byte:
+        // plates have one component).
+        let style_at = match marker {
+            0xFF5C => at + 4,
+            0xFF5D => at + 5,
+            _ => return Ok(()),
+        };
+        let Some(&sq) = stream.get(style_at) else {
+            return Ok(());
+        };
+        let (style, guard_bits) = (sq & 0x1F, sq >> 5);
+        if style > 2 {
+            return Err(format!("JPEG 2000 quantization style {style} is reserved"));
+        }
+        if guard_bits == 0 {
+            return Err("JPEG 2000 quantization without guard bits".into());
+        }
+        Ok(())
+    };
+    let mut at = j2k_start(stream)? + 2;
+    // The main header, up to the first tile-part.
+    loop {
+        match be16(stream, at) {
+            Ok(SOT) => break,
+            Ok(EOC) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+        let Some((marker, end)) = segment(at) else {
+            return Ok(());
+        };
+        quantization(marker, at)?;
+        at = end;
+    }
+    // Each tile-part: its header up to SOD, then the next by its length (Psot).
+    while be16(stream, at) == Ok(SOT) {
+        let Some((_, mut header)) = segment(at) else {
+            return Ok(());
+        };
+        let psot = be32(stream, at + 6).unwrap_or(0) as usize;
+        while be16(stream, header).is_ok_and(|m| m != SOD) {
+            let Some((marker, end)) = segment(header) else {
+                return Ok(());
+            };
+            quantization(marker, header)?;
+            header = end;
+        }
+        if psot < 14 {
+            // The last tile-part (0: up to EOC) or a length openjp2 refuses itself.
+            return Ok(());
+        }
+        at += psot;
+    }
+    Ok(())
+}
+
 /// Checks `stream`'s codec header for the transfer syntax `ts` against `e`. Uncompressed and
 /// RLE syntaxes have no codec header here (RLE's segment table is [`rle_table`]).
 pub fn check(ts: &str, stream: &[u8], e: &Expect) -> HeaderResult<()> {
@@ -208,7 +283,10 @@ pub fn check(ts: &str, stream: &[u8], e: &Expect) -> HeaderResult<()> {
         | "1.2.840.10008.1.2.4.57"
         | "1.2.840.10008.1.2.4.70" => ("JPEG", jpeg_frame(stream)?),
         "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => ("JPEG-LS", jpegls_frame(stream)?),
-        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => ("JPEG 2000", j2k_frame(stream)?),
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => {
+            j2k_quantization(stream)?;
+            ("JPEG 2000", j2k_frame(stream)?)
+        }
         _ => return Ok(()),
     };
     frame.1.check(frame.0, e)
@@ -397,6 +475,34 @@ mod tests {
         assert!(check(ts, &siz(399, 239, 399, 1, 2), &e).is_err());
         assert!(check(ts, &siz(399, 239, 0, 1, 1), &e).is_err());
         assert!(check(ts, &siz(399, 239, 399, 1, 1)[..30], &e).is_err());
+    }
+
+    #[test]
+    fn j2k_quantization_needs_guard_bits_and_a_defined_style() {
+        let e = expect(239, 399, 8);
+        let ts = "1.2.840.10008.1.2.4.90";
+        // SIZ, QCD (reversible, `sq`, three exponents), then one tile-part whose header holds
+        // a QCC for component 0 with `sqcc`, and EOC.
+        let stream = |sq: u8, sqcc: u8| {
+            let mut v = siz(399, 239, 399, 1, 1);
+            v.extend_from_slice(&[0xFF, 0x5C, 0, 6, sq, 0x48, 0x50, 0x50]);
+            v.extend_from_slice(&[0xFF, 0x90, 0, 10, 0, 0, 0, 0, 0, 21, 0, 1]);
+            v.extend_from_slice(&[0xFF, 0x5D, 0, 5, 0, sqcc, 0x48]);
+            v.extend_from_slice(&[0xFF, 0x93, 0xFF, 0xD9]);
+            v
+        };
+        assert!(check(ts, &stream(0x40, 0x20), &e).is_ok());
+        assert!(check(ts, &stream(0x00, 0x20), &e)
+            .unwrap_err()
+            .contains("without guard bits"));
+        assert!(check(ts, &stream(0x53, 0x20), &e)
+            .unwrap_err()
+            .contains("style 19 is reserved"));
+        assert!(check(ts, &stream(0x40, 0x02), &e)
+            .unwrap_err()
+            .contains("without guard bits"));
+        // A stream too broken to walk is left to openjp2.
+        assert!(j2k_quantization(&stream(0x40, 0x20)[..60]).is_ok());
     }
 
     #[test]
