@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release/plateqc
 
-.PHONY: setup build demo test lint unit pytest bench bench-watch model fixtures clean-demo
+.PHONY: setup build demo test lint unit pytest bench bench-watch model fixtures clean-demo fuzz
 
 setup:
 	scripts/setup.sh
@@ -38,6 +38,12 @@ bench: build
 bench-watch: build
 	$(CARGO) build --release --locked --bin plateqc-latency
 	target/release/plateqc-latency demo/inbox --rate 5 --count 60
+
+# Fuzz the decode worker and the DICOM receiver with AFL++ (cargo-afl, stable Rust), FUZZ_SECS
+# seconds per target; crashes and hangs land in fuzz/findings/ (scripts/fuzz.sh). Not in `test`.
+FUZZ_SECS ?= 600
+fuzz:
+	FUZZ_SECS=$(FUZZ_SECS) scripts/fuzz.sh
 
 # Retrain the bundled model (needs PyTorch; see models/README.md). CI never does this.
 model:

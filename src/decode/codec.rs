@@ -147,17 +147,7 @@ const MAX_TILES: u64 = 65_535;
 /// JPEG 2000 (ITU T.800): the SIZ segment right after SOC, in a bare code stream or in the
 /// JP2 file format's contiguous code stream box.
 pub fn j2k_frame(stream: &[u8]) -> HeaderResult<Frame> {
-    const SOC_SIZ: [u8; 4] = [0xFF, 0x4F, 0xFF, 0x51];
-    let start = if stream.starts_with(&SOC_SIZ) {
-        0
-    } else {
-        stream
-            .windows(4)
-            .take(1 << 16)
-            .position(|w| w == SOC_SIZ)
-            .ok_or("no SOC and SIZ at the start of the code stream")?
-    };
-    let s = &stream[start + 4..];
+    let s = &stream[j2k_start(stream)? + 4..];
     let lsiz = be16(s, 0)? as usize;
     let p = s
         .get(2..lsiz)
@@ -199,6 +189,91 @@ pub fn j2k_frame(stream: &[u8]) -> HeaderResult<Frame> {
     })
 }
 
+/// Where the code stream starts: SOC and SIZ, at the start or (behind a JP2 box) soon after.
+fn j2k_start(stream: &[u8]) -> HeaderResult<usize> {
+    const SOC_SIZ: [u8; 4] = [0xFF, 0x4F, 0xFF, 0x51];
+    if stream.starts_with(&SOC_SIZ) {
+        return Ok(0);
+    }
+    stream
+        .windows(4)
+        .take(1 << 16)
+        .position(|w| w == SOC_SIZ)
+        .ok_or_else(|| "no SOC and SIZ at the start of the code stream".into())
+}
+
+/// Checks the quantization of a JPEG 2000 code stream (QCD and QCC, in the main header and in
+/// every tile-part header) before openjp2 reads it: a reserved quantization style, or no guard
+/// bits, with which a zero exponent gives openjp2 a subband of -1 bit-planes and an integer
+/// overflow (a panic where overflow is checked, wrapped garbage where not). Found by
+/// `make fuzz`, pinned by `tests/hostile/j2k_qcd_no_guard_bits.dcm`. Only quantization is
+/// judged here: a stream too broken to walk is left to openjp2, which refuses it.
+pub fn j2k_quantization(stream: &[u8]) -> HeaderResult<()> {
+    const SOT: u16 = 0xFF90;
+    const SOD: u16 = 0xFF93;
+    const EOC: u16 = 0xFFD9;
+    // One marker segment at `at`: its marker and the end of its segment.
+    let segment = |at: usize| -> Option<(u16, usize)> {
+        let marker = be16(stream, at).ok()?;
+        let len = be16(stream, at + 2).ok()? as usize;
+        (len >= 2 && at + 2 + len <= stream.len()).then_some((marker, at + 2 + len))
+    };
+    let quantization = |marker: u16, at: usize| -> HeaderResult<()> {
+        // Sqcd follows QCD's length; Sqcc follows QCC's length and its component (one byte:
+        // plates have one component).
+        let style_at = match marker {
+            0xFF5C => at + 4,
+            0xFF5D => at + 5,
+            _ => return Ok(()),
+        };
+        let Some(&sq) = stream.get(style_at) else {
+            return Ok(());
+        };
+        let (style, guard_bits) = (sq & 0x1F, sq >> 5);
+        if style > 2 {
+            return Err(format!("JPEG 2000 quantization style {style} is reserved"));
+        }
+        if guard_bits == 0 {
+            return Err("JPEG 2000 quantization without guard bits".into());
+        }
+        Ok(())
+    };
+    let mut at = j2k_start(stream)? + 2;
+    // The main header, up to the first tile-part.
+    loop {
+        match be16(stream, at) {
+            Ok(SOT) => break,
+            Ok(EOC) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+        let Some((marker, end)) = segment(at) else {
+            return Ok(());
+        };
+        quantization(marker, at)?;
+        at = end;
+    }
+    // Each tile-part: its header up to SOD, then the next by its length (Psot).
+    while be16(stream, at) == Ok(SOT) {
+        let Some((_, mut header)) = segment(at) else {
+            return Ok(());
+        };
+        let psot = be32(stream, at + 6).unwrap_or(0) as usize;
+        while be16(stream, header).is_ok_and(|m| m != SOD) {
+            let Some((marker, end)) = segment(header) else {
+                return Ok(());
+            };
+            quantization(marker, header)?;
+            header = end;
+        }
+        if psot < 14 {
+            // The last tile-part (0: up to EOC) or a length openjp2 refuses itself.
+            return Ok(());
+        }
+        at += psot;
+    }
+    Ok(())
+}
+
 /// Checks `stream`'s codec header for the transfer syntax `ts` against `e`. Uncompressed and
 /// RLE syntaxes have no codec header here (RLE's segment table is [`rle_table`]).
 pub fn check(ts: &str, stream: &[u8], e: &Expect) -> HeaderResult<()> {
@@ -208,7 +283,10 @@ pub fn check(ts: &str, stream: &[u8], e: &Expect) -> HeaderResult<()> {
         | "1.2.840.10008.1.2.4.57"
         | "1.2.840.10008.1.2.4.70" => ("JPEG", jpeg_frame(stream)?),
         "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => ("JPEG-LS", jpegls_frame(stream)?),
-        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => ("JPEG 2000", j2k_frame(stream)?),
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => {
+            j2k_quantization(stream)?;
+            ("JPEG 2000", j2k_frame(stream)?)
+        }
         _ => return Ok(()),
     };
     frame.1.check(frame.0, e)
@@ -217,7 +295,9 @@ pub fn check(ts: &str, stream: &[u8], e: &Expect) -> HeaderResult<()> {
 /// Checks an RLE fragment's segment table (PS3.5 G.5) before dicom-rs reads it: dicom-rs
 /// allocates as many offsets as the table claims and slices the fragment by them unchecked, so
 /// a garbled table cost gigabytes and a panic instead of a decode error. One segment per byte
-/// of a sample is needed.
+/// of a sample is needed, and each of those must unpack to a whole plane of Rows x Columns
+/// bytes: dicom-rs indexes its unpacked segment by pixel unchecked, so a short one panicked
+/// (found by `make fuzz`, pinned by `tests/hostile/rle_segment_shorter_than_plane.dcm`).
 pub fn rle_table(fragment: &[u8], e: &Expect) -> HeaderResult<()> {
     let bad = |why: String| Err(format!("RLE segment table: {why}"));
     if fragment.len() < 64 {
@@ -248,7 +328,47 @@ pub fn rle_table(fragment: &[u8], e: &Expect) -> HeaderResult<()> {
         }
         start = offset;
     }
+    // dicom-rs reads segment i from its offset to the next one, the last to the fragment's end.
+    let plane = e.rows as usize * e.columns as usize;
+    for i in 1..=needed {
+        let end = if i < segments {
+            word(i + 1)
+        } else {
+            fragment.len()
+        };
+        match packbits_len(&fragment[word(i)..end]) {
+            Some(n) if n >= plane => {}
+            Some(n) => return bad(format!("segment {i} unpacks to {n} bytes, {plane} needed")),
+            None => return bad(format!("segment {i} ends inside a run")),
+        }
+    }
     Ok(())
+}
+
+/// How many bytes a PackBits segment unpacks to, read as dicom-rs reads it: a header byte `h`
+/// is followed by `h + 1` literal bytes (fewer when the segment ends first) or, for -127..=-1,
+/// by one byte repeated `1 - h` times; -128 is nothing. `None` where dicom-rs fails to read a
+/// header or a repeated byte. Counts only, allocates nothing.
+fn packbits_len(segment: &[u8]) -> Option<usize> {
+    let (mut pos, mut out) = (0usize, 0usize);
+    while pos < segment.len() {
+        let h = segment[pos] as i8;
+        pos += 1;
+        match h {
+            -128 => {}
+            -127..=-1 => {
+                segment.get(pos)?;
+                pos += 1;
+                out += (1 - h as isize) as usize;
+            }
+            _ => {
+                let n = h as usize + 1;
+                out += n.min(segment.len() - pos);
+                pos += n;
+            }
+        }
+    }
+    Some(out)
 }
 
 /// JPEG-LS streams whose encoder left zero bytes between the last entropy-coded byte and EOI
@@ -358,6 +478,34 @@ mod tests {
     }
 
     #[test]
+    fn j2k_quantization_needs_guard_bits_and_a_defined_style() {
+        let e = expect(239, 399, 8);
+        let ts = "1.2.840.10008.1.2.4.90";
+        // SIZ, QCD (reversible, `sq`, three exponents), then one tile-part whose header holds
+        // a QCC for component 0 with `sqcc`, and EOC.
+        let stream = |sq: u8, sqcc: u8| {
+            let mut v = siz(399, 239, 399, 1, 1);
+            v.extend_from_slice(&[0xFF, 0x5C, 0, 6, sq, 0x48, 0x50, 0x50]);
+            v.extend_from_slice(&[0xFF, 0x90, 0, 10, 0, 0, 0, 0, 0, 21, 0, 1]);
+            v.extend_from_slice(&[0xFF, 0x5D, 0, 5, 0, sqcc, 0x48]);
+            v.extend_from_slice(&[0xFF, 0x93, 0xFF, 0xD9]);
+            v
+        };
+        assert!(check(ts, &stream(0x40, 0x20), &e).is_ok());
+        assert!(check(ts, &stream(0x00, 0x20), &e)
+            .unwrap_err()
+            .contains("without guard bits"));
+        assert!(check(ts, &stream(0x53, 0x20), &e)
+            .unwrap_err()
+            .contains("style 19 is reserved"));
+        assert!(check(ts, &stream(0x40, 0x02), &e)
+            .unwrap_err()
+            .contains("without guard bits"));
+        // A stream too broken to walk is left to openjp2.
+        assert!(j2k_quantization(&stream(0x40, 0x20)[..60]).is_ok());
+    }
+
+    #[test]
     fn rle_segment_tables_are_checked_before_decoding() {
         let table = |words: &[u32], len: usize| {
             let mut f = vec![0u8; len];
@@ -367,8 +515,25 @@ mod tests {
             f
         };
         let e16 = expect(10, 10, 16);
-        assert!(rle_table(&table(&[2, 64, 100], 200), &e16).is_ok());
+        // Each segment a run of 100 bytes (header -99, then the byte), zeros after it.
+        let mut good = table(&[2, 64, 100], 200);
+        good[64] = 0x9D;
+        good[100] = 0x9D;
+        assert!(rle_table(&good, &e16).is_ok());
         assert!(rle_table(&table(&[1, 64], 200), &e16).is_err());
+        // A segment that unpacks to less than a plane (its zeros are 1-byte literals: 50 bytes).
+        let mut short = good.clone();
+        short[100] = 0;
+        assert!(rle_table(&short, &e16)
+            .unwrap_err()
+            .contains("segment 2 unpacks to"));
+        // A repeat whose byte is missing at the fragment's end.
+        let mut cut = good.clone();
+        cut[196] = 1; // a literal of two bytes, so that the header at 199 is read as one
+        cut[199] = 0x9D;
+        assert!(rle_table(&cut, &e16)
+            .unwrap_err()
+            .contains("segment 2 ends inside a run"));
         for (words, len) in [
             (&[0u32][..], 200),
             (&[16, 64][..], 200),
@@ -383,6 +548,17 @@ mod tests {
                 "{words:?} in {len} bytes"
             );
         }
+    }
+
+    #[test]
+    fn packbits_lengths_are_counted_as_dicom_rs_reads_them() {
+        assert_eq!(packbits_len(&[]), Some(0));
+        assert_eq!(packbits_len(&[2, 7, 8, 9]), Some(3));
+        assert_eq!(packbits_len(&[0xFE, 7]), Some(3));
+        assert_eq!(packbits_len(&[0x80, 0, 7]), Some(1));
+        // A literal run cut short counts the bytes there are; a repeat without its byte fails.
+        assert_eq!(packbits_len(&[5, 7, 8]), Some(2));
+        assert_eq!(packbits_len(&[0, 7, 0xFE]), None);
     }
 
     #[test]

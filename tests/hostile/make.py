@@ -94,11 +94,31 @@ def main():
         patch_marker(read("11_j2k_lossless_u8.dcm"), b"\xff\x51", tiny_tiles),
     )
 
+    # JPEG 2000 whose QCD has no guard bits and a reserved style (Sqcd 0x13, was 0x40): openjp2
+    # read exponents for 8 of 16 subbands, left the others 0 and computed -1 bit-planes for
+    # them, an integer overflow. Found by `make fuzz` (decode_file), this very byte.
+    def no_guard_bits(buf, payload):
+        buf[payload] = 0x13
+
+    write(
+        "j2k_qcd_no_guard_bits.dcm",
+        patch_marker(read("11_j2k_lossless_u8.dcm"), b"\xff\x5c", no_guard_bits),
+    )
+
     # RLE: a segment table claiming 15 segments (offsets of zero) in a 16-bit plate.
     data = bytearray(read("06_rle_s12.dcm"))
     frag, _ = pixel_fragment(bytes(data))
     struct.pack_into("<I", data, frag, 15)
     write("rle_header_15_segments.dcm", bytes(data))
+
+    # RLE: segment 2 moved to the fragment's last two bytes (a literal of one byte), so it
+    # unpacks to 1 byte where a plane is 60 738: dicom-rs indexed past it and panicked. Found by
+    # `make fuzz` (decode_file).
+    data = bytearray(read("06_rle_s12.dcm"))
+    frag, length = pixel_fragment(bytes(data))
+    struct.pack_into("<I", data, frag + 8, length - 2)
+    data[frag + length - 2 : frag + length] = b"\x00\x00"
+    write("rle_segment_shorter_than_plane.dcm", bytes(data))
 
 
 if __name__ == "__main__":

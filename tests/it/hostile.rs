@@ -113,6 +113,8 @@ fn scan_of_hostile_files_exits_normally_with_one_row_each() {
             &format!("SELECT verdict, error_kind FROM plates WHERE source_path LIKE '%/{name}'"),
         );
         assert!(row.starts_with("error|"), "{name}: {row}");
+        // A refusal with its reason, not a decode worker that died on the file.
+        assert_ne!(row, "error|crash", "{name}");
     }
     let judged = sql(
         &db,
@@ -257,4 +259,24 @@ fn watch_daemon_survives_hostile_files_as_the_same_process() {
         .filter(|p| !p.starts_with(s.out.join("rejection-notes")))
         .count();
     assert_eq!(routed, total);
+}
+
+/// Every hostile file is refused with a typed error by the in-process decode a worker runs,
+/// without a panic (the worker would contain one, but it is still a bug: `make fuzz` found
+/// `rle_segment_shorter_than_plane.dcm` as one).
+#[test]
+fn hostile_files_are_typed_refusals_in_process() {
+    use plateqc::decode::worker::decode_bytes;
+    use plateqc::decode::DecodePolicy;
+    let policy = DecodePolicy::default();
+    for f in hostile_files() {
+        let bytes = std::fs::read(&f).unwrap();
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let answer = std::panic::catch_unwind(|| decode_bytes(&bytes, &policy, 256))
+            .unwrap_or_else(|_| panic!("{name}: decoding panicked"));
+        match answer {
+            Ok(_) => panic!("{name} was decoded"),
+            Err(r) => eprintln!("{name}: {}", r.error),
+        }
+    }
 }
