@@ -644,7 +644,14 @@ fn a_failed_overlay_write_keeps_the_verdict_and_is_reported() {
 /// real: once the plate is admitted (its job committed) and before it is decoded, the daemon's
 /// own `/proc/PID/mem` is bind-mounted over it (reading that at offset 0 is EIO), and unmounted
 /// after the daemon has put the plate back.
+///
+/// Not in `make test`: it needs root (mount), and it races the daemon. The plate is admitted
+/// only when the bounded decode queue has room for it, so on a loaded machine its decode can
+/// start before the mount lands (seen once in a merged run: judged, then the move failed on the
+/// busy mount point). Run it alone with `cargo test --release --test it -- --ignored
+/// transient_read`.
 #[test]
+#[ignore = "needs root and races the daemon's decode; run with --ignored"]
 fn a_transient_read_error_puts_the_plate_back_instead_of_quarantining_it() {
     let s = site();
     let mut cfg = std::fs::read_to_string(&s.config).unwrap();
