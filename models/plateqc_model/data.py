@@ -86,16 +86,22 @@ def data_hash(settings: dict) -> str:
     return h.hexdigest()
 
 
-def shard_files(split: str, size: int) -> list[Path]:
+def split_dir(split: str, size: int, psp: str = pp.PSP_V1) -> Path:
+    """Where a split is cached: one directory per preprocessing (v1 keeps its old name)."""
+    suffix = "" if psp == pp.PSP_V1 else "-" + psp.rsplit("-", 1)[-1]
+    return CACHE / f"{split}-s{size}{suffix}"
+
+
+def shard_files(split: str, size: int, psp: str = pp.PSP_V1) -> list[Path]:
     """The finished shards of a cached split, in index order (not the .tmp.npz being written)."""
-    d = CACHE / f"{split}-s{size}"
+    d = split_dir(split, size, psp)
     return sorted(f for f in d.glob("[0-9]*-[0-9]*.npz") if not f.name.endswith(".tmp.npz"))
 
 
-def split_generator_hash(split: str, size: int) -> str:
+def split_generator_hash(split: str, size: int, psp: str = pp.PSP_V1) -> str:
     """The generator-source hash recorded in a cached split (all shards must agree)."""
     hs = set()
-    for f in shard_files(split, size):
+    for f in shard_files(split, size, psp):
         with np.load(f) as z:
             hs.add(str(z["gen_hash"][0]) if "gen_hash" in z.files else "unknown")
     if len(hs) != 1:
@@ -144,9 +150,9 @@ def type_masks(plate, size: int) -> np.ndarray:
     return np.packbits(out.reshape(-1))
 
 
-def encode_plate(plate, size: int) -> dict:
+def encode_plate(plate, size: int, psp: str = pp.PSP_V1) -> dict:
     """Preprocess a plate and its labels into one cache row (the shard arrays' keys)."""
-    x, rect = pp.preprocess_plate(plate, size)
+    x, rect = pp.preprocess_plate(plate, size, psp)
     types = np.zeros(len(TYPE_NAMES), np.uint8)
     sev = np.zeros(len(TYPE_NAMES), np.float32)
     for a in plate.artifacts:
@@ -168,13 +174,13 @@ ROW_KEYS = ("x", "y", "types", "sev", "mask", "tmask", "rect", "hw")
 
 def build_shard(split: str, split_seed: int, start: int, stop: int, size: int, shifted: bool,
                 unusable_fraction: float = 0.5, artifact_fraction: float = 0.6,
-                twins: bool = False) -> Path:
+                twins: bool = False, psp: str = pp.PSP_V1) -> Path:
     """Plates start..stop-1 of a split; with `twins`, each plate that carries artifacts is
     followed by its clean counterfactual twin (same scene, noise and display chain); `pair`
     holds the plate index both rows came from, `twin` marks the twin rows."""
     make_pair = generator_pair()
     gen_hash = _IMPORT_HASH[0]   # generator sources as imported by this process
-    out_dir = CACHE / f"{split}-s{size}"
+    out_dir = split_dir(split, size, psp)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{start:06d}-{stop:06d}.npz"
     if out.exists():
@@ -189,7 +195,7 @@ def build_shard(split: str, split_seed: int, start: int, stop: int, size: int, s
         for p, is_twin in ((plate, 0), (clean, 1)):
             if p is None:
                 continue
-            rows.append(encode_plate(p, size))
+            rows.append(encode_plate(p, size, psp))
             pair.append(start + j)
             twin.append(is_twin)
             seeds.append(seed)
@@ -204,20 +210,21 @@ def build_shard(split: str, split_seed: int, start: int, stop: int, size: int, s
     tmp = out.with_name(out.name + ".tmp.npz")
     np.savez(tmp, gen_hash=np.array([gen_hash] * len(rows)), **arrays,
              seeds=np.array(seeds, np.int64), pair=np.array(pair, np.int64),
-             twin=np.array(twin, np.uint8))
+             twin=np.array(twin, np.uint8), psp=np.array(psp))
     os.replace(tmp, out)
     return out
 
 
 def restamp_split(split: str, split_seed: int, size: int, shifted: bool,
-                  unusable_fraction: float = 0.5, artifact_fraction: float = 0.6) -> str:
+                  unusable_fraction: float = 0.5, artifact_fraction: float = 0.6,
+                  psp: str = pp.PSP_V1) -> str:
     """Re-derive the first, middle and last plate of every cached shard with the current sources
     and, only if every array matches bit for bit, record the current generator hash in the
     shards. For when the hash changed but the data did not (a new hash definition, an edit to a
     comment)."""
     make_pair = generator_pair()
     gen_hash = _IMPORT_HASH[0]
-    files = shard_files(split, size)
+    files = shard_files(split, size, psp)
     if not files:
         raise FileNotFoundError(f"no cached shards of {split}")
     shards = []
@@ -233,7 +240,7 @@ def restamp_split(split: str, split_seed: int, size: int, shifted: bool,
             pair = make_pair(seed, unusable_fraction=unusable_fraction,
                              artifact_fraction=artifact_fraction, shifted=shifted, twin=is_twin)
             plate = pair[1] if is_twin else pair[0]
-            for k, v in encode_plate(plate, size).items():
+            for k, v in encode_plate(plate, size, psp).items():
                 if not np.array_equal(np.asarray(v), z[k][j]):
                     raise SystemExit(f"{f.name}: plate {j} (seed {seed}) differs in {k!r} from "
                                      f"what the current sources make; regenerate the split")
@@ -246,17 +253,19 @@ def restamp_split(split: str, split_seed: int, size: int, shifted: bool,
     return gen_hash
 
 
-def load_split(split: str, size: int, count: int | None = None):
+def load_split(split: str, size: int, count: int | None = None, psp: str = pp.PSP_V1):
     """Concatenate the shards of a split (in index order)."""
-    files = shard_files(split, size)
+    files = shard_files(split, size, psp)
     if not files:
-        raise FileNotFoundError(f"no cached shards in {CACHE / f'{split}-s{size}'}")
+        raise FileNotFoundError(f"no cached shards in {split_dir(split, size, psp)}")
     parts, have = [], 0
     for f in files:
         if count is not None and have >= count:
             break   # the first shards hold the first plates: read no more than asked for
         parts.append(dict(np.load(f)))
         have += len(parts[-1]["y"])
+    for p in parts:
+        p.pop("psp", None)   # a scalar stamp, checked by the directory name already
     data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     if count is not None:
         data = {k: v[:count] for k, v in data.items()}
@@ -283,15 +292,17 @@ def main(argv=None):
     ap.add_argument("--restamp", action="store_true",
                     help="check the cached split against the current sources (3 plates per "
                          "shard, bit for bit) and record their hash instead of generating")
+    ap.add_argument("--psp", default=pp.PSP_V1, choices=pp.PREPROCESSINGS,
+                    help="the preprocessing the cached tensors are made with")
     a = ap.parse_args(argv)
     if a.restamp:
-        h = restamp_split(a.split, a.seed, a.size, a.shifted)
+        h = restamp_split(a.split, a.seed, a.size, a.shifted, psp=a.psp)
         print(f"{a.split}: cache matches the current sources; generator hash {h}", flush=True)
         return
     stop = a.count if a.stop is None else min(a.stop, a.count)
     for s in range(a.start, stop, a.shard):
         p = build_shard(a.split, a.seed, s, min(s + a.shard, stop), a.size, a.shifted,
-                        twins=a.twins)
+                        twins=a.twins, psp=a.psp)
         print("wrote", p, flush=True)
 
 

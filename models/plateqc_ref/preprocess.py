@@ -1,4 +1,4 @@
-"""Reference implementation of the plateqc preprocessing ``plateqc-psp-v1``.
+"""Reference implementation of the plateqc preprocessings ``plateqc-psp-v1`` and ``plateqc-psp-v2``.
 
 This module is the ground truth the Rust implementation is tested against
 (tests/fixtures/golden.json).  It follows models/README.md literally and does
@@ -14,6 +14,17 @@ cam_to_native(cam, rect, native_hw, size)
                                         layer-resolution map -> native plate size
 
 ``rect`` is ``(top, left, oh, ow)`` of the letterbox rectangle in the S x S canvas.
+Each entry point takes ``psp`` (default v1, the preprocessing of the shipped 1.x models).
+
+The two differ in the channels (models/README.md, "Preprocessing"):
+  v1: c0 = modality values windowed at their 0.5/99.5 % percentiles; c1 = stored value scaled
+      by the Bits Stored range (absolute exposure level).
+  v2: c0 = the mid-rank of each pixel's modality value among all pixels of the frame, over
+      n - 1 (the empirical CDF), which no monotone display curve can change (gamma, LUT,
+      S-curve, auto-ranging, histogram equalisation); c1 = local contrast of the resized c0
+      (0.5 + 2 (c0 - its 17 x 17 box mean inside the plate), clipped to [0, 1]).
+  v2 answers issue #12: the 1.x models read vendor display curves and auto-ranged levels as
+  artifacts (models/plan-1.3.md).
 """
 from __future__ import annotations
 
@@ -22,8 +33,13 @@ import math
 
 import numpy as np
 
-PREPROCESSING_ID = "plateqc-psp-v1"
+PSP_V1 = "plateqc-psp-v1"
+PSP_V2 = "plateqc-psp-v2"
+PREPROCESSINGS = (PSP_V1, PSP_V2)
+PREPROCESSING_ID = PSP_V1   # the default of every entry point
 DEFAULT_SIZE = 256
+LOCAL_RADIUS = 8            # v2 c1: the box is (2 r + 1)^2 at the S x S resolution
+LOCAL_GAIN = 2.0            # v2 c1: 0.5 + gain * (c0 - box mean)
 
 
 # ---------------------------------------------------------------------------
@@ -117,13 +133,57 @@ def letterbox_rect(h: int, w: int, size: int) -> tuple[int, int, int, int]:
 
 
 # ---------------------------------------------------------------------------
+# v2 helpers: rank channel and local contrast
+# ---------------------------------------------------------------------------
+def rank_channel(v: np.ndarray, slope: float) -> np.ndarray:
+    """Mid-rank of every pixel's modality value m = slope v + intercept among all n pixels,
+    over n - 1: (count of smaller values + (count of equal values - 1) / 2) / (n - 1).
+
+    Ranked on the stored integers v (the modality LUT is linear, so the order of m is the order
+    of v, reversed for a negative slope; a zero slope makes all values equal -> 0.5). Integer
+    ranks keep the result exact and free of float ties."""
+    flat = np.asarray(v, dtype=np.int64).reshape(-1)
+    n = flat.size
+    if n < 2 or slope == 0.0:
+        return np.full(v.shape, 0.5, dtype=np.float64)
+    if slope < 0.0:
+        flat = -flat
+    _, inv, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    less = np.cumsum(counts) - counts
+    mid = (less.astype(np.float64) + (counts.astype(np.float64) - 1.0) / 2.0) / float(n - 1)
+    return mid[inv.reshape(-1)].reshape(v.shape)
+
+
+def box_mean(img: np.ndarray, r: int) -> np.ndarray:
+    """Mean over the (2r+1) x (2r+1) window around each pixel, the window cut to the image
+    (divided by the number of pixels it holds there)."""
+    h, w = img.shape
+    ii = np.zeros((h + 1, w + 1), dtype=np.float64)
+    ii[1:, 1:] = np.cumsum(np.cumsum(img, axis=0), axis=1)
+    y0 = np.clip(np.arange(h) - r, 0, h)
+    y1 = np.clip(np.arange(h) + r + 1, 0, h)
+    x0 = np.clip(np.arange(w) - r, 0, w)
+    x1 = np.clip(np.arange(w) + r + 1, 0, w)
+    s = (ii[y1][:, x1] - ii[y0][:, x1] - ii[y1][:, x0] + ii[y0][:, x0])
+    cnt = (y1 - y0)[:, None].astype(np.float64) * (x1 - x0)[None, :].astype(np.float64)
+    return s / cnt
+
+
+def local_contrast(c0: np.ndarray) -> np.ndarray:
+    """v2 channel 1 from the resized (letterbox-free) channel 0."""
+    return np.clip(0.5 + LOCAL_GAIN * (c0 - box_mean(c0, LOCAL_RADIUS)), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------
 # the whole pipeline
 # ---------------------------------------------------------------------------
 def preprocess_stored(stored: np.ndarray, bits_stored: int, pixel_representation: int,
                       photometric: str, rescale_slope: float | None = None,
                       rescale_intercept: float | None = None,
-                      size: int = DEFAULT_SIZE):
+                      size: int = DEFAULT_SIZE, psp: str = PREPROCESSING_ID):
     """Stored pixel values (frame 1, HxW) + attributes -> (tensor [2,S,S] float64, rect)."""
+    if psp not in PREPROCESSINGS:
+        raise ValueError(f"unknown preprocessing {psp!r}")
     v = stored_values(stored, bits_stored, pixel_representation)
     if v.ndim != 2:
         raise ValueError(f"expected a single 2-D frame, got shape {v.shape}")
@@ -131,6 +191,19 @@ def preprocess_stored(stored: np.ndarray, bits_stored: int, pixel_representation
     vf = v.astype(np.float64)
     slope = 1.0 if rescale_slope is None else float(rescale_slope)
     intercept = 0.0 if rescale_intercept is None else float(rescale_intercept)
+    mono1 = str(photometric).strip().upper() == "MONOCHROME1"
+    top, left, oh, ow = letterbox_rect(h, w, size)
+    out = np.zeros((2, size, size), dtype=np.float64)
+    if psp == PSP_V2:
+        # step 2-3: rank of the modality value; step 5: MONOCHROME1 inversion
+        c0 = rank_channel(v, slope)
+        if mono1:
+            c0 = 1.0 - c0
+        # step 6-7: resize with aspect kept, letterbox into zeros; c1 from the resized c0
+        r0 = area_resize(c0, oh, ow)
+        out[0, top:top + oh, left:left + ow] = r0
+        out[1, top:top + oh, left:left + ow] = local_contrast(r0)
+        return out, (top, left, oh, ow)
     # step 2: modality LUT
     m = vf * slope + intercept
     # step 3: contrast channel from robust percentiles
@@ -148,22 +221,20 @@ def preprocess_stored(stored: np.ndarray, bits_stored: int, pixel_representation
     vmin, vmax = stored_limits(bits_stored, pixel_representation)
     c1 = (vf - float(vmin)) / (float(vmax) - float(vmin))
     # step 5: MONOCHROME1 inversion
-    if str(photometric).strip().upper() == "MONOCHROME1":
+    if mono1:
         c0 = 1.0 - c0
         c1 = 1.0 - c1
     # step 6 + 7: resize with aspect kept, letterbox into zeros
-    top, left, oh, ow = letterbox_rect(h, w, size)
-    out = np.zeros((2, size, size), dtype=np.float64)
     out[0, top:top + oh, left:left + ow] = area_resize(c0, oh, ow)
     out[1, top:top + oh, left:left + ow] = area_resize(c1, oh, ow)
     return out, (top, left, oh, ow)
 
 
-def preprocess_plate(plate, size: int = DEFAULT_SIZE):
+def preprocess_plate(plate, size: int = DEFAULT_SIZE, psp: str = PREPROCESSING_ID):
     """Same as preprocess_stored for a synth Plate (no DICOM round trip)."""
     return preprocess_stored(plate.stored, plate.bits_stored, plate.pixel_representation,
                              plate.photometric, plate.rescale_slope, plate.rescale_intercept,
-                             size)
+                             size, psp)
 
 
 def raw_stored_from_dataset(ds) -> np.ndarray:
@@ -175,19 +246,19 @@ def raw_stored_from_dataset(ds) -> np.ndarray:
     return arr
 
 
-def preprocess_dataset(ds, size: int = DEFAULT_SIZE):
+def preprocess_dataset(ds, size: int = DEFAULT_SIZE, psp: str = PREPROCESSING_ID):
     """pydicom Dataset -> (tensor [2,S,S] float64, rect)."""
     slope = ds.get("RescaleSlope", None)
     intercept = ds.get("RescaleIntercept", None)
     return preprocess_stored(raw_stored_from_dataset(ds), int(ds.BitsStored),
                              int(ds.PixelRepresentation), str(ds.PhotometricInterpretation),
                              None if slope is None else float(slope),
-                             None if intercept is None else float(intercept), size)
+                             None if intercept is None else float(intercept), size, psp)
 
 
-def preprocess_file(path, size: int = DEFAULT_SIZE):
+def preprocess_file(path, size: int = DEFAULT_SIZE, psp: str = PREPROCESSING_ID):
     import pydicom
-    return preprocess_dataset(pydicom.dcmread(str(path)), size)
+    return preprocess_dataset(pydicom.dcmread(str(path)), size, psp)
 
 
 # ---------------------------------------------------------------------------
