@@ -241,12 +241,12 @@ fn decode_plate(engine: &Engine, path: &Path) -> Item<Decoded> {
             ),
         );
     }
-    let (policy, input_size) = (&engine.config.decode, model.contract.input_size);
+    let (policy, input) = (&engine.config.decode, model.contract.input());
     let transient = |e: &decode::load::LoadError| matches!(&e.failure, decode::load::LoadFailure::Read(io) if crate::fsutil::is_transient(io));
     let loaded =
         crate::fsutil::retry_transient(&TRANSIENT_RETRY, transient, || match &engine.decoder {
-            Some(pool) => decode::load::load_isolated(path, policy, input_size, pool),
-            None => decode::load(path, policy, input_size),
+            Some(pool) => decode::load::load_isolated(path, policy, input, pool),
+            None => decode::load(path, policy, input),
         });
     match loaded {
         Ok(plate) => {

@@ -7,6 +7,7 @@
 //!
 //! The worker also serializes what it answers; the header is serialized here the same way.
 
+use plateqc::decode::preprocess::{Input, Psp};
 use plateqc::decode::worker::{decode_bytes, Refused};
 use plateqc::decode::DecodePolicy;
 
@@ -18,7 +19,17 @@ fn main() {
     // For triage outside AFL: `PLATEQC_FUZZ_SHOW=1 decode_file < input` prints the outcome.
     let show = std::env::var_os("PLATEQC_FUZZ_SHOW").is_some();
     afl::fuzz!(|data: &[u8]| {
-        let answer = decode_bytes(data, &policy, INPUT_SIZE);
+        // Both preprocessings, chosen by the input's length so that a finding replays as found.
+        let psp = if data.len() % 2 == 0 {
+            Psp::V1
+        } else {
+            Psp::V2
+        };
+        let input = Input {
+            size: INPUT_SIZE,
+            psp,
+        };
+        let answer = decode_bytes(data, &policy, input);
         if show {
             match &answer {
                 Ok(d) => eprintln!("decoded {:?}", d.header),

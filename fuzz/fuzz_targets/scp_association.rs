@@ -95,7 +95,10 @@ fn main() {
                 let mut answers = Vec::new();
                 let read = r.read_to_end(&mut answers).await;
                 if show {
-                    eprintln!("answered {} bytes ({read:?}): {answers:02x?}", answers.len());
+                    eprintln!(
+                        "answered {} bytes ({read:?}): {answers:02x?}",
+                        answers.len()
+                    );
                 }
             };
             tokio::join!(send, receive);
@@ -108,7 +111,11 @@ fn main() {
             assert_eq!(e.file_name(), "net", "written beside <inbox>/net");
         }
         if show {
-            for d in std::fs::read_dir(h.inbox.join("net")).into_iter().flatten().flatten() {
+            for d in std::fs::read_dir(h.inbox.join("net"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
                     eprintln!("stored {}", f.path().display());
                 }

@@ -8,8 +8,7 @@
 
 use dicom_ul::pdu::{
     write_pdu, AbortRQSource, AssociationRQ, PDataValue, PDataValueType,
-    PresentationContextProposed, RequestorRoles, UserIdentity, UserIdentityType,
-    UserVariableItem,
+    PresentationContextProposed, RequestorRoles, UserIdentity, UserIdentityType, UserVariableItem,
 };
 use dicom_ul::Pdu;
 use plateqc::ingest::received::file_meta;

@@ -33,24 +33,39 @@ def export_candidate(run: Path) -> Path:
     model = load_model(run / "weights.pt", res["width"])
     md = E.build_metadata(input_size=res["size"], layers=list(PlateNet.LAYERS),
                           artifact_types=D.artifact_types(), threshold=res["threshold"],
-                          model_version=f"candidate-{run.name}", training_seed=res["seed"])
+                          model_version=f"candidate-{run.name}", training_seed=res["seed"],
+                          preprocessing=res.get("psp", D.pp.PSP_V1))
     out = run / "candidate.onnx"
     E.export_onnx(model, list(PlateNet.LAYERS), out, input_size=res["size"], metadata=md)
     return out
 
 
-def measure(run: Path, val: dict, shifted: dict) -> dict:
-    return measure_onnx(export_candidate(run), str(run), val, shifted)
+class Splits:
+    """Validation and shifted sets, loaded once per preprocessing (each model reads its own)."""
+
+    def __init__(self, val: str, shifted: str, size: int):
+        self.names, self.size, self.cache = (val, shifted), size, {}
+
+    def get(self, psp: str):
+        if psp not in self.cache:
+            self.cache[psp] = tuple(D.load_split(n, self.size, psp=psp) for n in self.names)
+        return self.cache[psp]
 
 
-def measure_onnx(onnx: Path, name: str, val: dict, shifted: dict) -> dict:
+def measure(run: Path, splits: Splits) -> dict:
+    return measure_onnx(export_candidate(run), str(run), splits)
+
+
+def measure_onnx(onnx: Path, name: str, splits: Splits) -> dict:
     m = EV.Model(onnx)
+    val, shifted = splits.get(m.psp)
     v = EV.evaluate_split(m, val)
     s = EV.evaluate_split(m, shifted, cam_limit=0)
     return {"run": name, "val_auc": v["classification"]["auc"],
             "val_pointing_last": v["explanations"]["per_layer"][m.layers[-1]]["gradcam_hit"],
             "shifted_spec_at_recall_0.95": s["classification"]["spec_at_recall_0.95"],
-            "shifted_auc": s["classification"]["auc"], "threshold": m.threshold}
+            "shifted_auc": s["classification"]["auc"], "threshold": m.threshold,
+            "preprocessing": m.psp}
 
 
 def main(argv=None):
@@ -61,17 +76,23 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--baseline", default=None,
                     help="the shipped model (ONNX), measured alike for the fallback rule")
+    ap.add_argument("--baseline-from", default=None, metavar="CHOICE_JSON",
+                    help="instead of --baseline: the baseline row recorded by an earlier choose "
+                         "on the same plates (for a baseline whose input cache is gone)")
     ap.add_argument("--out", default=str(HERE / "work" / "choice.json"))
     a = ap.parse_args(argv)
-    val = D.load_split(a.val, a.size)
-    shifted = D.load_split(a.shifted, a.size)
+    splits = Splits(a.val, a.shifted, a.size)
     rows = []
     for r in a.runs:
-        rows.append(measure(Path(r), val, shifted))
+        rows.append(measure(Path(r), splits))
         print(json.dumps(rows[-1]), flush=True)
     base = None
     if a.baseline:
-        base = measure_onnx(Path(a.baseline), a.baseline, val, shifted)
+        base = measure_onnx(Path(a.baseline), a.baseline, splits)
+        print(json.dumps({"baseline": base}), flush=True)
+    elif a.baseline_from:
+        base = json.loads(Path(a.baseline_from).read_text())["baseline"]
+        base["recorded_in"] = a.baseline_from
         print(json.dumps({"baseline": base}), flush=True)
     pick, how = choose(rows), "rule"
     if pick is None:

@@ -84,8 +84,9 @@ def main(argv=None):
     model = PlateNet(len(D.TYPE_NAMES), res["width"])
     model.load_state_dict(torch.load(run / "weights.pt"))
     model.eval()
-    tr = D.load_split("train", a.size, a.n)
-    va = D.load_split("val", a.size, a.n)
+    psp = res.get("psp", D.pp.PSP_V1)
+    tr = D.load_split("train", a.size, a.n, psp=psp)
+    va = D.load_split("val", a.size, a.n, psp=psp)
     out = {"run": str(run), **diagnose(model, tr, va, a.n)}
     text = json.dumps(out, indent=1)
     print(text)

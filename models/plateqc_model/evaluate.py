@@ -58,6 +58,8 @@ class Model:
         self.md = md
         self.layers = json.loads(md["plateqc.layers"])
         self.size = int(md["plateqc.input_size"])
+        # the input the model was trained on (plateqc_ref/preprocess.py names both)
+        self.psp = md.get("plateqc.preprocessing", pp.PSP_V1)
         self.threshold = float(md["plateqc.threshold"])
         self.art_threshold = float(md["plateqc.artifact_threshold"])
         self.types = [t["name"] for t in json.loads(md["plateqc.artifact_types"])]
@@ -190,8 +192,8 @@ def evaluate_dicom(model: Model, seed: int, count: int, shifted: bool):
             ts = ok[i % len(ok)]
             f = Path(td) / f"{i}.dcm"
             write_dicom(plate, f, transfer_syntax=ts)
-            x_dcm, _ = pp.preprocess_dataset(pydicom.dcmread(str(f)), model.size)
-            x_pl, _ = pp.preprocess_plate(plate, model.size)
+            x_dcm, _ = pp.preprocess_dataset(pydicom.dcmread(str(f)), model.size, model.psp)
+            x_pl, _ = pp.preprocess_plate(plate, model.size, model.psp)
             o = model.run(np.stack([x_dcm, x_pl]).astype(np.float32), target=1)
             rows.append({"syntax": ts, "y": int(not plate.usable),
                          "p_dicom": float(o["probabilities"][0, 1]),
@@ -226,7 +228,7 @@ def main(argv=None):
     t0 = time.time()
     for key, split in (("heldout", a.test), ("shifted", a.shifted)):
         try:
-            d = D.load_split(split, model.size)
+            d = D.load_split(split, model.size, psp=model.psp)
         except FileNotFoundError as e:
             print(f"skip {key}: {e}", flush=True)
             continue

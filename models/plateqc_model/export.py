@@ -195,13 +195,14 @@ def build_metadata(*, input_size: int, layers: list[str], artifact_types: list[d
                    threshold: float, artifact_threshold: float = 0.5,
                    model_name: str = "plateqc-psp-cnn", model_version: str = "1.0.0",
                    training_seed: int | str = "unknown", data_hash: str = "unknown",
-                   commit: str | None = None, extra: dict | None = None) -> dict[str, str]:
+                   commit: str | None = None, extra: dict | None = None,
+                   preprocessing: str = PREPROCESSING_ID) -> dict[str, str]:
     for t in artifact_types:
         if not {"name", "code", "meaning"} <= set(t):
             raise ValueError(f"artifact type needs name, code, meaning: {t}")
     md = {
         "plateqc.contract": CONTRACT_VERSION,
-        "plateqc.preprocessing": PREPROCESSING_ID,
+        "plateqc.preprocessing": preprocessing,
         "plateqc.input_size": str(int(input_size)),
         "plateqc.classes": json.dumps(CLASSES),
         "plateqc.artifact_types": json.dumps(

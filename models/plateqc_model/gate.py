@@ -36,10 +36,10 @@ GATE_SEED = 9
 DELETE_FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
-def build_gate_split(count: int, size: int, shard: int = 250) -> dict:
+def build_gate_split(count: int, size: int, shard: int = 250, psp: str = D.pp.PSP_V1) -> dict:
     """Family-B plates 0..count-1, cached like a training split (rows keyed as data.py's)."""
     from famb import make_plate
-    out_dir = D.CACHE / f"famb-s{size}"
+    out_dir = D.split_dir("famb", size, psp)
     out_dir.mkdir(parents=True, exist_ok=True)
     for start in range(0, count, shard):
         stop = min(count, start + shard)
@@ -50,7 +50,7 @@ def build_gate_split(count: int, size: int, shard: int = 250) -> dict:
         t0 = time.time()
         for i in range(start, stop):
             seed = D.plate_seed(GATE_SEED, i)
-            rows.append(D.encode_plate(make_plate(seed), size))
+            rows.append(D.encode_plate(make_plate(seed), size, psp))
             seeds.append(seed)
         arrays = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in D.ROW_KEYS}
         arrays["y"] = arrays["y"].astype(np.uint8)
@@ -58,7 +58,7 @@ def build_gate_split(count: int, size: int, shard: int = 250) -> dict:
         np.savez(tmp, **arrays, seeds=np.array(seeds, np.int64))
         os.replace(tmp, f)
         print(f"famb {stop}/{count} {(time.time() - t0) / (stop - start):.3f}s/plate", flush=True)
-    d = D.load_split(f"famb", size)
+    d = D.load_split("famb", size, psp=psp)
     return {k: v[:count] for k, v in d.items()}
 
 
@@ -193,7 +193,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     model = EV.Model(a.model)
     t0 = time.time()
-    d = build_gate_split(a.count, model.size)
+    d = build_gate_split(a.count, model.size, psp=model.psp)
     r = evaluate_gate(model, d, deletion_plates=a.deletion_plates)
     r.pop("_p")
     res = {"model": a.model, "model_version": model.md.get("plateqc.model_version"),

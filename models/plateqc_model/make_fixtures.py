@@ -9,6 +9,9 @@ tests/fixtures/golden.json: per file the plateqc-psp-v1 preprocessing of the pyd
 (JPEG DCT frames by libjpeg-turbo, see reference_stored; plateqc_ref/preprocess.py, float64), the
 PyTorch float64 outputs of models/plateqc_weights.pt and the raw Grad-CAM / Grad-CAM++ / LayerCAM
 maps for target class 1 (unusable) from PyTorch autograd.
+tests/fixtures/golden-psp-v2.json (`--psp-golden`): the plateqc-psp-v2 preprocessing of the same
+files, whatever the shipped model takes, so the Rust implementation of v2 is checked before a
+model needs it.
 """
 from __future__ import annotations
 
@@ -138,10 +141,7 @@ def golden_entry(path: Path, model, layers, size: int, positions) -> dict:
                                    str(ds.PhotometricInterpretation),
                                    None if slope is None else float(slope),
                                    None if intercept is None else float(intercept), size)
-    pre = {"rect": {"top": rect[0], "left": rect[1], "oh": rect[2], "ow": rect[3]},
-           "channels": [{"mean": float(x[c].mean()), "std": float(x[c].std()),
-                         "min": float(x[c].min()), "max": float(x[c].max())} for c in range(2)],
-           "samples": [[c, yy, xx, float(x[c, yy, xx])] for c, yy, xx in positions]}
+    pre = preprocessing_entry(x, rect, positions)
     xt = torch.from_numpy(x[None])
     out = E.explain_torch(model, layers, xt, torch.tensor([1]))
     cam = {}
@@ -171,6 +171,46 @@ def golden_entry(path: Path, model, layers, size: int, positions) -> dict:
         "cam_target_class": 1,
         "cams": cam,
     }
+
+
+def preprocessing_entry(x: np.ndarray, rect, positions) -> dict:
+    """What the Rust tests compare of a preprocessed tensor: rect, channel stats, samples."""
+    return {"rect": {"top": rect[0], "left": rect[1], "oh": rect[2], "ow": rect[3]},
+            "channels": [{"mean": float(x[c].mean()), "std": float(x[c].std()),
+                          "min": float(x[c].min()), "max": float(x[c].max())} for c in range(2)],
+            "samples": [[c, yy, xx, float(x[c, yy, xx])] for c, yy, xx in positions]}
+
+
+def make_psp_golden(fixtures: Path, psp: str = pp.PSP_V2):
+    """golden-psp-v2.json beside golden.json: the same files through `psp`."""
+    import pydicom
+    g = json.loads((fixtures / "golden.json").read_text())
+    size = int(g["input_size"])
+    positions = sample_positions(size)
+    entries = []
+    for e in g["files"]:
+        path = fixtures / e["file"]
+        ds = pydicom.dcmread(str(path))
+        stored, decoding = reference_stored(ds)
+        slope, intercept = ds.get("RescaleSlope", None), ds.get("RescaleIntercept", None)
+        x, rect = pp.preprocess_stored(stored, int(ds.BitsStored), int(ds.PixelRepresentation),
+                                       str(ds.PhotometricInterpretation),
+                                       None if slope is None else float(slope),
+                                       None if intercept is None else float(intercept), size,
+                                       psp)
+        entries.append({"file": e["file"],
+                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                        "label": {"lossless": e["label"]["lossless"]},
+                        "reference_decoding": decoding,
+                        "preprocessing": preprocessing_entry(x, rect, positions)})
+    out = fixtures / f"golden-{psp.removeprefix('plateqc-')}.json"
+    out.write_text(json.dumps({
+        "about": (f"{psp} by models/plateqc_ref/preprocess.py (float64) on the fixtures of "
+                  "golden.json, decoded as there (make_fixtures.py --psp-golden). Samples are "
+                  "[channel, y, x, value] of the S x S tensor."),
+        "preprocessing_id": psp, "input_size": size, "sample_positions_seed": SAMPLE_SEED,
+        "files": entries}) + "\n")
+    print(f"{out}: {len(entries)} files")
 
 
 def make_fixtures(out_dir: Path):
@@ -289,9 +329,14 @@ def main(argv=None):
     ap.add_argument("--demo", default=str(ROOT / "demo" / "inbox"))
     ap.add_argument("--behaviour", default=str(ROOT / "tests" / "behaviour"))
     ap.add_argument("--no-demo", action="store_true")
+    ap.add_argument("--psp-golden", action="store_true",
+                    help="only write golden-psp-v2.json for the fixtures already there")
     a = ap.parse_args(argv)
+    if a.psp_golden:
+        return make_psp_golden(Path(a.fixtures))
     torch.set_num_threads(2)
     make_fixtures(Path(a.fixtures))
+    make_psp_golden(Path(a.fixtures))
     make_behaviour(Path(a.behaviour))
     if not a.no_demo:
         make_demo(Path(a.demo))

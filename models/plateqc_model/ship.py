@@ -50,7 +50,8 @@ def main(argv=None):
     model = load_model(run / "weights.pt", res["width"])
     layers = list(PlateNet.LAYERS)
     settings = json.loads(a.data_settings)
-    hashes = {sp: D.split_generator_hash(sp, res["size"])
+    psp = res.get("psp", D.pp.PSP_V1)
+    hashes = {sp: D.split_generator_hash(sp, res["size"], psp)
               for sp in (res["args"]["train"], res["args"]["val"])}
     if len(set(hashes.values())) != 1:
         raise SystemExit(f"train/val made by different generator versions: {hashes}")
@@ -62,7 +63,7 @@ def main(argv=None):
         input_size=res["size"], layers=layers, artifact_types=D.artifact_types(),
         threshold=res["threshold"], artifact_threshold=0.5, model_name=MODEL_NAME,
         model_version=MODEL_VERSION, training_seed=res["seed"],
-        data_hash=D.dataset_hash(gen_hash, settings))
+        data_hash=D.dataset_hash(gen_hash, settings), preprocessing=psp)
     tmp = Path(a.out).with_name(Path(a.out).name + ".tmp")
     info = E.export_onnx(model, layers, tmp, input_size=res["size"], metadata=md)
     problems = E.check_contract(tmp)
@@ -70,7 +71,7 @@ def main(argv=None):
     if problems:
         tmp.unlink()
         raise SystemExit(f"contract problems: {problems}")
-    imgs = D.load_split(a.verify_split, res["size"], a.verify_count)["x"].astype(np.float64)
+    imgs = D.load_split(a.verify_split, res["size"], a.verify_count, psp=psp)["x"].astype(np.float64)
     vr = V.verify(tmp, model, layers, imgs)
     print(json.dumps({k: v for k, v in vr.items() if k not in ("inputs", "outputs")}, indent=1))
     if not vr["pass"]:

@@ -157,7 +157,7 @@ def rethreshold(run: Path, target_sens: float):
     set_seed(res["seed"], res["args"].get("threads", 2))
     model = PlateNet(n_types=14, width=res["width"])
     model.load_state_dict(torch.load(run / "weights.pt"))
-    va = D.load_split(res["args"]["val"], res["size"])
+    va = D.load_split(res["args"]["val"], res["size"], psp=res["args"].get("psp", D.pp.PSP_V1))
     # the per-epoch AUCs stay those measured during training, on the plates there were then
     res["args"].setdefault("val_monitor", res["val_plates"])
     res["val_plates"] = int(len(va["y"]))
@@ -171,7 +171,8 @@ def recipe_args(a) -> dict:
     """The arguments that make a run what it is (what --resume must see again); an unset
     --init is left out so checkpoints written before the option existed still resume."""
     return {k: v for k, v in vars(a).items()
-            if k != "resume" and not (k == "init" and v is None)}
+            if k != "resume" and not (k == "init" and v is None)
+            and not (k == "psp" and v == D.pp.PSP_V1)}
 
 
 def main(argv=None):
@@ -206,6 +207,9 @@ def main(argv=None):
                     help="start from the weights (network and training-only heads) of the "
                          "finished run RUN, with a fresh optimiser and learning-rate cycle: a "
                          "second round that continues a first one (plan-1.3.md, round 2)")
+    ap.add_argument("--psp", default=D.pp.PSP_V1, choices=D.pp.PREPROCESSINGS,
+                    help="the preprocessing of the cached splits to train on (the exported "
+                         "model names it)")
     ap.add_argument("--out", default=str(HERE / "work" / "run"))
     ap.add_argument("--val-monitor", type=int, default=0,
                     help="per-epoch validation AUC on the first N validation plates only (0: all);"
@@ -221,8 +225,8 @@ def main(argv=None):
     set_seed(a.seed, a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    tr = D.load_split(a.train, a.size, a.count)
-    va = D.load_split(a.val, a.size)
+    tr = D.load_split(a.train, a.size, a.count, psp=a.psp)
+    va = D.load_split(a.val, a.size, psp=a.psp)
     Xtr, Ytr, Ttr = tr["x"], tr["y"].astype(np.int64), tr["types"].astype(np.float32)
     Str = tr["sev"].astype(np.float32)
     Mtr = tr["mask"]
@@ -385,7 +389,8 @@ def main(argv=None):
 
     train_seconds = time.time() - t_start
     result = {
-        "seed": a.seed, "size": a.size, "width": a.width, "epochs_run": len(history),
+        "seed": a.seed, "size": a.size, "width": a.width, "psp": a.psp,
+        "epochs_run": len(history),
         "train_plates": int(len(Xtr)), "val_plates": int(len(va["y"])),
         "train_seconds": train_seconds, "history": history,
         **threshold_fields(model, va, a.target_sens),

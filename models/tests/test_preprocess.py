@@ -96,3 +96,64 @@ def test_bilinear_matches_torch_align_corners_false():
         t = F.interpolate(torch.from_numpy(cam)[None, None], size=(oh, ow), mode="bilinear",
                           align_corners=False)[0, 0].numpy()
         assert np.abs(pp.bilinear_resize(cam, oh, ow) - t).max() < 1e-12
+
+
+# --------------------------------------------------------------------------- psp-v2
+def _textured(h=70, w=90):
+    y, x = np.mgrid[0:h, 0:w]
+    v = 300 + 3 * x - y + ((x * 37 + y * 101) % 97) * 2
+    v[:, :5] = 1000          # a clipped block: tied values
+    return v.astype(np.uint16)
+
+
+def test_v2_rank_is_the_mid_rank_over_n_minus_1():
+    r = pp.rank_channel(np.array([[10, 20, 20, 30]]), 1.0)
+    assert r.tolist() == [[0.0, 0.5, 0.5, 1.0]]
+    assert pp.rank_channel(np.array([[10, 20, 20, 30]]), -3.0).tolist() == [[1.0, 0.5, 0.5, 0.0]]
+    assert (pp.rank_channel(np.array([[10, 20, 20, 30]]), 0.0) == 0.5).all()
+    assert (pp.rank_channel(np.full((3, 4), 7), 1.0) == 0.5).all()
+    # against a brute-force count
+    v = _textured(9, 11).astype(np.int64)
+    flat = v.ravel()
+    brute = [((flat < a).sum() + ((flat == a).sum() - 1) / 2) / (flat.size - 1) for a in flat]
+    assert np.allclose(pp.rank_channel(v, 1.0).ravel(), brute, atol=0, rtol=0)
+
+
+def test_v2_ignores_any_strictly_increasing_display_curve_and_v1_does_not():
+    v = _textured()
+    curved = (2 * v.astype(np.int64) + v.astype(np.int64) ** 2 // 1000).astype(np.uint16)
+    assert len(np.unique(curved)) == len(np.unique(v))     # the curve keeps values apart
+    a, ra = pp.preprocess_stored(v, 12, 0, "MONOCHROME2", size=64, psp=pp.PSP_V2)
+    b, _ = pp.preprocess_stored(curved, 12, 0, "MONOCHROME2", size=64, psp=pp.PSP_V2)
+    assert np.array_equal(a, b)
+    c, _ = pp.preprocess_stored(v, 12, 0, "MONOCHROME2", size=64)
+    d, _ = pp.preprocess_stored(curved, 12, 0, "MONOCHROME2", size=64)
+    assert np.abs(c - d).max() > 0.01
+    top, left, oh, ow = ra
+    assert (a[:, :top] == 0).all() and (a[:, top + oh:] == 0).all()
+
+
+def test_v2_monochrome1_inverts_channel_0_and_mirrors_channel_1():
+    v = _textured()
+    m2, r = pp.preprocess_stored(v, 12, 0, "MONOCHROME2", size=64, psp=pp.PSP_V2)
+    m1, _ = pp.preprocess_stored(v, 12, 0, "MONOCHROME1", size=64, psp=pp.PSP_V2)
+    top, left, oh, ow = r
+    inside = (slice(top, top + oh), slice(left, left + ow))
+    assert np.allclose(m1[0][inside], 1.0 - m2[0][inside])
+    # c1 = clip(0.5 + 2 (c0 - mean)): inverting c0 mirrors c1 about 0.5
+    assert np.allclose(m1[1][inside], 1.0 - m2[1][inside])
+
+
+def test_v2_local_contrast_box_is_cut_to_the_image():
+    flat = np.full((20, 30), 0.3)
+    assert np.allclose(pp.local_contrast(flat), 0.5)
+    img = np.random.default_rng(0).random((13, 17))
+    bm = pp.box_mean(img, 2)
+    for (y, x) in [(0, 0), (6, 8), (12, 16), (1, 15)]:
+        win = img[max(0, y - 2):y + 3, max(0, x - 2):x + 3]
+        assert bm[y, x] == pytest.approx(win.mean(), abs=1e-12)
+
+
+def test_unknown_preprocessing_is_refused():
+    with pytest.raises(ValueError):
+        pp.preprocess_stored(_textured(), 12, 0, "MONOCHROME2", size=64, psp="plateqc-psp-v9")

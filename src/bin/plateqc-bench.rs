@@ -118,7 +118,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let cold_start = Instant::now();
     let engine = Arc::new(Engine::start(config.clone()).await?);
     let model_load_s = cold_start.elapsed().as_secs_f64();
-    let size = engine.model().contract.input_size;
+    let input = engine.model().contract.input();
     let compare = match &args.compare_model {
         Some(path) => {
             let mut c = config.clone();
@@ -171,7 +171,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     for f in chunk {
                         if let Ok(bytes) = std::fs::read(&f) {
                             if let Ok(p) = decode::decode(&bytes, &policy) {
-                                std::hint::black_box(preprocess::preprocess(&p, size));
+                                std::hint::black_box(preprocess::preprocess(&p, input));
                             }
                         }
                     }

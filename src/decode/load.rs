@@ -3,8 +3,9 @@
 //! decoded values are dropped. A failure says which file, which instance when the header could
 //! be read, and what is known of it for the record.
 
+use super::preprocess::{self, Input};
 use super::worker::{self, DecodePool, Decoded, Refused};
-use super::{preprocess, DecodeError, DecodePolicy, PlateHeader};
+use super::{DecodeError, DecodePolicy, PlateHeader};
 use crate::outcome::{FailureKind, Stage};
 use sha2::Digest;
 use std::path::{Path, PathBuf};
@@ -73,11 +74,11 @@ impl LoadError {
     }
 }
 
-/// Reads, decodes and preprocesses the plate at `path` for a model of input size `input_size`,
+/// Reads, decodes and preprocesses the plate at `path` for a model that takes `input`,
 /// in this process (tests and the benchmark's baseline; the pipeline uses [`load_isolated`]).
-pub fn load(path: &Path, policy: &DecodePolicy, input_size: usize) -> Result<Loaded, LoadError> {
+pub fn load(path: &Path, policy: &DecodePolicy, input: Input) -> Result<Loaded, LoadError> {
     let (bytes, size, sha256) = read(path, policy)?;
-    let answer = worker::decode_bytes(&bytes, policy, input_size);
+    let answer = worker::decode_bytes(&bytes, policy, input);
     drop(bytes);
     finish(path, size, sha256, Ok(answer))
 }
@@ -87,11 +88,11 @@ pub fn load(path: &Path, policy: &DecodePolicy, input_size: usize) -> Result<Loa
 pub fn load_isolated(
     path: &Path,
     policy: &DecodePolicy,
-    input_size: usize,
+    input: Input,
     pool: &DecodePool,
 ) -> Result<Loaded, LoadError> {
     let (bytes, size, sha256) = read(path, policy)?;
-    let answer = pool.decode(&bytes, policy, input_size);
+    let answer = pool.decode(&bytes, policy, input);
     drop(bytes);
     finish(path, size, sha256, answer.map_err(|died| died.0))
 }

@@ -52,7 +52,7 @@ impl WorkerLimits {
 #[derive(Serialize, Deserialize)]
 struct Request {
     policy: DecodePolicy,
-    input_size: usize,
+    input: preprocess::Input,
     /// Only the structural pre-scan (the receiver's check before answering a C-STORE).
     #[serde(default)]
     prescan_only: bool,
@@ -103,7 +103,7 @@ enum Response {
 pub fn decode_bytes(
     bytes: &[u8],
     policy: &DecodePolicy,
-    input_size: usize,
+    input: preprocess::Input,
 ) -> Result<Decoded, Refused> {
     let plate = match super::decode(bytes, policy) {
         Ok(p) => p,
@@ -113,7 +113,7 @@ pub fn decode_bytes(
             return Err(Refused { error, header });
         }
     };
-    let (tensor, letterbox) = preprocess::preprocess(&plate, input_size);
+    let (tensor, letterbox) = preprocess::preprocess(&plate, input);
     let gray = super::display::display_gray(&plate);
     Ok(Decoded {
         header: plate.header,
@@ -196,7 +196,7 @@ pub fn serve(limits: WorkerLimits) -> io::Result<()> {
             write_frame(&mut output, &head, &[])?;
             continue;
         }
-        match decode_bytes(bytes, &req.policy, req.input_size) {
+        match decode_bytes(bytes, &req.policy, req.input) {
             Ok(d) => {
                 let head = serde_json::to_vec(&Response::Decoded {
                     patient_id: d.header.patient_id.clone(),
@@ -388,11 +388,11 @@ impl DecodePool {
         &self,
         bytes: &[u8],
         policy: &DecodePolicy,
-        input_size: usize,
+        input: preprocess::Input,
     ) -> Result<Result<Decoded, Refused>, WorkerDied> {
         let req = Request {
             policy: policy.clone(),
-            input_size,
+            input,
             prescan_only: false,
         };
         match self.run(bytes, &req)? {
@@ -415,7 +415,11 @@ impl DecodePool {
                 max_file_bytes: max_inflated as u64,
                 ..DecodePolicy::default()
             },
-            input_size: 0,
+            // Never preprocessed: a pre-scan stops before the pixels.
+            input: preprocess::Input {
+                size: 0,
+                psp: preprocess::Psp::V1,
+            },
             prescan_only: true,
         };
         match self.run(bytes, &req) {
@@ -621,6 +625,11 @@ fn read_by(r: &mut ChildStdout, buf: &mut [u8], deadline: Instant) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TEST_INPUT: preprocess::Input = preprocess::Input {
+        size: 64,
+        psp: preprocess::Psp::V1,
+    };
     use std::os::unix::fs::PermissionsExt;
 
     fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
@@ -645,7 +654,7 @@ mod tests {
         let pool = DecodePool::new(segv, limits(10_000));
         for round in 1..=2 {
             let died = pool
-                .decode(b"bytes", &DecodePolicy::default(), 64)
+                .decode(b"bytes", &DecodePolicy::default(), TEST_INPUT)
                 .unwrap_err();
             assert_eq!(died.0, "decode worker killed by signal 11 (SIGSEGV)");
             assert_eq!(
@@ -655,7 +664,7 @@ mod tests {
         }
         let quits = script(dir.path(), "quits", "exit 3");
         let died = DecodePool::new(quits, limits(10_000))
-            .decode(b"bytes", &DecodePolicy::default(), 64)
+            .decode(b"bytes", &DecodePolicy::default(), TEST_INPUT)
             .unwrap_err();
         assert!(
             died.0.starts_with("decode worker exited with status 3"),
@@ -669,7 +678,7 @@ mod tests {
         let sleeper = script(dir.path(), "sleeper", "exec sleep 30");
         let t = Instant::now();
         let died = DecodePool::new(sleeper, limits(300))
-            .decode(b"bytes", &DecodePolicy::default(), 64)
+            .decode(b"bytes", &DecodePolicy::default(), TEST_INPUT)
             .unwrap_err();
         assert!(died.0.contains("took longer than"), "{died}");
         assert!(t.elapsed() < Duration::from_secs(5));

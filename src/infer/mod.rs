@@ -40,6 +40,8 @@ pub struct ArtifactType {
 pub struct ModelContract {
     pub input_size: usize,
     pub preprocessing: String,
+    /// What `preprocessing` names, as the decode stage runs it.
+    pub psp: crate::decode::preprocess::Psp,
     pub classes: Vec<String>,
     pub unusable_index: usize,
     pub artifact_types: Vec<ArtifactType>,
@@ -51,6 +53,16 @@ pub struct ModelContract {
     pub has_target_input: bool,
     /// sha256 of the model file, so every recorded verdict names the exact weights.
     pub sha256: String,
+}
+
+impl ModelContract {
+    /// What the decode stage must produce for this model.
+    pub fn input(&self) -> crate::decode::preprocess::Input {
+        crate::decode::preprocess::Input {
+            size: self.input_size,
+            psp: self.psp,
+        }
+    }
 }
 
 /// Thread settings; spinning is off by default because a daemon idles most of the time and

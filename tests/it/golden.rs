@@ -47,6 +47,13 @@ fn exact_reference(e: &Value) -> bool {
             .is_some_and(|d| d.contains("IJG integer IDCT"))
 }
 
+/// The preprocessing the golden references were made with (`preprocessing_id`).
+fn golden_input(g: &Value, size: usize) -> preprocess::Input {
+    let id = g["preprocessing_id"].as_str().unwrap_or_default();
+    let psp = preprocess::Psp::from_id(id).unwrap_or_else(|| panic!("unknown preprocessing {id}"));
+    preprocess::Input { size, psp }
+}
+
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
@@ -102,6 +109,7 @@ fn fixtures_cover_the_transfer_syntaxes_and_pixel_formats() {
 fn decode_and_preprocessing_match_the_python_reference() {
     let g = golden();
     let size = g["input_size"].as_u64().unwrap() as usize;
+    let input = golden_input(&g, size);
     let policy = DecodePolicy::default();
     for e in g["files"].as_array().unwrap() {
         let name = e["file"].as_str().unwrap();
@@ -143,51 +151,60 @@ fn decode_and_preprocessing_match_the_python_reference() {
             "{name}"
         );
 
-        let (tensor, lb) = preprocess::preprocess(&plate, size);
-        let rect = &e["preprocessing"]["rect"];
-        assert_eq!(
-            (lb.top, lb.left, lb.height, lb.width),
-            (
-                rect["top"].as_u64().unwrap() as usize,
-                rect["left"].as_u64().unwrap() as usize,
-                rect["oh"].as_u64().unwrap() as usize,
-                rect["ow"].as_u64().unwrap() as usize
-            ),
-            "{name}"
+        let (tensor, lb) = preprocess::preprocess(&plate, input);
+        check_preprocessing(name, exact, &tensor, &lb, size, &e["preprocessing"]);
+    }
+}
+
+/// Our tensor against a reference entry (`preprocessing_entry` in make_fixtures.py): the same
+/// letterbox, samples within 1e-5 (2e-2 where the reference decoded lossy data differently)
+/// and the same channel statistics.
+fn check_preprocessing(
+    name: &str,
+    exact: bool,
+    tensor: &[f32],
+    lb: &preprocess::Letterbox,
+    size: usize,
+    pre: &Value,
+) {
+    let rect = &pre["rect"];
+    assert_eq!(
+        (lb.top, lb.left, lb.height, lb.width),
+        (
+            rect["top"].as_u64().unwrap() as usize,
+            rect["left"].as_u64().unwrap() as usize,
+            rect["oh"].as_u64().unwrap() as usize,
+            rect["ow"].as_u64().unwrap() as usize
+        ),
+        "{name}"
+    );
+    let tol = if exact { 1e-5 } else { 0.02 };
+    for s in pre["samples"].as_array().unwrap() {
+        let (c, y, x) = (
+            s[0].as_u64().unwrap() as usize,
+            s[1].as_u64().unwrap() as usize,
+            s[2].as_u64().unwrap() as usize,
         );
-        let tol = if exact { 1e-5 } else { 0.02 };
-        for s in e["preprocessing"]["samples"].as_array().unwrap() {
-            let (c, y, x) = (
-                s[0].as_u64().unwrap() as usize,
-                s[1].as_u64().unwrap() as usize,
-                s[2].as_u64().unwrap() as usize,
-            );
-            let ours = tensor[c * size * size + y * size + x] as f64;
-            assert!(
-                (ours - f(&s[3])).abs() <= tol,
-                "{name} [{c},{y},{x}]: {ours} vs {}",
-                f(&s[3])
-            );
-        }
-        for (c, stats) in e["preprocessing"]["channels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .enumerate()
-        {
-            let ch = &tensor[c * size * size..(c + 1) * size * size];
-            let mean = ch.iter().map(|&v| v as f64).sum::<f64>() / ch.len() as f64;
-            let max = ch.iter().copied().fold(f32::MIN, f32::max) as f64;
-            let min = ch.iter().copied().fold(f32::MAX, f32::min) as f64;
-            let mtol = if exact { 1e-6 } else { 2e-3 };
-            assert!(
-                (mean - f(&stats["mean"])).abs() <= mtol,
-                "{name} ch{c} mean {mean} vs {}",
-                stats["mean"]
-            );
-            assert!((max - f(&stats["max"])).abs() <= tol, "{name} ch{c} max");
-            assert!((min - f(&stats["min"])).abs() <= tol, "{name} ch{c} min");
-        }
+        let ours = tensor[c * size * size + y * size + x] as f64;
+        assert!(
+            (ours - f(&s[3])).abs() <= tol,
+            "{name} [{c},{y},{x}]: {ours} vs {}",
+            f(&s[3])
+        );
+    }
+    for (c, stats) in pre["channels"].as_array().unwrap().iter().enumerate() {
+        let ch = &tensor[c * size * size..(c + 1) * size * size];
+        let mean = ch.iter().map(|&v| v as f64).sum::<f64>() / ch.len() as f64;
+        let max = ch.iter().copied().fold(f32::MIN, f32::max) as f64;
+        let min = ch.iter().copied().fold(f32::MAX, f32::min) as f64;
+        let mtol = if exact { 1e-6 } else { 2e-3 };
+        assert!(
+            (mean - f(&stats["mean"])).abs() <= mtol,
+            "{name} ch{c} mean {mean} vs {}",
+            stats["mean"]
+        );
+        assert!((max - f(&stats["max"])).abs() <= tol, "{name} ch{c} max");
+        assert!((min - f(&stats["min"])).abs() <= tol, "{name} ch{c} min");
     }
 }
 
@@ -252,6 +269,7 @@ fn compare_cam(ours: &[f32], golden: &Value, scale: f64) -> (f64, f64) {
 fn logits_and_heat_maps_match_pytorch_autograd() {
     let g = golden();
     let size = g["input_size"].as_u64().unwrap() as usize;
+    let input = golden_input(&g, size);
     let m = model();
     assert_eq!(m.contract.input_size, size);
     let layers: Vec<String> = g["layers"]
@@ -272,7 +290,7 @@ fn logits_and_heat_maps_match_pytorch_autograd() {
         let name = e["file"].as_str().unwrap();
         let exact = exact_reference(e);
         let plate = decode(&read(&root().join("tests/fixtures").join(name)), &policy).unwrap();
-        let (tensor, _) = preprocess::preprocess(&plate, size);
+        let (tensor, _) = preprocess::preprocess(&plate, input);
         let out = m.infer(&[tensor.as_slice()]).unwrap().remove(0);
         let ltol = if exact { 1e-3 } else { 5e-2 };
         for (i, want) in e["logits"].as_array().unwrap().iter().enumerate() {
@@ -349,6 +367,7 @@ fn logits_and_heat_maps_match_pytorch_autograd() {
 fn batch_of_four_equals_four_singles() {
     let g = golden();
     let size = g["input_size"].as_u64().unwrap() as usize;
+    let input = golden_input(&g, size);
     let m = model();
     let policy = DecodePolicy::default();
     let tensors: Vec<Vec<f32>> = g["files"].as_array().unwrap()[..4]
@@ -363,7 +382,7 @@ fn batch_of_four_equals_four_singles() {
                 &policy,
             )
             .unwrap();
-            preprocess::preprocess(&plate, size).0
+            preprocess::preprocess(&plate, input).0
         })
         .collect();
     let refs: Vec<&[f32]> = tensors.iter().map(|t| t.as_slice()).collect();
@@ -432,5 +451,36 @@ fn fixture_pixels_match_pydicom() {
             let d = (s.sum as f64 - want["sum"].as_i64().unwrap() as f64).abs() / n;
             assert!(d <= 0.005 * range, "{name}: mean differs by {d}");
         }
+    }
+}
+
+#[test]
+fn psp_v2_matches_the_python_reference() {
+    let path = root().join("tests/fixtures/golden-psp-v2.json");
+    let g: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let size = g["input_size"].as_u64().unwrap() as usize;
+    let input = golden_input(&g, size);
+    assert_eq!(input.psp, preprocess::Psp::V2);
+    let policy = DecodePolicy::default();
+    let files = g["files"].as_array().unwrap();
+    assert!(files.len() >= 15, "{} fixtures", files.len());
+    for e in files {
+        let name = e["file"].as_str().unwrap();
+        let bytes = read(&root().join("tests/fixtures").join(name));
+        assert_eq!(
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+            e["sha256"].as_str().unwrap(),
+            "{name}: the fixture changed since golden-psp-v2.json was made"
+        );
+        let plate = decode(&bytes, &policy).unwrap_or_else(|err| panic!("{name}: {err}"));
+        let (tensor, lb) = preprocess::preprocess(&plate, input);
+        check_preprocessing(
+            name,
+            exact_reference(e),
+            &tensor,
+            &lb,
+            size,
+            &e["preprocessing"],
+        );
     }
 }

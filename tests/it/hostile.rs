@@ -266,13 +266,17 @@ fn watch_daemon_survives_hostile_files_as_the_same_process() {
 /// `rle_segment_shorter_than_plane.dcm` as one).
 #[test]
 fn hostile_files_are_typed_refusals_in_process() {
+    use plateqc::decode::preprocess::{Input, Psp};
     use plateqc::decode::worker::decode_bytes;
     use plateqc::decode::DecodePolicy;
     let policy = DecodePolicy::default();
-    for f in hostile_files() {
+    for (i, f) in hostile_files().into_iter().enumerate() {
+        // Both preprocessings: a file that gets that far must not break either.
+        let psp = if i % 2 == 0 { Psp::V1 } else { Psp::V2 };
+        let input = Input { size: 256, psp };
         let bytes = std::fs::read(&f).unwrap();
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        let answer = std::panic::catch_unwind(|| decode_bytes(&bytes, &policy, 256))
+        let answer = std::panic::catch_unwind(|| decode_bytes(&bytes, &policy, input))
             .unwrap_or_else(|_| panic!("{name}: decoding panicked"));
         match answer {
             Ok(_) => panic!("{name} was decoded"),
