@@ -9,7 +9,7 @@
 
 use plateqc::decode::preprocess::{Input, Psp};
 use plateqc::decode::worker::{decode_bytes, Refused};
-use plateqc::decode::DecodePolicy;
+use plateqc::decode::{DecodePolicy, Want};
 
 /// The input size of the bundled model (`models/plateqc.onnx`, `plateqc.input_size`).
 const INPUT_SIZE: usize = 256;
@@ -25,11 +25,14 @@ fn main() {
         } else {
             Psp::V2
         };
-        let input = Input {
-            size: INPUT_SIZE,
-            psp,
+        let want = Want {
+            input: Input {
+                size: INPUT_SIZE,
+                psp,
+            },
+            display: true,
         };
-        let answer = decode_bytes(data, &policy, input);
+        let answer = decode_bytes(data, &policy, want);
         if show {
             match &answer {
                 Ok(d) => eprintln!("decoded {:?}", d.header),

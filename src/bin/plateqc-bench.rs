@@ -2,8 +2,9 @@
 //!
 //! Machines here are noisy, so every figure is reported next to a baseline measured in the same
 //! process: the decode-only pass (read + decode + preprocess) is the baseline, and the full
-//! pipeline with and without overlays is expressed against it. Run: `make bench` or
-//! `cargo run --release --bin plateqc-bench -- DIR [--rounds N] [--modalities any]
+//! pipeline with and without overlays is expressed against it, as is the pipeline decoding in
+//! this process instead of in decode workers (the isolation's cost). Run: `make bench` or
+//! `cargo run --release --bin plateqc-bench -- DIR [--rounds N] [--repeat K] [--modalities any]
 //! [--compare-model M.onnx]`. With `--compare-model`, every round also runs the full pipeline with
 //! that contract model (a clinic's own, or an older release) right after the bundled one, so the
 //! two are compared under the same load.
@@ -21,6 +22,7 @@ struct Args {
     rounds: usize,
     any_modality: bool,
     compare_model: Option<PathBuf>,
+    repeat: usize,
 }
 
 fn parse() -> Result<Args, String> {
@@ -28,6 +30,7 @@ fn parse() -> Result<Args, String> {
     let mut rounds = 3;
     let mut any_modality = false;
     let mut compare_model = None;
+    let mut repeat = 1;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -36,6 +39,12 @@ fn parse() -> Result<Args, String> {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .ok_or("--rounds takes a number")?
+            }
+            "--repeat" => {
+                repeat = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--repeat takes a number")?
             }
             "--modalities" => any_modality = it.next().as_deref() == Some("any"),
             "--compare-model" => {
@@ -49,11 +58,12 @@ fn parse() -> Result<Args, String> {
     }
     Ok(Args {
         dir: dir.ok_or(
-            "usage: plateqc-bench DIR [--rounds N] [--modalities any] [--compare-model M.onnx]",
+            "usage: plateqc-bench DIR [--rounds N] [--repeat K] [--modalities any] [--compare-model M.onnx]",
         )?,
         rounds: rounds.max(1),
         any_modality,
         compare_model,
+        repeat: repeat.max(1),
     })
 }
 
@@ -107,6 +117,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if files.is_empty() {
         return Err(format!("no files under {}", args.dir.display()).into());
     }
+    // Each run takes the set `repeat` times over: a run of a small set lasts a fraction of a
+    // second, which a busy machine's noise swamps.
+    let distinct = files.len();
+    let files: Vec<PathBuf> = (0..args.repeat)
+        .flat_map(|_| files.iter().cloned())
+        .collect();
     let tmp = std::env::temp_dir().join(format!("plateqc-bench-{}", std::process::id()));
     let mut config = Config::default();
     if args.any_modality {
@@ -133,16 +149,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Megapixels and bit depth of the set, so figures can be compared across sets.
     let mut mpx = 0.0;
     let mut bits = std::collections::BTreeMap::new();
-    for f in &files {
+    for f in files.iter().take(distinct) {
         if let Ok(h) = decode::decode_header(&std::fs::read(f)?, &config.decode) {
             mpx += (h.rows as f64 * h.columns as f64) / 1e6;
             *bits.entry(h.bits_stored).or_insert(0) += 1;
         }
     }
     println!(
-        "set: {} files, mean {:.2} Mpx, bits stored {:?}; model load {:.2} s; {} cores",
-        files.len(),
-        mpx / files.len() as f64,
+        "set: {} files (x{} per run), mean {:.2} Mpx, bits stored {:?}; model load {:.2} s; {} cores",
+        distinct,
+        args.repeat,
+        mpx / distinct as f64,
         bits,
         model_load_s,
         std::thread::available_parallelism()
@@ -150,10 +167,36 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(1)
     );
 
+    // Every variant's engine is started once, before the rounds, so that no round pays a
+    // start (model session, decode workers) the others do not; round 1 is the cold one for all.
+    let variant = |isolate: bool, overlays: bool, name: &str| {
+        let mut c = config.clone();
+        c.decode.isolate = isolate;
+        c.explain.write_overlays = overlays;
+        c.paths.db = tmp.join(format!("bench-{name}.sqlite"));
+        c.paths.out = tmp.join(format!("out-{name}"));
+        c
+    };
+    let verdicts_engine = Arc::new(Engine::start(variant(true, false, "verdicts")).await?);
+    let inproc_full = Arc::new(Engine::start(variant(false, true, "inproc-full")).await?);
+    let inproc_verdicts = Arc::new(Engine::start(variant(false, false, "inproc-verdicts")).await?);
+
     let mut decode_rates = Vec::new();
+    let mut worker_decode_rates = Vec::new();
+    let pool = Arc::new(decode::worker::DecodePool::new(
+        decode::worker::default_program(),
+        decode::worker::WorkerLimits::of(&config.decode),
+    ));
+    pool.warm(config.scan.decode_workers.max(1));
+    let want = decode::Want {
+        input,
+        display: false,
+    };
     let mut full_rates = Vec::new();
     let mut verdict_rates = Vec::new();
     let mut compare_rates = Vec::new();
+    let mut inproc_full_rates = Vec::new();
+    let mut inproc_verdict_rates = Vec::new();
     let mut first_full = None;
     for round in 0..args.rounds {
         // Baseline: decode + preprocess only, same worker count as the pipeline.
@@ -183,6 +226,27 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         decode_rates.push(files.len() as f64 / t.elapsed().as_secs_f64());
 
+        // The same in the decode worker processes (file bytes in, tensor out): the exchange's
+        // own cost, without the rest of the pipeline around it.
+        let t = Instant::now();
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let chunk: Vec<PathBuf> = files.iter().skip(w).step_by(workers).cloned().collect();
+                let (pool, policy) = (pool.clone(), policy.clone());
+                std::thread::spawn(move || {
+                    for f in chunk {
+                        if let Ok(bytes) = std::fs::read(&f) {
+                            let _ = std::hint::black_box(pool.decode(&bytes, &policy, want));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            let _ = h.join();
+        }
+        worker_decode_rates.push(files.len() as f64 / t.elapsed().as_secs_f64());
+
         // Full pipeline with overlays and montage.
         let (outcomes, rate) = timed_run(engine.clone(), &files).await?;
         full_rates.push(rate);
@@ -210,17 +274,23 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
 
         // Verdicts only (no overlay PNGs): what the explain stage costs.
-        let mut c2 = config.clone();
-        c2.explain.write_overlays = false;
-        c2.paths.db = tmp.join(format!("bench-noverlay-{round}.sqlite"));
-        let e2 = Arc::new(Engine::start(c2).await?);
-        verdict_rates.push(timed_run(e2, &files).await?.1);
+        verdict_rates.push(timed_run(verdicts_engine.clone(), &files).await?.1);
+
+        // The same two runs decoding in this process (`decode.isolate = false`): what the
+        // decode worker processes cost.
+        inproc_full_rates.push(timed_run(inproc_full.clone(), &files).await?.1);
+        inproc_verdict_rates.push(timed_run(inproc_verdicts.clone(), &files).await?.1);
     }
     let base = median(decode_rates.clone());
     let full = median(full_rates.clone());
     let verdicts = median(verdict_rates.clone());
     println!("rounds: {}", args.rounds);
     println!("baseline decode+preprocess : {base:7.1} plates/s");
+    let in_workers = median(worker_decode_rates);
+    println!(
+        "  the same in decode workers: {in_workers:7.1} plates/s  = {:.2} x baseline",
+        in_workers / base
+    );
     println!(
         "full pipeline (overlays)   : {full:7.1} plates/s  = {:.2} x baseline",
         full / base
@@ -228,6 +298,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "verdicts only (no PNGs)    : {verdicts:7.1} plates/s  = {:.2} x baseline",
         verdicts / base
+    );
+    let (in_full, in_verdicts) = (median(inproc_full_rates), median(inproc_verdict_rates));
+    println!(
+        "decode isolation           : full {:.2} x in-process ({in_full:.1} plates/s, cost {:.1} %), verdicts only {:.2} x ({in_verdicts:.1} plates/s, cost {:.1} %)",
+        full / in_full,
+        100.0 * (1.0 - full / in_full),
+        verdicts / in_verdicts,
+        100.0 * (1.0 - verdicts / in_verdicts)
     );
     if let (Some(path), false) = (&args.compare_model, compare_rates.is_empty()) {
         let other = median(compare_rates);

@@ -3,9 +3,9 @@
 //! decoded values are dropped. A failure says which file, which instance when the header could
 //! be read, and what is known of it for the record.
 
-use super::preprocess::{self, Input};
+use super::preprocess;
 use super::worker::{self, DecodePool, Decoded, Refused};
-use super::{DecodeError, DecodePolicy, PlateHeader};
+use super::{DecodeError, DecodePolicy, PlateHeader, Want};
 use crate::outcome::{FailureKind, Stage};
 use sha2::Digest;
 use std::path::{Path, PathBuf};
@@ -74,11 +74,12 @@ impl LoadError {
     }
 }
 
-/// Reads, decodes and preprocesses the plate at `path` for a model that takes `input`,
+/// Reads, decodes and preprocesses the plate at `path` as `want` asks (the model's input, the
+/// display image or not),
 /// in this process (tests and the benchmark's baseline; the pipeline uses [`load_isolated`]).
-pub fn load(path: &Path, policy: &DecodePolicy, input: Input) -> Result<Loaded, LoadError> {
+pub fn load(path: &Path, policy: &DecodePolicy, want: Want) -> Result<Loaded, LoadError> {
     let (bytes, size, sha256) = read(path, policy)?;
-    let answer = worker::decode_bytes(&bytes, policy, input);
+    let answer = worker::decode_bytes(&bytes, policy, want);
     drop(bytes);
     finish(path, size, sha256, Ok(answer))
 }
@@ -88,11 +89,11 @@ pub fn load(path: &Path, policy: &DecodePolicy, input: Input) -> Result<Loaded, 
 pub fn load_isolated(
     path: &Path,
     policy: &DecodePolicy,
-    input: Input,
+    want: Want,
     pool: &DecodePool,
 ) -> Result<Loaded, LoadError> {
     let (bytes, size, sha256) = read(path, policy)?;
-    let answer = pool.decode(&bytes, policy, input);
+    let answer = pool.decode(&bytes, policy, want);
     drop(bytes);
     finish(path, size, sha256, answer.map_err(|died| died.0))
 }

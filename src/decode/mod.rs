@@ -13,6 +13,16 @@ pub mod worker;
 
 pub use load::{load, LoadError, LoadFailure, Loaded};
 
+/// What the pipeline needs from a decoded plate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Want {
+    /// The model's input (size and preprocessing).
+    pub input: preprocess::Input,
+    /// The 8-bit display image the overlays are drawn on; without overlays it is neither made
+    /// nor, from a decode worker, sent.
+    pub display: bool,
+}
+
 use crate::outcome::FailureKind;
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;

@@ -52,7 +52,7 @@ impl WorkerLimits {
 #[derive(Serialize, Deserialize)]
 struct Request {
     policy: DecodePolicy,
-    input: preprocess::Input,
+    want: super::Want,
     /// Only the structural pre-scan (the receiver's check before answering a C-STORE).
     #[serde(default)]
     prescan_only: bool,
@@ -103,7 +103,7 @@ enum Response {
 pub fn decode_bytes(
     bytes: &[u8],
     policy: &DecodePolicy,
-    input: preprocess::Input,
+    want: super::Want,
 ) -> Result<Decoded, Refused> {
     let plate = match super::decode(bytes, policy) {
         Ok(p) => p,
@@ -113,8 +113,12 @@ pub fn decode_bytes(
             return Err(Refused { error, header });
         }
     };
-    let (tensor, letterbox) = preprocess::preprocess(&plate, input);
-    let gray = super::display::display_gray(&plate);
+    let (tensor, letterbox) = preprocess::preprocess(&plate, want.input);
+    let gray = if want.display {
+        super::display::display_gray(&plate)
+    } else {
+        Vec::new()
+    };
     Ok(Decoded {
         header: plate.header,
         gray,
@@ -122,6 +126,9 @@ pub fn decode_bytes(
         letterbox,
     })
 }
+
+/// The pipe size asked for (Linux caps it at /proc/sys/fs/pipe-max-size, 1 MiB by default).
+const PIPE_BYTES: libc::c_int = 1 << 20;
 
 /// Largest frame accepted either way: a file within `max_file_bytes` plus its head, or a
 /// response of an image within the pixel budget (1 byte of display, 8 of tensor per pixel at
@@ -196,7 +203,7 @@ pub fn serve(limits: WorkerLimits) -> io::Result<()> {
             write_frame(&mut output, &head, &[])?;
             continue;
         }
-        match decode_bytes(bytes, &req.policy, req.input) {
+        match decode_bytes(bytes, &req.policy, req.want) {
             Ok(d) => {
                 let head = serde_json::to_vec(&Response::Decoded {
                     patient_id: d.header.patient_id.clone(),
@@ -376,6 +383,14 @@ impl DecodePool {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
+        // A plate and its answer are megabytes; through the default 64 KiB pipes each exchange
+        // becomes dozens of wake-ups of both processes, which on a loaded machine costs more
+        // than the copy. Larger pipes (up to the system's cap) let either side move a plate in
+        // a few writes.
+        for fd in [stdin.as_raw_fd(), stdout.as_raw_fd()] {
+            // SAFETY: fcntl on a descriptor this process owns; failure keeps the default size.
+            unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BYTES) };
+        }
         Ok(Worker {
             child,
             stdin,
@@ -388,11 +403,11 @@ impl DecodePool {
         &self,
         bytes: &[u8],
         policy: &DecodePolicy,
-        input: preprocess::Input,
+        want: super::Want,
     ) -> Result<Result<Decoded, Refused>, WorkerDied> {
         let req = Request {
             policy: policy.clone(),
-            input,
+            want,
             prescan_only: false,
         };
         match self.run(bytes, &req)? {
@@ -416,9 +431,12 @@ impl DecodePool {
                 ..DecodePolicy::default()
             },
             // Never preprocessed: a pre-scan stops before the pixels.
-            input: preprocess::Input {
-                size: 0,
-                psp: preprocess::Psp::V1,
+            want: super::Want {
+                input: preprocess::Input {
+                    size: 0,
+                    psp: preprocess::Psp::V1,
+                },
+                display: false,
             },
             prescan_only: true,
         };
@@ -626,9 +644,12 @@ fn read_by(r: &mut ChildStdout, buf: &mut [u8], deadline: Instant) -> io::Result
 mod tests {
     use super::*;
 
-    const TEST_INPUT: preprocess::Input = preprocess::Input {
-        size: 64,
-        psp: preprocess::Psp::V1,
+    const TEST_INPUT: crate::decode::Want = crate::decode::Want {
+        input: preprocess::Input {
+            size: 64,
+            psp: preprocess::Psp::V1,
+        },
+        display: true,
     };
     use std::os::unix::fs::PermissionsExt;
 

@@ -273,10 +273,13 @@ fn hostile_files_are_typed_refusals_in_process() {
     for (i, f) in hostile_files().into_iter().enumerate() {
         // Both preprocessings: a file that gets that far must not break either.
         let psp = if i % 2 == 0 { Psp::V1 } else { Psp::V2 };
-        let input = Input { size: 256, psp };
+        let want = plateqc::decode::Want {
+            input: Input { size: 256, psp },
+            display: true,
+        };
         let bytes = std::fs::read(&f).unwrap();
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        let answer = std::panic::catch_unwind(|| decode_bytes(&bytes, &policy, input))
+        let answer = std::panic::catch_unwind(|| decode_bytes(&bytes, &policy, want))
             .unwrap_or_else(|_| panic!("{name}: decoding panicked"));
         match answer {
             Ok(_) => panic!("{name} was decoded"),
