@@ -74,11 +74,11 @@ impl Drop for Resident {
     }
 }
 
-/// The most plates a pipeline holds in memory at once with these settings: `workers` being
+/// The most plates a pipeline holds in memory at once with these settings: `workers + 1` being
 /// decoded and as many decoded waiting for their turn, `2 x batch` queued for inference, one
 /// batch being inferred, `2 x batch` queued for explanation, `workers` being explained.
 pub fn resident_bound(workers: usize, batch: usize) -> usize {
-    3 * workers + 5 * batch
+    3 * workers + 2 + 5 * batch
 }
 
 /// Everything the stages share for a run.

@@ -229,7 +229,7 @@ fn unwritable_output_keeps_the_file_and_recovers_without_rejudging() {
 }
 
 /// A burst far larger than the pipeline's buffers: the daemon holds at most
-/// `pipeline::resident_bound(workers, batch)` plates in memory (26 with 2 workers and batches of
+/// `pipeline::resident_bound(workers, batch)` plates in memory (28 with 2 workers and batches of
 /// 4), loses none, and stops cleanly on SIGTERM.
 #[test]
 fn a_burst_is_back_pressured_to_a_bounded_number_of_plates() {
