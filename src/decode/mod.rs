@@ -105,7 +105,10 @@ impl Default for DecodePolicy {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PlateHeader {
     pub sop_class_uid: String,
+    /// Empty when the file has none (see `sop_instance_uid_from`).
     pub sop_instance_uid: String,
+    #[serde(default)]
+    pub sop_instance_uid_from: UidSource,
     pub study_instance_uid: String,
     pub series_instance_uid: String,
     pub modality: String,
@@ -127,6 +130,19 @@ pub struct PlateHeader {
     pub rescale_slope: f64,
     pub rescale_intercept: f64,
     pub window: Option<(f64, f64)>,
+}
+
+/// Where a plate's SOP Instance UID came from. Real files lack it now and then (seen on JPEG
+/// Lossless SV1 plates); such a plate is still judged, keyed by its sha256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum UidSource {
+    /// (0008,0018) of the data set, as it should be.
+    #[default]
+    DataSet,
+    /// Only the file meta information's Media Storage SOP Instance UID (0002,0003) had it.
+    FileMeta,
+    /// Neither: `sop_instance_uid` is empty.
+    Missing,
 }
 
 impl PlateHeader {
@@ -254,9 +270,6 @@ fn float(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<f64> {
 }
 
 fn read_header(obj: &DefaultDicomObject, ts: &str) -> Result<PlateHeader, DecodeError> {
-    let required = |tag, name: &str| {
-        text(obj, tag).ok_or_else(|| DecodeError::Malformed(format!("missing {name}")))
-    };
     let dims = |tag, name: &str| -> Result<u32, DecodeError> {
         let v = int(obj, tag)
             .ok_or_else(|| DecodeError::Policy(format!("not an image: missing {name}")))?;
@@ -277,9 +290,23 @@ fn read_header(obj: &DefaultDicomObject, ts: &str) -> Result<PlateHeader, Decode
         _ => None,
     };
     let bits_allocated = int(obj, tags::BITS_ALLOCATED).unwrap_or(0) as u16;
+    let meta_uid = |v: &str| {
+        Some(v.trim_end_matches(['\0', ' ']).trim().to_string()).filter(|s| !s.is_empty())
+    };
+    let (sop_instance_uid, sop_instance_uid_from) = match text(obj, tags::SOP_INSTANCE_UID) {
+        Some(uid) => (uid, UidSource::DataSet),
+        None => match meta_uid(&obj.meta().media_storage_sop_instance_uid) {
+            Some(uid) => (uid, UidSource::FileMeta),
+            None => (String::new(), UidSource::Missing),
+        },
+    };
+    let sop_class_uid = text(obj, tags::SOP_CLASS_UID)
+        .or_else(|| meta_uid(&obj.meta().media_storage_sop_class_uid))
+        .ok_or_else(|| DecodeError::Malformed("missing SOP Class UID".into()))?;
     Ok(PlateHeader {
-        sop_class_uid: required(tags::SOP_CLASS_UID, "SOP Class UID")?,
-        sop_instance_uid: required(tags::SOP_INSTANCE_UID, "SOP Instance UID")?,
+        sop_class_uid,
+        sop_instance_uid,
+        sop_instance_uid_from,
         study_instance_uid: text(obj, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
         series_instance_uid: text(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
         modality: text(obj, tags::MODALITY).unwrap_or_default(),

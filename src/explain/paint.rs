@@ -35,14 +35,20 @@ pub struct Painter {
     blend: BlendTable,
 }
 
-/// Where a plate's overlays go: `<out>/overlays/<day>/<SOP UID>_<sha256 prefix>/`.
+/// Where a plate's overlays go: `<out>/overlays/<day>/<SOP UID>_<sha256 prefix>/`, or
+/// `sha256-<longer prefix>` for a plate without a SOP Instance UID.
 pub fn overlay_dir(out: &Path, sop_instance_uid: &str, sha256: &str) -> PathBuf {
     let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let uid = sanitize_component(sop_instance_uid);
-    let short = &sha256[..sha256.len().min(8)];
-    out.join("overlays")
-        .join(day)
-        .join(format!("{uid}_{short}"))
+    let name = if sop_instance_uid.trim().is_empty() {
+        format!(
+            "sha256-{}",
+            sanitize_component(&sha256[..sha256.len().min(16)])
+        )
+    } else {
+        let uid = sanitize_component(sop_instance_uid);
+        format!("{uid}_{}", &sha256[..sha256.len().min(8)])
+    };
+    out.join("overlays").join(day).join(name)
 }
 
 impl Painter {

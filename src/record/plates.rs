@@ -2,7 +2,7 @@
 //! overlays went) and one per reported artifact type.
 
 use super::{now, RecordError, Recorder};
-use crate::decode::PlateHeader;
+use crate::decode::{PlateHeader, UidSource};
 use crate::infer::{Judgement, ModelContract};
 use crate::on_pool;
 use crate::outcome::{FailureKind, Stage, Verdict};
@@ -54,6 +54,8 @@ pub struct PlateRecord {
     pub montage_path: Option<String>,
     /// Why the overlays are missing from a judged plate (its verdict stands).
     pub overlay_error: Option<String>,
+    /// How the plate was handled other than usual, in words (`plates.remark`).
+    pub remark: Option<String>,
     pub decode_ms: Option<f64>,
     pub infer_ms: Option<f64>,
     pub explain_ms: Option<f64>,
@@ -82,7 +84,20 @@ impl PlateRecord {
 
     /// The plate's identity and acquisition facts; its patient ID only as the site's hash.
     pub fn set_identity(&mut self, h: &PlateHeader, hasher: &PatientHasher) {
-        self.sop_instance_uid = Some(h.sop_instance_uid.clone());
+        self.sop_instance_uid = Some(h.sop_instance_uid.clone()).filter(|s| !s.is_empty());
+        self.remark = match h.sop_instance_uid_from {
+            UidSource::DataSet => None,
+            UidSource::FileMeta => Some(
+                "SOP Instance UID missing from the data set: taken from the file meta \
+                 information (0002,0003)"
+                    .into(),
+            ),
+            UidSource::Missing => Some(
+                "no SOP Instance UID in the file: judged and recorded by its sha256; not \
+                 forwarded to a PACS and no rejection note (both need the UID)"
+                    .into(),
+            ),
+        };
         self.sop_class_uid = Some(h.sop_class_uid.clone());
         self.study_instance_uid = Some(h.study_instance_uid.clone()).filter(|s| !s.is_empty());
         self.series_instance_uid = Some(h.series_instance_uid.clone()).filter(|s| !s.is_empty());
@@ -176,10 +191,10 @@ macro_rules! insert_plate {
                 transfer_syntax, rows, columns, bits_stored, photometric, verdict, unusable_score,
                 threshold, reason_code, model_name, model_version, model_sha256, cam_method, overlays,
                 montage_path, decode_ms, infer_ms, explain_ms, total_ms, error_stage, error_kind, error,
-                site, overlay_error)
+                site, overlay_error, remark)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
                      $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34,
-                     $35, $36, $37, $38, $39, $40)
+                     $35, $36, $37, $38, $39, $40, $41)
              RETURNING id",
         )
         .bind(&r.run_id)
@@ -222,6 +237,7 @@ macro_rules! insert_plate {
         .bind(&r.error)
         .bind($site)
         .bind(&r.overlay_error)
+        .bind(&r.remark)
         .fetch_one(&mut *$tx)
         .await?;
         for f in &r.findings {

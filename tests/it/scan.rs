@@ -512,3 +512,102 @@ fn check_config_hides_the_database_password() {
     assert!(stdout.contains("postgres://qc:***@db.invalid"), "{stdout}");
     assert!(!stdout.contains("s3cret") && !stderr.contains("s3cret"));
 }
+
+/// Writes `fixture` again through pydicom (the independent writer and reader) without the data
+/// set's SOP Instance UID, and with the file meta's copy kept or removed too.
+fn without_sop_instance_uid(fixture: &Path, to: &Path, keep_meta: bool) {
+    let script = r#"
+import sys, pydicom
+ds = pydicom.dcmread(sys.argv[1])
+del ds.SOPInstanceUID
+if sys.argv[3] == "0":
+    del ds.file_meta.MediaStorageSOPInstanceUID
+ds.save_as(sys.argv[2], enforce_file_format=False)
+again = pydicom.dcmread(sys.argv[2])
+assert "SOPInstanceUID" not in again and again.pixel_array.size > 0
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(fixture)
+        .arg(to)
+        .arg(if keep_meta { "1" } else { "0" })
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A JPEG Lossless SV1 plate without its SOP Instance UID (seen in the field): judged like any
+/// plate and keyed by its sha256, with a remark that says so; the UID is taken from the file
+/// meta information when that still has it.
+#[test]
+fn a_plate_without_sop_instance_uid_is_judged_by_sha256_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inbox = tmp.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let fixture = root().join("tests/fixtures/15_jpeg_lossless_sv1_u16.dcm");
+    without_sop_instance_uid(&fixture, &inbox.join("no_uid.dcm"), false);
+    without_sop_instance_uid(&fixture, &inbox.join("meta_uid.dcm"), true);
+    let db = tmp.path().join("qc.sqlite");
+    let out = plateqc_command()
+        .args(["scan", inbox.to_str().unwrap(), "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("error            0"), "{stdout}");
+    let row = |file: &str| {
+        sql(
+            &db,
+            &format!(
+                "SELECT verdict, coalesce(sop_instance_uid, 'NULL'), sha256, remark, overlays \
+                 FROM plates WHERE source_path LIKE '%/{file}'"
+            ),
+        )
+    };
+    let no_uid = row("no_uid.dcm");
+    let f: Vec<&str> = no_uid.split('|').collect();
+    assert!(f[0] == "usable" || f[0] == "unusable", "{no_uid}");
+    assert_eq!(f[1], "NULL", "{no_uid}");
+    assert!(
+        f[3].contains("no SOP Instance UID") && f[3].contains("sha256"),
+        "{no_uid}"
+    );
+    // Its overlays are filed under its sha256.
+    assert!(
+        f[4].contains(&format!("sha256-{}", &f[2][..16])),
+        "{no_uid}"
+    );
+    let meta = row("meta_uid.dcm");
+    let g: Vec<&str> = meta.split('|').collect();
+    let want_uid = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys, pydicom; print(pydicom.dcmread(sys.argv[1]).SOPInstanceUID)",
+        ])
+        .arg(&fixture)
+        .output()
+        .unwrap();
+    assert_eq!(
+        g[1],
+        String::from_utf8_lossy(&want_uid.stdout).trim(),
+        "{meta}"
+    );
+    assert!(g[3].contains("file meta"), "{meta}");
+    // A plate with its UID has no remark.
+    let plain = inbox.join("plain.dcm");
+    std::fs::copy(&fixture, &plain).unwrap();
+    plateqc_command()
+        .args(["scan", plain.to_str().unwrap(), "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(row("plain.dcm").split('|').nth(3), Some(""));
+}

@@ -1,0 +1,4 @@
+-- A judged plate plateqc had to handle other than usual, in words for the QA reader: a file
+-- without its SOP Instance UID (recorded by its sha256, not forwarded), or one whose UID came
+-- from the file meta information. NULL for the usual plate.
+ALTER TABLE plates ADD COLUMN remark TEXT;
