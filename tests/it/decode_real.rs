@@ -352,3 +352,38 @@ fn nested_sequence_bomb_does_not_take_the_process_down() {
     let e = expect_err(&bomb, "sequence bomb");
     assert!(e.to_string().contains("nested deeper"), "{e}");
 }
+
+/// The WG04 sample `MR1_JLSL` carries zero bytes between its last entropy-coded byte and EOI,
+/// which CharLS 2.3 and later refuse. The same quirk put into a JPEG-LS plate of the fixtures:
+/// plateqc decodes it through the whole file path (pre-scan, dicom-rs, codec check, CharLS
+/// with the retry) to exactly the pixels of the unpadded file.
+#[test]
+fn jpeg_ls_with_zero_padding_before_eoi_decodes_like_the_clean_stream() {
+    let clean = read(&root().join("tests/fixtures/08_jpegls_u16.dcm"));
+    let frag = first_fragment(&clean);
+    let stream = &clean[frag.clone()];
+    let eoi = frag.start
+        + stream
+            .windows(2)
+            .rposition(|w| w == [0xFF, 0xD9])
+            .expect("EOI");
+    assert_ne!(
+        clean[eoi - 1],
+        0,
+        "the fixture must not end in zeros already"
+    );
+    // Two zero bytes keep the fragment's length even.
+    let mut padded = clean[..eoi].to_vec();
+    padded.extend_from_slice(&[0, 0]);
+    padded.extend_from_slice(&clean[eoi..]);
+    let len_at = frag.start - 4;
+    let len = u32::from_le_bytes(clean[len_at..frag.start].try_into().unwrap()) + 2;
+    padded[len_at..frag.start].copy_from_slice(&len.to_le_bytes());
+    let policy = DecodePolicy::default();
+    let want = decode(&clean, &policy).unwrap();
+    let got = decode(&padded, &policy).unwrap_or_else(|e| panic!("padded stream: {e}"));
+    assert_eq!(got.pixels, want.pixels);
+    // Without the retry CharLS refuses the padded stream: the test exercises the quirk.
+    let padded_stream = &padded[frag.start..frag.end + 2];
+    assert!(charls::CharLS::default().decode(padded_stream).is_err());
+}
