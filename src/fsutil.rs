@@ -23,25 +23,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// As [`write_private`]; `durable = false` skips the fsync for derived files (overlays) that can
 /// be regenerated from the plate, where an fsync per image would dominate the run time.
 pub fn write_private_with(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        create_private_dir_all(dir)?;
-    }
-    let tmp = temp_sibling(path);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        if durable {
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+    let result = staged(path, bytes, durable, |tmp| fs::rename(tmp, path));
     result?;
     // The rename is durable only once the folder is synced; a failure says the file may not
     // survive a power cut, which a durable write must not hide.
@@ -56,31 +38,46 @@ pub fn write_private_with(path: &Path, bytes: &[u8], durable: bool) -> io::Resul
 /// if another process got there first. Returns `false` when the file already existed (the
 /// caller reads the winner's content, never a half-written one).
 pub fn create_private_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    // link(2) never replaces: of two processes creating the file at once, one wins.
+    let created = staged(path, bytes, true, |tmp| match fs::hard_link(tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    })?;
+    if created {
+        sync_dir(path.parent())?;
+    }
+    Ok(created)
+}
+
+/// Writes `bytes` (mode 0600, synced when `durable`) to a new temporary sibling of `path`
+/// and hands it to `place`, which puts it at `path`; the temporary name never outlives the
+/// call (a rename consumed it, a link or a failure leaves it to remove).
+fn staged<T>(
+    path: &Path,
+    bytes: &[u8],
+    durable: bool,
+    place: impl FnOnce(&Path) -> io::Result<T>,
+) -> io::Result<T> {
     if let Some(dir) = path.parent() {
         create_private_dir_all(dir)?;
     }
     let tmp = temp_sibling(path);
-    let linked = (|| {
+    let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
-        // link(2) never replaces: of two processes creating the file at once, one wins.
-        match fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
+        if durable {
+            f.sync_all()?;
         }
+        place(&tmp)
     })();
+    // After a rename there is nothing left to remove; after a link or a failure there is.
     let _ = fs::remove_file(&tmp);
-    let created = linked?;
-    if created {
-        sync_dir(path.parent())?;
-    }
-    Ok(created)
+    result
 }
 
 /// The identity of a symbolic link (sha256 of its target's name, never of what it points

@@ -135,6 +135,19 @@ const PIPE_BYTES: libc::c_int = 1 << 20;
 /// most), bounded so that a corrupt length cannot ask for more.
 const MAX_FRAME: usize = 1 << 31;
 
+/// A frame's length from its 4-byte prefix, refused beyond [`MAX_FRAME`] (a corrupt or hostile
+/// prefix must not size an allocation).
+fn frame_len(prefix: [u8; 4]) -> io::Result<usize> {
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
+    }
+    Ok(len)
+}
+
 fn write_frame(w: &mut impl Write, head: &[u8], blobs: &[&[u8]]) -> io::Result<()> {
     let total = 4 + head.len() + blobs.iter().map(|b| b.len()).sum::<usize>();
     let total = u32::try_from(total).map_err(|_| io::Error::other("frame too large"))?;
@@ -178,14 +191,7 @@ pub fn serve(limits: WorkerLimits) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         }
-        let len = u32::from_le_bytes(len) as usize;
-        if len > MAX_FRAME {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "frame too large",
-            ));
-        }
-        let mut frame = vec![0u8; len];
+        let mut frame = vec![0u8; frame_len(len)?];
         input.read_exact(&mut frame)?;
         let (head, bytes) = split_frame(&frame)?;
         let req: Request = serde_json::from_slice(head)?;
@@ -549,14 +555,7 @@ fn exchange(w: &mut Worker, bytes: &[u8], req: &Request, deadline: Instant) -> i
     write_frame(&mut w.stdin, &head, &[bytes])?;
     let mut len = [0u8; 4];
     read_by(&mut w.stdout, &mut len, deadline)?;
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "frame too large",
-        ));
-    }
-    let mut frame = vec![0u8; len];
+    let mut frame = vec![0u8; frame_len(len)?];
     read_by(&mut w.stdout, &mut frame, deadline)?;
     let (head, rest) = split_frame(&frame)?;
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());

@@ -3,7 +3,7 @@
 //! with good plates, through the real binary. Each must end as one recorded row; the good
 //! plates are judged; the process exits normally.
 
-use crate::support::cli::plateqc_command;
+use crate::support::cli::scan_command;
 use crate::support::daemon::{fixture_files, sql};
 use crate::support::root;
 use std::os::unix::process::CommandExt;
@@ -88,14 +88,7 @@ fn scan_of_hostile_files_exits_normally_with_one_row_each() {
     let inbox = tmp.path().join("in");
     let (hostile, good) = mixed_folder(&inbox);
     let db = tmp.path().join("qc.sqlite");
-    let mut cmd = plateqc_command();
-    cmd.arg("scan")
-        .arg(&inbox)
-        .arg("--db")
-        .arg(&db)
-        .arg("--out")
-        .arg(tmp.path().join("out"))
-        .env("PLATEQC_LOG", "warn");
+    let mut cmd = scan_command(None, &inbox, &db, &tmp.path().join("out"));
     let out = capped(&mut cmd, 8 << 30).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -179,16 +172,7 @@ fn a_crashing_decode_worker_costs_only_its_plate() {
     )
     .unwrap();
     let db = tmp.path().join("qc.sqlite");
-    let mut cmd = plateqc_command();
-    cmd.arg("--config")
-        .arg(&config)
-        .arg("scan")
-        .arg(&inbox)
-        .arg("--db")
-        .arg(&db)
-        .arg("--out")
-        .arg(tmp.path().join("out"))
-        .env("PLATEQC_LOG", "warn");
+    let mut cmd = scan_command(Some(&config), &inbox, &db, &tmp.path().join("out"));
     let out = capped(&mut cmd, 8 << 30).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(

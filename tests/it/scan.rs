@@ -1,7 +1,7 @@
 //! The whole scan pipeline with the real ONNX Runtime, the bundled model and a real SQLite
 //! file, on real DICOM files mixed with broken ones.
 
-use crate::support::cli::plateqc_command;
+use crate::support::cli::{plateqc_command, scan_command};
 use crate::support::daemon::sql;
 use crate::support::*;
 use plateqc::config::Config;
@@ -551,14 +551,8 @@ fn a_plate_without_sop_instance_uid_is_judged_by_sha256_and_says_so() {
     let fixture = root().join("tests/fixtures/15_jpeg_lossless_sv1_u16.dcm");
     without_sop_instance_uid(&fixture, &inbox.join("no_uid.dcm"), false);
     without_sop_instance_uid(&fixture, &inbox.join("meta_uid.dcm"), true);
-    let db = tmp.path().join("qc.sqlite");
-    let out = plateqc_command()
-        .args(["scan", inbox.to_str().unwrap(), "--db"])
-        .arg(&db)
-        .arg("--out")
-        .arg(tmp.path().join("out"))
-        .output()
-        .unwrap();
+    let (db, out_dir) = (tmp.path().join("qc.sqlite"), tmp.path().join("out"));
+    let out = scan_command(None, &inbox, &db, &out_dir).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("error            0"), "{stdout}");
     let row = |file: &str| {
@@ -602,12 +596,6 @@ fn a_plate_without_sop_instance_uid_is_judged_by_sha256_and_says_so() {
     // A plate with its UID has no remark.
     let plain = inbox.join("plain.dcm");
     std::fs::copy(&fixture, &plain).unwrap();
-    plateqc_command()
-        .args(["scan", plain.to_str().unwrap(), "--db"])
-        .arg(&db)
-        .arg("--out")
-        .arg(tmp.path().join("out"))
-        .output()
-        .unwrap();
+    scan_command(None, &plain, &db, &out_dir).output().unwrap();
     assert_eq!(row("plain.dcm").split('|').nth(3), Some(""));
 }

@@ -1,10 +1,27 @@
 //! The `plateqc` binary run as a command, the way an operator runs it.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// The binary under test.
 pub fn plateqc_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_plateqc"))
+}
+
+/// `plateqc [--config CONFIG] scan TARGET --db DB --out OUT`, warnings only in its log.
+pub fn scan_command(config: Option<&Path>, target: &Path, db: &Path, out: &Path) -> Command {
+    let mut cmd = plateqc_command();
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.arg("scan")
+        .arg(target)
+        .arg("--db")
+        .arg(db)
+        .arg("--out")
+        .arg(out)
+        .env("PLATEQC_LOG", "warn");
+    cmd
 }
 
 /// Runs plateqc with `args` (warnings only in its log) and returns what it did.
