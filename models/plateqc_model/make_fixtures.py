@@ -132,15 +132,21 @@ def reference_stored(ds) -> tuple[np.ndarray, dict]:
         "pydicom_default_pixels_differing": int((diff > 0).sum())}
 
 
-def golden_entry(path: Path, model, layers, size: int, positions) -> dict:
-    import pydicom
-    ds = pydicom.dcmread(str(path))
+def reference_tensor(ds, size: int, psp: str):
+    """The reference preprocessing of a pydicom data set: (tensor, rect, how it was decoded)."""
     stored, decoding = reference_stored(ds)
     slope, intercept = ds.get("RescaleSlope", None), ds.get("RescaleIntercept", None)
     x, rect = pp.preprocess_stored(stored, int(ds.BitsStored), int(ds.PixelRepresentation),
                                    str(ds.PhotometricInterpretation),
                                    None if slope is None else float(slope),
-                                   None if intercept is None else float(intercept), size)
+                                   None if intercept is None else float(intercept), size, psp)
+    return x, rect, decoding
+
+
+def golden_entry(path: Path, model, layers, size: int, positions, psp: str) -> dict:
+    import pydicom
+    ds = pydicom.dcmread(str(path))
+    x, rect, decoding = reference_tensor(ds, size, psp)
     pre = preprocessing_entry(x, rect, positions)
     xt = torch.from_numpy(x[None])
     out = E.explain_torch(model, layers, xt, torch.tensor([1]))
@@ -190,14 +196,7 @@ def make_psp_golden(fixtures: Path, psp: str = pp.PSP_V2):
     entries = []
     for e in g["files"]:
         path = fixtures / e["file"]
-        ds = pydicom.dcmread(str(path))
-        stored, decoding = reference_stored(ds)
-        slope, intercept = ds.get("RescaleSlope", None), ds.get("RescaleIntercept", None)
-        x, rect = pp.preprocess_stored(stored, int(ds.BitsStored), int(ds.PixelRepresentation),
-                                       str(ds.PhotometricInterpretation),
-                                       None if slope is None else float(slope),
-                                       None if intercept is None else float(intercept), size,
-                                       psp)
+        x, rect, decoding = reference_tensor(pydicom.dcmread(str(path)), size, psp)
         entries.append({"file": e["file"],
                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                         "label": {"lossless": e["label"]["lossless"]},
@@ -218,6 +217,7 @@ def make_fixtures(out_dir: Path):
     model, meta = load_model()
     layers = meta["layers"]
     size = meta["size"]
+    psp = meta.get("preprocessing", pp.PSP_V1)   # the shipped model's input
     out_dir.mkdir(parents=True, exist_ok=True)
     for f in out_dir.glob("*.dcm"):
         f.unlink()
@@ -237,7 +237,7 @@ def make_fixtures(out_dir: Path):
             p = find_plate(want, FIXTURE_SEED_BASE + 1000 * k, used, scale)
         path = out_dir / f"{name}.dcm"
         info = write_dicom(p, path, transfer_syntax=ts)
-        e = golden_entry(path, model, layers, size, positions)
+        e = golden_entry(path, model, layers, size, positions, psp)
         e["label"] = {"usable": bool(p.usable), "artifacts": p.artifacts, "seed": int(p.seed),
                       "scale": scale, "lossless": bool(info.get("lossless", True))}
         entries.append(e)
@@ -246,7 +246,7 @@ def make_fixtures(out_dir: Path):
               "usable" if p.usable else "UNUSABLE", f"p={e['probabilities'][1]:.3f}", flush=True)
     golden = {
         "about": ("plateqc golden references (models/make_fixtures.py). Preprocessing "
-                  "plateqc-psp-v1 by models/plateqc_ref/preprocess.py (float64) on the pydicom-decoded "
+                  f"{psp} by models/plateqc_ref/preprocess.py (float64) on the pydicom-decoded "
                   "file (JPEG DCT frames by libjpeg-turbo: reference_decoding); model outputs "
                   "by PyTorch float64 (models/plateqc_weights.pt, BatchNorm in eval mode, not "
                   "folded); CAMs for target class 1 (unusable) from PyTorch "
@@ -255,7 +255,7 @@ def make_fixtures(out_dir: Path):
                   "sum_ij(A_k) G^3) (0 where the denominator is 0), w_k = sum_ij alpha ReLU(G), "
                   "map = ReLU(sum_k w_k A_k); layercam = ReLU(sum_k ReLU(G) A). Samples are "
                   "[channel, y, x, value] of the S x S tensor."),
-        "preprocessing_id": pp.PREPROCESSING_ID,
+        "preprocessing_id": psp,
         "input_size": size,
         "layers": layers,
         "threshold": meta["threshold"],

@@ -85,7 +85,8 @@ def main(argv=None):
     shutil.copyfile(run / "weights.pt", a.weights_out)
     (Path(a.weights_out).with_suffix(".json")).write_text(json.dumps(
         {"width": res["width"], "size": res["size"], "layers": layers,
-         "threshold": res["threshold"], "seed": res["seed"]}, indent=1) + "\n")
+         "threshold": res["threshold"], "seed": res["seed"], "preprocessing": psp},
+        indent=1) + "\n")
 
 
 if __name__ == "__main__":
