@@ -32,7 +32,7 @@ pytest:
 test: setup lint unit pytest
 
 bench: build
-	$(CARGO) run --release --locked --bin plateqc-bench -- tests/fixtures --repeat 5 $(BENCH_ARGS)
+	$(CARGO) run --release --locked --bin plateqc-bench -- tests/fixtures --repeat 5 --peer demo/inbox $(BENCH_ARGS)
 
 # The daemon: latency from a complete file to its recorded verdict, and burst throughput.
 bench-watch: build

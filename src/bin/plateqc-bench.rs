@@ -23,6 +23,7 @@ struct Args {
     any_modality: bool,
     compare_model: Option<PathBuf>,
     repeat: usize,
+    peer: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -31,6 +32,7 @@ fn parse() -> Result<Args, String> {
     let mut any_modality = false;
     let mut compare_model = None;
     let mut repeat = 1;
+    let mut peer = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -46,6 +48,11 @@ fn parse() -> Result<Args, String> {
                     .and_then(|v| v.parse().ok())
                     .ok_or("--repeat takes a number")?
             }
+            "--peer" => {
+                peer = Some(PathBuf::from(
+                    it.next().ok_or("--peer takes a folder of plates")?,
+                ))
+            }
             "--modalities" => any_modality = it.next().as_deref() == Some("any"),
             "--compare-model" => {
                 compare_model = Some(PathBuf::from(
@@ -58,12 +65,13 @@ fn parse() -> Result<Args, String> {
     }
     Ok(Args {
         dir: dir.ok_or(
-            "usage: plateqc-bench DIR [--rounds N] [--repeat K] [--modalities any] [--compare-model M.onnx]",
+            "usage: plateqc-bench DIR [--rounds N] [--repeat K] [--peer PLATES] [--modalities any] [--compare-model M.onnx]",
         )?,
         rounds: rounds.max(1),
         any_modality,
         compare_model,
         repeat: repeat.max(1),
+        peer,
     })
 }
 
@@ -322,6 +330,125 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             cold / full
         );
     }
+    if let Some(dir) = &args.peer {
+        whole_processes(dir, args.rounds, &tmp)?;
+    }
     let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// Wall time and peak memory of one whole process (and every process it starts).
+struct ProcessRun {
+    seconds: f64,
+    /// Peak of the summed resident memory of the process tree, sampled every 10 ms.
+    peak_tree_rss_mb: f64,
+}
+
+/// Runs `cmd` to its end, sampling its process tree's memory.
+fn measure_process(cmd: &mut std::process::Command) -> std::io::Result<ProcessRun> {
+    let t = Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut peak = 0u64;
+    loop {
+        peak = peak.max(tree_rss_kb(child.id()));
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(ProcessRun {
+        seconds: t.elapsed().as_secs_f64(),
+        peak_tree_rss_mb: peak as f64 / 1024.0,
+    })
+}
+
+/// Resident memory (kB) of `pid` and all its descendants, from /proc.
+fn tree_rss_kb(pid: u32) -> u64 {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    rss + children.into_iter().map(tree_rss_kb).sum::<u64>()
+}
+
+/// `plateqc scan` against the plain Python pipeline (`scripts/bench_peer.py`) on the same
+/// plates, each as a whole process from start to exit, alternating, `rounds` times each.
+fn whole_processes(
+    dir: &std::path::Path,
+    rounds: usize,
+    tmp: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let python = PathBuf::from(".venv-test/bin/python");
+    let peer = PathBuf::from("scripts/bench_peer.py");
+    if !python.exists() || !peer.exists() {
+        println!(
+            "python peer: skipped ({} or {} missing; run from the repository after `make setup`)",
+            python.display(),
+            peer.display()
+        );
+        return Ok(());
+    }
+    let n = plateqc::ingest::collect_files(&[dir.to_path_buf()]).len();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let out = tmp.join(format!("whole-{round}"));
+        let mut scan = std::process::Command::new(decode::worker::default_program());
+        scan.arg("scan")
+            .arg(dir)
+            .arg("--db")
+            .arg(out.join("plateqc.sqlite"))
+            .arg("--out")
+            .arg(out.join("plateqc"))
+            .arg("--no-fail-on-error");
+        ours.push(measure_process(&mut scan)?);
+        let mut py = std::process::Command::new(&python);
+        py.arg(&peer)
+            .arg(dir)
+            .arg("--db")
+            .arg(out.join("peer.sqlite"))
+            .arg("--out")
+            .arg(out.join("peer"));
+        theirs.push(measure_process(&mut py)?);
+    }
+    let secs = |v: &[ProcessRun]| median(v.iter().map(|r| r.seconds).collect());
+    let rss = |v: &[ProcessRun]| v.iter().map(|r| r.peak_tree_rss_mb).fold(0.0, f64::max);
+    let (a, b) = (secs(&ours), secs(&theirs));
+    println!(
+        "whole process, {n} plates of {} (median of {rounds}):",
+        dir.display()
+    );
+    println!(
+        "  plateqc scan             : {a:6.2} s = {:5.1} plates/s, peak RSS {:6.1} MB (with its decode workers)",
+        n as f64 / a,
+        rss(&ours)
+    );
+    println!(
+        "  python peer              : {b:6.2} s = {:5.1} plates/s, peak RSS {:6.1} MB",
+        n as f64 / b,
+        rss(&theirs)
+    );
+    println!(
+        "  plateqc / python peer    : {:.2} x faster, {:.2} x the memory",
+        b / a,
+        rss(&ours) / rss(&theirs)
+    );
     Ok(())
 }
