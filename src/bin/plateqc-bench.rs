@@ -191,10 +191,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let mut decode_rates = Vec::new();
     let mut worker_decode_rates = Vec::new();
-    let pool = Arc::new(decode::worker::DecodePool::new(
+    let pool = decode::worker::DecodePool::new(
         decode::worker::default_program(),
         decode::worker::WorkerLimits::of(&config.decode),
-    ));
+    );
     pool.warm(config.scan.decode_workers.max(1));
     let want = decode::Want {
         input,
@@ -208,52 +208,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut first_full = None;
     for round in 0..args.rounds {
         // Baseline: decode + preprocess only, same worker count as the pipeline.
-        let t = Instant::now();
         let workers = config.scan.decode_workers.max(1);
-        let chunks: Vec<Vec<PathBuf>> = (0..workers)
-            .map(|w| files.iter().skip(w).step_by(workers).cloned().collect())
-            .collect();
         let policy = config.decode.clone();
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                let policy = policy.clone();
-                std::thread::spawn(move || {
-                    for f in chunk {
-                        if let Ok(bytes) = std::fs::read(&f) {
-                            if let Ok(p) = decode::decode(&bytes, &policy) {
-                                std::hint::black_box(preprocess::preprocess(&p, input));
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            let _ = h.join();
-        }
-        decode_rates.push(files.len() as f64 / t.elapsed().as_secs_f64());
+        let rate = rate_across(&files, workers, |bytes| {
+            if let Ok(p) = decode::decode(&bytes, &policy) {
+                std::hint::black_box(preprocess::preprocess(&p, input));
+            }
+        });
+        decode_rates.push(rate);
 
         // The same in the decode worker processes (file bytes in, tensor out): the exchange's
         // own cost, without the rest of the pipeline around it.
-        let t = Instant::now();
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let chunk: Vec<PathBuf> = files.iter().skip(w).step_by(workers).cloned().collect();
-                let (pool, policy) = (pool.clone(), policy.clone());
-                std::thread::spawn(move || {
-                    for f in chunk {
-                        if let Ok(bytes) = std::fs::read(&f) {
-                            let _ = std::hint::black_box(pool.decode(&bytes, &policy, want));
-                        }
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            let _ = h.join();
-        }
-        worker_decode_rates.push(files.len() as f64 / t.elapsed().as_secs_f64());
+        let rate = rate_across(&files, workers, |bytes| {
+            let _ = std::hint::black_box(pool.decode(&bytes, &policy, want));
+        });
+        worker_decode_rates.push(rate);
 
         // Full pipeline with overlays and montage.
         let (outcomes, rate) = timed_run(engine.clone(), &files).await?;
@@ -335,6 +304,25 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
+}
+
+/// Files per second when `workers` threads share `files` (every `workers`-th file each) and
+/// run `work` on each file's bytes.
+fn rate_across(files: &[PathBuf], workers: usize, work: impl Fn(Vec<u8>) + Sync) -> f64 {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for w in 0..workers {
+            let work = &work;
+            s.spawn(move || {
+                for f in files.iter().skip(w).step_by(workers) {
+                    if let Ok(bytes) = std::fs::read(f) {
+                        work(bytes);
+                    }
+                }
+            });
+        }
+    });
+    files.len() as f64 / t.elapsed().as_secs_f64()
 }
 
 /// Wall time and peak memory of one whole process (and every process it starts).

@@ -253,10 +253,12 @@ fn flatten_error(e: &dyn std::error::Error) -> String {
 }
 
 fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
-    obj.get(tag)
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())
-        .filter(|s| !s.is_empty())
+    obj.get(tag).and_then(|e| tidy(&e.to_str().ok()?))
+}
+
+/// A DICOM string without its padding (NUL or space) and surrounding blanks; `None` if empty.
+fn tidy(s: &str) -> Option<String> {
+    Some(s.trim_end_matches(['\0', ' ']).trim().to_string()).filter(|s| !s.is_empty())
 }
 
 fn int(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<i64> {
@@ -290,18 +292,15 @@ fn read_header(obj: &DefaultDicomObject, ts: &str) -> Result<PlateHeader, Decode
         _ => None,
     };
     let bits_allocated = int(obj, tags::BITS_ALLOCATED).unwrap_or(0) as u16;
-    let meta_uid = |v: &str| {
-        Some(v.trim_end_matches(['\0', ' ']).trim().to_string()).filter(|s| !s.is_empty())
-    };
     let (sop_instance_uid, sop_instance_uid_from) = match text(obj, tags::SOP_INSTANCE_UID) {
         Some(uid) => (uid, UidSource::DataSet),
-        None => match meta_uid(&obj.meta().media_storage_sop_instance_uid) {
+        None => match tidy(&obj.meta().media_storage_sop_instance_uid) {
             Some(uid) => (uid, UidSource::FileMeta),
             None => (String::new(), UidSource::Missing),
         },
     };
     let sop_class_uid = text(obj, tags::SOP_CLASS_UID)
-        .or_else(|| meta_uid(&obj.meta().media_storage_sop_class_uid))
+        .or_else(|| tidy(&obj.meta().media_storage_sop_class_uid))
         .ok_or_else(|| DecodeError::Malformed("missing SOP Class UID".into()))?;
     Ok(PlateHeader {
         sop_class_uid,

@@ -642,6 +642,7 @@ fn read_by(r: &mut ChildStdout, buf: &mut [u8], deadline: Instant) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     const TEST_INPUT: crate::decode::Want = crate::decode::Want {
         input: preprocess::Input {
@@ -650,7 +651,6 @@ mod tests {
         },
         display: true,
     };
-    use std::os::unix::fs::PermissionsExt;
 
     fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
         let p = dir.join(name);

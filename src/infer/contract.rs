@@ -40,8 +40,7 @@ pub(super) fn read_contract(
             broken.push(format!("contract version {v} is not 1"));
         }
     }
-    let psp = preprocess::Psp::from_id(&preprocessing);
-    if psp.is_none() {
+    if preprocess::Psp::from_id(&preprocessing).is_none() {
         broken.push(format!(
             "preprocessing '{preprocessing}' is not implemented here (this build implements {})",
             preprocess::SUPPORTED.join(", ")
@@ -172,7 +171,6 @@ pub(super) fn read_contract(
     Ok(ModelContract {
         input_size,
         preprocessing,
-        psp: psp.unwrap_or(preprocess::Psp::V1),
         unusable_index: unusable_index.unwrap_or(1),
         classes,
         artifact_types,

@@ -40,8 +40,6 @@ pub struct ArtifactType {
 pub struct ModelContract {
     pub input_size: usize,
     pub preprocessing: String,
-    /// What `preprocessing` names, as the decode stage runs it.
-    pub psp: crate::decode::preprocess::Psp,
     pub classes: Vec<String>,
     pub unusable_index: usize,
     pub artifact_types: Vec<ArtifactType>,
@@ -56,11 +54,13 @@ pub struct ModelContract {
 }
 
 impl ModelContract {
-    /// What the decode stage must produce for this model.
+    /// What the decode stage must produce for this model (`read_contract` refuses a model
+    /// whose preprocessing this build does not implement).
     pub fn input(&self) -> crate::decode::preprocess::Input {
-        crate::decode::preprocess::Input {
+        use crate::decode::preprocess::{Input, Psp};
+        Input {
             size: self.input_size,
-            psp: self.psp,
+            psp: Psp::from_id(&self.preprocessing).unwrap_or(Psp::V1),
         }
     }
 }
