@@ -8,7 +8,7 @@
 //! answers are read until the SCP closes the connection. A hang is an SCP that neither reads on
 //! nor closes. After each input nothing may exist outside `<inbox>/net/`.
 
-use plateqc::decode::{prescan, DecodePolicy, SUPPORTED_TRANSFER_SYNTAXES};
+use plateqc::decode::{check_data_set, DecodePolicy, SUPPORTED_TRANSFER_SYNTAXES};
 use plateqc::ingest::scp::{self, DicomOptions, Scp, ScpStats};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,9 +51,7 @@ fn harness() -> &'static Harness {
             max_object_bytes: decode.max_file_bytes,
             // As the daemon builds it without decode isolation (see `watch::start_receiver`).
             check: Arc::new(move |bytes: &[u8]| {
-                prescan::prescan(bytes, depth, limit.saturating_mul(4))
-                    .err()
-                    .map(|e| e.to_string())
+                check_data_set(bytes, depth, limit).map(|u| (u.sop_class, u.sop_instance))
             }),
             stats: Arc::new(ScpStats::default()),
         });
