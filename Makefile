@@ -22,6 +22,8 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
 	scripts/check-layers.sh
+	# The fuzz targets are not run by `make test`, but they must keep building.
+	cd fuzz && $(CARGO) fmt --check && $(CARGO) check --locked --bins
 
 unit:
 	$(CARGO) test --release --locked
