@@ -22,15 +22,21 @@ from . import _util as U
 def sample_display(rng: np.random.Generator) -> dict:
     """Draw one vendor-style processing chain (parameters only; `apply_display` runs it)."""
     d: dict = {}
-    # black / white points: 45 % fixed (the physics' own range), 40 % auto-ranged on the
-    # plate's own percentiles (air at 0, some clipping is normal), 15 % fixed but narrow
+    # black / white points: 31.5 % fixed (the physics' own range), 28 % auto-ranged on the
+    # plate's own percentiles (some clipping is normal), 10.5 % fixed but narrow, and 30 %
+    # "air crushed": auto-ranged so that air and soft tissue go to 0 over a large part of the
+    # plate (up to everything outside teeth and bone) while the diagnostic region keeps its
+    # detail. A large black area is normal display, not the `brightness` artifact, which is
+    # defined by what clips inside the diagnostic region (plan-1.3.md, round 4).
     r = rng.random()
-    if r < 0.45:
+    if r < 0.315:
         d["range"] = ("fixed", 0.0, 1.0)
-    elif r < 0.85:
+    elif r < 0.595:
         d["range"] = ("auto", float(rng.uniform(0.0, 3.0)), float(rng.uniform(97.0, 100.0)))
-    else:
+    elif r < 0.70:
         d["range"] = ("fixed", float(rng.uniform(0.0, 0.12)), float(rng.uniform(0.82, 1.0)))
+    else:
+        d["range"] = ("air", float(rng.uniform(0.30, 0.95)), float(rng.uniform(97.0, 100.0)))
     if rng.random() < 0.3:
         d["denoise"] = float(rng.uniform(0.6, 1.6))                    # px
     if rng.random() < 0.55:
@@ -86,14 +92,41 @@ def _corner_mask(H: int, W: int, r: float) -> np.ndarray:
     return m
 
 
-def apply_display(b: np.ndarray, d: dict, ppmm: float) -> np.ndarray:
-    """Run the chain `d` on a finished image (after noise and artifacts)."""
+# The "air crushed" black point never rises above this quantile of the diagnostic region, so
+# a clean plate stays well within what the label rule calls usable (brightness severity 1
+# starts at 1 % of the region clipped). It is applied after sharpening for the same reason.
+AIR_CRUSH_MAX_DIAG_QUANTILE = 0.005
+
+
+def _air_crush(b: np.ndarray, diag: np.ndarray | None, share: float, hi_pct: float) -> np.ndarray:
+    """Black point at `share` of the pixels outside the diagnostic region (capped at the
+    region's 0.5 % quantile), white point at the plate's `hi_pct` percentile."""
+    if diag is None or not diag.any() or diag.all():
+        return _percentile_stretch(b, 0.0, hi_pct)
+    sub = (slice(None, None, 2), slice(None, None, 2))
+    outside, inside = b[sub][~diag[sub]], b[sub][diag[sub]]
+    if outside.size == 0 or inside.size == 0:
+        return _percentile_stretch(b, 0.0, hi_pct)
+    lo = min(float(np.quantile(outside, share)),
+             float(np.quantile(inside, AIR_CRUSH_MAX_DIAG_QUANTILE)))
+    hi = float(np.percentile(b[sub], hi_pct))
+    if hi - lo < 1e-4:
+        return b
+    return np.clip((b - lo) / (hi - lo), 0.0, 1.0)
+
+
+def apply_display(b: np.ndarray, d: dict, ppmm: float,
+                  diag: np.ndarray | None = None) -> np.ndarray:
+    """Run the chain `d` on a finished image (after noise and artifacts); `diag` is the
+    plate's diagnostic region (only the "air crushed" range uses it)."""
     out = b.astype(np.float32, copy=True)
     if "denoise" in d:
         out = U.blur(out, d["denoise"]) if d["denoise"] >= 1.0 else U.smooth3(out)
     kind, lo, hi = d["range"]
     if kind == "auto":
         out = _percentile_stretch(out, lo, hi)
+    elif kind == "air":
+        pass   # after sharpening (below), so that no undershoot clips the region
     else:
         out = np.clip((out - lo) / max(1e-3, hi - lo), 0.0, 1.0)
     if "flatten" in d:
@@ -106,6 +139,8 @@ def apply_display(b: np.ndarray, d: dict, ppmm: float) -> np.ndarray:
         low = U.blur(out, s) if s >= 1.0 else U.smooth3(out)
         out = out + amt * (out - low)
     out = np.clip(out, 0.0, 1.0)
+    if kind == "air":
+        out = _air_crush(out, diag, lo, hi)
     if "equalize" in d:
         a = d["equalize"]
         out = (1 - a) * out + a * _equalize(out)

@@ -84,7 +84,7 @@ def _render(scene, rngs, req, ctx, noise_seed):
     img = anatomy.finish(img, np.random.Generator(np.random.PCG64(noise_seed)), scene.noise_sigma)
     img, m2 = artifacts.apply("readout", img, ctx, r_art, req)
     img, m3 = artifacts.apply("plate", img, ctx, r_art, req)
-    img = display.apply_display(img, ctx["display"], ctx["ppmm"])
+    img = display.apply_display(img, ctx["display"], ctx["ppmm"], ctx["diag"])
     return img, {**m1, **m2, **m3}
 
 
