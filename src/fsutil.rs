@@ -23,8 +23,17 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// As [`write_private`]; `durable = false` skips the fsync for derived files (overlays) that can
 /// be regenerated from the plate, where an fsync per image would dominate the run time.
 pub fn write_private_with(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
-    let result = staged(path, bytes, durable, |tmp| fs::rename(tmp, path));
-    result?;
+    write_private_streamed(path, durable, |f| f.write_all(bytes))
+}
+
+/// As [`write_private_with`], with the content produced by `write` straight into the file
+/// (through a buffer), so that a large derived image never has to be held whole in memory.
+pub fn write_private_streamed(
+    path: &Path,
+    durable: bool,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    staged(path, write, durable, |tmp| fs::rename(tmp, path))?;
     // The rename is durable only once the folder is synced; a failure says the file may not
     // survive a power cut, which a durable write must not hide.
     if durable {
@@ -39,23 +48,28 @@ pub fn write_private_with(path: &Path, bytes: &[u8], durable: bool) -> io::Resul
 /// caller reads the winner's content, never a half-written one).
 pub fn create_private_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     // link(2) never replaces: of two processes creating the file at once, one wins.
-    let created = staged(path, bytes, true, |tmp| match fs::hard_link(tmp, path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
-    })?;
+    let created = staged(
+        path,
+        |f| f.write_all(bytes),
+        true,
+        |tmp| match fs::hard_link(tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        },
+    )?;
     if created {
         sync_dir(path.parent())?;
     }
     Ok(created)
 }
 
-/// Writes `bytes` (mode 0600, synced when `durable`) to a new temporary sibling of `path`
+/// Lets `write` fill a new temporary sibling of `path` (mode 0600, synced when `durable`)
 /// and hands it to `place`, which puts it at `path`; the temporary name never outlives the
 /// call (a rename consumed it, a link or a failure leaves it to remove).
 fn staged<T>(
     path: &Path,
-    bytes: &[u8],
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     durable: bool,
     place: impl FnOnce(&Path) -> io::Result<T>,
 ) -> io::Result<T> {
@@ -64,12 +78,16 @@ fn staged<T>(
     }
     let tmp = temp_sibling(path);
     let result = (|| {
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(bytes)?;
+        let mut buffered = io::BufWriter::with_capacity(64 * 1024, f);
+        write(&mut buffered)?;
+        let f = buffered
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
         if durable {
             f.sync_all()?;
         }

@@ -75,12 +75,8 @@ fn parse() -> Result<Args, String> {
     })
 }
 
-// glibc hands every multi-megabyte plate buffer back to the kernel and faults it in again for
-// the next plate; mimalloc keeps and reuses them.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
+    plateqc::no_transparent_huge_pages();
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {

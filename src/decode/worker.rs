@@ -359,8 +359,8 @@ impl DecodePool {
     fn spawn(&self) -> io::Result<Worker> {
         let mut cmd = Command::new(&self.program);
         let memory = self.limits.memory_bytes;
-        // The address space is capped before exec: mimalloc reserves its arenas as soon as the
-        // program starts, and a cap set afterwards would not count what it already reserved.
+        // The address space is capped before exec: the runtime maps memory as soon as the
+        // program starts, and a cap set afterwards would not count what it already mapped.
         // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {

@@ -202,23 +202,137 @@ pub fn cam(maps: &LayerMaps, method: CamMethod) -> Cam {
 /// the S x S canvas, crop to the letterbox, bilinear to the native size; then min-max
 /// normalised to 0..1. An empty or flat map stays all zero rather than becoming noise divided
 /// by epsilon.
+///
+/// The native-size map is made one row at a time: an overlay is blended and encoded row by row, so no plate-sized float map
+/// (4 bytes a pixel, three layers a plate) is ever allocated. Row values are bit-identical to
+/// resampling the whole map with [`bilinear`] (the vertical blend is done once per source row
+/// instead of once per pixel, with the same operations in the same order).
+pub struct NativeHeat {
+    /// The letterboxed part of the map at model-input size, `crop_h x crop_w`.
+    crop: Vec<f32>,
+    crop_w: usize,
+    crop_h: usize,
+    native_h: usize,
+    cols: Vec<(usize, usize, f32)>,
+    /// `(min, span)`, or `None` for an empty or flat map (drawn as all cold).
+    range: Option<(f32, f32)>,
+}
+
+impl NativeHeat {
+    pub fn new(cam: &Cam, lb: &Letterbox, native_h: usize, native_w: usize) -> NativeHeat {
+        let cols = (0..native_w)
+            .map(|x| {
+                axis(
+                    (x as f64 + 0.5) * lb.width as f64 / native_w as f64 - 0.5,
+                    lb.width,
+                )
+            })
+            .collect();
+        let mut heat = NativeHeat {
+            crop: Vec::new(),
+            crop_w: lb.width,
+            crop_h: lb.height,
+            native_h,
+            cols,
+            range: None,
+        };
+        if cam.is_empty() || native_h == 0 || native_w == 0 {
+            return heat;
+        }
+        let canvas = bilinear(&cam.values, cam.height, cam.width, lb.size, lb.size);
+        heat.crop = Vec::with_capacity(lb.height * lb.width);
+        for y in lb.top..lb.top + lb.height {
+            heat.crop.extend_from_slice(
+                &canvas[y * lb.size + lb.left..y * lb.size + lb.left + lb.width],
+            );
+        }
+        // The normalisation needs the resampled map's extremes. Each output value is a linear
+        // blend of two neighbours whose weight grows along a run of outputs between the same
+        // pair, so a run's extremes lie at its two ends: evaluating only the ends of the row
+        // and column runs finds them without resampling the whole map an extra time.
+        let rows: Vec<(usize, usize, f32)> = (0..native_h).map(|y| heat.row_axis(y)).collect();
+        let (row_ends, col_ends) = (run_ends(&rows), run_ends(&heat.cols));
+        let (mut min, mut max) = (f32::MAX, f32::MIN);
+        let mut tmp = vec![0f32; lb.width];
+        for &y in &row_ends {
+            heat.vertical(rows[y], &mut tmp);
+            for &x in &col_ends {
+                let (x0, x1, fx) = heat.cols[x];
+                let v = tmp[x0] * (1.0 - fx) + tmp[x1] * fx;
+                (min, max) = (min.min(v), max.max(v));
+            }
+        }
+        let span = max - min;
+        let flat = span.is_nan() || span <= f32::EPSILON * max.abs().max(1e-30);
+        if !flat {
+            heat.range = Some((min, span));
+        }
+        heat
+    }
+
+    pub fn width(&self) -> usize {
+        self.cols.len()
+    }
+
+    fn row_axis(&self, y: usize) -> (usize, usize, f32) {
+        axis(
+            (y as f64 + 0.5) * self.crop_h as f64 / self.native_h as f64 - 0.5,
+            self.crop_h,
+        )
+    }
+
+    /// The vertical blend for one output row, over the crop's width.
+    fn vertical(&self, (y0, y1, fy): (usize, usize, f32), tmp: &mut [f32]) {
+        let r0 = &self.crop[y0 * self.crop_w..(y0 + 1) * self.crop_w];
+        let r1 = &self.crop[y1 * self.crop_w..(y1 + 1) * self.crop_w];
+        for ((t, &a), &b) in tmp.iter_mut().zip(r0).zip(r1) {
+            *t = a * (1.0 - fy) + b * fy;
+        }
+    }
+
+    /// Row `y` before normalisation; `tmp` holds `crop_w` values.
+    fn raw_row(&self, y: usize, tmp: &mut [f32], out: &mut [f32]) {
+        self.vertical(self.row_axis(y), tmp);
+        for (o, &(x0, x1, fx)) in out.iter_mut().zip(&self.cols) {
+            *o = tmp[x0] * (1.0 - fx) + tmp[x1] * fx;
+        }
+    }
+
+    /// Row `y` normalised to 0..1 (all 0 for an empty or flat map); `tmp` is scratch space
+    /// the caller keeps between rows.
+    pub fn row(&self, y: usize, tmp: &mut Vec<f32>, out: &mut [f32]) {
+        let Some((min, span)) = self.range else {
+            out.fill(0.0);
+            return;
+        };
+        tmp.resize(self.crop_w, 0.0);
+        self.raw_row(y, tmp, out);
+        for v in out.iter_mut() {
+            *v = (*v - min) / span;
+        }
+    }
+}
+
+/// Indices that start or end a run of equal neighbour pairs in a resampling axis.
+fn run_ends(axis: &[(usize, usize, f32)]) -> Vec<usize> {
+    let same = |a: &(usize, usize, f32), b: &(usize, usize, f32)| (a.0, a.1) == (b.0, b.1);
+    (0..axis.len())
+        .filter(|&i| {
+            i == 0
+                || i + 1 == axis.len()
+                || !same(&axis[i - 1], &axis[i])
+                || !same(&axis[i], &axis[i + 1])
+        })
+        .collect()
+}
+
+/// The whole map as [`NativeHeat`] rows: for tests and small panels.
 pub fn to_native(cam: &Cam, lb: &Letterbox, native_h: usize, native_w: usize) -> Vec<f32> {
-    if cam.is_empty() {
-        return vec![0f32; native_h * native_w];
-    }
-    let canvas = bilinear(&cam.values, cam.height, cam.width, lb.size, lb.size);
-    let mut crop = Vec::with_capacity(lb.height * lb.width);
-    for y in lb.top..lb.top + lb.height {
-        crop.extend_from_slice(&canvas[y * lb.size + lb.left..y * lb.size + lb.left + lb.width]);
-    }
-    let mut out = bilinear(&crop, lb.height, lb.width, native_h, native_w);
-    let (min, max) = out
-        .iter()
-        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    let span = max - min;
-    let flat = span.is_nan() || span <= f32::EPSILON * max.abs().max(1e-30);
-    for v in out.iter_mut() {
-        *v = if flat { 0.0 } else { (*v - min) / span };
+    let heat = NativeHeat::new(cam, lb, native_h, native_w);
+    let mut out = vec![0f32; native_h * native_w];
+    let mut tmp = Vec::new();
+    for (y, row) in out.chunks_exact_mut(native_w.max(1)).enumerate() {
+        heat.row(y, &mut tmp, row);
     }
     out
 }
@@ -300,6 +414,60 @@ mod tests {
             cam(&m, CamMethod::LayerCam).values,
             vec![2.0, 0.0, 0.0, 0.5]
         );
+    }
+
+    /// The contract's definition written out whole: resample the canvas, crop, resample to the
+    /// plate, min-max normalise.
+    fn native_by_definition(cam: &Cam, lb: &Letterbox, h: usize, w: usize) -> Vec<f32> {
+        let canvas = bilinear(&cam.values, cam.height, cam.width, lb.size, lb.size);
+        let mut crop = Vec::new();
+        for y in lb.top..lb.top + lb.height {
+            crop.extend_from_slice(
+                &canvas[y * lb.size + lb.left..y * lb.size + lb.left + lb.width],
+            );
+        }
+        let out = bilinear(&crop, lb.height, lb.width, h, w);
+        let (min, max) = out
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        out.iter().map(|&v| (v - min) / (max - min)).collect()
+    }
+
+    #[test]
+    fn row_by_row_heat_equals_the_whole_map_definition() {
+        // Up- and down-sampling, odd sizes, portrait and landscape plates.
+        let mut seed = 12345u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as f32 / (1u64 << 31) as f32
+        };
+        for &(ch, cw, h, w, s) in &[
+            (8, 8, 517, 389, 64),
+            (16, 16, 1201, 1603, 128),
+            (4, 4, 41, 29, 64),
+            (32, 32, 90, 300, 256),
+        ] {
+            let cam = Cam {
+                height: ch,
+                width: cw,
+                values: (0..ch * cw).map(|_| next()).collect(),
+            };
+            let lb = Letterbox::for_plate(h, w, s);
+            let want = native_by_definition(&cam, &lb, h, w);
+            let got = to_native(&cam, &lb, h, w);
+            let worst = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst <= 1e-5, "{h}x{w}: {worst}");
+            let (lo, hi) = got
+                .iter()
+                .fold((1f32, 0f32), |(l, u), &v| (l.min(v), u.max(v)));
+            assert!(lo.abs() <= 1e-5 && (hi - 1.0).abs() <= 1e-5, "{lo} {hi}");
+        }
     }
 
     #[test]

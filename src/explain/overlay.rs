@@ -4,9 +4,8 @@
 use super::colormap::Colormap;
 use super::font::{draw_text, text_width};
 use super::ExplainError;
-use crate::fsutil::write_private_with;
-use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ImageEncoder, RgbImage};
+use crate::fsutil::write_private_streamed;
+use image::RgbImage;
 use std::path::Path;
 
 /// Precomputed blend of every (heat level, gray level) pair: opacity follows the heat, so cold
@@ -32,11 +31,16 @@ impl BlendTable {
     /// Blends a normalised heat map (0..1 per pixel) onto the gray plate.
     pub fn blend(&self, gray: &[u8], heat: &[f32], width: usize, height: usize) -> RgbImage {
         let mut buf = vec![0u8; width * height * 3];
-        for ((px, &g), &t) in buf.chunks_exact_mut(3).zip(gray).zip(heat) {
+        self.blend_row(gray, heat, &mut buf);
+        RgbImage::from_raw(width as u32, height as u32, buf).expect("buffer sized from dimensions")
+    }
+
+    /// As [`BlendTable::blend`] for any run of pixels (a row), into `out` (3 bytes a pixel).
+    pub fn blend_row(&self, gray: &[u8], heat: &[f32], out: &mut [u8]) {
+        for ((px, &g), &t) in out.chunks_exact_mut(3).zip(gray).zip(heat) {
             let level = (t.clamp(0.0, 1.0) * 255.0 + 0.5) as usize;
             px.copy_from_slice(&self.table[(level << 8) | g as usize]);
         }
-        RgbImage::from_raw(width as u32, height as u32, buf).expect("buffer sized from dimensions")
     }
 }
 
@@ -45,24 +49,66 @@ pub fn gray_rgb(gray: &[u8], width: usize, height: usize) -> RgbImage {
     RgbImage::from_raw(width as u32, height as u32, buf).expect("buffer sized from dimensions")
 }
 
-/// Encodes with fast deflate: overlays are many and large, and size matters less than time.
+/// Encodes an image with fast deflate: overlays are many and large, and size matters less
+/// than time.
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<(), ExplainError> {
-    let mut bytes = Vec::with_capacity(img.as_raw().len() / 2);
-    PngEncoder::new_with_quality(&mut bytes, CompressionType::Fast, FilterType::Sub)
-        .write_image(
-            img.as_raw(),
-            img.width(),
-            img.height(),
-            image::ExtendedColorType::Rgb8,
-        )
-        .map_err(|e| ExplainError::Encode {
+    let row_len = img.width() as usize * 3;
+    let raw = img.as_raw();
+    save_png_rows(
+        path,
+        img.width() as usize,
+        img.height() as usize,
+        |y, row| row.copy_from_slice(&raw[y * row_len..(y + 1) * row_len]),
+    )
+}
+
+/// Encodes `height` rows of `width` RGB pixels, row `y` drawn by `draw(y, row)`, as a PNG at
+/// `path` (fast deflate, Sub filter), streamed into the file: neither the picture nor its
+/// encoding is ever held whole, which keeps a plate-sized buffer per layer out of the
+/// allocator's churn.
+pub fn save_png_rows(
+    path: &Path,
+    width: usize,
+    height: usize,
+    mut draw: impl FnMut(usize, &mut [u8]),
+) -> Result<(), ExplainError> {
+    let mut encode_error = None;
+    let mut encode = |out: &mut dyn std::io::Write| -> Result<(), png::EncodingError> {
+        let mut enc = png::Encoder::new(out, width as u32, height as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Fast);
+        enc.set_filter(png::Filter::Sub);
+        let mut header = enc.write_header()?;
+        let mut stream = header.stream_writer()?;
+        let mut row = vec![0u8; width * 3];
+        for y in 0..height {
+            draw(y, &mut row);
+            std::io::Write::write_all(&mut stream, &row)?;
+        }
+        stream.finish()
+    };
+    let written = write_private_streamed(path, false, |out| {
+        encode(out).map_err(|e| match e {
+            png::EncodingError::IoError(io) => io,
+            other => {
+                let msg = other.to_string();
+                encode_error = Some(msg.clone());
+                std::io::Error::other(msg)
+            }
+        })
+    });
+    match (written, encode_error) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(reason)) => Err(ExplainError::Encode {
             path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-    write_private_with(path, &bytes, false).map_err(|source| ExplainError::Write {
-        path: path.display().to_string(),
-        source,
-    })
+            reason,
+        }),
+        (Err(source), None) => Err(ExplainError::Write {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
 }
 
 /// One montage panel: an image and the label above it.

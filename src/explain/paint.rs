@@ -3,7 +3,7 @@
 //! and the findings written on it).
 
 use super::overlay::{self, BlendTable, Panel};
-use super::{cam, to_native, ExplainError, ExplainOptions};
+use super::{cam, to_native, ExplainError, ExplainOptions, NativeHeat};
 use crate::decode::preprocess::Letterbox;
 use crate::fsutil::sanitize_component;
 use crate::infer::{Inference, Judgement, ModelContract};
@@ -88,13 +88,17 @@ impl Painter {
         let mut layers = BTreeMap::new();
         for (name, maps) in contract.layers.iter().zip(&inference.layers) {
             let map = cam(maps, cfg.method);
-            let heat = to_native(&map, letterbox, h, w);
-            let img = self.blend.blend(gray, &heat, w, h);
+            // Drawn and encoded row by row: one row of heat and colour is all that is held.
+            let heat = NativeHeat::new(&map, letterbox, h, w);
+            let (mut tmp, mut heat_row) = (Vec::new(), vec![0f32; w]);
             let path = dir.join(format!("{}.png", sanitize_component(name)));
-            overlay::save_png(&img, &path)?;
+            overlay::save_png_rows(&path, w, h, |y, rgb| {
+                heat.row(y, &mut tmp, &mut heat_row);
+                self.blend
+                    .blend_row(&gray[y * w..(y + 1) * w], &heat_row, rgb);
+            })?;
             layers.insert(name.clone(), path.display().to_string());
             let empty = if map.is_empty() { " (EMPTY)" } else { "" };
-            drop(img);
             let small_heat = to_native(&map, letterbox, ph, pw);
             panels.push(Panel {
                 label: format!("{} {}{}", name, cfg.method.label(), empty),
