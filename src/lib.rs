@@ -28,16 +28,25 @@ pub mod report;
 pub mod route;
 pub mod watch;
 
-/// Turns transparent huge pages off for this process and the decode workers it starts (the
-/// flag is inherited). With huge pages every fresh allocator page costs a 2 MiB zeroing fault
-/// and counts 2 MiB towards the resident set: with mimalloc (which asked for huge pages) on
-/// 120 plates that was about a third of plateqc's system time and 80-120 MB of its peak RSS
-/// (issue 15). The system allocator does not ask for them, but a host with THP `always` would
-/// give them anyway.
-pub fn no_transparent_huge_pages() {
+/// Process-wide settings made at the very start of `main`, while the process has one thread
+/// (the environment must not change once others may read it).
+///
+/// * Transparent huge pages off for this process and the decode workers it starts (the flag
+///   is inherited). With huge pages every fresh allocator page costs a 2 MiB zeroing fault and
+///   counts 2 MiB towards the resident set: with mimalloc (which asked for them) on 120 plates
+///   that was about a third of plateqc's system time and 80-120 MB of its peak RSS (issue 15).
+///   The system allocator does not ask for them, but a host with THP `always` gives them anyway.
+/// * ONNX Runtime's telemetry off (`ORT_DISABLE_TELEMETRY`, unless the operator set it): the
+///   Microsoft build otherwise writes a device id under `~/.cache/Microsoft` and tries to send
+///   usage events over HTTPS from a clinic's server. `with_telemetry(false)` on the environment
+///   comes too late for the device id.
+pub fn prepare_process() {
     // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
     // It fails only on kernels older than 3.15, where there is nothing to turn off.
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
     }
 }

@@ -76,7 +76,7 @@ fn parse() -> Result<Args, String> {
 }
 
 fn main() {
-    plateqc::no_transparent_huge_pages();
+    plateqc::prepare_process();
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub fn main() -> ExitCode {
-    crate::no_transparent_huge_pages();
+    crate::prepare_process();
     let cli = Cli::parse();
     if let Command::DecodeWorker {
         memory_bytes,

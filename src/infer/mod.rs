@@ -138,8 +138,10 @@ pub fn init_runtime(
             return Err(format!("{} does not exist", path.display()));
         }
         let builder = ort::init_from(&path).map_err(|e| e.to_string())?;
+        // No usage telemetry from a clinic's server (Microsoft's builds enable it by default).
         builder
             .with_name("plateqc")
+            .with_telemetry(false)
             .build()
             .map_err(|e| e.to_string())
     });

@@ -599,3 +599,44 @@ fn a_plate_without_sop_instance_uid_is_judged_by_sha256_and_says_so() {
     scan_command(None, &plain, &db, &out_dir).output().unwrap();
     assert_eq!(row("plain.dcm").split('|').nth(3), Some(""));
 }
+
+/// A clinic's server must not be profiled from a plate scan: ONNX Runtime's Microsoft build
+/// writes a device id under the home folder and tries to send usage telemetry unless told not
+/// to, so `scan` with a fresh, writable HOME must leave that folder empty.
+#[test]
+fn a_scan_writes_nothing_into_the_home_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let inbox = tmp.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let plate = std::fs::read_dir(root().join("demo/inbox"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .expect("a demo plate");
+    std::fs::copy(&plate, inbox.join("plate.dcm")).unwrap();
+    let out = scan_command(
+        None,
+        &inbox,
+        &tmp.path().join("qc.sqlite"),
+        &tmp.path().join("out"),
+    )
+    .env("HOME", &home)
+    .env_remove("XDG_CACHE_HOME")
+    .env_remove("ORT_DISABLE_TELEMETRY")
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(&home)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "written into HOME: {left:?}");
+}
