@@ -326,6 +326,9 @@ struct ProcessRun {
     seconds: f64,
     /// Peak of the summed resident memory of the process tree, sampled every 10 ms.
     peak_tree_rss_mb: f64,
+    /// Peak of the summed proportional set size: pages shared between the processes (the
+    /// decode workers run plateqc's own binary) counted once, as the machine pays for them.
+    peak_tree_pss_mb: f64,
 }
 
 /// Runs `cmd` to its end, sampling its process tree's memory.
@@ -335,9 +338,10 @@ fn measure_process(cmd: &mut std::process::Command) -> std::io::Result<ProcessRu
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    let mut peak = 0u64;
+    let (mut rss, mut pss) = (0u64, 0u64);
     loop {
-        peak = peak.max(tree_rss_kb(child.id()));
+        let (r, p) = tree_memory_kb(child.id());
+        (rss, pss) = (rss.max(r), pss.max(p));
         if child.try_wait()?.is_some() {
             break;
         }
@@ -345,20 +349,21 @@ fn measure_process(cmd: &mut std::process::Command) -> std::io::Result<ProcessRu
     }
     Ok(ProcessRun {
         seconds: t.elapsed().as_secs_f64(),
-        peak_tree_rss_mb: peak as f64 / 1024.0,
+        peak_tree_rss_mb: rss as f64 / 1024.0,
+        peak_tree_pss_mb: pss as f64 / 1024.0,
     })
 }
 
-/// Resident memory (kB) of `pid` and all its descendants, from /proc.
-fn tree_rss_kb(pid: u32) -> u64 {
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+/// Resident and proportional memory (kB) of `pid` and all its descendants, from /proc.
+fn tree_memory_kb(pid: u32) -> (u64, u64) {
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let (mut rss, mut pss) = (field(&rollup, "Rss:"), field(&rollup, "Pss:"));
     let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
@@ -370,7 +375,12 @@ fn tree_rss_kb(pid: u32) -> u64 {
                 .collect::<Vec<u32>>()
         })
         .collect();
-    rss + children.into_iter().map(tree_rss_kb).sum::<u64>()
+    for c in children {
+        let (r, p) = tree_memory_kb(c);
+        rss += r;
+        pss += p;
+    }
+    (rss, pss)
 }
 
 /// `plateqc scan` against the plain Python pipeline (`scripts/bench_peer.py`) on the same
@@ -414,25 +424,29 @@ fn whole_processes(
     }
     let secs = |v: &[ProcessRun]| median(v.iter().map(|r| r.seconds).collect());
     let rss = |v: &[ProcessRun]| v.iter().map(|r| r.peak_tree_rss_mb).fold(0.0, f64::max);
+    let pss = |v: &[ProcessRun]| v.iter().map(|r| r.peak_tree_pss_mb).fold(0.0, f64::max);
     let (a, b) = (secs(&ours), secs(&theirs));
     println!(
         "whole process, {n} plates of {} (median of {rounds}):",
         dir.display()
     );
     println!(
-        "  plateqc scan             : {a:6.2} s = {:5.1} plates/s, peak RSS {:6.1} MB (with its decode workers)",
+        "  plateqc scan             : {a:6.2} s = {:5.1} plates/s, peak RSS {:6.1} MB, PSS {:6.1} MB (with its decode workers)",
         n as f64 / a,
-        rss(&ours)
+        rss(&ours),
+        pss(&ours)
     );
     println!(
-        "  python peer              : {b:6.2} s = {:5.1} plates/s, peak RSS {:6.1} MB",
+        "  python peer              : {b:6.2} s = {:5.1} plates/s, peak RSS {:6.1} MB, PSS {:6.1} MB",
         n as f64 / b,
-        rss(&theirs)
+        rss(&theirs),
+        pss(&theirs)
     );
     println!(
-        "  plateqc / python peer    : {:.2} x faster, {:.2} x the memory",
+        "  plateqc / python peer    : {:.2} x faster, {:.2} x the memory (RSS), {:.2} x (PSS)",
         b / a,
-        rss(&ours) / rss(&theirs)
+        rss(&ours) / rss(&theirs),
+        pss(&ours) / pss(&theirs)
     );
     Ok(())
 }

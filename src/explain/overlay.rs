@@ -134,18 +134,19 @@ pub fn montage(
     let scale = 2;
     let line = 7 * scale + 6;
     let pad = 8u32;
-    let thumbs: Vec<(String, RgbImage)> = panels
+    // Panels are normally made at panel size already; only a larger one is shrunk (a copy).
+    let thumbs: Vec<(&str, std::borrow::Cow<'_, RgbImage>)> = panels
         .iter()
         .map(|p| {
             let h = panel_height.min(p.image.height()).max(1);
             let w = ((p.image.width() as u64 * h as u64) / p.image.height().max(1) as u64).max(1)
                 as u32;
             let img = if h == p.image.height() {
-                p.image.clone()
+                std::borrow::Cow::Borrowed(&p.image)
             } else {
-                shrink(&p.image, w, h)
+                std::borrow::Cow::Owned(shrink(&p.image, w, h))
             };
-            (p.label.clone(), img)
+            (p.label.as_str(), img)
         })
         .collect();
     let th = thumbs.iter().map(|t| t.1.height()).max().unwrap_or(1);
@@ -183,7 +184,7 @@ pub fn montage(
     let y_img = y_label + line;
     for (label, img) in &thumbs {
         draw_text(&mut out, x, y_label, label, scale, FG);
-        image::imageops::overlay(&mut out, img, x as i64, y_img as i64);
+        paste(&mut out, img, x, y_img);
         x += img.width().max(text_width(label, scale)) + pad;
     }
     // Colour bar: hot at the top, as the labels say.
@@ -209,30 +210,20 @@ pub fn montage(
     out
 }
 
-/// Area-average downscale of interleaved 8-bit samples (`channels` per pixel): each output
-/// pixel is the mean of the source box it covers. Several times faster than a filtered resize
-/// and as good when only shrinking.
-pub fn shrink_raw(
-    raw: &[u8],
-    w: usize,
-    h: usize,
-    ow: usize,
-    oh: usize,
-    channels: usize,
-) -> Vec<u8> {
+/// Area-average downscale of interleaved 8-bit samples (`C` per pixel): each output pixel is
+/// the mean of the source box it covers. Several times faster than a filtered resize and as
+/// good when only shrinking; `C` is a constant so the per-pixel loop has a fixed width.
+pub fn shrink_raw<const C: usize>(raw: &[u8], w: usize, h: usize, ow: usize, oh: usize) -> Vec<u8> {
     let x_of: Vec<(usize, usize)> = (0..ow)
         .map(|x| (x * w / ow, ((x + 1) * w / ow).max(x * w / ow + 1).min(w)))
         .collect();
-    let mut out = Vec::with_capacity(ow * oh * channels);
-    let mut acc = vec![0u32; channels];
+    let mut out = Vec::with_capacity(ow * oh * C);
     for y in 0..oh {
         let (y0, y1) = (y * h / oh, ((y + 1) * h / oh).max(y * h / oh + 1).min(h));
         for &(x0, x1) in &x_of {
-            acc.iter_mut().for_each(|a| *a = 0);
+            let mut acc = [0u32; C];
             for yy in y0..y1 {
-                for px in
-                    raw[(yy * w + x0) * channels..(yy * w + x1) * channels].chunks_exact(channels)
-                {
+                for px in raw[(yy * w + x0) * C..(yy * w + x1) * C].chunks_exact(C) {
                     for (a, &v) in acc.iter_mut().zip(px) {
                         *a += v as u32;
                     }
@@ -245,14 +236,25 @@ pub fn shrink_raw(
     out
 }
 
+/// Copies `src` into `dst` with its top left corner at (`x`, `y`), clipped to `dst`.
+fn paste(dst: &mut RgbImage, src: &RgbImage, x: u32, y: u32) {
+    let (dw, sw) = (dst.width() as usize, src.width() as usize);
+    let w = sw.min(dw.saturating_sub(x as usize)) * 3;
+    let rows = src.height().min(dst.height().saturating_sub(y)) as usize;
+    let (d, s): (&mut [u8], &[u8]) = (dst, src.as_raw());
+    for r in 0..rows {
+        let at = ((y as usize + r) * dw + x as usize) * 3;
+        d[at..at + w].copy_from_slice(&s[r * sw * 3..r * sw * 3 + w]);
+    }
+}
+
 fn shrink(src: &RgbImage, ow: u32, oh: u32) -> RgbImage {
-    let raw = shrink_raw(
+    let raw = shrink_raw::<3>(
         src.as_raw(),
         src.width() as usize,
         src.height() as usize,
         ow as usize,
         oh as usize,
-        3,
     );
     RgbImage::from_raw(ow, oh, raw).expect("sized")
 }
@@ -280,6 +282,17 @@ mod tests {
         let s = shrink(&img, 2, 1);
         assert_eq!(s.get_pixel(0, 0).0, [100, 0, 0]);
         assert_eq!(s.get_pixel(1, 0).0, [0, 0, 0]);
+    }
+
+    #[test]
+    fn paste_places_rows_and_clips_at_the_edges() {
+        let mut dst = RgbImage::from_pixel(5, 4, image::Rgb([1, 1, 1]));
+        let src = RgbImage::from_fn(3, 3, |x, y| image::Rgb([10 * x as u8, 10 * y as u8, 7]));
+        paste(&mut dst, &src, 3, 2);
+        assert_eq!(dst.get_pixel(3, 2).0, [0, 0, 7]);
+        assert_eq!(dst.get_pixel(4, 3).0, [10, 10, 7]);
+        assert_eq!(dst.get_pixel(2, 2).0, [1, 1, 1]);
+        assert_eq!(dst.get_pixel(3, 1).0, [1, 1, 1]);
     }
 
     #[test]

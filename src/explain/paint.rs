@@ -80,7 +80,7 @@ impl Painter {
         // Montage panels are made at panel size from the start (heat maps sampled straight to
         // that size) rather than by shrinking native-size overlays.
         let (pw, ph) = overlay::panel_size(w, h, cfg.montage_height);
-        let small_gray = overlay::shrink_raw(gray, w, h, pw, ph, 1);
+        let small_gray = overlay::shrink_raw::<1>(gray, w, h, pw, ph);
         let mut panels = vec![Panel {
             label: "ORIGINAL".into(),
             image: overlay::gray_rgb(&small_gray, pw, ph),
