@@ -36,6 +36,10 @@ pub mod watch;
 ///   counts 2 MiB towards the resident set: with mimalloc (which asked for them) on 120 plates
 ///   that was about a third of plateqc's system time and 80-120 MB of its peak RSS (issue 15).
 ///   The system allocator does not ask for them, but a host with THP `always` gives them anyway.
+/// * One glibc malloc arena instead of up to eight per core (unless `MALLOC_ARENA_MAX` is set):
+///   every tokio, blocking and ONNX Runtime thread otherwise gets its own arena, each keeping
+///   freed plate buffers. On 120 plates, 2 cores: parent peak RSS 165-185 MB -> 120 MB, same
+///   time (2.05-2.25 s either way); plateqc allocates few, large buffers, so one lock is cheap.
 /// * ONNX Runtime's telemetry off (`ORT_DISABLE_TELEMETRY`, unless the operator set it): the
 ///   Microsoft build otherwise writes a device id under `~/.cache/Microsoft` and tries to send
 ///   usage events over HTTPS from a clinic's server. `with_telemetry(false)` on the environment
@@ -45,6 +49,13 @@ pub fn prepare_process() {
     // It fails only on kernels older than 3.15, where there is nothing to turn off.
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before any other thread.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
     if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
         std::env::set_var("ORT_DISABLE_TELEMETRY", "1");

@@ -73,7 +73,9 @@ pub struct InferOptions {
     pub intra_threads: usize,
     pub inter_threads: usize,
     pub spinning: bool,
-    /// Plates per inference call.
+    /// Plates per inference call at most (what is waiting is taken, nothing is waited for).
+    /// Default 1: on 2 cores batches of 1, 2, 4 and 8 ran 120 plates in the same time
+    /// (1.9-2.2 s) while the parent's peak RSS grew 83, 94, 118, 160 MB (issue 15).
     pub batch_size: usize,
     /// Which class Grad-CAM explains: `unusable` (why the model would reject) or `predicted`.
     pub explain_target: ExplainTarget,
@@ -92,7 +94,7 @@ impl Default for InferOptions {
             intra_threads: 2,
             inter_threads: 1,
             spinning: false,
-            batch_size: 4,
+            batch_size: 1,
             explain_target: ExplainTarget::Unusable,
         }
     }
