@@ -76,7 +76,7 @@ fn parse() -> Result<Args, String> {
 }
 
 fn main() {
-    plateqc::prepare_process();
+    plateqc::cli::prepare_process();
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
