@@ -288,6 +288,16 @@ async fn groups(
     Ok(rows.into_iter().map(to_group).collect())
 }
 
+/// Counts plates matching `condition` under the report's filter `clause` (which names the
+/// columns of the grouped views: day, site, station, operator, device, plate).
+fn plates_where(condition: &str, clause: &str) -> String {
+    format!(
+        "SELECT count(*) FROM (SELECT substr(processed_at, 1, 10) AS day, site, station_name,
+                operator, device_serial, plate_identifier
+           FROM plates WHERE {condition}) e {clause}"
+    )
+}
+
 /// Builds the summary for the images the filter selects.
 pub async fn build(pool: &Pool, filter: &Filter, wear: WearRule) -> Result<Report, ReportError> {
     filter.validate()?;
@@ -311,21 +321,13 @@ pub async fn build(pool: &Pool, filter: &Filter, wear: WearRule) -> Result<Repor
     let errors: Vec<(i64,)> = fetch_all_text!(
         pool,
         (i64,),
-        &format!(
-            "SELECT count(*) FROM (SELECT substr(processed_at, 1, 10) AS day, site, station_name,
-                    operator, device_serial, plate_identifier
-               FROM plates WHERE verdict = 'error') e {clause}"
-        ),
+        &plates_where("verdict = 'error'", &clause),
         &binds
     );
     let without_overlays: Vec<(i64,)> = fetch_all_text!(
         pool,
         (i64,),
-        &format!(
-            "SELECT count(*) FROM (SELECT substr(processed_at, 1, 10) AS day, site, station_name,
-                    operator, device_serial, plate_identifier
-               FROM plates WHERE verdict <> 'error' AND overlay_error IS NOT NULL) e {clause}"
-        ),
+        &plates_where("verdict <> 'error' AND overlay_error IS NOT NULL", &clause),
         &binds
     );
     let reasons: Vec<(String, String, i64)> = fetch_all_text!(
