@@ -207,44 +207,62 @@ pub fn cam(maps: &LayerMaps, method: CamMethod) -> Cam {
 /// (4 bytes a pixel, three layers a plate) is ever allocated. Row values are bit-identical to
 /// resampling the whole map with [`bilinear`] (the vertical blend is done once per source row
 /// instead of once per pixel, with the same operations in the same order).
-pub struct NativeHeat {
-    /// The letterboxed part of the map at model-input size, `crop_h x crop_w`.
-    crop: Vec<f32>,
-    crop_w: usize,
-    crop_h: usize,
+pub struct NativeHeat<'a> {
+    map: &'a PlateMap,
     native_h: usize,
     cols: Vec<(usize, usize, f32)>,
     /// `(min, span)`, or `None` for an empty or flat map (drawn as all cold).
     range: Option<(f32, f32)>,
 }
 
-impl NativeHeat {
-    pub fn new(cam: &Cam, lb: &Letterbox, native_h: usize, native_w: usize) -> NativeHeat {
+/// The first half of that mapping: a layer map resampled to the model input and cropped to
+/// where the plate sits in it. Made once per layer and shared by every size the map is drawn
+/// at (the native overlay and the montage panel).
+pub struct PlateMap {
+    /// `height x width` values; empty for an empty map.
+    values: Vec<f32>,
+    width: usize,
+    height: usize,
+}
+
+impl PlateMap {
+    pub fn new(cam: &Cam, lb: &Letterbox) -> PlateMap {
+        let mut values = Vec::new();
+        if !cam.is_empty() {
+            let canvas = bilinear(&cam.values, cam.height, cam.width, lb.size, lb.size);
+            values.reserve(lb.height * lb.width);
+            for y in lb.top..lb.top + lb.height {
+                values.extend_from_slice(
+                    &canvas[y * lb.size + lb.left..y * lb.size + lb.left + lb.width],
+                );
+            }
+        }
+        PlateMap {
+            values,
+            width: lb.width,
+            height: lb.height,
+        }
+    }
+}
+
+impl<'a> NativeHeat<'a> {
+    pub fn new(map: &'a PlateMap, native_h: usize, native_w: usize) -> NativeHeat<'a> {
         let cols = (0..native_w)
             .map(|x| {
                 axis(
-                    (x as f64 + 0.5) * lb.width as f64 / native_w as f64 - 0.5,
-                    lb.width,
+                    (x as f64 + 0.5) * map.width as f64 / native_w as f64 - 0.5,
+                    map.width,
                 )
             })
             .collect();
         let mut heat = NativeHeat {
-            crop: Vec::new(),
-            crop_w: lb.width,
-            crop_h: lb.height,
+            map,
             native_h,
             cols,
             range: None,
         };
-        if cam.is_empty() || native_h == 0 || native_w == 0 {
+        if map.values.is_empty() || native_h == 0 || native_w == 0 {
             return heat;
-        }
-        let canvas = bilinear(&cam.values, cam.height, cam.width, lb.size, lb.size);
-        heat.crop = Vec::with_capacity(lb.height * lb.width);
-        for y in lb.top..lb.top + lb.height {
-            heat.crop.extend_from_slice(
-                &canvas[y * lb.size + lb.left..y * lb.size + lb.left + lb.width],
-            );
         }
         // The normalisation needs the resampled map's extremes. Each output value is a linear
         // blend of two neighbours whose weight grows along a run of outputs between the same
@@ -253,7 +271,7 @@ impl NativeHeat {
         let rows: Vec<(usize, usize, f32)> = (0..native_h).map(|y| heat.row_axis(y)).collect();
         let (row_ends, col_ends) = (run_ends(&rows), run_ends(&heat.cols));
         let (mut min, mut max) = (f32::MAX, f32::MIN);
-        let mut tmp = vec![0f32; lb.width];
+        let mut tmp = vec![0f32; map.width];
         for &y in &row_ends {
             heat.vertical(rows[y], &mut tmp);
             for &x in &col_ends {
@@ -270,31 +288,20 @@ impl NativeHeat {
         heat
     }
 
-    pub fn width(&self) -> usize {
-        self.cols.len()
-    }
-
     fn row_axis(&self, y: usize) -> (usize, usize, f32) {
         axis(
-            (y as f64 + 0.5) * self.crop_h as f64 / self.native_h as f64 - 0.5,
-            self.crop_h,
+            (y as f64 + 0.5) * self.map.height as f64 / self.native_h as f64 - 0.5,
+            self.map.height,
         )
     }
 
     /// The vertical blend for one output row, over the crop's width.
     fn vertical(&self, (y0, y1, fy): (usize, usize, f32), tmp: &mut [f32]) {
-        let r0 = &self.crop[y0 * self.crop_w..(y0 + 1) * self.crop_w];
-        let r1 = &self.crop[y1 * self.crop_w..(y1 + 1) * self.crop_w];
+        let w = self.map.width;
+        let r0 = &self.map.values[y0 * w..(y0 + 1) * w];
+        let r1 = &self.map.values[y1 * w..(y1 + 1) * w];
         for ((t, &a), &b) in tmp.iter_mut().zip(r0).zip(r1) {
             *t = a * (1.0 - fy) + b * fy;
-        }
-    }
-
-    /// Row `y` before normalisation; `tmp` holds `crop_w` values.
-    fn raw_row(&self, y: usize, tmp: &mut [f32], out: &mut [f32]) {
-        self.vertical(self.row_axis(y), tmp);
-        for (o, &(x0, x1, fx)) in out.iter_mut().zip(&self.cols) {
-            *o = tmp[x0] * (1.0 - fx) + tmp[x1] * fx;
         }
     }
 
@@ -305,11 +312,22 @@ impl NativeHeat {
             out.fill(0.0);
             return;
         };
-        tmp.resize(self.crop_w, 0.0);
-        self.raw_row(y, tmp, out);
-        for v in out.iter_mut() {
-            *v = (*v - min) / span;
+        tmp.resize(self.map.width, 0.0);
+        self.vertical(self.row_axis(y), tmp);
+        for (o, &(x0, x1, fx)) in out.iter_mut().zip(&self.cols) {
+            *o = (tmp[x0] * (1.0 - fx) + tmp[x1] * fx - min) / span;
         }
+    }
+
+    /// The whole map, row after row (for small panels and tests).
+    pub fn collect(&self) -> Vec<f32> {
+        let w = self.cols.len();
+        let mut out = vec![0f32; self.native_h * w];
+        let mut tmp = Vec::new();
+        for (y, row) in out.chunks_exact_mut(w.max(1)).enumerate() {
+            self.row(y, &mut tmp, row);
+        }
+        out
     }
 }
 
@@ -326,15 +344,9 @@ fn run_ends(axis: &[(usize, usize, f32)]) -> Vec<usize> {
         .collect()
 }
 
-/// The whole map as [`NativeHeat`] rows: for tests and small panels.
+/// The whole map at native size in one go (see [`NativeHeat`]).
 pub fn to_native(cam: &Cam, lb: &Letterbox, native_h: usize, native_w: usize) -> Vec<f32> {
-    let heat = NativeHeat::new(cam, lb, native_h, native_w);
-    let mut out = vec![0f32; native_h * native_w];
-    let mut tmp = Vec::new();
-    for (y, row) in out.chunks_exact_mut(native_w.max(1)).enumerate() {
-        heat.row(y, &mut tmp, row);
-    }
-    out
+    NativeHeat::new(&PlateMap::new(cam, lb), native_h, native_w).collect()
 }
 
 /// Bilinear resize with half-pixel centres and edge clamping (PyTorch's align_corners=False).

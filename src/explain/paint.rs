@@ -3,7 +3,7 @@
 //! and the findings written on it).
 
 use super::overlay::{self, BlendTable, Panel};
-use super::{cam, to_native, ExplainError, ExplainOptions, NativeHeat};
+use super::{cam, ExplainError, ExplainOptions, NativeHeat, PlateMap};
 use crate::decode::preprocess::Letterbox;
 use crate::fsutil::sanitize_component;
 use crate::infer::{Inference, Judgement, ModelContract};
@@ -89,7 +89,8 @@ impl Painter {
         for (name, maps) in contract.layers.iter().zip(&inference.layers) {
             let map = cam(maps, cfg.method);
             // Drawn and encoded row by row: one row of heat and colour is all that is held.
-            let heat = NativeHeat::new(&map, letterbox, h, w);
+            let plate_map = PlateMap::new(&map, letterbox);
+            let heat = NativeHeat::new(&plate_map, h, w);
             let (mut tmp, mut heat_row) = (Vec::new(), vec![0f32; w]);
             let path = dir.join(format!("{}.png", sanitize_component(name)));
             overlay::save_png_rows(&path, w, h, |y, rgb| {
@@ -99,7 +100,7 @@ impl Painter {
             })?;
             layers.insert(name.clone(), path.display().to_string());
             let empty = if map.is_empty() { " (EMPTY)" } else { "" };
-            let small_heat = to_native(&map, letterbox, ph, pw);
+            let small_heat = NativeHeat::new(&plate_map, ph, pw).collect();
             panels.push(Panel {
                 label: format!("{} {}{}", name, cfg.method.label(), empty),
                 image: self.blend.blend(&small_gray, &small_heat, pw, ph),
