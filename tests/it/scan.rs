@@ -1,7 +1,7 @@
 //! The whole scan pipeline with the real ONNX Runtime, the bundled model and a real SQLite
 //! file, on real DICOM files mixed with broken ones.
 
-use crate::support::cli::{plateqc_command, scan_command};
+use crate::support::cli::{plateqc_command, scan_command, succeeds};
 use crate::support::daemon::sql;
 use crate::support::*;
 use plateqc::config::Config;
@@ -526,17 +526,12 @@ ds.save_as(sys.argv[2], enforce_file_format=False)
 again = pydicom.dcmread(sys.argv[2])
 assert "SOPInstanceUID" not in again and again.pixel_array.size > 0
 "#;
-    let out = std::process::Command::new(python())
-        .args(["-c", script])
-        .arg(fixture)
-        .arg(to)
-        .arg(if keep_meta { "1" } else { "0" })
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        std::process::Command::new(python())
+            .args(["-c", script])
+            .arg(fixture)
+            .arg(to)
+            .arg(if keep_meta { "1" } else { "0" }),
     );
 }
 
@@ -617,21 +612,16 @@ fn a_scan_writes_nothing_into_the_home_folder() {
         .find(|p| p.extension().is_some_and(|e| e == "dcm"))
         .expect("a demo plate");
     std::fs::copy(&plate, inbox.join("plate.dcm")).unwrap();
-    let out = scan_command(
-        None,
-        &inbox,
-        &tmp.path().join("qc.sqlite"),
-        &tmp.path().join("out"),
-    )
-    .env("HOME", &home)
-    .env_remove("XDG_CACHE_HOME")
-    .env_remove("ORT_DISABLE_TELEMETRY")
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        scan_command(
+            None,
+            &inbox,
+            &tmp.path().join("qc.sqlite"),
+            &tmp.path().join("out"),
+        )
+        .env("HOME", &home)
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("ORT_DISABLE_TELEMETRY"),
     );
     let left: Vec<_> = std::fs::read_dir(&home)
         .unwrap()

@@ -43,3 +43,14 @@ pub fn ok(args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Runs `cmd`, which must succeed (its standard error is shown otherwise); returns its output.
+pub fn succeeds(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("start the command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
