@@ -201,8 +201,16 @@ pub fn sanitize_component(raw: &str) -> String {
 /// Rename when source and target share a file system; otherwise copy to a hidden temporary
 /// name, fsync, rename into place, fsync the folder, and only then remove the source.
 pub fn move_file(src: &Path, target: &Path) -> io::Result<()> {
+    move_file_unsynced(src, target)?;
+    sync_dir(target.parent())
+}
+
+/// [`move_file`] without the last sync of the target folder, for a caller that moves several
+/// files and syncs each folder once ([`sync_dir`]) before it relies on the moves. (Across file
+/// systems the folder is synced here anyway: the source is removed only after that.)
+pub fn move_file_unsynced(src: &Path, target: &Path) -> io::Result<()> {
     match rename_noreplace(src, target) {
-        Ok(()) => sync_dir(target.parent()),
+        Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let tmp = temp_sibling(target);
             let copied = (|| {

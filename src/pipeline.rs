@@ -417,12 +417,20 @@ pub async fn run(
 /// What the last stage does with a judged plate: `None` when it put the plate back for a later
 /// try instead of recording it (the daemon, on a transient read failure).
 pub trait Finisher: Send + Sync {
+    /// Finishes the plates that were ready together, in order, as one unit: either all are
+    /// recorded (`None` for a plate put back to be tried again) or, on an error, none is.
+    /// A lone plate is a group of one; under a burst the group grows by itself, so a
+    /// commit and its fsync are shared by several plates without any plate waiting for others.
     fn finish<'a>(
         &'a self,
         engine: &'a Engine,
-        record: PlateRecord,
-    ) -> BoxFuture<'a, Result<Option<Outcome>, PipelineError>>;
+        records: Vec<PlateRecord>,
+    ) -> BoxFuture<'a, Result<Vec<Option<Outcome>>, PipelineError>>;
 }
+
+/// The most plates finished together: bounds a group's transaction and the plates a failed
+/// commit sends back to be judged again.
+const MAX_GROUP: usize = 32;
 
 /// `scan`: record the plate, touch nothing else. A scan is one pass over what is there: a
 /// file still unreadable after the in-stage retries is recorded as an `io` error.
@@ -432,11 +440,15 @@ impl Finisher for RecordOnly {
     fn finish<'a>(
         &'a self,
         engine: &'a Engine,
-        record: PlateRecord,
-    ) -> BoxFuture<'a, Result<Option<Outcome>, PipelineError>> {
+        records: Vec<PlateRecord>,
+    ) -> BoxFuture<'a, Result<Vec<Option<Outcome>>, PipelineError>> {
         Box::pin(async move {
-            let row_id = engine.recorder.insert(&record).await?;
-            Ok(Some(Outcome { row_id, record }))
+            let rows = engine.recorder.insert_many(&records).await?;
+            Ok(rows
+                .into_iter()
+                .zip(records)
+                .map(|(row_id, record)| Some(Outcome { row_id, record }))
+                .collect())
         })
     }
 }
@@ -554,30 +566,41 @@ pub async fn run_stream(
         }
     });
 
-    // Record: one transaction per plate, in order.
+    // Record, in order: whatever is ready together is finished as one group.
     let mut outcomes = Vec::new();
     let mut record_error = None;
-    while let Some(mut r) = to_record_rx.recv().await {
-        if r.run_id.is_empty() {
-            r.run_id = engine.run_id.clone();
+    while let Some(first) = to_record_rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match to_record_rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
         }
-        let path = r.source_path.clone();
-        match finisher.finish(&engine, r).await {
-            Ok(None) => {}
-            Ok(Some(outcome)) => {
-                engine.metrics.observe(&outcome.record);
+        for r in &mut group {
+            if r.run_id.is_empty() {
+                r.run_id = engine.run_id.clone();
+            }
+        }
+        let first_path = group[0].source_path.clone();
+        let n = group.len();
+        match finisher.finish(&engine, group).await {
+            Ok(done) => {
+                for outcome in done.into_iter().flatten() {
+                    engine.metrics.observe(&outcome.record);
+                    log_outcome(&outcome);
+                    progress.done(&outcome);
+                    if keep {
+                        outcomes.push(outcome);
+                    }
+                }
                 engine.metrics.plates_in_memory.store(
                     engine.residency.now() as u64,
                     std::sync::atomic::Ordering::Relaxed,
                 );
-                log_outcome(&outcome);
-                progress.done(&outcome);
-                if keep {
-                    outcomes.push(outcome);
-                }
             }
             Err(e) => {
-                tracing::error!(path = %path, error = %e, "could not record plate; stopping");
+                tracing::error!(path = %first_path, plates = n, error = %e, "could not record plates; stopping");
                 record_error = Some(e);
                 break;
             }

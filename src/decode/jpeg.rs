@@ -33,6 +33,74 @@ impl Handle {
     }
 }
 
+/// Encodes packed 8-bit RGB as baseline JPEG with 4:2:2 chroma subsampling (DICOM's
+/// YBR_FULL_422, transfer syntax 1.2.840.10008.1.2.4.50) at `quality` (1-100). Used for the
+/// montage Secondary Captures: a heat-map montage needs no lossless copy, and uncompressed it
+/// was about nine times the size of the plate it explains.
+pub fn encode_rgb(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    quality: i32,
+) -> Result<Vec<u8>, String> {
+    let (w, h) = (
+        i32::try_from(width).map_err(|_| "image too wide")?,
+        i32::try_from(height).map_err(|_| "image too tall")?,
+    );
+    if w == 0 || h == 0 || rgb.len() != width * height * 3 {
+        return Err(format!(
+            "{} bytes are not a {width} x {height} RGB image",
+            rgb.len()
+        ));
+    }
+    // SAFETY: plain constructor; a null return is checked.
+    let raw = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_COMPRESS as i32) };
+    if raw.is_null() {
+        return Err("cannot initialise the JPEG encoder".into());
+    }
+    let handle = Handle(raw);
+    // SAFETY: valid handle; both parameters exist in libjpeg-turbo 3.
+    unsafe {
+        tj::tj3Set(
+            handle.0,
+            tj::TJPARAM_TJPARAM_QUALITY as i32,
+            quality.clamp(1, 100),
+        );
+        tj::tj3Set(
+            handle.0,
+            tj::TJPARAM_TJPARAM_SUBSAMP as i32,
+            tj::TJSAMP_TJSAMP_422,
+        );
+    }
+    let mut out: *mut u8 = std::ptr::null_mut();
+    let mut size: tj::size_t = 0;
+    // SAFETY: `rgb` holds width * height * 3 bytes (checked above) with pitch width * 3; the
+    // library allocates `out`, which is freed below with tj3Free whatever the result.
+    let rc = unsafe {
+        tj::tj3Compress8(
+            handle.0,
+            rgb.as_ptr(),
+            w,
+            w * 3,
+            h,
+            tj::TJPF_TJPF_RGB,
+            &mut out,
+            &mut size,
+        )
+    };
+    let result = if rc == 0 && !out.is_null() {
+        // SAFETY: on success `out` points to `size` bytes written by the library.
+        Ok(unsafe { std::slice::from_raw_parts(out, size as usize) }.to_vec())
+    } else {
+        Err(handle.error())
+    };
+    if !out.is_null() {
+        // SAFETY: allocated by tj3Compress8, freed once.
+        unsafe { tj::tj3Free(out.cast()) };
+    }
+    result
+}
+
 /// Progressive scans read at most; real grayscale plates have one to a dozen, a crafted stream
 /// thousands (each a pass over the image).
 const MAX_SCANS: i32 = 100;

@@ -5,7 +5,7 @@
 
 pub mod codec;
 pub mod display;
-mod jpeg;
+pub mod jpeg;
 pub mod load;
 pub mod preprocess;
 pub mod prescan;

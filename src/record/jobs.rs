@@ -48,6 +48,14 @@ pub enum JobStart {
     AlreadyHere,
 }
 
+/// A judged plate whose job [`Recorder::finish_jobs`] closes, with where its file is about to
+/// be moved (`None`: not planned, e.g. kept in place or the folder could not be made).
+pub struct Finish<'a> {
+    pub job_id: i64,
+    pub record: &'a PlateRecord,
+    pub routing_to: Option<&'a Path>,
+}
+
 /// An unfinished job as read: id, state, attempts, plate row, the run that took it last, and
 /// how often it was taken alone.
 type OpenJob = (i64, String, i64, Option<i64>, Option<String>, i64);
@@ -233,38 +241,66 @@ impl Recorder {
         job_id: i64,
         r: &PlateRecord,
     ) -> Result<(i64, bool), RecordError> {
+        let done = self
+            .finish_jobs(&[Finish {
+                job_id,
+                record: r,
+                routing_to: None,
+            }])
+            .await?;
+        Ok(done[0])
+    }
+
+    /// Records several judged plates, closes their jobs and writes down where each file is
+    /// about to be moved, all in one transaction (one commit, one fsync of the journal, however
+    /// many plates were ready together). Returns each plate's row and whether its SOP Instance
+    /// UID was already known with other content, in the order given.
+    pub async fn finish_jobs(&self, items: &[Finish<'_>]) -> Result<Vec<(i64, bool)>, RecordError> {
         let site = self.site.as_str();
+        let now = now();
         on_pool!(&self.pool, pool => {
             let mut tx = pool.begin().await?;
-            let conflict = match &r.sop_instance_uid {
-                Some(uid) => {
-                    let (n,): (i64,) = sqlx::query_as(
-                        "SELECT count(*) FROM plates WHERE sop_instance_uid = $1 AND sha256 <> $2",
-                    )
-                    .bind(uid)
-                    .bind(&r.sha256)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    n > 0
-                }
-                None => false,
-            };
-            let row = insert_plate!(tx, r, site);
-            let state = if r.verdict == Verdict::Error {
-                JobState::Quarantined
-            } else {
-                JobState::Done
-            };
-            sqlx::query("UPDATE jobs SET state = $1, plate_row = $2, uid_conflict = $3, updated_at = $4 WHERE id = $5")
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let r = item.record;
+                let conflict = match &r.sop_instance_uid {
+                    Some(uid) => {
+                        let (n,): (i64,) = sqlx::query_as(
+                            "SELECT count(*) FROM plates WHERE sop_instance_uid = $1 AND sha256 <> $2",
+                        )
+                        .bind(uid)
+                        .bind(&r.sha256)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        n > 0
+                    }
+                    None => false,
+                };
+                let row = insert_plate!(tx, r, site);
+                let state = if r.verdict == Verdict::Error {
+                    JobState::Quarantined
+                } else {
+                    JobState::Done
+                };
+                // Targets are planned from sanitized names under the configured root: UTF-8.
+                let routing_to = item.routing_to.map(|t| t.to_string_lossy().into_owned());
+                sqlx::query(
+                    "UPDATE jobs SET state = $1, plate_row = $2, uid_conflict = $3, updated_at = $4,
+                         routing_to = COALESCE($6, routing_to)
+                     WHERE id = $5",
+                )
                 .bind(state.as_str())
                 .bind(row)
                 .bind(conflict as i64)
-                .bind(now())
-                .bind(job_id)
+                .bind(&now)
+                .bind(item.job_id)
+                .bind(routing_to)
                 .execute(&mut *tx)
                 .await?;
+                out.push((row, conflict));
+            }
             tx.commit().await?;
-            Ok((row, conflict))
+            Ok(out)
         })
     }
 
@@ -328,15 +364,27 @@ impl Recorder {
 
     /// The file has left the inbox (or, kept in place, is settled where it is).
     pub async fn mark_routed(&self, job_id: i64, routed: &Path) -> Result<(), RecordError> {
-        // Kept in place, the routed path is the source path, compared as stored (lossy form).
-        let routed = routed.to_string_lossy();
+        self.mark_routed_many(&[(job_id, routed)]).await
+    }
+
+    /// Several files have left the inbox: one transaction for all of them.
+    pub async fn mark_routed_many(&self, moved: &[(i64, &Path)]) -> Result<(), RecordError> {
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let now = now();
         on_pool!(&self.pool, pool => {
-            sqlx::query("UPDATE jobs SET routed_path = $1, updated_at = $2 WHERE id = $3")
-                .bind(routed.as_ref())
-                .bind(now())
-                .bind(job_id)
-                .execute(pool)
-                .await?;
+            let mut tx = pool.begin().await?;
+            for (job_id, routed) in moved {
+                // Kept in place, the routed path is the source path, compared as stored (lossy form).
+                sqlx::query("UPDATE jobs SET routed_path = $1, updated_at = $2 WHERE id = $3")
+                    .bind(routed.to_string_lossy().as_ref())
+                    .bind(&now)
+                    .bind(*job_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -345,6 +393,7 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Pool;
 
     /// Three stops with plates in flight quarantine none of them: each is judged alone once
     /// after a stop; only a file that stops plateqc while alone, `max` times, is poison.
@@ -386,6 +435,79 @@ mod tests {
             matches!(s, JobStart::Suspect { alone_runs: 0, .. }),
             "{s:?}"
         );
+    }
+
+    /// Plates that finish together are recorded, closed and given their move intents in one
+    /// transaction, in order; their moves are then recorded together.
+    #[tokio::test]
+    async fn a_group_is_finished_and_routed_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::open(&dir.path().join("qc.sqlite")).await.unwrap();
+        let mut ids = Vec::new();
+        let mut records = Vec::new();
+        for (i, verdict) in [Verdict::Usable, Verdict::Error, Verdict::Unusable]
+            .into_iter()
+            .enumerate()
+        {
+            let path = PathBuf::from(format!("/in/{i}.dcm"));
+            let Ok(JobStart::Process { job_id, .. }) =
+                rec.start_job(&path, &format!("sha{i}"), 1, 3, "r").await
+            else {
+                panic!("a new job")
+            };
+            ids.push(job_id);
+            let mut r = PlateRecord::for_file("r", &path);
+            r.sha256 = format!("sha{i}");
+            r.verdict = verdict;
+            records.push(r);
+        }
+        let targets = [
+            Some(PathBuf::from("/out/0.dcm")),
+            None,
+            Some(PathBuf::from("/out/2.dcm")),
+        ];
+        let items: Vec<Finish> = ids
+            .iter()
+            .zip(&records)
+            .zip(&targets)
+            .map(|((&job_id, record), t)| Finish {
+                job_id,
+                record,
+                routing_to: t.as_deref(),
+            })
+            .collect();
+        let rows = rec.finish_jobs(&items).await.unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(
+            rows.windows(2).all(|w| w[0].0 < w[1].0),
+            "rows in order: {rows:?}"
+        );
+        let Pool::Sqlite(pool) = &rec.pool else {
+            unreachable!()
+        };
+        let jobs: Vec<(i64, String, Option<i64>, Option<String>)> =
+            sqlx::query_as("SELECT id, state, plate_row, routing_to FROM jobs ORDER BY id")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let states: Vec<&str> = jobs.iter().map(|j| j.1.as_str()).collect();
+        assert_eq!(states, ["done", "quarantined", "done"]);
+        assert_eq!(
+            jobs.iter().map(|j| j.2).collect::<Vec<_>>(),
+            rows.iter().map(|r| Some(r.0)).collect::<Vec<_>>()
+        );
+        assert_eq!(jobs[0].3.as_deref(), Some("/out/0.dcm"));
+        assert_eq!(jobs[1].3, None);
+        let moved = [
+            (ids[0], Path::new("/out/0.dcm")),
+            (ids[2], Path::new("/out/2.dcm")),
+        ];
+        rec.mark_routed_many(&moved).await.unwrap();
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE routed_path IS NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(open, 1);
     }
 
     /// A name that is not UTF-8 is its own job, and its real path comes back from the journal.

@@ -13,7 +13,7 @@ pub mod outbox;
 pub mod overrides;
 pub mod plates;
 
-pub use jobs::JobStart;
+pub use jobs::{Finish, JobStart};
 pub use plates::{Finding, PlateRecord};
 
 use crate::fsutil::create_private_dir_all;

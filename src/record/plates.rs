@@ -150,12 +150,20 @@ impl PlateRecord {
 impl Recorder {
     /// Inserts one plate and its findings in a single transaction; returns the row id.
     pub async fn insert(&self, r: &PlateRecord) -> Result<i64, RecordError> {
+        Ok(self.insert_many(std::slice::from_ref(r)).await?[0])
+    }
+
+    /// Inserts plates and their findings in a single transaction; returns the row ids in order.
+    pub async fn insert_many(&self, records: &[PlateRecord]) -> Result<Vec<i64>, RecordError> {
         let site = self.site.as_str();
         on_pool!(&self.pool, pool => {
             let mut tx = pool.begin().await?;
-            let id = insert_plate!(tx, r, site);
+            let mut ids = Vec::with_capacity(records.len());
+            for r in records {
+                ids.push(insert_plate!(tx, r, site));
+            }
             tx.commit().await?;
-            Ok(id)
+            Ok(ids)
         })
     }
 

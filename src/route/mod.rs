@@ -8,10 +8,14 @@
 pub mod forward;
 pub mod notes;
 
-use crate::fsutil::{create_private_dir_all, move_file, sanitize_component, write_private};
+use crate::fsutil::{
+    create_private_dir_all, move_file, move_file_unsynced, sanitize_component, sync_dir,
+    write_private,
+};
 use crate::outcome::Verdict;
 use crate::record::{RecordError, Recorder};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,8 +33,8 @@ pub enum RouteError {
     Write { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Record(#[from] RecordError),
-    #[error(transparent)]
-    Worker(#[from] tokio::task::JoinError),
+    #[error("the routing worker stopped: {0}")]
+    Worker(String),
 }
 
 /// Where a plate goes.
@@ -91,6 +95,17 @@ pub fn plan_target(
     opts: &RouteOptions,
     day: &str,
 ) -> Result<PathBuf, RouteError> {
+    plan_target_avoiding(src, dest, opts, day, &HashSet::new())
+}
+
+/// [`plan_target`], also avoiding names already planned for other files (`claimed`).
+fn plan_target_avoiding(
+    src: &Path,
+    dest: Destination,
+    opts: &RouteOptions,
+    day: &str,
+    claimed: &HashSet<PathBuf>,
+) -> Result<PathBuf, RouteError> {
     let dir = opts.root.join(dest.folder()).join(day);
     create_private_dir_all(&dir).map_err(|e| RouteError::Write {
         path: dir.clone(),
@@ -100,7 +115,7 @@ pub fn plan_target(
         .file_name()
         .map(|n| sanitize_component(&n.to_string_lossy()))
         .unwrap_or_else(|| "plate.dcm".into());
-    Ok(unique_path(&dir, &name))
+    Ok(unique_path(&dir, &name, claimed))
 }
 
 /// Plans and moves in one step (for callers that need no intent record).
@@ -142,70 +157,156 @@ fn today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
 }
 
-/// Moves a finished file and closes its job; `label` (the verdict, or `duplicate`) is for the
-/// log. A routing failure (full disk, unwritable folder)
-/// is logged and the file stays in the inbox with its outcome committed; the next rescan finds
-/// it and retries the move without judging it again.
-pub async fn route_and_close(
-    recorder: &Recorder,
-    routing: &Routing,
-    job_id: i64,
-    path: &Path,
-    label: &str,
-    error: Option<&str>,
-    dest: Destination,
-) {
-    match move_out(recorder, &routing.opts, job_id, path, error, dest).await {
-        Ok(routed) => {
-            if let Err(e) = recorder.mark_routed(job_id, &routed).await {
-                tracing::error!(path = %path.display(), error = %e, "moved, but could not record the move");
-            } else {
-                tracing::info!(path = %path.display(), verdict = label, to = %routed.display(), "routed");
-                routing.wake.notify_one();
+/// A finished file about to leave the inbox.
+pub struct Leaving {
+    pub job_id: i64,
+    pub path: PathBuf,
+    pub dest: Destination,
+    /// The verdict, or `duplicate`, for the log.
+    pub label: &'static str,
+    /// Written beside a quarantined file as its reason note.
+    pub error: Option<String>,
+}
+
+/// Where a leaving file is to go: `Ok(None)` when it stays where it is (accepted plates kept in
+/// place).
+pub type Plan = Result<Option<PathBuf>, RouteError>;
+
+/// Plans where each file of a group goes, with names unique within the group as well as on
+/// disk (two plates named alike that finish together must not be planned onto one name).
+pub async fn plan_targets(opts: &RouteOptions, leaving: &[Leaving]) -> Vec<Plan> {
+    let items: Vec<(PathBuf, Destination)> =
+        leaving.iter().map(|l| (l.path.clone(), l.dest)).collect();
+    let opts = opts.clone();
+    let n = items.len();
+    let planned = tokio::task::spawn_blocking(move || {
+        let day = today();
+        let mut claimed = HashSet::new();
+        items
+            .iter()
+            .map(|(src, dest)| {
+                if *dest == Destination::Accepted && opts.keep_accepted_in_place {
+                    return Ok(None);
+                }
+                let target = plan_target_avoiding(src, *dest, &opts, &day, &claimed)?;
+                claimed.insert(target.clone());
+                Ok(Some(target))
+            })
+            .collect::<Vec<Plan>>()
+    })
+    .await;
+    match planned {
+        Ok(p) => p,
+        Err(join) => {
+            let why = join.to_string();
+            (0..n)
+                .map(|_| Err(RouteError::Worker(why.clone())))
+                .collect()
+        }
+    }
+}
+
+/// Moves one finished file and closes its job: the target is planned and written down as the
+/// job's intent first, so a crash after the move but before its record is reconciled at
+/// start-up ([`Recorder::reconcile_moves`]). A routing failure (full disk, unwritable folder)
+/// is logged and the file stays in the inbox with its outcome committed; the next rescan
+/// finds it and retries the move without judging it again.
+pub async fn route_and_close(recorder: &Recorder, routing: &Routing, leaving: Leaving) {
+    let plan = plan_targets(&routing.opts, std::slice::from_ref(&leaving))
+        .await
+        .pop()
+        .unwrap_or(Ok(None));
+    let plan = match plan {
+        Ok(Some(target)) => match recorder.set_routing_to(leaving.job_id, &target).await {
+            Ok(()) => Ok(Some(target)),
+            Err(e) => Err(e.into()),
+        },
+        other => other,
+    };
+    move_planned(recorder, routing, vec![(leaving, plan)]).await;
+}
+
+/// Moves files whose targets are already committed as their jobs' intents, syncs each target
+/// folder once (not once per file), writes the reason notes, and records all the moves in one
+/// transaction. Each failure is logged; its file stays in the inbox (or, moved but not made
+/// durable, is reconciled at the next start).
+pub async fn move_planned(recorder: &Recorder, routing: &Routing, planned: Vec<(Leaving, Plan)>) {
+    let moved = tokio::task::spawn_blocking(move || {
+        let mut moved: Vec<(Leaving, PathBuf)> = Vec::new();
+        for (l, plan) in planned {
+            match plan {
+                Ok(None) => {
+                    let here = l.path.clone();
+                    moved.push((l, here));
+                }
+                Ok(Some(target)) => match move_file_unsynced(&l.path, &target) {
+                    Ok(()) => moved.push((l, target)),
+                    Err(e) => log_not_moved(&l, &RouteError::Move {
+                        from: l.path.clone(),
+                        to: target,
+                        source: e,
+                    }),
+                },
+                Err(e) => log_not_moved(&l, &e),
             }
         }
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "could not move the file; it stays in the inbox and is retried")
+        let folders: HashSet<PathBuf> = moved
+            .iter()
+            .filter(|(l, to)| l.path != *to)
+            .filter_map(|(_, to)| to.parent().map(Path::to_path_buf))
+            .collect();
+        let unsynced: HashSet<PathBuf> = folders
+            .into_iter()
+            .filter(|d| match sync_dir(Some(d)) {
+                Ok(()) => false,
+                Err(e) => {
+                    tracing::error!(folder = %d.display(), error = %e, "moved, but cannot make the moves durable; they are reconciled at the next start");
+                    true
+                }
+            })
+            .collect();
+        moved.retain(|(_, to)| !to.parent().is_some_and(|d| unsynced.contains(d)));
+        for (l, to) in &moved {
+            if let (Some(text), true) = (&l.error, l.path != *to) {
+                if let Err(e) = write_reason(to, text) {
+                    tracing::error!(path = %to.display(), error = %e, "moved, but could not write its reason note");
+                }
+            }
         }
-    }
-}
-
-/// Plans the target, writes it down as the job's intent, moves the file and writes its reason
-/// note; returns where the file now is.
-async fn move_out(
-    recorder: &Recorder,
-    opts: &RouteOptions,
-    job_id: i64,
-    path: &Path,
-    error: Option<&str>,
-    dest: Destination,
-) -> Result<PathBuf, RouteError> {
-    if dest == Destination::Accepted && opts.keep_accepted_in_place {
-        return Ok(path.to_path_buf());
-    }
-    // Intent first: a crash after the move but before its record is reconciled at start-up.
-    let (src, o) = (path.to_path_buf(), opts.clone());
-    let target =
-        tokio::task::spawn_blocking(move || plan_target(&src, dest, &o, &today())).await??;
-    recorder.set_routing_to(job_id, &target).await?;
-    let (src, note) = (path.to_path_buf(), error.map(str::to_string));
-    tokio::task::spawn_blocking(move || -> Result<PathBuf, RouteError> {
-        move_file(&src, &target).map_err(|e| RouteError::Move {
-            from: src.clone(),
-            to: target.clone(),
-            source: e,
-        })?;
-        if let Some(text) = note {
-            write_reason(&target, &text)?;
-        }
-        Ok(target)
+        moved
     })
-    .await?
+    .await;
+    let moved = match moved {
+        Ok(m) => m,
+        Err(join) => {
+            tracing::error!(error = %join, "routing stopped unexpectedly; the files are retried or reconciled at the next start");
+            return;
+        }
+    };
+    let done: Vec<(i64, &Path)> = moved
+        .iter()
+        .map(|(l, to)| (l.job_id, to.as_path()))
+        .collect();
+    if let Err(e) = recorder.mark_routed_many(&done).await {
+        tracing::error!(files = done.len(), error = %e, "moved, but could not record the moves; they are reconciled at the next start");
+        return;
+    }
+    for (l, to) in &moved {
+        tracing::info!(path = %l.path.display(), verdict = l.label, to = %to.display(), "routed");
+    }
+    if !moved.is_empty() {
+        routing.wake.notify_one();
+    }
 }
 
-fn unique_path(dir: &Path, name: &str) -> PathBuf {
+fn log_not_moved(l: &Leaving, e: &RouteError) {
+    tracing::error!(path = %l.path.display(), error = %e, "could not move the file; it stays in the inbox and is retried");
+}
+
+fn unique_path(dir: &Path, name: &str, claimed: &HashSet<PathBuf>) -> PathBuf {
+    let free = |p: &Path| !p.exists() && !claimed.contains(p);
     let first = dir.join(name);
-    if !first.exists() {
+    if free(&first) {
         return first;
     }
     let (stem, ext) = match name.rsplit_once('.') {
@@ -214,7 +315,7 @@ fn unique_path(dir: &Path, name: &str) -> PathBuf {
     };
     (1..)
         .map(|i| dir.join(format!("{stem}-{i}{ext}")))
-        .find(|p| !p.exists())
+        .find(|p| free(p))
         .expect("an unused name exists")
 }
 
@@ -246,6 +347,50 @@ mod tests {
         assert_eq!(fs::read_to_string(&routed[2]).unwrap(), "plate 2");
         let reason = write_reason(&routed[0], "not DICOM").unwrap();
         assert_eq!(reason.file_name().unwrap(), "a.dcm.reason.txt");
+    }
+
+    /// Plates of one group are planned before any moves: two alike-named files (from two
+    /// inboxes) must get two names, and a name already on disk is avoided as before.
+    #[tokio::test]
+    async fn a_group_plans_distinct_targets_for_alike_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = RouteOptions {
+            root: tmp.path().join("routed"),
+            keep_accepted_in_place: false,
+        };
+        let day_dir = opts.root.join("rejected").join(today());
+        fs::create_dir_all(&day_dir).unwrap();
+        fs::write(day_dir.join("p.dcm"), "earlier").unwrap();
+        let leaving = |job_id, inbox: &str, dest| Leaving {
+            job_id,
+            path: tmp.path().join(inbox).join("p.dcm"),
+            dest,
+            label: "unusable",
+            error: None,
+        };
+        let group = [
+            leaving(1, "a", Destination::Rejected),
+            leaving(2, "b", Destination::Rejected),
+            leaving(3, "c", Destination::Accepted),
+        ];
+        let plans: Vec<PathBuf> = plan_targets(&opts, &group)
+            .await
+            .into_iter()
+            .map(|p| p.unwrap().unwrap())
+            .collect();
+        assert_eq!(plans[0], day_dir.join("p-1.dcm"));
+        assert_eq!(plans[1], day_dir.join("p-2.dcm"));
+        assert_eq!(
+            plans[2],
+            opts.root.join("accepted").join(today()).join("p.dcm")
+        );
+        // Kept in place: no target at all.
+        let keep = RouteOptions {
+            keep_accepted_in_place: true,
+            ..opts.clone()
+        };
+        let plans = plan_targets(&keep, &group[2..]).await;
+        assert!(matches!(plans[..], [Ok(None)]));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::cid7011::meaning as cid7011_meaning;
 use crate::net::derived_uid;
-use dicom_core::value::DataSetSequence;
+use dicom_core::value::{DataSetSequence, PixelFragmentSequence};
 use dicom_core::{PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;
@@ -18,6 +18,11 @@ use std::path::{Path, PathBuf};
 pub const KOS_CLASS: &str = "1.2.840.10008.5.1.4.1.1.88.59";
 pub const SC_CLASS: &str = "1.2.840.10008.5.1.4.1.1.7";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+/// JPEG Baseline (Process 1), which every viewer and archive reads: the montage capture.
+pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+/// High enough that the heat-map colours and the plate under them show no visible blocking
+/// (about a tenth of the uncompressed size on the demo plates).
+const MONTAGE_JPEG_QUALITY: i32 = 90;
 
 /// `[notes]`: rejection notes for unusable plates.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -358,6 +363,7 @@ fn secondary_capture(
     r: &Rejection,
     uid: &str,
     montage: &image::RgbImage,
+    jpeg: Vec<u8>,
 ) -> InMemDicomObject {
     let mut obj = common(plate, SC_CLASS, uid, "OT", "9902");
     put_str(&mut obj, tags::CONVERSION_TYPE, VR::CS, "WSD");
@@ -386,7 +392,12 @@ fn secondary_capture(
         VR::US,
         PrimitiveValue::from(3u16),
     ));
-    put_str(&mut obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB");
+    put_str(
+        &mut obj,
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "YBR_FULL_422",
+    );
     obj.put(Elem::new(
         tags::PLANAR_CONFIGURATION,
         VR::US,
@@ -410,21 +421,41 @@ fn secondary_capture(
     ] {
         obj.put(Elem::new(tag, VR::US, PrimitiveValue::from(v)));
     }
-    let mut pixels = montage.as_raw().clone();
-    if pixels.len() % 2 == 1 {
-        pixels.push(0);
+    let raw_len = montage.as_raw().len();
+    put_str(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "01");
+    put_str(
+        &mut obj,
+        tags::LOSSY_IMAGE_COMPRESSION_RATIO,
+        VR::DS,
+        &format!("{:.2}", raw_len as f64 / jpeg.len().max(1) as f64),
+    );
+    put_str(
+        &mut obj,
+        tags::LOSSY_IMAGE_COMPRESSION_METHOD,
+        VR::CS,
+        "ISO_10918_1",
+    );
+    let mut fragment = jpeg;
+    if fragment.len() % 2 == 1 {
+        fragment.push(0);
     }
     obj.put(Elem::new(
         tags::PIXEL_DATA,
         VR::OB,
-        PrimitiveValue::from(pixels),
+        PixelFragmentSequence::new(Vec::<u32>::new(), vec![fragment]),
     ));
     obj
 }
 
-fn write(obj: InMemDicomObject, class: &str, uid: &str, path: &Path) -> Result<(), NoteError> {
+fn write(
+    obj: InMemDicomObject,
+    class: &str,
+    uid: &str,
+    syntax: &str,
+    path: &Path,
+) -> Result<(), NoteError> {
     let meta = FileMetaTableBuilder::new()
-        .transfer_syntax(EXPLICIT_LE)
+        .transfer_syntax(syntax)
         .media_storage_sop_class_uid(class)
         .media_storage_sop_instance_uid(uid)
         .implementation_class_uid(crate::net::implementation_class_uid())
@@ -455,7 +486,13 @@ pub fn write_notes(
         plate.sop_instance
     ));
     let kos_path = folder.join(format!("{stem}.kos.dcm"));
-    write(kos(&plate, r, &kos_uid), KOS_CLASS, &kos_uid, &kos_path)?;
+    write(
+        kos(&plate, r, &kos_uid),
+        KOS_CLASS,
+        &kos_uid,
+        EXPLICIT_LE,
+        &kos_path,
+    )?;
     out.push(WrittenNote {
         kind: "kos",
         path: kos_path,
@@ -469,12 +506,20 @@ pub fn write_notes(
                 why: e.to_string(),
             })?
             .to_rgb8();
+        let jpeg = crate::decode::jpeg::encode_rgb(
+            montage.as_raw(),
+            montage.width() as usize,
+            montage.height() as usize,
+            MONTAGE_JPEG_QUALITY,
+        )
+        .map_err(NoteError::Build)?;
         let sc_uid = derived_uid(&format!("plateqc montage for {}", plate.sop_instance));
         let sc_path = folder.join(format!("{stem}.sc.dcm"));
         write(
-            secondary_capture(&plate, r, &sc_uid, &montage),
+            secondary_capture(&plate, r, &sc_uid, &montage, jpeg),
             SC_CLASS,
             &sc_uid,
+            JPEG_BASELINE,
             &sc_path,
         )?;
         out.push(WrittenNote {

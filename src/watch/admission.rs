@@ -10,7 +10,7 @@ use crate::outcome::{FailureKind, Stage, Verdict};
 use crate::pipeline::Engine;
 use crate::record::jobs::JobState;
 use crate::record::{JobStart, PlateRecord};
-use crate::route::{route_and_close, Destination, Routing};
+use crate::route::{route_and_close, Destination, Leaving, Routing};
 use sha2::Digest;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -213,20 +213,18 @@ impl Admission {
         &self,
         path: &Path,
         job_id: i64,
-        label: &str,
+        label: &'static str,
         error: Option<&str>,
         dest: Destination,
     ) {
-        route_and_close(
-            &self.engine.recorder,
-            &self.routing,
+        let leaving = Leaving {
             job_id,
-            path,
-            label,
-            error,
+            path: path.to_path_buf(),
             dest,
-        )
-        .await;
+            label,
+            error: error.map(str::to_string),
+        };
+        route_and_close(&self.engine.recorder, &self.routing, leaving).await;
     }
 
     /// An earlier run committed the outcome but did not move the file: move it now.

@@ -1,13 +1,14 @@
-//! The daemon's last pipeline step: the plate row and the job's outcome committed together,
-//! then the file moved out of the inbox. A plate that could not be read for a reason that may
+//! The daemon's last pipeline step: the plate rows, the jobs' outcomes and the planned moves of
+//! the plates that finished together committed in one transaction, then the files moved out of
+//! the inbox. A plate that could not be read for a reason that may
 //! pass (out of file handles, disk full, EIO) is not recorded: it stays in the inbox, its job
 //! open, and is tried again after a growing pause.
 
 use super::Jobs;
 use crate::ingest::InFlight;
 use crate::pipeline::{Engine, Finisher, Outcome, PipelineError};
-use crate::record::PlateRecord;
-use crate::route::{route_and_close, Destination, Routing};
+use crate::record::{Finish, PlateRecord};
+use crate::route::{move_planned, plan_targets, Destination, Leaving, Routing};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -87,41 +88,74 @@ impl Finisher for WatchFinisher {
     fn finish<'a>(
         &'a self,
         engine: &'a Engine,
-        record: PlateRecord,
-    ) -> BoxFuture<'a, Result<Option<Outcome>, PipelineError>> {
+        records: Vec<PlateRecord>,
+    ) -> BoxFuture<'a, Result<Vec<Option<Outcome>>, PipelineError>> {
         Box::pin(async move {
-            let path = record.source.clone();
-            let job = self.jobs.lock().ok().and_then(|mut j| j.remove(&path));
-            let Some(job_id) = job else {
-                // Cannot happen through admission; record it rather than lose it.
-                let row_id = engine.recorder.insert(&record).await?;
-                return Ok(Some(Outcome { row_id, record }));
-            };
-            if record.transient {
-                self.put_back(engine, &record);
-                return Ok(None);
+            let mut out: Vec<Option<Outcome>> = Vec::with_capacity(records.len());
+            // Plates judged now: their place in `out`, job and record.
+            let mut judged: Vec<(usize, i64, PlateRecord)> = Vec::new();
+            for record in records {
+                let path = record.source.clone();
+                let job = self.jobs.lock().ok().and_then(|mut j| j.remove(&path));
+                let Some(job_id) = job else {
+                    // Cannot happen through admission; record it rather than lose it.
+                    let row_id = engine.recorder.insert(&record).await?;
+                    out.push(Some(Outcome { row_id, record }));
+                    continue;
+                };
+                if record.transient {
+                    self.put_back(engine, &record);
+                    out.push(None);
+                    continue;
+                }
+                if let Ok(mut m) = self.put_back.lock() {
+                    m.remove(&path);
+                }
+                judged.push((out.len(), job_id, record));
+                out.push(None);
             }
-            if let Ok(mut m) = self.put_back.lock() {
-                m.remove(&path);
+            if judged.is_empty() {
+                return Ok(out);
             }
-            let (row_id, conflict) = engine.recorder.finish_job(job_id, &record).await?;
-            if conflict {
-                tracing::warn!(path = %record.source_path, sop = record.sop_instance_uid.as_deref().unwrap_or(""),
-                    "SOP Instance UID already recorded with different content; recorded separately and flagged");
-            }
-            let dest = Destination::for_verdict(record.verdict);
-            route_and_close(
+            let leaving: Vec<Leaving> = judged
+                .iter()
+                .map(|(_, job_id, r)| Leaving {
+                    job_id: *job_id,
+                    path: r.source.clone(),
+                    dest: Destination::for_verdict(r.verdict),
+                    label: r.verdict.as_str(),
+                    error: r.error.clone(),
+                })
+                .collect();
+            // The targets are planned first and committed with the verdicts as the moves'
+            // intents: one transaction for the group, before any file moves.
+            let plans = plan_targets(&self.routing.opts, &leaving).await;
+            let finishing: Vec<Finish> = judged
+                .iter()
+                .zip(&plans)
+                .map(|((_, job_id, r), plan)| Finish {
+                    job_id: *job_id,
+                    record: r,
+                    routing_to: plan.as_ref().ok().and_then(|t| t.as_deref()),
+                })
+                .collect();
+            let rows = engine.recorder.finish_jobs(&finishing).await?;
+            drop(finishing);
+            move_planned(
                 &engine.recorder,
                 &self.routing,
-                job_id,
-                &path,
-                record.verdict.as_str(),
-                record.error.as_deref(),
-                dest,
+                leaving.into_iter().zip(plans).collect(),
             )
             .await;
-            self.release(engine, &path);
-            Ok(Some(Outcome { row_id, record }))
+            for ((slot, _, record), (row_id, conflict)) in judged.into_iter().zip(rows) {
+                if conflict {
+                    tracing::warn!(path = %record.source_path, sop = record.sop_instance_uid.as_deref().unwrap_or(""),
+                        "SOP Instance UID already recorded with different content; recorded separately and flagged");
+                }
+                self.release(engine, &record.source);
+                out[slot] = Some(Outcome { row_id, record });
+            }
+            Ok(out)
         })
     }
 }

@@ -77,6 +77,34 @@ fn rejection_note_and_capture_are_valid_dicom_referencing_the_plate() {
             n.kind
         );
     }
+    // The capture is JPEG baseline, and an independent decoder (DCMTK) shows the montage.
+    let sc = dcmdump(&written[1].path);
+    assert!(
+        sc.contains("=JPEGBaseline") || sc.contains("1.2.840.10008.1.2.4.50"),
+        "capture not JPEG baseline:\n{sc}"
+    );
+    assert!(sc.contains("[YBR_FULL_422]"), "{sc}");
+    let shown = tmp.path().join("shown.png");
+    let status = std::process::Command::new("dcmj2pnm")
+        .arg("+on")
+        .arg(&written[1].path)
+        .arg(&shown)
+        .status()
+        .expect("dcmj2pnm (DCMTK)");
+    assert!(status.success());
+    let shown = image::open(&shown).unwrap().to_rgb8();
+    let original = image::open(r.montage_path.as_ref().unwrap())
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(shown.dimensions(), original.dimensions());
+    let diff: f64 = shown
+        .as_raw()
+        .iter()
+        .zip(original.as_raw())
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .sum::<f64>()
+        / original.as_raw().len() as f64;
+    assert!(diff < 3.0, "mean difference {diff} per sample");
     let kos = dcmdump(&written[0].path);
     for needle in [
         "113001",
