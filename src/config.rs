@@ -189,9 +189,29 @@ impl Config {
         let shared = matches!(DbLocation::parse(&self.paths.db), DbLocation::Postgres(_));
         if shared && self.paths.key_file.is_none() {
             p.push(
-                "paths.key_file must be set when paths.db is a PostgreSQL URL (the patient-ID key stays on this machine)"
+                "paths.key_file (or --key-file) must be set when paths.db is a PostgreSQL URL (the patient-ID key stays on this machine)"
                     .into(),
             );
+        }
+        if shared && self.record.site.is_none() {
+            // The host name would merge two daemons of one host into one site, and a container
+            // would become a new site each time it is re-created.
+            p.push(
+                "[record] site (or --site) must be set when paths.db is a PostgreSQL URL: a name for this site that stays the same across restarts, hosts and containers"
+                    .into(),
+            );
+        }
+        if !self.watch.metrics_listen.is_empty()
+            && self
+                .watch
+                .metrics_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            p.push(format!(
+                "[watch] metrics_listen {:?} is not host:port (e.g. 127.0.0.1:9898), nor \"\" to turn the endpoint off",
+                self.watch.metrics_listen
+            ));
         }
         if self.scan.decode_workers == 0 {
             p.push("[scan] decode_workers must be at least 1".into());
@@ -355,7 +375,7 @@ mod example_file {
     }
 
     #[test]
-    fn a_shared_database_needs_a_local_key_file() {
+    fn a_shared_database_needs_a_local_key_file_and_a_named_site() {
         let mut c = Config::default();
         c.paths.db = PathBuf::from("postgres://qc@db.example/qc");
         let problems = c.validate();
@@ -363,9 +383,30 @@ mod example_file {
             problems.iter().any(|p| p.contains("key_file")),
             "{problems:?}"
         );
+        assert!(
+            problems.iter().any(|p| p.contains("[record] site")),
+            "{problems:?}"
+        );
         c.paths.key_file = Some(PathBuf::from("/etc/plateqc/site.key"));
+        c.record.site = Some("clinic-north".into());
         assert!(c.validate().is_empty(), "{:?}", c.validate());
         c.record.site = Some(" ".into());
         assert_eq!(c.validate().len(), 1);
+        // A local SQLite file may go on using the host name.
+        let local = Config::default();
+        assert!(local.validate().is_empty(), "{:?}", local.validate());
+    }
+
+    #[test]
+    fn a_metrics_address_must_be_host_and_port() {
+        let mut c = Config::default();
+        for bad in ["9898", "127.0.0.1:abc", "localhost"] {
+            c.watch.metrics_listen = bad.into();
+            assert_eq!(c.validate().len(), 1, "{bad}: {:?}", c.validate());
+        }
+        for good in ["", "127.0.0.1:9898", "[::1]:0"] {
+            c.watch.metrics_listen = good.into();
+            assert!(c.validate().is_empty(), "{good}: {:?}", c.validate());
+        }
     }
 }

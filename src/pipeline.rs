@@ -38,6 +38,12 @@ pub enum PipelineError {
     /// A blocking worker panicked or was cancelled.
     #[error(transparent)]
     Worker(#[from] tokio::task::JoinError),
+    /// The daemon's `/metrics` endpoint could not be served: it does not run without it.
+    #[error("cannot serve /metrics on {addr}: {source}; another daemon may be using that address: give each daemon its own [watch] metrics_listen (\"\" turns the endpoint off)")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// Counts plates whose pixels (or anything derived from them) are held in memory, and the

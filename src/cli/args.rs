@@ -22,9 +22,15 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct Common {
-    /// SQLite QC history database.
+    /// QC history: a SQLite file or a postgres:// URL (default: paths.db of the config).
     #[arg(long)]
     pub db: Option<PathBuf>,
+    /// This machine's patient-ID key file (paths.key_file); required with a postgres:// URL.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// This site's name in the records ([record] site); required with a postgres:// URL.
+    #[arg(long)]
+    pub site: Option<String>,
     /// Folder for overlays and montages.
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -90,6 +90,12 @@ pub fn resolve_config(path: Option<&PathBuf>, common: &Common) -> Result<Config>
     if let Some(db) = &common.db {
         config.paths.db = db.clone();
     }
+    if let Some(key) = &common.key_file {
+        config.paths.key_file = Some(key.clone());
+    }
+    if let Some(site) = &common.site {
+        config.record.site = Some(site.clone());
+    }
     if let Some(out) = &common.out {
         config.paths.out = out.clone();
     }
@@ -198,6 +204,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 let n = crate::report::html::write_page(rec.pool(), &report, *limit, out).await?;
                 eprintln!("review page ({n} recent images): {}", out.display());
             }
+            rec.close().await;
             Ok(ExitCode::SUCCESS)
         }
         Command::History { target, db, format } => {
@@ -205,6 +212,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let key = crate::report::review::HistoryKey::from_arg(target, &config.decode)?;
             let rec = open_history(cli.config.as_ref(), db).await?;
             let h = crate::report::review::history(rec.pool(), &key).await?;
+            rec.close().await;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&h)?),
                 _ => print!("{}", crate::report::review::history_table(&h)),
@@ -235,11 +243,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 "override {} recorded: {} is now {} (was {}, model said {}; plate row {})",
                 r.id, sop_instance_uid, r.verdict, r.previous_verdict, r.model_verdict, r.plate_row
             );
+            rec.close().await;
             Ok(ExitCode::SUCCESS)
         }
         Command::ExportLabels { out, db } => {
             let rec = open_history(cli.config.as_ref(), db).await?;
             let s = crate::report::review::export_labels(rec.pool(), out).await?;
+            rec.close().await;
             println!(
                 "{} labelled plates written; labels in {}",
                 s.written,
@@ -328,6 +338,8 @@ async fn scan(config: Config, paths: Vec<PathBuf>) -> Result<ExitCode> {
     });
     let started = std::time::Instant::now();
     let outcomes = pipeline::run(engine.clone(), files.clone(), progress, cancel).await?;
+    // Closed, not dropped: a PostgreSQL server logs no lost client.
+    engine.recorder.clone().close().await;
     let elapsed = started.elapsed();
     print::summary(&outcomes, files.len(), elapsed, &db, &out);
     let failed = outcomes
@@ -351,8 +363,10 @@ async fn inspect(config: Config, file: PathBuf) -> Result<ExitCode> {
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     print::header(&file, crate::decode::decode_header(&bytes, &config.decode));
     let engine = Arc::new(Engine::start(config).await?);
+    let recorder = engine.recorder.clone();
     let outcomes =
         pipeline::run(engine, vec![file], Arc::new(()), CancellationToken::new()).await?;
+    recorder.close().await;
     let Some(o) = outcomes.first() else {
         anyhow::bail!("no result");
     };

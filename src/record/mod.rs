@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod outbox;
 pub mod overrides;
 pub mod plates;
+pub mod site;
 
 pub use jobs::{Finish, JobStart};
 pub use plates::{Finding, PlateRecord};
@@ -34,6 +35,8 @@ pub enum RecordError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database write failed: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("another plateqc watch is running as site {site:?} on this database; give each daemon its own [record] site")]
+    SiteTaken { site: String },
 }
 
 /// How this daemon appears in a shared history.
@@ -175,14 +178,21 @@ async fn open_sqlite(path: &Path) -> Result<SqlitePool, RecordError> {
         create_private_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
     }
     // Create the file ourselves so its mode is 0600 whatever the umask; SQLite gives the
-    // WAL and shared-memory files the same mode as the database.
-    std::fs::OpenOptions::new()
+    // WAL and shared-memory files the same mode as the database. Only when it is new: closing
+    // any descriptor of a database file drops every POSIX lock this process holds on it, so
+    // opening an existing file here would strip a connection this process already has (a
+    // second recorder on the same file) of its locks, and another process would then take
+    // the WAL for unused and reset it under that connection.
+    match std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(false)
+        .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| open_err(e.to_string()))?;
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(open_err(e.to_string())),
+    }
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
         .map_err(|e| open_err(e.to_string()))?
         .journal_mode(SqliteJournalMode::Wal)

@@ -113,6 +113,10 @@ impl Admission {
         };
         tracing::warn!(path = %path.display(), alone = n, max = self.max_attempts,
             "an earlier run stopped with this plate in flight; judging it alone");
+        self.count(|s| {
+            s.resumed += 1;
+            s.judged_alone += 1;
+        });
         if let Ok(mut j) = self.jobs.lock() {
             j.insert(path.clone(), job_id);
         }
@@ -202,7 +206,10 @@ impl Admission {
             JobStart::Poison { job_id, alone_runs } => {
                 self.quarantine_crasher(path, job_id, alone_runs, sha, size)
                     .await;
-                self.count(|s| s.poisoned += 1);
+                self.count(|s| {
+                    s.poisoned += 1;
+                    s.resumed += 1;
+                });
             }
             JobStart::AlreadyHere => {}
         }

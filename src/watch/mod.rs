@@ -14,6 +14,7 @@ mod finisher;
 use crate::config::Config;
 use crate::ingest::{self, InFlight, WatchOptions};
 use crate::pipeline::{self, Engine, Outcome, PipelineError};
+use crate::record::site::wait_for_database;
 use crate::route::forward::Forwarder;
 use crate::route::{RouteOptions, Routing};
 use admission::Admission;
@@ -44,7 +45,12 @@ pub enum WatchError {
 #[derive(Debug, Default, Clone)]
 pub struct WatchStats {
     pub judged: u64,
+    /// Files an earlier run left unfinished that this run finished: those whose outcome was
+    /// committed but not moved, those judged again alone (`judged_alone`) and those
+    /// quarantined for stopping plateqc too often (`poisoned`).
     pub resumed: u64,
+    /// Files in flight when an earlier run stopped, judged again alone by this run.
+    pub judged_alone: u64,
     pub duplicates: u64,
     pub poisoned: u64,
     pub peak_plates_in_memory: usize,
@@ -61,10 +67,25 @@ pub async fn serve(
     let mut route = config.route.clone();
     route.root = config.route_root();
     let watch_opts = config.watch.clone();
+    // SIGTERM stops the daemon cleanly from here on, even while it waits for its database.
+    stop_on_signals(shutdown.clone())?;
+    // A daemon started before its database (a reboot) waits for it instead of exiting.
+    let location = crate::record::DbLocation::parse(&config.paths.db);
+    if !wait_for_database(&location, &shutdown)
+        .await
+        .map_err(PipelineError::from)?
+    {
+        return Ok(None);
+    }
     let engine = Arc::new(Engine::start(config).await?);
+    // One daemon per site: a second one would take up the first one's files as its own.
+    let claim = engine
+        .recorder
+        .claim_site()
+        .await
+        .map_err(PipelineError::from)?;
     // Handlers are installed before "watching" is logged, so a signal sent as soon as the
     // daemon says it is up is never met by the default action (which would kill it).
-    stop_on_signals(shutdown.clone())?;
     reload_on_sighup(engine.clone(), shutdown.clone())?;
     tracing::info!(
         inboxes = ?watch_opts.inboxes,
@@ -80,16 +101,26 @@ pub async fn serve(
             tokio::time::sleep(grace).await;
         }
     };
-    let stats = tokio::select! {
-        r = run(engine, watch_opts, route, shutdown) => r?,
+    let recorder = engine.recorder.clone();
+    let ran = tokio::select! {
+        r = run(engine, watch_opts, route, shutdown) => Some(r),
         _ = deadline => {
             tracing::warn!(grace_secs = grace.as_secs(), "plates still in flight at the shutdown deadline; they will be taken up again at the next start");
-            return Ok(None);
+            None
         }
     };
+    // Connections are closed, not dropped, so the server logs no lost client; bounded, since
+    // after the deadline a plate's task may still hold one.
+    claim.release().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), recorder.close()).await;
+    let Some(stats) = ran else {
+        return Ok(None);
+    };
+    let stats = stats?;
     tracing::info!(
         judged = stats.judged,
         resumed = stats.resumed,
+        judged_alone = stats.judged_alone,
         duplicates = stats.duplicates,
         quarantined_crashers = stats.poisoned,
         peak_plates_in_memory = stats.peak_plates_in_memory,
@@ -151,7 +182,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<WatchStats, PipelineError> {
     reconcile_moves(&engine).await?;
-    serve_metrics(&engine, &watch, &cancel).await;
+    serve_metrics(&engine, &watch, &cancel).await?;
     let wake = Arc::new(Notify::new());
     let net_cancel = CancellationToken::new();
     let forwarder = start_forwarder(&engine, wake.clone(), net_cancel.clone());
@@ -218,23 +249,31 @@ async fn reconcile_moves(engine: &Engine) -> Result<(), PipelineError> {
     Ok(())
 }
 
-/// `/healthz` and `/metrics`, unless disabled; a failure to serve them never stops judging.
-async fn serve_metrics(engine: &Engine, watch: &WatchOptions, cancel: &CancellationToken) {
+/// `/healthz` and `/metrics`, unless disabled. A daemon that cannot serve them stops at start
+/// rather than run unseen (two daemons of one host given the same address, say).
+async fn serve_metrics(
+    engine: &Engine,
+    watch: &WatchOptions,
+    cancel: &CancellationToken,
+) -> Result<(), PipelineError> {
     if watch.metrics_listen.is_empty() {
-        return;
+        return Ok(());
     }
-    match watch.metrics_listen.parse() {
-        Ok(addr) => match crate::metrics::serve(addr, engine.metrics.clone(), cancel.clone()).await
-        {
-            Ok(bound) => tracing::info!(addr = %bound, "metrics listening"),
-            Err(e) => {
-                tracing::error!(addr = %addr, error = %e, "cannot serve /metrics; judging plates anyway")
-            }
-        },
-        Err(e) => {
-            tracing::error!(addr = %watch.metrics_listen, error = %e, "bad metrics address; judging plates anyway")
-        }
-    }
+    let failed = |source| PipelineError::Metrics {
+        addr: watch.metrics_listen.clone(),
+        source,
+    };
+    let addr = watch.metrics_listen.parse().map_err(|e| {
+        failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not host:port ({e})"),
+        ))
+    })?;
+    let bound = crate::metrics::serve(addr, engine.metrics.clone(), cancel.clone())
+        .await
+        .map_err(failed)?;
+    tracing::info!(addr = %bound, "metrics listening");
+    Ok(())
 }
 
 /// The network side of routing: rejection notes and the outbox, woken by each routed plate.

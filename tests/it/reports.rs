@@ -4,6 +4,7 @@
 
 use crate::support::cli::{ok, plateqc};
 use crate::support::daemon::{files_under, Daemon};
+use crate::support::dicom::free_port;
 use crate::support::pg;
 use crate::support::*;
 use plateqc::config::Config;
@@ -643,6 +644,52 @@ async fn documented_report_queries_run_on_both_backends() {
     }
 }
 
+/// Each site counts the images it judged: the same instance judged at two sites counts at
+/// both, a re-scan at one site still replaces that site's earlier judgement, and another
+/// site's later traffic changes nothing in a site's figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_site_counts_the_images_it_judged() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (backend, db) in backends(tmp.path()).await {
+        let north = Recorder::open_as(Path::new(&db), "north").await.unwrap();
+        let south = Recorder::open_as(Path::new(&db), "south").await.unwrap();
+        let scratch = Some(("scratch", "111214"));
+        // North: X rejected, Y usable then re-scanned usable.
+        north
+            .insert(&scan("PLATE-X", "ST-N", 0, scratch))
+            .await
+            .unwrap();
+        north
+            .insert(&scan("PLATE-Y", "ST-N", 0, None))
+            .await
+            .unwrap();
+        let before = report_json(&db, &["--site", "north"]);
+        north
+            .insert(&scan("PLATE-Y", "ST-N", 0, None))
+            .await
+            .unwrap();
+        // South judges the same X later, as usable.
+        south
+            .insert(&scan("PLATE-X", "ST-S", 0, None))
+            .await
+            .unwrap();
+        let n = report_json(&db, &["--site", "north"]);
+        assert_eq!(n["totals"]["images"], 2, "{backend}: {n}");
+        assert_eq!(n["totals"]["rejected"], 1, "{backend}: {n}");
+        assert_eq!(
+            n["totals"], before["totals"],
+            "{backend}: south's traffic changed north"
+        );
+        let s = report_json(&db, &["--site", "south"]);
+        assert_eq!(s["totals"]["images"], 1, "{backend}: {s}");
+        assert_eq!(s["totals"]["rejected"], 0, "{backend}: {s}");
+        let all = report_json(&db, &[]);
+        assert_eq!(all["totals"]["images"], 3, "{backend}: {all}");
+        north.close().await;
+        south.close().await;
+    }
+}
+
 /// Two sites' daemons record into one PostgreSQL database: each judges and routes its own
 /// files, the same content at both sites is judged at both (not a duplicate), and every row
 /// says which site wrote it.
@@ -763,14 +810,155 @@ async fn two_sites_daemons_share_one_postgres_database() {
     }
     drop(daemons);
     // The shared database answers for both sites.
+    // Each site counts what it judged: plate_00, judged at both, counts at both.
     let r = report_json(&url, &[]);
-    assert_eq!(r["totals"]["images"], 6, "six distinct instances");
-    let south = report_json(&url, &["--site", "south"]);
     assert_eq!(
-        south["totals"]["images"], 4,
-        "the later judgement of plate_00 is south's"
+        r["totals"]["images"], 7,
+        "six instances, one of them at two sites"
     );
+    let south = report_json(&url, &["--site", "south"]);
+    assert_eq!(south["totals"]["images"], 4);
     let north = report_json(&url, &["--site", "north"]);
-    assert_eq!(north["totals"]["images"], 2);
+    assert_eq!(
+        north["totals"]["images"], 3,
+        "south judging plate_00 later takes nothing from north"
+    );
     rec.close().await;
+}
+
+/// A `watch` daemon on a shared database from a config of its own; its stderr goes to a file.
+fn pg_daemon(dir: &Path, url: &str, site: &str, metrics: &str) -> (std::process::Child, PathBuf) {
+    let inbox = dir.join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let config = dir.join("plateqc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[paths]\ndb = \"{url}\"\nout = \"{}\"\nkey_file = \"{}\"\n[record]\nsite = \"{site}\"\n[watch]\ninboxes = [\"{}\"]\nmetrics_listen = \"{metrics}\"\n",
+            dir.join("out").display(),
+            dir.join("site.key").display(),
+            inbox.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("daemon.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_plateqc"))
+        .arg("--config")
+        .arg(&config)
+        .arg("watch")
+        .env("PLATEQC_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+/// Waits for `child` to exit within `secs`; its status, or `None` if it is still running.
+fn exited_within(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(secs) {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    None
+}
+
+fn log_waits_for(log: &Path, needle: &str, secs: u64) -> String {
+    let t = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(secs),
+            "no {needle:?} in {}:\n{text}",
+            log.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// What an operator running several daemons on one PostgreSQL database meets, each answered:
+/// `scan --db URL` needs a site name and a key file, given by flags without a config; a
+/// second daemon claiming a running site is refused, as is one whose metrics address is
+/// taken; and a daemon started before its database waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_sharing_postgres_refuse_clearly_wait_and_close_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = pg::fresh_database().await;
+    let plate = root().join("demo/inbox/plate_00.dcm");
+    let plate = plate.to_str().unwrap();
+    let key = tmp.path().join("scan.key");
+    let out = tmp.path().join("scan-out");
+    let refused = plateqc(&["scan", plate, "--db", &url]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("--site") && why.contains("--key-file"),
+        "{why}"
+    );
+    ok(&[
+        "scan",
+        plate,
+        "--db",
+        &url,
+        "--key-file",
+        key.to_str().unwrap(),
+        "--site",
+        "front-desk",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+
+    let (mut north, north_log) = pg_daemon(&tmp.path().join("north"), &url, "north", "127.0.0.1:0");
+    let text = log_waits_for(&north_log, "metrics listening", 60);
+    let metrics_addr = text
+        .lines()
+        .find_map(|l| l.split("metrics listening addr=").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    // Another daemon as site north, on its own folders: refused, naming the site.
+    let (mut twin, twin_log) = pg_daemon(&tmp.path().join("twin"), &url, "north", "127.0.0.1:0");
+    let status = exited_within(&mut twin, 60).expect("the second north daemon stops");
+    assert!(!status.success());
+    let text = std::fs::read_to_string(&twin_log).unwrap();
+    assert!(
+        text.contains("another plateqc watch is running as site \"north\""),
+        "{text}"
+    );
+    // A daemon of another site given north's metrics address: refused at start, saying why.
+    let (mut south, south_log) = pg_daemon(&tmp.path().join("south"), &url, "south", &metrics_addr);
+    let status = exited_within(&mut south, 60).expect("the south daemon stops");
+    assert!(!status.success());
+    let text = std::fs::read_to_string(&south_log).unwrap();
+    assert!(text.contains("cannot serve /metrics on"), "{text}");
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe { libc::kill(north.id() as i32, libc::SIGTERM) };
+    assert!(exited_within(&mut north, 60)
+        .expect("north stops")
+        .success());
+    // Once north has stopped, its site is free again.
+    let (mut again, again_log) = pg_daemon(&tmp.path().join("again"), &url, "north", "127.0.0.1:0");
+    log_waits_for(&again_log, "watching", 60);
+    // SAFETY: as above.
+    unsafe { libc::kill(again.id() as i32, libc::SIGTERM) };
+    assert!(exited_within(&mut again, 60).expect("stops").success());
+    report_json(&url, &[]);
+
+    // A daemon whose database does not answer yet waits, says so, and still stops on SIGTERM.
+    let nobody = format!("postgres://postgres@127.0.0.1:{}/qc", free_port());
+    let (mut early, early_log) = pg_daemon(&tmp.path().join("early"), &nobody, "early", "");
+    log_waits_for(&early_log, "database not reachable; waiting for it", 30);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(early.try_wait().unwrap().is_none(), "it keeps waiting");
+    // SAFETY: as above.
+    unsafe { libc::kill(early.id() as i32, libc::SIGTERM) };
+    assert!(exited_within(&mut early, 10)
+        .expect("stops while waiting")
+        .success());
 }

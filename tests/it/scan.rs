@@ -495,7 +495,7 @@ fn check_config_hides_the_database_password() {
     std::fs::write(
         &cfg,
         format!(
-            "[paths]\ndb = \"postgres://qc:s3cret-pw@db.invalid:5432/qc\"\nkey_file = \"{}\"\n",
+            "[paths]\ndb = \"postgres://qc:s3cret-pw@db.invalid:5432/qc\"\nkey_file = \"{}\"\n[record]\nsite = \"north\"\n",
             tmp.path().join("site.key").display()
         ),
     )

@@ -472,8 +472,18 @@ fn stops_with_plates_in_flight_quarantine_no_neighbour() {
             "SELECT count(*) FROM jobs WHERE routed_path IS NOT NULL",
         ) == "5"
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    // The closing line counts what this run took up from the stopped one.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let stopped = text
+        .lines()
+        .find(|l| l.contains("stopped") && l.contains("judged="))
+        .unwrap_or_else(|| panic!("no closing line:\n{text}"));
+    for want in ["resumed=5", "judged_alone=4", "quarantined_crashers=1"] {
+        assert!(stopped.contains(want), "{want} not in: {stopped}");
+    }
     let judged = sql(
         &s.db,
         "SELECT count(*) FROM plates WHERE verdict IN ('usable', 'unusable') AND source_path NOT LIKE '%poison.dcm'",
