@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release/plateqc
 
-.PHONY: setup build demo test lint unit pytest bench bench-watch model fixtures clean-demo fuzz
+.PHONY: setup build demo test lint unit pytest bench bench-watch bench-pg model fixtures clean-demo fuzz
 
 setup:
 	scripts/setup.sh
@@ -40,6 +40,13 @@ bench: build
 bench-watch: build
 	$(CARGO) build --release --locked --bin plateqc-latency
 	target/release/plateqc-latency demo/inbox --rate 5 --count 60
+
+# Many sites on one PostgreSQL database: journal traffic of several daemons, then report
+# latency as the history grows (scripts/pg-load.sh starts a private server). Not in `test`.
+PG_LOAD_ARGS ?= --sites 8 --secs 20 --sizes 10000,100000,1000000
+bench-pg: build
+	$(CARGO) build --release --locked --bin plateqc-pgload
+	scripts/pg-load.sh $(PG_LOAD_ARGS)
 
 # Fuzz the decode worker and the DICOM receiver with AFL++ (cargo-afl, stable Rust), FUZZ_SECS
 # seconds per target; crashes and hangs land in fuzz/findings/ (scripts/fuzz.sh). Not in `test`.
