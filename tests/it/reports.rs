@@ -701,30 +701,9 @@ async fn two_sites_daemons_share_one_postgres_database() {
     let mut inboxes = Vec::new();
     for site in ["north", "south"] {
         let dir = tmp.path().join(site);
-        let inbox = dir.join("inbox");
-        std::fs::create_dir_all(&inbox).unwrap();
-        let config = dir.join("plateqc.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[paths]\ndb = \"{url}\"\nout = \"{}\"\nkey_file = \"{}\"\n[record]\nsite = \"{site}\"\n[watch]\ninboxes = [\"{}\"]\nquiet_ms = 400\nrescan_secs = 2\nmetrics_listen = \"127.0.0.1:0\"\n",
-                dir.join("out").display(),
-                dir.join("site.key").display(),
-                inbox.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_plateqc"))
-            .arg("--config")
-            .arg(&config)
-            .arg("watch")
-            .env("PLATEQC_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
+        let (child, _log) = pg_daemon(&dir, &url, site, "127.0.0.1:0");
         daemons.push(Daemon { child });
-        inboxes.push(inbox);
+        inboxes.push(dir.join("inbox"));
     }
     let demo = root().join("demo/inbox");
     let put = |inbox: &Path, name: &str| {
@@ -834,7 +813,7 @@ fn pg_daemon(dir: &Path, url: &str, site: &str, metrics: &str) -> (std::process:
     std::fs::write(
         &config,
         format!(
-            "[paths]\ndb = \"{url}\"\nout = \"{}\"\nkey_file = \"{}\"\n[record]\nsite = \"{site}\"\n[watch]\ninboxes = [\"{}\"]\nmetrics_listen = \"{metrics}\"\n",
+            "[paths]\ndb = \"{url}\"\nout = \"{}\"\nkey_file = \"{}\"\n[record]\nsite = \"{site}\"\n[watch]\ninboxes = [\"{}\"]\nquiet_ms = 400\nrescan_secs = 2\nmetrics_listen = \"{metrics}\"\n",
             dir.join("out").display(),
             dir.join("site.key").display(),
             inbox.display()
