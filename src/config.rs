@@ -286,6 +286,15 @@ impl Config {
             .unwrap_or_else(crate::record::default_site)
     }
 
+    /// The calling AE title towards the destinations: `[forward] calling_ae_title`, or else
+    /// this node's own `[dicom] ae_title`.
+    pub fn calling_ae_title(&self) -> String {
+        self.forward
+            .calling_ae_title
+            .clone()
+            .unwrap_or_else(|| self.dicom.ae_title.clone())
+    }
+
     /// The site key's location: configured, or beside the database.
     pub fn key_file(&self) -> PathBuf {
         self.paths.key_file.clone().unwrap_or_else(|| {
@@ -395,6 +404,17 @@ mod example_file {
         // A local SQLite file may go on using the host name.
         let local = Config::default();
         assert!(local.validate().is_empty(), "{:?}", local.validate());
+    }
+
+    #[test]
+    fn the_calling_ae_title_is_the_nodes_own_unless_set() {
+        let mut c = Config::default();
+        c.dicom.ae_title = "CLINIC_QC".into();
+        assert_eq!(c.calling_ae_title(), "CLINIC_QC");
+        c.forward.calling_ae_title = Some("TO_PACS".into());
+        assert_eq!(c.calling_ae_title(), "TO_PACS");
+        c.forward.calling_ae_title = Some("A_NAME_LONGER_THAN_16".into());
+        assert_eq!(c.validate().len(), 1, "{:?}", c.validate());
     }
 
     #[test]

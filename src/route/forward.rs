@@ -48,8 +48,9 @@ pub enum UnusablePolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct ForwardOptions {
     pub destinations: Vec<Destination>,
-    /// Calling AE title used towards the destinations.
-    pub calling_ae_title: String,
+    /// Calling AE title used towards the destinations; unset, this node's own `[dicom]
+    /// ae_title`, so a PACS that checks who calls sees the same name both ways.
+    pub calling_ae_title: Option<String>,
     pub unusable: UnusablePolicy,
     /// Also send rejection notes (and their secondary captures) to the destinations.
     pub send_notes: bool,
@@ -66,7 +67,7 @@ impl Default for ForwardOptions {
     fn default() -> Self {
         ForwardOptions {
             destinations: Vec::new(),
-            calling_ae_title: "PLATEQC".into(),
+            calling_ae_title: None,
             unusable: UnusablePolicy::Hold,
             send_notes: true,
             retry_base_secs: 5,
@@ -83,10 +84,9 @@ impl ForwardOptions {
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
         let ae_ok = crate::net::valid_ae_title;
-        if !ae_ok(&self.calling_ae_title) {
+        if let Some(t) = self.calling_ae_title.as_deref().filter(|t| !ae_ok(t)) {
             p.push(format!(
-                "[forward] calling_ae_title {:?} must be 1-16 characters",
-                self.calling_ae_title
+                "[forward] calling_ae_title {t:?} must be 1-16 characters"
             ));
         }
         for dest in &self.destinations {
@@ -136,6 +136,8 @@ pub struct Forwarder {
     /// Root of the rejection notes (`[notes] folder`, or `<route root>/rejection-notes`);
     /// notes are filed by day below it.
     pub notes_root: PathBuf,
+    /// The calling AE title of every association (see [`ForwardOptions::calling_ae_title`]).
+    pub calling_ae_title: String,
 }
 
 fn later(secs: u64) -> String {
@@ -274,7 +276,7 @@ impl Forwarder {
             return Ok(0);
         }
         let mut options = ClientAssociationOptions::new()
-            .calling_ae_title(opts.calling_ae_title.clone())
+            .calling_ae_title(self.calling_ae_title.clone())
             .called_ae_title(dest.ae_title.clone())
             .max_pdu_length(opts.max_pdu)
             .connection_timeout(Duration::from_secs(opts.connect_timeout_secs.max(1)))

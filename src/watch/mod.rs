@@ -287,6 +287,7 @@ fn start_forwarder(
         forward: engine.config.forward.clone(),
         notes: engine.config.notes.clone(),
         notes_root: engine.config.notes_root(),
+        calling_ae_title: engine.config.calling_ae_title(),
     })
     .spawn(wake, cancel)
 }

@@ -110,7 +110,7 @@ pub fn net_site(port: u16, pacs_port: u16, dicom: &str, extra: &str) -> Site {
     let mut cfg = std::fs::read_to_string(&s.config).unwrap();
     cfg.push_str(&format!(
         "[dicom]\nlisten = \"127.0.0.1:{port}\"\nae_title = \"PLATEQC\"\nallowed_calling = [\"SCANNER\", \"PYNET\"]\n{dicom}\n\
-         [forward]\ncalling_ae_title = \"PLATEQC\"\nretry_base_secs = 1\nretry_max_secs = 2\n\
+         [forward]\nretry_base_secs = 1\nretry_max_secs = 2\n\
          destinations = [{{ name = \"pacs\", ae_title = \"PACS\", address = \"127.0.0.1:{pacs_port}\" }}]\n{extra}"
     ));
     std::fs::write(&s.config, cfg).unwrap();
