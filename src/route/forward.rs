@@ -96,9 +96,9 @@ impl ForwardOptions {
                     dest.name, dest.ae_title
                 ));
             }
-            if dest.address.rsplit_once(':').is_none() {
+            if !host_and_port(&dest.address) {
                 p.push(format!(
-                    "[forward] destination {}: address {:?} is not host:port",
+                    "[forward] destination {}: address {:?} is not host:port (a port 1-65535)",
                     dest.name, dest.address
                 ));
             }
@@ -120,6 +120,25 @@ impl ForwardOptions {
         }
         p
     }
+}
+
+/// `host:port` with a host (a name, an IPv4 address or a bracketed IPv6 one) and a port
+/// 1-65535: `127.0.0.1:abc` or `pacs:0` would only fail at the first store.
+fn host_and_port(address: &str) -> bool {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && !host.contains(':')
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        }
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -552,6 +571,36 @@ async fn store_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destination_addresses_are_host_and_port() {
+        for good in [
+            "10.0.0.5:104",
+            "pacs.clinic.local:11112",
+            "[::1]:104",
+            "pacs_1:4242",
+        ] {
+            assert!(host_and_port(good), "{good}");
+        }
+        for bad in [
+            "127.0.0.1:abc",
+            "pacs",
+            "pacs:0",
+            ":104",
+            "pacs:70000",
+            "::1:104",
+            "a b:104",
+        ] {
+            assert!(!host_and_port(bad), "{bad}");
+        }
+        let mut f = ForwardOptions::default();
+        f.destinations.push(Destination {
+            name: "pacs".into(),
+            ae_title: "PACS".into(),
+            address: "127.0.0.1:abc".into(),
+        });
+        assert_eq!(f.validate().len(), 1, "{:?}", f.validate());
+    }
 
     #[test]
     fn native_payloads_reencode_between_little_endian_syntaxes() {
