@@ -10,6 +10,7 @@
 use super::{redact_password, DbLocation, Pool, RecordError, Recorder};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -67,7 +68,8 @@ impl Recorder {
                     .create(true)
                     .truncate(false)
                     .write(true)
-                    .mode_private()
+                    // Private, as every file plateqc makes.
+                    .mode(0o600)
                     .open(&lock)
                     .map_err(|e| RecordError::Open {
                         path: lock.clone(),
@@ -90,18 +92,6 @@ impl Recorder {
             }
             (Pool::Sqlite(_), DbLocation::Postgres(_)) => unreachable!("a SQLite pool has a file"),
         }
-    }
-}
-
-/// Private mode for the lock file, as for every file plateqc makes.
-trait ModePrivate {
-    fn mode_private(&mut self) -> &mut Self;
-}
-
-impl ModePrivate for std::fs::OpenOptions {
-    fn mode_private(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
     }
 }
 

@@ -140,7 +140,6 @@ impl Finisher for WatchFinisher {
                 })
                 .collect();
             let rows = engine.recorder.finish_jobs(&finishing).await?;
-            drop(finishing);
             move_planned(
                 &engine.recorder,
                 &self.routing,
