@@ -61,7 +61,12 @@ def measure_onnx(onnx: Path, name: str, splits: Splits) -> dict:
     val, shifted = splits.get(m.psp)
     v = EV.evaluate_split(m, val)
     s = EV.evaluate_split(m, shifted, cam_limit=0)
-    return {"run": name, "val_auc": v["classification"]["auc"],
+    parts = {}
+    if "," in splits.names[0]:   # validation over several training families: each one's AUC
+        for part in splits.names[0].split(","):
+            d = D.load_split(part, splits.size, psp=m.psp)
+            parts[part] = EV.evaluate_split(m, d, cam_limit=0)["classification"]["auc"]
+    return {"run": name, **({"val_auc_parts": parts} if parts else {}), "val_auc": v["classification"]["auc"],
             "val_pointing_last": v["explanations"]["per_layer"][m.layers[-1]]["gradcam_hit"],
             "shifted_spec_at_recall_0.95": s["classification"]["spec_at_recall_0.95"],
             "shifted_auc": s["classification"]["auc"], "threshold": m.threshold,
@@ -80,11 +85,16 @@ def main(argv=None):
                     help="instead of --baseline: the baseline row recorded by an earlier choose "
                          "on the same plates (for a baseline whose input cache is gone)")
     ap.add_argument("--out", default=str(HERE / "work" / "choice.json"))
+    ap.add_argument("--fallback-val", default=None, metavar="SPLIT",
+                    help="with --val naming several splits: the one whose AUC the fallback "
+                         "compares with the baseline's (the plates the baseline was measured on)")
     a = ap.parse_args(argv)
     splits = Splits(a.val, a.shifted, a.size)
     rows = []
     for r in a.runs:
         rows.append(measure(Path(r), splits))
+        if a.fallback_val:
+            rows[-1]["fallback_val_auc"] = rows[-1]["val_auc_parts"][a.fallback_val]
         print(json.dumps(rows[-1]), flush=True)
     base = None
     if a.baseline:

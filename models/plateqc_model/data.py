@@ -37,14 +37,34 @@ _IMPORT_HASH: list = [None]   # hash of the generator sources when this process 
 DATA_SOURCES = ["synth/__init__.py", "synth/_util.py", "synth/anatomy.py", "synth/artifacts.py",
                 "synth/display.py", "synth/labels.py", "synth/plate.py", "plateqc_ref/preprocess.py"]
 TMASK = 32   # per-type masks are cached at TMASK x TMASK (any coverage), for dense supervision
+# The training family a split is generated from: "a" = models/synth, "c" = models/famc (the
+# second training family of plan-1.3.md round 5). Family B (models/famb) is never a choice here:
+# it is only the gate. Set once per process, before the first `generator()` call (--family).
+FAMILY = ["a"]
+# famc's tools that do not decide what a plate is (left out of its generator hash)
+_FAMC_NOT_DATA = {"bench.py", "preview.py", "make_set.py"}
+
+
+def family_sources(family: str) -> list[Path]:
+    """The source files whose bytes make up a family's generator hash."""
+    if family == "a":
+        return [HERE / s for s in DATA_SOURCES]
+    if family == "c":
+        own = sorted(p for p in (HERE / "famc").glob("*.py") if p.name not in _FAMC_NOT_DATA)
+        return own + [HERE / "synth/labels.py", HERE / "synth/artifacts.py",
+                      HERE / "plateqc_ref/preprocess.py"]
+    raise ValueError(f"unknown training family {family!r} (a or c)")
 
 
 def generator():
     """(make_plate, ARTIFACT_TYPES, source files) of the training generator; the first call
     records the hash of its sources as this process imported them."""
     from synth.artifacts import ARTIFACT_TYPES
-    from synth.plate import make_plate
-    srcs = [HERE / s for s in DATA_SOURCES]
+    if FAMILY[0] == "c":
+        from famc import make_plate
+    else:
+        from synth.plate import make_plate
+    srcs = family_sources(FAMILY[0])
     if _IMPORT_HASH[0] is None:
         _IMPORT_HASH[0] = "pending"
         _IMPORT_HASH[0] = data_hash({})
@@ -52,9 +72,12 @@ def generator():
 
 
 def generator_pair():
-    """synth.plate.make_pair (after `generator()` has recorded the source hash)."""
+    """The family's make_pair (after `generator()` has recorded the source hash)."""
     generator()
-    from synth.plate import make_pair
+    if FAMILY[0] == "c":
+        from famc import make_pair
+    else:
+        from synth.plate import make_pair
     return make_pair
 
 
@@ -254,7 +277,19 @@ def restamp_split(split: str, split_seed: int, size: int, shifted: bool,
 
 
 def load_split(split: str, size: int, count: int | None = None, psp: str = pp.PSP_V1):
-    """Concatenate the shards of a split (in index order)."""
+    """Concatenate the shards of a split (in index order). `split` may name several splits
+    separated by commas (e.g. "train4,trainc5": two training families); they are concatenated
+    in that order, `count` then counts over all of them, and their `pair` ids are kept apart."""
+    if "," in split:
+        parts = [load_split(s, size, None, psp) for s in split.split(",")]
+        for k, p in enumerate(parts):
+            if "pair" in p:
+                p["pair"] = p["pair"] + k * PAIR_STRIDE
+        keys = set.intersection(*(set(p) for p in parts))
+        data = {k: np.concatenate([p[k] for p in parts]) for k in sorted(keys)}
+        if count is not None:
+            data = {k: v[:count] for k, v in data.items()}
+        return data
     files = shard_files(split, size, psp)
     if not files:
         raise FileNotFoundError(f"no cached shards in {split_dir(split, size, psp)}")
@@ -270,6 +305,9 @@ def load_split(split: str, size: int, count: int | None = None, psp: str = pp.PS
     if count is not None:
         data = {k: v[:count] for k, v in data.items()}
     return data
+
+
+PAIR_STRIDE = 10_000_000   # pair ids of the k-th split of a list are offset by k times this
 
 
 def unpack_masks(packed: np.ndarray, size: int) -> np.ndarray:
@@ -294,7 +332,11 @@ def main(argv=None):
                          "shard, bit for bit) and record their hash instead of generating")
     ap.add_argument("--psp", default=pp.PSP_V1, choices=pp.PREPROCESSINGS,
                     help="the preprocessing the cached tensors are made with")
+    ap.add_argument("--family", default="a", choices=["a", "c"],
+                    help="the training family to generate: a = models/synth, c = models/famc "
+                         "(family B, models/famb, is only ever the gate and not offered here)")
     a = ap.parse_args(argv)
+    FAMILY[0] = a.family
     if a.restamp:
         h = restamp_split(a.split, a.seed, a.size, a.shifted, psp=a.psp)
         print(f"{a.split}: cache matches the current sources; generator hash {h}", flush=True)

@@ -21,11 +21,15 @@ def choose(rows: list[dict]) -> dict | None:
 
 def fallback(rows: list[dict], baseline: dict | None) -> dict | None:
     """Round 2's rule when no run is eligible: the run with the highest validation AUC, if it
-    beats the shipped baseline on both family-A measures (it still has to pass `compare`)."""
+    beats the shipped baseline on both family-A measures (it still has to pass `compare`).
+    When the validation set spans two training families (round 5), the baseline comparison
+    uses the run's AUC on the family-A part (`fallback_val_auc`), the plates the baseline was
+    measured on."""
     if not rows or baseline is None:
         return None
     best = max(rows, key=lambda r: r["val_auc"])
-    if (best["val_auc"] > baseline["val_auc"] and best["shifted_spec_at_recall_0.95"]
+    if (best.get("fallback_val_auc", best["val_auc"]) > baseline["val_auc"]
+            and best["shifted_spec_at_recall_0.95"]
             > baseline["shifted_spec_at_recall_0.95"]):
         return best
     return None

@@ -35,3 +35,12 @@ def test_the_comparison_gate_fails_on_either_measure():
     assert compare(gate(0.80, 0.03), gate(0.70, 0.027), "b")["pass"]
     assert not compare(gate(0.80, 0.006), gate(0.70, 0.027), "b")["pass"]
     assert not compare(gate(0.69, 0.5), gate(0.70, 0.027), "b")["pass"]
+
+
+def test_with_two_training_families_the_fallback_compares_the_family_a_part():
+    base = run("base", 0.756, 0.6, 0.244)
+    both = run("l", 0.95, 0.75, 0.46)
+    both["fallback_val_auc"] = 0.70   # higher over both families, lower on family A alone
+    assert fallback([both], base) is None
+    both["fallback_val_auc"] = 0.94
+    assert fallback([both], base)["run"] == "l"
