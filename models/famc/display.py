@@ -30,15 +30,15 @@ def sample_acq(rng: np.random.Generator, shifted: bool) -> dict:
 
 def sample_display(rng: np.random.Generator) -> dict:
     d = dict(for_processing=bool(rng.random() < 0.1))
-    d["eq"] = (float(rng.uniform(0.15, 0.7)), float(rng.uniform(2.5, 9.0))) if rng.random() < .45 else None
+    d["eq"] = (float(rng.uniform(0.1, 0.5)), float(rng.uniform(3.0, 9.0))) if rng.random() < .45 else None
     usm = []
     if rng.random() < 0.7:
         for _ in range(int(rng.integers(1, 3))):
-            usm.append((float(np.exp(rng.uniform(math.log(0.12), math.log(2.5)))),
-                        float(rng.uniform(0.2, 1.5))))
+            r = float(np.exp(rng.uniform(math.log(0.12), math.log(2.5))))
+            usm.append((r, float(rng.uniform(0.2, 0.7 if r < 0.4 else 1.4))))
     d["usm"] = usm
     d["nr"] = (float(rng.uniform(0.3, 0.85)), float(rng.uniform(0.6, 1.4))) if rng.random() < .35 else None
-    d["p_lo"] = 0.0 if rng.random() < 0.5 else float(rng.uniform(0, 4))
+    d["p_lo"] = float(rng.uniform(0.2, 0.6)) if rng.random() < 0.5 else float(rng.uniform(0.6, 4))
     d["p_hi"] = float(rng.uniform(96.0, 99.9))
     d["exclude_metal"] = bool(rng.random() < 0.7)
     d["m_lo"] = float(rng.uniform(0, 0.15)) if rng.random() < 0.3 else 0.0
@@ -93,7 +93,7 @@ def spatial(D: np.ndarray, d: dict, ppm: float) -> np.ndarray:
 def fit_window(E: np.ndarray, d: dict, metal: np.ndarray | None = None) -> tuple[float, float]:
     v = E[::3, ::3].ravel()
     if metal is not None and d.get("exclude_metal"):
-        keep = ~metal[::3, ::3].ravel()
+        keep = ~O.dilate(metal, 6)[::3, ::3].ravel()
         if keep.sum() > 100:
             v = v[keep]
     if d["for_processing"]:

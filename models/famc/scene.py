@@ -51,9 +51,9 @@ def sample_style(rng: np.random.Generator, shifted: bool) -> dict:
         p_missing=float(rng.choice([0.0, 0.08, 0.2], p=[.6, .28, .12])),
         bone_loss=float(rng.choice([0.0, rng.uniform(0.5, 2.5), rng.uniform(2.5, 6.0)],
                                    p=[.55, .3, .15])),
-        bone_density=float(np.exp(rng.uniform(np.log(0.45), np.log(1.7)))),
+        bone_density=float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))),
         trab_scale_mm=float(rng.uniform(0.5, 1.6)),
-        trab_contrast=float(rng.uniform(0.08, 0.55)),
+        trab_contrast=float(rng.uniform(0.05, 0.45)),
         trab_sharp=float(rng.uniform(1.0, 2.5)),
         lamina=float(rng.choice([rng.uniform(0.0, 0.25), rng.uniform(0.25, 1.0)], p=[.35, .65])),
         pdl_mm=float(rng.uniform(0.08, 0.35)),
@@ -134,7 +134,7 @@ class Tooth:
             tt = t
         r = np.clip((tt - occ) / self.ro, 0, 1)
         rnd = np.sqrt(r * (2 - r))
-        blc = self.bl * (ac / hw)
+        blc = self.bl * (1 - 0.05 * O.smoothstep(0.42, 1.0, s))
         if self.kind in ("incisor", "canine"):
             blc = blc * (0.35 + 0.65 * O.smoothstep(0.0, 0.7, s))
         a_c = (ac * frac - inset) * rnd
@@ -433,13 +433,14 @@ def render_scene(rng: np.random.Generator, *, ppm: float, shifted: bool, style: 
             acc["path"] += MU["steel"] * wire
             acc["work"] = np.maximum(acc["work"], (wire > 0.02).astype(F32))
     # bone: thickness x trabecular density, displaced by the sockets
-    trab_px = st["trab_scale_mm"] * ppm
-    n1, n2, n3 = O.band_noises(rng, (H, W), [trab_px, trab_px * 2.3, 7.0 * ppm], bw=0.5)
+    trab_px = max(4.0, st["trab_scale_mm"] * ppm)
+    n1, n2, n3 = O.band_noises(rng, (H, W), [trab_px, trab_px * 2.3, 7.0 * ppm], bw=0.5,
+                               down=1 if trab_px < 14 else 2)
     ridge = 1 - np.abs(n1)
     ridge2 = 1 - np.abs(n2)
     struts = np.clip(0.65 * ridge + 0.35 * ridge2, 0, 1) ** st["trab_sharp"]
-    struts = struts / (struts.mean() + 1e-6)
-    rho = 1 - st["trab_contrast"] + st["trab_contrast"] * struts
+    struts = np.clip(struts / (np.quantile(struts[::4, ::4], 0.98) + 1e-6), 0, 1)
+    rho = 1 + 1.2 * st["trab_contrast"] * (struts - struts.mean())
     thick = st["bone_mm"] * (1 + 0.1 * n3) * bone_zone
     # bone gets thicker deeper in the jaw
     thick = thick * (1 + 0.25 * O.smoothstep(0, 15, crest))
@@ -463,7 +464,7 @@ def render_scene(rng: np.random.Generator, *, ppm: float, shifted: bool, style: 
             r = ((X - fx) / rng.uniform(3, 6)) ** 2 + ((Y - fy) / rng.uniform(2.5, 4)) ** 2
             extra += 0.6 * np.clip(1 - r, 0, 1) ** 0.5
             feats.append("torus")
-    mu_bone = 0.045 * st["bone_density"]
+    mu_bone = 0.035 * st["bone_density"]
     bone_len = np.maximum(thick - acc["socket"], 0)
     path = acc["path"] + mu_bone * rho * bone_len
     path += MU["cortical"] * st["lamina"] * acc["lamina"] * bone_zone
