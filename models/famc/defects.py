@@ -65,7 +65,7 @@ def scratch(x, ctx, rng, sev, placement):
     for _ in range(n):
         y, xx = pick_point(ctx, rng, placement)
         hd = rng.uniform(0, 2 * math.pi)
-        ln = rng.uniform(*L) * ppm
+        ln = rng.uniform(*L) * ppm * ctx.get("shrink", 1.0)
         a = O.random_walk(rng, (y, xx), hd, ln / 2, 1.5, 0.03)
         b = O.random_walk(rng, (y, xx), hd + math.pi, ln / 2, 1.5, 0.03)
         pts = np.concatenate([b[::-1], a[1:]])
@@ -92,7 +92,8 @@ def bend(x, ctx, rng, sev, placement):
     dist = np.sqrt((Y - cy) ** 2 + (X - cx) ** 2)
     ang = np.arctan2(Y - cy, X - cx)
     a0 = math.atan2(y - cy, xx - cx)
-    half = {1: rng.uniform(3, 7), 2: rng.uniform(6, 14), 3: rng.uniform(12, 40)}[sev] * ppm / R
+    half = ({1: rng.uniform(3, 7), 2: rng.uniform(6, 14), 3: rng.uniform(12, 40)}[sev] * ppm / R
+            * ctx.get("shrink", 1.0))
     dang = np.abs((ang - a0 + math.pi) % (2 * math.pi) - math.pi)
     along = dang < half
     wline = max(0.6, {1: 0.4, 2: 0.8, 3: 1.2}[sev] * ppm / 10)
@@ -121,6 +122,8 @@ def bite_mark(x, ctx, rng, sev, placement):
     amp = {1: (0.12, 0.25), 2: (0.3, 0.5), 3: (0.5, 0.85)}[sev]
     hd = rng.uniform(0, 2 * math.pi)
     step = rng.uniform(2.5, 4.5) * ppm
+    if ctx.get("shrink", 1.0) < 1:
+        n = max(1, n - 2)
     core = np.zeros(ctx["shape"], bool)
     val = np.zeros(ctx["shape"], F32)
     for i in range(n):
@@ -143,7 +146,7 @@ def dust(x, ctx, rng, sev, placement):
     ppm = ctx["ppm"]
     h, w = ctx["shape"]
     y, xx = pick_point(ctx, rng, placement)
-    spread = rng.uniform(2, 7) * ppm
+    spread = rng.uniform(2, 7) * ppm * ctx.get("shrink", 1.0)
     n = {1: int(rng.integers(2, 7)), 2: int(rng.integers(6, 16)), 3: int(rng.integers(15, 40))}[sev]
     core = np.zeros((h, w), bool)
     dark = np.zeros((h, w), bool)
@@ -175,7 +178,7 @@ def fingerprint(x, ctx, rng, sev, placement):
     ppm = ctx["ppm"]
     Y, X = _grid(ctx["shape"])
     y, xx = pick_point(ctx, rng, placement)
-    a = rng.uniform(4, 7) * ppm
+    a = rng.uniform(4, 7) * ppm * max(0.45, ctx.get("shrink", 1.0))
     b = a * rng.uniform(0.6, 0.85)
     th = rng.uniform(0, math.pi)
     u = (X - xx) * math.cos(th) + (Y - y) * math.sin(th)
@@ -209,6 +212,7 @@ def peel(x, ctx, rng, sev, placement):
     else:
         depth = {1: rng.uniform(0.6, 1.5), 2: rng.uniform(1.5, 3.5), 3: rng.uniform(4, 9)}[sev] * ppm
     length = {1: rng.uniform(2, 5), 2: rng.uniform(4, 10), 3: rng.uniform(8, 20)}[sev] * ppm
+    length *= ctx.get("shrink", 1.0)
     n1, = O.band_noises(rng, (h, w), [1.5 * ppm], bw=0.7, down=2)
     prof = O.smoothstep(1.0, 0.6, np.abs(along - c) / (length / 2))
     region = dedge < depth * prof * (1 + 0.25 * n1)

@@ -138,6 +138,7 @@ def _apply(R: _Render, seed, arts, attempt):
     """Render the artifacts; returns (brightness, masks, records)."""
     ctx = R.ctx()
     masks = {}
+    clipped = []
     full = np.ones(R.shape, bool)
     sig = [a for a in arts if a["type"] in defects.SIGNAL_TYPES]
     x = R.x
@@ -157,17 +158,20 @@ def _apply(R: _Render, seed, arts, attempt):
         sev = int(a["severity"])
         pl = a.get("placement", "any")
         rng = _rng(seed, S_ART, attempt, ARTIFACT_NAMES.index(t))
-        for k in range(5):
+        for k in range(6):
+            # a periphery artifact that keeps hitting the region is drawn smaller
+            ctx["shrink"] = 0.6 ** max(0, k - 1) if pl == "periphery" else 1.0
             xn, m = defects.LOCAL[t](x, ctx, rng, sev, pl)
             ov = _overlap_mm2(m, R.diag, R.ppm)
             if not m.any():
                 continue
-            if pl == "diag" and ov < 0.3 and k < 4:
+            if pl == "diag" and ov < 0.3 and k < 5:
                 continue
-            if pl == "periphery" and ov >= 0.2 and k < 4:
+            if pl == "periphery" and ov >= 0.2 and k < 5:
                 continue
             break
-        if pl == "periphery" and ov >= 0.2:
+        if pl == "periphery" and ov >= 0.2:      # last resort: cut it out of the region
+            clipped.append(t)
             keep = m & ~R.diag
             xn = np.where(keep, xn, x)
             m = keep
@@ -178,7 +182,7 @@ def _apply(R: _Render, seed, arts, attempt):
         if a["type"] == "brightness":
             b = defects.apply_brightness(b, ctx, _rng(seed, S_ART, attempt, 13), int(a["severity"]))
             masks["brightness"] = full
-    return b, masks
+    return b, masks, clipped
 
 
 def _plate(R, seed, shifted, b, arts, masks, extra_info):
@@ -210,7 +214,7 @@ def make_pair(seed: int, *, unusable_fraction: float = 0.5, artifact_fraction: f
                      placement=a.get("placement", "any")) for a in artifacts]
     redrawn = False
     if arts:
-        b, masks = _apply(R, seed, arts, 0)
+        b, masks, clipped = _apply(R, seed, arts, 0)
         if meant is not None:
             lab = label([dict(type=a["type"], severity=a["severity"]) for a in arts], masks,
                         R.diag, R.ppm)
@@ -220,11 +224,11 @@ def make_pair(seed: int, *, unusable_fraction: float = 0.5, artifact_fraction: f
                     arts = [dict(arts[0], severity=3)] + arts[1:]
                 else:
                     arts = [dict(a, severity=1, placement="any") for a in arts]
-                b, masks = _apply(R, seed, arts, 1)
+                b, masks, clipped = _apply(R, seed, arts, 1)
     else:
-        b, masks = R.clean_b, {}
+        b, masks, clipped = R.clean_b, {}, []
     plate = _plate(R, seed, shifted, b, arts, masks,
-                   dict(meant_unusable=meant, redrawn=redrawn))
+                   dict(meant_unusable=meant, redrawn=redrawn, clipped_to_periphery=clipped))
     tw = None
     if twin and arts:
         tw = _plate(R, seed, shifted, R.clean_b, [], {}, dict(twin_of=seed))
