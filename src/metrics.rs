@@ -5,11 +5,13 @@
 use crate::ingest::scp::ScpStats;
 use crate::outcome::{FailureKind, Verdict};
 use crate::record::PlateRecord;
+use crate::route::forward::ForwardStatus;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -41,6 +43,9 @@ pub struct Metrics {
     in_memory_gauge: IntGauge,
     associations: IntCounterVec,
     requests: IntCounterVec,
+    outbox_items: IntGaugeVec,
+    destination_up: IntGaugeVec,
+    forwarded: IntCounterVec,
     /// Serialises the copy of the gauges and receiver counters into the registry.
     render_lock: Mutex<()>,
     /// Files taken from the inbox and not yet finished (written by the daemon).
@@ -49,6 +54,8 @@ pub struct Metrics {
     pub plates_in_memory: AtomicU64,
     /// The DICOM receiver's counters (written by the receiver).
     pub scp: Arc<ScpStats>,
+    /// Where each forwarding destination stands (written by the forwarder).
+    pub forward: Arc<ForwardStatus>,
 }
 
 impl Default for Metrics {
@@ -107,6 +114,27 @@ impl Metrics {
             &["stage"],
         )?;
         registry.register(Box::new(stage_seconds.clone()))?;
+        let gauges = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<_> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let outbox_items = gauges(
+            "plateqc_outbox_items",
+            "This node's outbox entries waiting (pending) or given up on (failed), by \
+             destination.",
+            &["destination", "state"],
+        )?;
+        let destination_up = gauges(
+            "plateqc_destination_up",
+            "1 when the last contact with a forwarding destination worked, 0 when it failed.",
+            &["destination"],
+        )?;
+        let forwarded = counters(
+            "plateqc_forwarded_total",
+            "Instances stored at a forwarding destination, by destination.",
+            "destination",
+        )?;
         // Every series a dashboard expects is there from the start, at zero.
         for v in Verdict::ALL {
             plates.with_label_values(&[v.as_str()]);
@@ -129,10 +157,14 @@ impl Metrics {
             in_memory_gauge,
             associations,
             requests,
+            outbox_items,
+            destination_up,
+            forwarded,
             render_lock: Mutex::new(()),
             in_flight: AtomicU64::new(0),
             plates_in_memory: AtomicU64::new(0),
             scp: Arc::default(),
+            forward: Arc::default(),
         })
     }
 
@@ -178,6 +210,18 @@ impl Metrics {
                 ("echo", &scp.echoes),
             ] {
                 catch_up(self.requests.with_label_values(&[result]), n);
+            }
+            for (name, st) in self.forward.snapshot() {
+                for (state, n) in [("pending", st.pending), ("failed", st.failed)] {
+                    self.outbox_items.with_label_values(&[&name, state]).set(n);
+                }
+                if let Some(up) = st.up {
+                    self.destination_up
+                        .with_label_values(&[&name])
+                        .set(i64::from(up));
+                }
+                let c = self.forwarded.with_label_values(&[&name]);
+                c.inc_by(st.sent.saturating_sub(c.get()));
             }
         }
         let mut out = Vec::new();

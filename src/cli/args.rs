@@ -86,6 +86,15 @@ pub enum Command {
     CheckConfig {
         #[command(flatten)]
         common: Common,
+        /// Also C-ECHO every forwarding destination with the AE titles forwarding uses; exit 1
+        /// when one does not answer, with what to check.
+        #[arg(long)]
+        probe: bool,
+    },
+    /// The forwarding outbox: see what waits or failed, requeue it, or drop it.
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
     },
     /// Internal: a decode worker, started by plateqc itself for every file's parsing.
     #[command(name = "__decode-worker", hide = true)]
@@ -153,6 +162,56 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OutboxAction {
+    /// Entries newest first, with each one's attempts and last error, and the counts per
+    /// destination and state.
+    List {
+        /// pending, failed, sent, or waiting (pending and failed).
+        #[arg(long, default_value = "waiting")]
+        state: String,
+        /// Only this destination.
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Output: table, csv or json.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Requeue waiting entries for an attempt now, attempts counted from zero (a running
+    /// daemon picks them up within a second).
+    Retry {
+        #[command(flatten)]
+        select: OutboxSelectArgs,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Delete waiting entries: they will not be sent. Sent entries are history and stay.
+    Drop {
+        #[command(flatten)]
+        select: OutboxSelectArgs,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+#[group(required = true, multiple = false)]
+pub struct OutboxSelectArgs {
+    /// These entries (ids from `plateqc outbox list`).
+    #[arg(long = "id", num_args = 1..)]
+    pub ids: Vec<i64>,
+    /// This node's waiting entries for this destination.
+    #[arg(long)]
+    pub destination: Option<String>,
+    /// Every failed entry of this node.
+    #[arg(long)]
+    pub failed: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -3,6 +3,7 @@
 //! code; no backtraces for operators.
 
 mod args;
+mod outbox;
 mod print;
 
 pub use args::{Cli, Command, Common, DbArg, FilterArgs, Format};
@@ -266,7 +267,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::DecodeWorker { .. } => anyhow::bail!("the decode worker runs without a runtime"),
-        Command::CheckConfig { common } => {
+        Command::Outbox { action } => {
+            let db = match action {
+                args::OutboxAction::List { db, .. }
+                | args::OutboxAction::Retry { db, .. }
+                | args::OutboxAction::Drop { db, .. } => db,
+            };
+            let rec = open_history(cli.config.as_ref(), db).await?;
+            let code = outbox::run(&rec, action).await;
+            rec.close().await;
+            code
+        }
+        Command::CheckConfig { common, probe } => {
             let config = resolve_config(cli.config.as_ref(), common)?;
             let opts = config.infer.clone();
             let model = crate::infer::Model::load(
@@ -284,6 +296,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             println!("# model contract read from {}", model.path.display());
             println!("{}", serde_json::to_string_pretty(&model.contract)?);
+            if *probe && !outbox::probe(&config).await {
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -175,6 +175,31 @@ pub fn decode(bytes: &[u8], policy: &DecodePolicy) -> Result<Plate, DecodeError>
     Ok(Plate { header, pixels })
 }
 
+/// A plate's stored values as uncompressed Pixel Data (little endian, Bits Allocated wide), for
+/// a destination that refuses the file's compressed syntax. The values are those the plate was
+/// judged on: masked to Bits Stored, sign-extended, bits above them (overlays) zero.
+pub fn native_pixel_data(bytes: &[u8], policy: &DecodePolicy) -> Result<Vec<u8>, DecodeError> {
+    let plate = decode(bytes, policy)?;
+    Ok(pack_native(&plate.pixels, plate.header.bits_allocated))
+}
+
+/// Stored values into little-endian words of `bits_allocated` (8 or 16; two's complement for
+/// signed ones), padded to an even length as Pixel Data must be.
+pub fn pack_native(pixels: &[i32], bits_allocated: u16) -> Vec<u8> {
+    let mut out: Vec<u8> = if bits_allocated == 8 {
+        pixels.iter().map(|&v| v as u8).collect()
+    } else {
+        pixels
+            .iter()
+            .flat_map(|&v| (v as u16).to_le_bytes())
+            .collect()
+    };
+    if out.len() % 2 == 1 {
+        out.push(0);
+    }
+    out
+}
+
 /// Reads only the header, for `inspect` and for early routing decisions.
 pub fn decode_header(bytes: &[u8], policy: &DecodePolicy) -> Result<PlateHeader, DecodeError> {
     open(bytes, policy, false).map(|(_, header)| header)

@@ -56,6 +56,9 @@ struct Request {
     /// Only the structural pre-scan (the receiver's check before answering a C-STORE).
     #[serde(default)]
     prescan_only: bool,
+    /// Only the stored values as uncompressed Pixel Data (transcoding for a destination).
+    #[serde(default)]
+    native: bool,
 }
 
 /// A decoded plate as the worker sends it: what the pipeline keeps of the pixels.
@@ -96,6 +99,8 @@ enum Response {
         #[serde(default)]
         uids: super::DataSetUids,
     },
+    /// The answer to a native request: the Pixel Data bytes follow, or why not.
+    Native { error: Option<DecodeError> },
 }
 
 /// The in-process decode of one file's bytes, as a worker runs it (and as `decode::load` runs
@@ -207,6 +212,15 @@ pub fn serve(limits: WorkerLimits) -> io::Result<()> {
             };
             let head = serde_json::to_vec(&Response::Checked { problem, uids })?;
             write_frame(&mut output, &head, &[])?;
+            continue;
+        }
+        if req.native {
+            let (error, data) = match super::native_pixel_data(bytes, &req.policy) {
+                Ok(d) => (None, d),
+                Err(e) => (Some(e), Vec::new()),
+            };
+            let head = serde_json::to_vec(&Response::Native { error })?;
+            write_frame(&mut output, &head, &[&data])?;
             continue;
         }
         match decode_bytes(bytes, &req.policy, req.want) {
@@ -415,10 +429,35 @@ impl DecodePool {
             policy: policy.clone(),
             want,
             prescan_only: false,
+            native: false,
         };
         match self.run(bytes, &req)? {
             Answer::Decoded(d) => Ok(d),
-            Answer::Checked(..) => Err(WorkerDied("decode worker answered out of turn".into())),
+            _ => Err(WorkerDied("decode worker answered out of turn".into())),
+        }
+    }
+
+    /// [`super::native_pixel_data`] in a worker: the outer `Err` when the worker died on it.
+    pub fn native(
+        &self,
+        bytes: &[u8],
+        policy: &DecodePolicy,
+    ) -> Result<Result<Vec<u8>, DecodeError>, WorkerDied> {
+        let req = Request {
+            policy: policy.clone(),
+            want: super::Want {
+                input: preprocess::Input {
+                    size: 0,
+                    psp: preprocess::Psp::V1,
+                },
+                display: false,
+            },
+            prescan_only: false,
+            native: true,
+        };
+        match self.run(bytes, &req)? {
+            Answer::Native(n) => Ok(n),
+            _ => Err(WorkerDied("decode worker answered out of turn".into())),
         }
     }
 
@@ -445,11 +484,12 @@ impl DecodePool {
                 display: false,
             },
             prescan_only: true,
+            native: false,
         };
         match self.run(bytes, &req) {
             Ok(Answer::Checked(Some(problem), _)) => Err(problem),
             Ok(Answer::Checked(None, uids)) => Ok(uids),
-            Ok(Answer::Decoded(_)) => Err("decode worker answered out of turn".into()),
+            Ok(_) => Err("decode worker answered out of turn".into()),
             Err(died) => Err(died.0),
         }
     }
@@ -548,6 +588,7 @@ pub fn signal_name(sig: i32) -> &'static str {
 enum Answer {
     Decoded(Result<Decoded, Refused>),
     Checked(Option<String>, super::DataSetUids),
+    Native(Result<Vec<u8>, DecodeError>),
 }
 
 fn exchange(w: &mut Worker, bytes: &[u8], req: &Request, deadline: Instant) -> io::Result<Answer> {
@@ -594,6 +635,8 @@ fn exchange(w: &mut Worker, bytes: &[u8], req: &Request, deadline: Instant) -> i
             Ok(Answer::Decoded(Err(Refused { error, header })))
         }
         Response::Checked { problem, uids } => Ok(Answer::Checked(problem, uids)),
+        Response::Native { error: Some(e) } => Ok(Answer::Native(Err(e))),
+        Response::Native { error: None } => Ok(Answer::Native(Ok(rest.to_vec()))),
     }
 }
 

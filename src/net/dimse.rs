@@ -82,6 +82,16 @@ impl Command {
         }
     }
 
+    /// A C-ECHO request (Verification SOP Class): "are you there and will you talk to me".
+    pub fn echo_rq(message_id: u16) -> Command {
+        Command {
+            field: C_ECHO_RQ,
+            message_id,
+            sop_class: super::VERIFICATION.into(),
+            ..Default::default()
+        }
+    }
+
     /// The response to `rq` (a C-STORE or C-ECHO request) with `status`.
     pub fn response_to(rq: &Command, status: u16, comment: &str) -> Command {
         Command {

@@ -73,6 +73,21 @@ pub async fn receive_response(
     }
 }
 
+/// Sends a C-ECHO request on presentation context `pc` (negotiated for the Verification SOP
+/// Class) and returns the status the peer answered.
+pub async fn c_echo(
+    assoc: &mut AsyncClientAssociation<TcpStream>,
+    pc: u8,
+    message_id: u16,
+) -> Result<u16, ScuError> {
+    send_command(assoc, pc, &Command::echo_rq(message_id)).await?;
+    let rsp = receive_response(assoc).await?;
+    if rsp.field != dimse::C_ECHO_RSP || rsp.responded_to != message_id {
+        return Err(ScuError::UnexpectedResponse(rsp.field));
+    }
+    Ok(rsp.status)
+}
+
 /// Sends the C-STORE request `rq` with its data set (already in the context's transfer syntax)
 /// on presentation context `pc`, and returns the peer's C-STORE response.
 pub async fn c_store(

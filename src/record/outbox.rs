@@ -185,16 +185,19 @@ impl Recorder {
         }))
     }
 
-    /// The destination answered success: the item is never sent again.
-    pub async fn mark_sent(&self, item: i64) -> Result<(), RecordError> {
+    /// The destination answered success: the item is never sent again. `syntax` is the
+    /// transfer syntax it went in (another than the file's when it was converted).
+    pub async fn mark_sent(&self, item: i64, syntax: &str) -> Result<(), RecordError> {
         on_pool!(&self.pool, pool => {
             sqlx::query(
                 "UPDATE outbox SET state = $3, attempts = attempts + 1, sent_at = $1,
-                        last_status = '0x0000', last_error = NULL WHERE id = $2",
+                        last_status = '0x0000', last_error = NULL, sent_transfer_syntax = $4
+                  WHERE id = $2",
             )
             .bind(now())
             .bind(item)
             .bind(OutboxState::Sent.as_str())
+            .bind(syntax)
             .execute(pool)
             .await?;
         });
@@ -236,5 +239,321 @@ impl Recorder {
             .into_iter()
             .filter_map(|(s, n)| Some((s.parse().ok()?, n)))
             .collect())
+    }
+}
+
+/// Which outbox entries an operator's `plateqc outbox retry|drop` acts on. Sent entries are
+/// history and are never touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxSelect {
+    /// These entries (any node's).
+    Ids(Vec<i64>),
+    /// This node's waiting entries for one destination; `failed_only` leaves pending ones.
+    Destination { name: String, failed_only: bool },
+    /// Every failed entry of this node.
+    AllFailed,
+}
+
+/// One outbox entry as `plateqc outbox list` shows it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub node: String,
+    pub destination: String,
+    pub kind: String,
+    pub sop_instance_uid: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: String,
+    pub last_status: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub sent_at: Option<String>,
+    /// The transfer syntax it was stored in, when sent.
+    pub sent_transfer_syntax: Option<String>,
+}
+
+impl Recorder {
+    /// This node's waiting entries per destination and state (pending and failed only: sent
+    /// entries are the growing history, counted by the forwarder as it sends).
+    pub async fn outbox_backlog(&self) -> Result<Vec<(String, OutboxState, i64)>, RecordError> {
+        let node = self.site.as_str();
+        let rows: Vec<(String, String, i64)> = on_pool!(&self.pool, pool => {
+            sqlx::query_as(
+                "SELECT destination, state, COUNT(*) FROM outbox
+                  WHERE node = $1 AND state IN ($2, $3)
+                  GROUP BY destination, state ORDER BY destination, state",
+            )
+            .bind(node)
+            .bind(OutboxState::Pending.as_str())
+            .bind(OutboxState::Failed.as_str())
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .filter_map(|(d, s, n)| Some((d, s.parse().ok()?, n)))
+            .collect())
+    }
+
+    /// Makes every pending entry of this node due now (returns how many were waiting). Called
+    /// when the forwarder starts: a restart usually follows a configuration fix, and the retry
+    /// schedule (up to `retry_max_secs` away) survives restarts.
+    pub async fn retry_pending_now(&self) -> Result<u64, RecordError> {
+        let t = now();
+        Ok(on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $1
+                  WHERE node = $2 AND state = $3 AND next_attempt_at > $1",
+            )
+            .bind(&t)
+            .bind(self.site.as_str())
+            .bind(OutboxState::Pending.as_str())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        }))
+    }
+
+    /// Outbox entries, newest first: `states` empty means every state.
+    pub async fn outbox_list(
+        &self,
+        states: &[OutboxState],
+        destination: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, RecordError> {
+        let all: Vec<&str> = if states.is_empty() {
+            OutboxState::ALL.iter().map(|s| s.as_str()).collect()
+        } else {
+            states.iter().map(|s| s.as_str()).collect()
+        };
+        let mut out = Vec::new();
+        for state in all {
+            let rows: Vec<OutboxRow> = on_pool!(&self.pool, pool => {
+                sqlx::query_as(
+                    "SELECT id, node, destination, kind, sop_instance_uid, state, attempts,
+                            next_attempt_at, last_status, last_error, created_at, sent_at,
+                            sent_transfer_syntax
+                       FROM outbox
+                      WHERE state = $1 AND ($2 IS NULL OR destination = $2)
+                      ORDER BY id DESC LIMIT $3",
+                )
+                .bind(state)
+                .bind(destination)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+            });
+            out.extend(rows);
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.id));
+        out.truncate(limit.max(0) as usize);
+        Ok(out)
+    }
+
+    /// Requeues the selected waiting entries for an attempt now, with their attempts counted
+    /// from zero again. Returns how many.
+    pub async fn outbox_retry(&self, select: &OutboxSelect) -> Result<u64, RecordError> {
+        self.outbox_change(select, false).await
+    }
+
+    /// Deletes the selected waiting entries: they will not be sent. Returns how many.
+    pub async fn outbox_drop(&self, select: &OutboxSelect) -> Result<u64, RecordError> {
+        self.outbox_change(select, true).await
+    }
+
+    async fn outbox_change(&self, select: &OutboxSelect, drop: bool) -> Result<u64, RecordError> {
+        use Bind::{Int, Text};
+        let (pending, failed) = (OutboxState::Pending.as_str(), OutboxState::Failed.as_str());
+        let waiting = || [Text(pending.into()), Text(failed.into())];
+        let node = || Text(self.site.clone());
+        // One statement per id, or one for the whole selection; each filter numbers its own
+        // parameters from $1 (PostgreSQL wants every bound parameter named in the statement).
+        let statements: Vec<(&str, Vec<Bind>)> = match select {
+            OutboxSelect::Ids(ids) => ids
+                .iter()
+                .map(|id| {
+                    let [p, f] = waiting();
+                    ("id = $1 AND state IN ($2, $3)", vec![Int(*id), p, f])
+                })
+                .collect(),
+            OutboxSelect::Destination {
+                name,
+                failed_only: true,
+            } => vec![(
+                "destination = $1 AND node = $2 AND state = $3",
+                vec![Text(name.clone()), node(), Text(failed.into())],
+            )],
+            OutboxSelect::Destination { name, .. } => {
+                let [p, f] = waiting();
+                vec![(
+                    "destination = $1 AND node = $2 AND state IN ($3, $4)",
+                    vec![Text(name.clone()), node(), p, f],
+                )]
+            }
+            OutboxSelect::AllFailed => vec![(
+                "node = $1 AND state = $2",
+                vec![node(), Text(failed.into())],
+            )],
+        };
+        let t = now();
+        let mut n = 0;
+        on_pool!(&self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            for (filter, binds) in &statements {
+                let k = binds.len();
+                let sql = if drop {
+                    format!("DELETE FROM outbox WHERE {filter}")
+                } else {
+                    // Attempts count from zero again: the operator starts a fresh schedule.
+                    format!(
+                        "UPDATE outbox SET state = ${}, attempts = 0, next_attempt_at = ${},
+                                last_error = NULL WHERE {filter}",
+                        k + 1,
+                        k + 2
+                    )
+                };
+                let mut q = sqlx::query(&sql);
+                for b in binds {
+                    q = match b {
+                        Int(v) => q.bind(*v),
+                        Text(v) => q.bind(v.as_str()),
+                    };
+                }
+                if !drop {
+                    q = q.bind(pending).bind(&t);
+                }
+                n += q.execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+        });
+        Ok(n)
+    }
+}
+
+/// A parameter of an outbox selection statement.
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three entries for `pacs` of this node (pending, failed, sent), one failed of another
+    /// node, one pending for a destination no longer configured.
+    async fn outbox_with_entries(rec: &Recorder) {
+        let me = rec.site.clone();
+        let rows = [
+            (me.as_str(), "pacs", "pending"),
+            (me.as_str(), "pacs", "failed"),
+            (me.as_str(), "pacs", "sent"),
+            ("other-node", "pacs", "failed"),
+            (me.as_str(), "old", "pending"),
+        ];
+        on_pool!(rec.pool(), pool => {
+            for (i, (node, dest, state)) in rows.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO outbox (node, destination, kind, path, sop_class_uid,
+                                         sop_instance_uid, state, attempts, next_attempt_at,
+                                         created_at, last_error)
+                     VALUES ($1, $2, 'plate', '/x', '1.2', $3, $4, 7, '2999-01-01T00:00:00.000Z',
+                             '2026-01-01T00:00:00.000Z', 'status 0xa700')",
+                )
+                .bind(*node)
+                .bind(*dest)
+                .bind(format!("1.2.3.{i}"))
+                .bind(*state)
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+        });
+    }
+
+    fn states(rows: &[OutboxRow]) -> Vec<(String, String, i64)> {
+        let mut v: Vec<_> = rows
+            .iter()
+            .map(|r| (r.destination.clone(), r.state.clone(), r.attempts))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn an_operator_requeues_and_drops_waiting_entries_and_never_touches_sent_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::open(&dir.path().join("qc.sqlite")).await.unwrap();
+        outbox_with_entries(&rec).await;
+        let backlog = rec.outbox_backlog().await.unwrap();
+        assert_eq!(
+            backlog,
+            vec![
+                ("old".into(), OutboxState::Pending, 1),
+                ("pacs".into(), OutboxState::Failed, 1),
+                ("pacs".into(), OutboxState::Pending, 1),
+            ],
+            "this node's waiting entries only"
+        );
+        // Start-up: the pending entries an hour (here: centuries) away are due now.
+        assert_eq!(rec.retry_pending_now().await.unwrap(), 2);
+        assert_eq!(rec.due_items("pacs").await.unwrap().len(), 1);
+        // Every failed entry of this node back in the queue, attempts from zero.
+        assert_eq!(rec.outbox_retry(&OutboxSelect::AllFailed).await.unwrap(), 1);
+        let all = rec.outbox_list(&[], None, 100).await.unwrap();
+        assert_eq!(
+            states(&all),
+            vec![
+                ("old".into(), "pending".into(), 7),
+                ("pacs".into(), "failed".into(), 7),
+                ("pacs".into(), "pending".into(), 0),
+                ("pacs".into(), "pending".into(), 7),
+                ("pacs".into(), "sent".into(), 7),
+            ]
+        );
+        // A sent entry cannot be requeued or dropped, even by id.
+        let sent = all.iter().find(|r| r.state == "sent").unwrap().id;
+        assert_eq!(
+            rec.outbox_retry(&OutboxSelect::Ids(vec![sent]))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            rec.outbox_drop(&OutboxSelect::Ids(vec![sent]))
+                .await
+                .unwrap(),
+            0
+        );
+        // The other node's failed entry by id, then the stale destination by name.
+        let theirs = all.iter().find(|r| r.node == "other-node").unwrap().id;
+        assert_eq!(
+            rec.outbox_retry(&OutboxSelect::Ids(vec![theirs]))
+                .await
+                .unwrap(),
+            1
+        );
+        let old = OutboxSelect::Destination {
+            name: "old".into(),
+            failed_only: false,
+        };
+        assert_eq!(rec.outbox_drop(&old).await.unwrap(), 1);
+        let left = rec.outbox_list(&[], None, 100).await.unwrap();
+        assert_eq!(left.len(), 4);
+        assert!(left.iter().all(|r| r.destination == "pacs"));
+        let waiting = rec
+            .outbox_list(
+                &[OutboxState::Pending, OutboxState::Failed],
+                Some("pacs"),
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(waiting.len(), 3);
+        assert!(
+            waiting.windows(2).all(|w| w[0].id > w[1].id),
+            "newest first"
+        );
     }
 }

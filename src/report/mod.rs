@@ -8,7 +8,7 @@
 
 pub mod html;
 pub mod review;
-mod text;
+pub mod text;
 
 use text::describe_filter;
 pub use text::{csv_field, printable, to_csv, to_table};

@@ -5,19 +5,22 @@
 //! the destination answered success, never to be sent again.
 
 use super::notes::{self, NoteOptions, Rejection, WrittenNote};
-use crate::decode::prescan;
+use super::trouble::Trouble;
+use crate::decode::worker::DecodePool;
+use crate::decode::{self, prescan, DecodePolicy};
 use crate::net::dimse::{status, Command};
 use crate::net::scu::{self, ScuError};
 use crate::outcome::Verdict;
-use crate::record::outbox::{Failure, Instance, OutItem, Routed};
+use crate::record::outbox::{Failure, Instance, OutItem, OutboxState, Routed};
 use crate::record::{RecordError, Recorder};
 use dicom_ul::association::client::AsyncClientAssociation;
 use dicom_ul::pdu::PresentationContextResultReason;
 use dicom_ul::ClientAssociationOptions;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -147,6 +150,43 @@ pub enum ForwardError {
     Record(#[from] RecordError),
 }
 
+/// Where each destination stands, shared with `/metrics`: written by the forwarder, read at
+/// every scrape.
+#[derive(Debug, Default)]
+pub struct ForwardStatus {
+    destinations: Mutex<BTreeMap<String, DestinationStatus>>,
+}
+
+/// One destination as the forwarder last saw it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DestinationStatus {
+    /// Whether the last contact worked; None before the first.
+    pub up: Option<bool>,
+    /// What is wrong while it is not up.
+    pub trouble: Option<Trouble>,
+    /// This node's entries waiting to be sent, and given up on (refreshed every few seconds).
+    pub pending: i64,
+    pub failed: i64,
+    /// Instances stored there since this process started.
+    pub sent: u64,
+}
+
+impl ForwardStatus {
+    /// Every configured destination, by name.
+    pub fn snapshot(&self) -> Vec<(String, DestinationStatus)> {
+        let map = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn update<T>(&self, name: &str, f: impl FnOnce(&mut DestinationStatus) -> T) -> T {
+        let mut map = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(name.to_string()).or_default())
+    }
+}
+
+/// How often the waiting-entry counts of `/metrics` are read from the database.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
 /// Everything the network side of routing needs.
 pub struct Forwarder {
     pub recorder: Recorder,
@@ -157,6 +197,18 @@ pub struct Forwarder {
     pub notes_root: PathBuf,
     /// The calling AE title of every association (see [`ForwardOptions::calling_ae_title`]).
     pub calling_ae_title: String,
+    /// Per-destination state, for the log's state changes and `/metrics`.
+    pub status: Arc<ForwardStatus>,
+    /// How a compressed plate is decompressed for a destination that refuses its syntax.
+    pub transcoder: Transcoder,
+}
+
+/// What transcoding needs: the decode policy and the decode workers (`None`: in this process,
+/// when `decode.isolate` is off). The file's pixels are decoded where every plate is.
+#[derive(Clone, Default)]
+pub struct Transcoder {
+    pub policy: DecodePolicy,
+    pub pool: Option<Arc<DecodePool>>,
 }
 
 fn later(secs: u64) -> String {
@@ -251,12 +303,90 @@ impl Forwarder {
         Ok(())
     }
 
+    /// A destination failed: logged once when its trouble starts or changes kind, so an
+    /// operator sees a wrong port or AE title at once and is not flooded while it lasts.
+    fn trouble(&self, dest: &Destination, t: Trouble) {
+        let news = self.status.update(&dest.name, |st| {
+            let news = !st.trouble.as_ref().is_some_and(|old| old.same_kind(&t));
+            st.up = Some(false);
+            st.trouble = Some(t.clone());
+            news
+        });
+        if news {
+            tracing::warn!(
+                destination = %dest.name,
+                address = %dest.address,
+                called = %dest.ae_title,
+                calling = %self.calling_ae_title,
+                error = %t.describe(),
+                hint = %t.hint(&dest.name, &dest.ae_title, &self.calling_ae_title, &dest.address),
+                "cannot forward to this destination; its items wait and are retried"
+            );
+        }
+    }
+
+    /// A destination took what was sent: logged when it comes back from trouble.
+    fn fine(&self, dest: &Destination, sent: usize) {
+        let was = self.status.update(&dest.name, |st| {
+            st.up = Some(true);
+            st.sent += sent as u64;
+            st.trouble.take()
+        });
+        if let Some(t) = was {
+            tracing::info!(destination = %dest.name, after = %t.describe(), "forwarding to this destination works again");
+        }
+    }
+
+    /// Refreshes the waiting-entry counts of every destination (and of entries queued for a
+    /// destination no longer configured, so they show up instead of waiting unseen).
+    async fn refresh_backlog(&self) -> Result<(), ForwardError> {
+        let rows = self.recorder.outbox_backlog().await?;
+        for dest in &self.forward.destinations {
+            self.status.update(&dest.name, |st| {
+                st.pending = 0;
+                st.failed = 0;
+            });
+        }
+        for (name, state, n) in rows {
+            self.status.update(&name, |st| match state {
+                OutboxState::Pending => st.pending = n,
+                OutboxState::Failed => st.failed = n,
+                OutboxState::Sent => {}
+            });
+        }
+        Ok(())
+    }
+
+    /// At start: pending entries are due now (the restart may have fixed the configuration),
+    /// and entries for destinations that are no longer configured are named in the log.
+    async fn start_up(&self) -> Result<(), ForwardError> {
+        let n = self.recorder.retry_pending_now().await?;
+        if n > 0 {
+            tracing::info!(
+                items = n,
+                "outbox entries waiting for a retry are tried now"
+            );
+        }
+        for (name, state, n) in self.recorder.outbox_backlog().await? {
+            if !self.forward.destinations.iter().any(|d| d.name == name) {
+                tracing::warn!(
+                    destination = %name,
+                    state = state.as_str(),
+                    items = n,
+                    "outbox entries for a destination that is not configured; \
+                     `plateqc outbox drop --destination {name}` drops them"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Records an item's fate; for a failure, whether it was given up and the retry delay.
     async fn settle(&self, item: &OutItem, outcome: &Sent) -> Result<(bool, u64), ForwardError> {
         let opts = &self.forward;
         let (why, code, permanent) = match outcome {
-            Sent::Done => {
-                self.recorder.mark_sent(item.id).await?;
+            Sent::Done(ts) => {
+                self.recorder.mark_sent(item.id, ts).await?;
                 return Ok((false, 0));
             }
             Sent::Retry(why, code) => (why, code.map(|c| format!("{c:#06x}")), false),
@@ -311,29 +441,41 @@ impl Forwarder {
         let mut assoc = match options.establish_async(dest.address.as_str()).await {
             Ok(a) => a,
             Err(e) => {
+                let t = Trouble::from_association(&e);
                 let why = format!(
-                    "cannot associate with {} ({}): {e}",
-                    dest.name, dest.address
+                    "cannot associate with {} ({}): {}",
+                    dest.name,
+                    dest.address,
+                    t.describe()
                 );
                 for it in &items {
                     self.settle(it, &Sent::Retry(why.clone(), None)).await?;
                 }
+                self.trouble(dest, t);
                 return Ok(0);
             }
         };
         let mut sent = 0;
         let mut broken = None;
+        let mut refused: Option<Trouble> = None;
         for (i, it) in items.iter().enumerate() {
             if cancel.is_cancelled() {
                 break;
             }
-            match store_one(&mut assoc, it, (i + 1) as u16).await {
+            match store_one(&mut assoc, it, (i + 1) as u16, &self.transcoder).await {
                 Ok(outcome) => {
                     let (_, delay) = self.settle(it, &outcome).await?;
                     match &outcome {
-                        Sent::Done => sent += 1,
-                        Sent::Retry(why, _) => {
-                            tracing::warn!(outbox = it.id, retry_in_secs = delay, error = %why, "not stored; will retry")
+                        Sent::Done(_) => sent += 1,
+                        Sent::Retry(why, code) => {
+                            // The destination's state change is the WARN; each item is detail.
+                            tracing::debug!(outbox = it.id, retry_in_secs = delay, error = %why, "not stored; will retry");
+                            if let Some(code) = code {
+                                refused = Some(Trouble::Status {
+                                    code: *code,
+                                    comment: String::new(),
+                                });
+                            }
                         }
                         Sent::Fail(_) => {}
                     }
@@ -349,11 +491,15 @@ impl Forwarder {
         }
         match broken {
             Some(why) => {
-                tracing::warn!(destination = %dest.name, error = %why, "association broken");
+                self.trouble(dest, Trouble::from_scu(&why));
                 let _ = assoc.abort().await;
             }
             None => {
                 let _ = assoc.release().await;
+                match refused {
+                    Some(t) => self.trouble(dest, t),
+                    None => self.fine(dest, sent),
+                }
             }
         }
         if sent > 0 {
@@ -369,7 +515,17 @@ impl Forwarder {
         cancel: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            if let Err(e) = self.start_up().await {
+                tracing::error!(error = %e, "outbox start-up failed");
+            }
+            let mut backlog_at: Option<Instant> = None;
             loop {
+                if backlog_at.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
+                    backlog_at = Some(Instant::now());
+                    if let Err(e) = self.refresh_backlog().await {
+                        tracing::error!(error = %e, "reading the outbox failed");
+                    }
+                }
                 if let Err(e) = self.dispatch_pending().await {
                     tracing::error!(error = %e, "dispatch failed");
                 }
@@ -396,9 +552,49 @@ impl Forwarder {
     }
 }
 
+/// A C-ECHO to a destination with the calling AE title and timeouts forwarding uses
+/// (`check-config --probe`): the round trip time, or what is wrong.
+pub async fn probe(
+    dest: &Destination,
+    calling_ae_title: &str,
+    opts: &ForwardOptions,
+) -> Result<Duration, Trouble> {
+    let started = Instant::now();
+    let mut assoc = ClientAssociationOptions::new()
+        .calling_ae_title(calling_ae_title.to_string())
+        .called_ae_title(dest.ae_title.clone())
+        .max_pdu_length(opts.max_pdu)
+        .connection_timeout(Duration::from_secs(opts.connect_timeout_secs.max(1)))
+        .read_timeout(Duration::from_secs(opts.connect_timeout_secs.max(1)))
+        .with_presentation_context(crate::net::VERIFICATION, vec![NATIVE[1], NATIVE[0]])
+        .establish_async(dest.address.as_str())
+        .await
+        .map_err(|e| Trouble::from_association(&e))?;
+    let pc = assoc
+        .presentation_contexts()
+        .iter()
+        .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| pc.id);
+    let Some(pc) = pc else {
+        let _ = assoc.abort().await;
+        return Err(Trouble::NoContext);
+    };
+    let answer = scu::c_echo(&mut assoc, pc, 1).await;
+    let _ = assoc.release().await;
+    match answer {
+        Ok(0) => Ok(started.elapsed()),
+        Ok(code) => Err(Trouble::Status {
+            code,
+            comment: String::new(),
+        }),
+        Err(e) => Err(Trouble::from_scu(&e)),
+    }
+}
+
 /// One outbox item's fate.
 enum Sent {
-    Done,
+    /// Stored, in this transfer syntax.
+    Done(String),
     Retry(String, Option<u16>),
     /// No point retrying (the destination cannot take this transfer syntax).
     Fail(String),
@@ -423,6 +619,8 @@ enum PayloadError {
     UnknownSyntax(String),
     #[error("{0}")]
     Write(Box<dicom_object::WriteError>),
+    #[error("cannot decompress: {0}")]
+    Transcode(String),
 }
 
 /// The SOP classes of the items, each with the transfer syntaxes to offer: the files' own
@@ -518,11 +716,76 @@ fn reencode(p: &Payload, to: &str) -> Result<Vec<u8>, PayloadError> {
     Ok(out)
 }
 
+/// Decompresses a compressed plate to the native syntax `to` for a destination that refuses
+/// its own: the stored values are decoded where every plate is decoded (a decode worker), put
+/// into the data set as uncompressed Pixel Data, and the data set as sent is read back and its
+/// pixel data compared with the decode before it goes out.
+fn transcode(p: &Payload, to: &str, t: &Transcoder) -> Result<Vec<u8>, PayloadError> {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_encoding::TransferSyntaxIndex;
+    let failed = |e: &dyn std::fmt::Display| PayloadError::Transcode(e.to_string());
+    let native = match &t.pool {
+        Some(pool) => pool
+            .native(&p.bytes, &t.policy)
+            .map_err(|died| failed(&died.0))?,
+        None => decode::native_pixel_data(&p.bytes, &t.policy),
+    }
+    .map_err(|e| failed(&e))?;
+    // Structure only: the encapsulated pixel data is one opaque value here, never decoded.
+    let mut obj = dicom_object::OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Never)
+        .from_reader(&p.bytes[128..])
+        .map_err(|e| PayloadError::Parse(Box::new(e)))?;
+    let bits = obj
+        .element(tags::BITS_ALLOCATED)
+        .ok()
+        .and_then(|e| e.to_int::<u16>().ok())
+        .unwrap_or(16);
+    let vr = if bits == 8 { VR::OB } else { VR::OW };
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        vr,
+        PrimitiveValue::from(native.clone()),
+    ));
+    // JPEG baseline and extended are always lossy; the archive must know the pixels were.
+    if matches!(
+        p.ts.as_str(),
+        "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51"
+    ) && obj.element(tags::LOSSY_IMAGE_COMPRESSION).is_err()
+    {
+        obj.put(DataElement::new(
+            tags::LOSSY_IMAGE_COMPRESSION,
+            VR::CS,
+            PrimitiveValue::from("01"),
+        ));
+    }
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(to)
+        .ok_or_else(|| PayloadError::UnknownSyntax(to.into()))?;
+    let mut out = Vec::with_capacity(native.len() + 4096);
+    obj.write_dataset_with_ts(&mut out, ts)
+        .map_err(|e| PayloadError::Write(Box::new(e)))?;
+    let back = dicom_object::InMemDicomObject::read_dataset_with_ts(&out[..], ts)
+        .map_err(|e| PayloadError::Parse(Box::new(e)))?;
+    let sent_px = back
+        .element(tags::PIXEL_DATA)
+        .ok()
+        .and_then(|e| e.to_bytes().ok().map(|b| b.into_owned()));
+    if sent_px.as_deref() != Some(native.as_slice()) {
+        return Err(failed(
+            &"the written pixel data differs from the decoded plate",
+        ));
+    }
+    Ok(out)
+}
+
 /// Sends one item over an established association. `Err` means the association is broken.
 async fn store_one(
     assoc: &mut AsyncClientAssociation<TcpStream>,
     item: &OutItem,
     message_id: u16,
+    transcoder: &Transcoder,
 ) -> Result<Sent, ScuError> {
     let path = item.path.clone();
     let payload = match tokio::task::spawn_blocking(move || load(&path)).await {
@@ -539,27 +802,46 @@ async fn store_one(
         })
         .map(|pc| (pc.id, pc.transfer_syntax.clone()))
         .collect();
-    let (pc, data): (u8, Vec<u8>) =
-        if let Some((id, _)) = accepted.iter().find(|(_, ts)| *ts == payload.ts) {
-            (*id, payload.bytes[payload.data_start..].to_vec())
-        } else if let Some((id, ts)) = accepted
-            .iter()
-            .find(|(_, ts)| NATIVE.contains(&payload.ts.as_str()) && NATIVE.contains(&ts.as_str()))
-        {
-            match reencode(&payload, ts) {
-                Ok(d) => (*id, d),
-                Err(e) => return Ok(Sent::Fail(format!("cannot re-encode to {ts}: {e}"))),
+    let own = accepted.iter().find(|(_, ts)| *ts == payload.ts);
+    let native = accepted
+        .iter()
+        .find(|(_, ts)| NATIVE.contains(&ts.as_str()));
+    let (pc, ts, data): (u8, String, Vec<u8>) = if let Some((id, ts)) = own {
+        (
+            *id,
+            ts.clone(),
+            payload.bytes[payload.data_start..].to_vec(),
+        )
+    } else if let Some((id, ts)) = native {
+        let (to, t) = (ts.clone(), transcoder.clone());
+        let made = tokio::task::spawn_blocking(move || {
+            let d = if NATIVE.contains(&payload.ts.as_str()) {
+                reencode(&payload, &to)
+            } else {
+                transcode(&payload, &to, &t)
+            };
+            (d, payload.ts)
+        })
+        .await;
+        match made {
+            Ok((Ok(d), _)) => (*id, ts.clone(), d),
+            Ok((Err(e), from)) => {
+                return Ok(Sent::Fail(format!(
+                    "the destination refuses {from}; converting to {ts} failed: {e}"
+                )))
             }
-        } else {
-            return Ok(Sent::Fail(format!(
-                "the destination accepts {} in none of the offered transfer syntaxes (file: {})",
-                item.sop_class_uid, payload.ts
-            )));
-        };
+            Err(e) => return Ok(Sent::Retry(e.to_string(), None)),
+        }
+    } else {
+        return Ok(Sent::Fail(format!(
+            "the destination accepts {} in none of the offered transfer syntaxes (file: {})",
+            item.sop_class_uid, payload.ts
+        )));
+    };
     let rq = Command::store_rq(message_id, &item.sop_class_uid, &item.sop_instance_uid);
     let rsp = scu::c_store(assoc, pc, &rq, &data).await?;
     if status::is_stored(rsp.status) {
-        Ok(Sent::Done)
+        Ok(Sent::Done(ts))
     } else {
         Ok(Sent::Retry(
             format!("status {:#06x} {}", rsp.status, rsp.error_comment),

@@ -7,6 +7,7 @@
 
 pub mod forward;
 pub mod notes;
+pub mod trouble;
 
 use crate::fsutil::{
     create_private_dir_all, move_file, move_file_unsynced, sanitize_component, sync_dir,

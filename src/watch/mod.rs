@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::ingest::{self, InFlight, WatchOptions};
 use crate::pipeline::{self, Engine, Outcome, PipelineError};
 use crate::record::site::wait_for_database;
-use crate::route::forward::Forwarder;
+use crate::route::forward::{Forwarder, Transcoder};
 use crate::route::{RouteOptions, Routing};
 use admission::Admission;
 use finisher::WatchFinisher;
@@ -288,6 +288,11 @@ fn start_forwarder(
         notes: engine.config.notes.clone(),
         notes_root: engine.config.notes_root(),
         calling_ae_title: engine.config.calling_ae_title(),
+        status: engine.metrics.forward.clone(),
+        transcoder: Transcoder {
+            policy: engine.config.decode.clone(),
+            pool: engine.decoder.clone(),
+        },
     })
     .spawn(wake, cancel)
 }

@@ -1,12 +1,12 @@
 //! The DICOM network side against independent peers: DCMTK's echoscu/storescu/storescp,
 //! pynetdicom, and dicom3tools' dciodvfy as the validator of every object plateqc writes.
 
-use crate::support::daemon::{files_under, sql, wait_until};
+use crate::support::daemon::{files_under, http_get_from_log, sql, wait_until};
 use crate::support::dicom::{
     copy_as_new_instance, count, dciodvfy_errors, dcmdump, echo, free_port, net_site, peer,
     start_net_daemon, start_pacs,
 };
-use crate::support::{python, root, stdout_of, support_file};
+use crate::support::{pydicom_describe, python, root, stdout_of, support_file};
 use plateqc::route::notes::{self, Rejection};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -309,20 +309,7 @@ fn pynetdicom_concurrent_associations_limit_abort_and_junk_leave_the_daemon_serv
     assert!(text.contains("too many at once"), "{text}");
     assert!(text.contains("association aborted"), "{text}");
     // The counters a monitoring system scrapes say the same.
-    let addr = text
-        .lines()
-        .find_map(|l| l.split("metrics listening addr=").nth(1))
-        .map(|a| a.trim().to_string())
-        .expect("metrics address in the log");
-    let metrics = {
-        use std::io::{Read, Write};
-        let mut c = std::net::TcpStream::connect(&addr).unwrap();
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        c.read_to_string(&mut out).unwrap();
-        out
-    };
+    let metrics = http_get_from_log(&log, "/metrics");
     let value = |name: &str| -> u64 {
         metrics
             .lines()
@@ -711,4 +698,173 @@ fn a_deflated_data_set_inflates_no_further_than_max_file_bytes() {
         row.starts_with("error|") && row.contains("inflates to more than 120000"),
         "{row}"
     );
+}
+
+/// A PACS that checks its called AE title, with plateqc configured to call it by a wrong one:
+/// `check-config --probe` says so with the setting to fix; the daemon logs one WARN naming the
+/// destination, the refusal and the hint (not one per plate or retry); /metrics shows the
+/// destination down and its waiting entries; `plateqc outbox list` shows them. With the AE
+/// title fixed, a restart sends at once although the retry schedule said an hour, and the
+/// compressed plates this PACS refuses in their own syntax arrive decompressed, with the pixel
+/// values pydicom reads from the original (the syntax used is on the outbox row).
+#[test]
+fn a_wrong_called_ae_title_is_named_once_in_the_log_metrics_and_outbox_and_a_fix_sends_at_once() {
+    use crate::support::cli::plateqc_command;
+    let (port, pacs_port) = (free_port(), free_port());
+    let s = net_site(
+        port,
+        pacs_port,
+        "",
+        "send_notes = false\nretry_base_secs = 3600\nretry_max_secs = 3600\n",
+    );
+    let right = std::fs::read_to_string(&s.config).unwrap();
+    // An hour between attempts instead of net_site's 1-2 s (a TOML key may appear only once).
+    let right = right.replace("retry_base_secs = 1\nretry_max_secs = 2\n", "");
+    let wrong = right.replace("ae_title = \"PACS\"", "ae_title = \"NOTPACS\"");
+    std::fs::write(&s.config, &wrong).unwrap();
+    let stored = s.root.join("pacs");
+    std::fs::create_dir_all(&stored).unwrap();
+    let mut scp = Command::new(python())
+        .arg(support_file("net_peer.py"))
+        .args(["strict-scp", &pacs_port.to_string(), "PACS"])
+        .arg(&stored)
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let _kill = KillOnDrop(&mut scp);
+    crate::support::dicom::wait_listening(pacs_port, "strict-scp");
+
+    let probe = |cfg: &Path| {
+        plateqc_command()
+            .args(["--config", cfg.to_str().unwrap(), "check-config", "--probe"])
+            .output()
+            .unwrap()
+    };
+    let p = probe(&s.config);
+    let out = String::from_utf8_lossy(&p.stdout);
+    assert_eq!(p.status.code(), Some(1), "{out}");
+    assert!(out.contains("called AE title not recognised"), "{out}");
+    assert!(out.contains("set ae_title of destination pacs"), "{out}");
+
+    let demo: Vec<PathBuf> = files_under(&root().join("demo/inbox"))
+        .into_iter()
+        .take(6)
+        .collect();
+    for f in &demo {
+        std::fs::copy(f, s.inbox.join(f.file_name().unwrap())).unwrap();
+    }
+    let (daemon, log) = start_net_daemon(&s, port);
+    wait_until("plates dispatched", Duration::from_secs(240), || {
+        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
+    });
+    let usable = count(
+        &s.db,
+        "SELECT COUNT(*) FROM plates WHERE verdict = 'usable'",
+    );
+    assert!(usable > 0);
+    wait_until("every item tried", Duration::from_secs(60), || {
+        count(&s.db, "SELECT COUNT(*) FROM outbox WHERE attempts >= 1") == usable
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warns: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("cannot forward to this destination"))
+        .collect();
+    assert_eq!(warns.len(), 1, "{text}");
+    assert!(warns[0].contains("WARN"), "{}", warns[0]);
+    assert!(warns[0].contains("destination=pacs"), "{}", warns[0]);
+    assert!(
+        warns[0].contains("called AE title not recognised"),
+        "{}",
+        warns[0]
+    );
+    assert!(
+        warns[0].contains("set ae_title of destination pacs"),
+        "{}",
+        warns[0]
+    );
+    // /metrics refreshes the waiting counts every 5 s
+    wait_until("metrics show the backlog", Duration::from_secs(20), || {
+        let m = http_get_from_log(&log, "/metrics");
+        m.contains("plateqc_destination_up{destination=\"pacs\"} 0")
+            && m.contains(&format!(
+                "plateqc_outbox_items{{destination=\"pacs\",state=\"pending\"}} {usable}"
+            ))
+    });
+    let list = plateqc_command()
+        .args(["--config", s.config.to_str().unwrap(), "outbox", "list"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{listed}");
+    assert!(
+        listed.contains(&format!("pacs: {usable} pending")),
+        "{listed}"
+    );
+    assert_eq!(
+        listed.matches("called AE title not recognised").count(),
+        usable,
+        "{listed}"
+    );
+    drop(daemon);
+
+    // The fix: the right AE title. The next attempt is an hour away, yet a restart sends now.
+    std::fs::write(&s.config, &right).unwrap();
+    assert_eq!(probe(&s.config).status.code(), Some(0));
+    let (_daemon, log) = start_net_daemon(&s, port);
+    let fixed = Instant::now();
+    while count(&s.db, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'") != usable {
+        assert!(
+            fixed.elapsed() < Duration::from_secs(60),
+            "not sent after the fix: {}\n{}",
+            sql(
+                &s.db,
+                "SELECT state, attempts, next_attempt_at, last_error FROM outbox"
+            ),
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let converted: Vec<(String, String)> = sql(
+        &s.db,
+        "SELECT path, sop_instance_uid FROM outbox WHERE sent_transfer_syntax = '1.2.840.10008.1.2.1'
+            OR sent_transfer_syntax = '1.2.840.10008.1.2'",
+    )
+    .lines()
+    .filter_map(|l| {
+        let (p, u) = l.split_once('|')?;
+        Some((p.to_string(), u.to_string()))
+    })
+    .collect();
+    assert!(
+        !converted.is_empty(),
+        "a compressed usable plate among the first six"
+    );
+    for (original, uid) in &converted {
+        let got = pydicom_describe(&[PathBuf::from(original), stored.join(format!("{uid}.dcm"))]);
+        for k in ["rows", "columns", "sum", "sumsq", "min", "max", "head"] {
+            assert_eq!(got[0][k], got[1][k], "{k} of {uid}: {got:?}");
+        }
+    }
+    wait_until(
+        "metrics show the destination up",
+        Duration::from_secs(20),
+        || {
+            let m = http_get_from_log(&log, "/metrics");
+            m.contains("plateqc_destination_up{destination=\"pacs\"} 1")
+                && m.contains(&format!(
+                    "plateqc_forwarded_total{{destination=\"pacs\"}} {usable}"
+                ))
+        },
+    );
+}
+
+/// Kills a helper process when the test ends, passed or failed.
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

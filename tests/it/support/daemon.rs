@@ -130,3 +130,21 @@ pub fn fixture_files() -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// GET `path` from the daemon whose log (at info) is `log`: its metrics address is the one it
+/// logged when it started listening.
+pub fn http_get_from_log(log: &Path, path: &str) -> String {
+    use std::io::{Read, Write};
+    let text = std::fs::read_to_string(log).unwrap();
+    let addr = text
+        .lines()
+        .find_map(|l| l.split("metrics listening addr=").nth(1))
+        .map(|a| a.trim().to_string())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{text}"));
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}

@@ -7,6 +7,10 @@ Modes (each prints one JSON line with what happened):
   garbage PORT                an association, then a P-DATA PDU of junk bytes
   mismatch PORT FILE          on one association: FILE announced under another SOP Instance UID
                               than its data set's, then FILE as it is; both statuses
+  strict-scp PORT AET DIR SECS  a storage SCP that rejects associations not calling it AET (as a
+                              PACS checking its called AE title does) and takes uncompressed
+                              syntaxes only (pynetdicom's default), storing into DIR/<uid>.dcm,
+                              for SECS seconds or until killed
 """
 import json
 import socket
@@ -166,6 +170,30 @@ def garbage(port):
     print(json.dumps({"aborted_by_peer": assoc.is_aborted or not assoc.is_established}))
 
 
+def strict_scp(port, aet, folder, secs):
+    from pynetdicom import AllStoragePresentationContexts
+    ae = AE(ae_title=aet)
+    ae.require_called_aet = True
+    ae.supported_contexts = AllStoragePresentationContexts
+    ae.add_supported_context(Verification)
+    stored = []
+
+    def on_store(event):
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        uid = event.request.AffectedSOPInstanceUID
+        ds.save_as(f"{folder}/{uid}.dcm", enforce_file_format=True)
+        stored.append(uid)
+        return 0x0000
+
+    server = ae.start_server((HOST, port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    print("listening", flush=True)
+    try:
+        time.sleep(secs)
+    finally:
+        server.shutdown()
+
+
 if __name__ == "__main__":
     mode, port = sys.argv[1], int(sys.argv[2])
     if mode == "concurrent":
@@ -178,5 +206,7 @@ if __name__ == "__main__":
         mismatch(port, sys.argv[3])
     elif mode == "garbage":
         garbage(port)
+    elif mode == "strict-scp":
+        strict_scp(port, sys.argv[3], sys.argv[4], float(sys.argv[5]))
     else:
         sys.exit(f"unknown mode {mode}")
