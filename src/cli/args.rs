@@ -60,7 +60,8 @@ pub enum Command {
         #[arg(long)]
         no_fail_on_error: bool,
     },
-    /// Show one file's header, verdict, reasons and where its overlays went.
+    /// Show one file's header, verdict, reasons and where its overlays went. Records nothing:
+    /// looking at a file does not change the QC history or its reject statistics.
     Inspect {
         file: PathBuf,
         #[command(flatten)]

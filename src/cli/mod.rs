@@ -374,9 +374,17 @@ async fn watch(config: Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn inspect(config: Config, file: PathBuf) -> Result<ExitCode> {
+/// `inspect`: judges one file as `scan` would, against a scratch QC history removed
+/// afterwards, so looking at a file never changes the reject statistics (issue 16).
+async fn inspect(mut config: Config, file: PathBuf) -> Result<ExitCode> {
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     print::header(&file, crate::decode::decode_header(&bytes, &config.decode));
+    let scratch = tempfile::Builder::new()
+        .prefix("plateqc-inspect-")
+        .tempdir()
+        .context("creating a scratch history for inspect")?;
+    config.paths.db = scratch.path().join("inspect.sqlite");
+    config.paths.key_file = Some(scratch.path().join("inspect.key"));
     let engine = Arc::new(Engine::start(config).await?);
     let recorder = engine.recorder.clone();
     let outcomes =

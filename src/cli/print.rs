@@ -184,7 +184,7 @@ pub(super) fn header(file: &Path, h: Result<PlateHeader, DecodeError>) {
     }
 }
 
-/// `inspect`: the verdict, its reasons, the overlays and the recorded row.
+/// `inspect`: the verdict, its reasons and the overlays (nothing is recorded).
 pub(super) fn outcome(o: &Outcome) {
     let r = &o.record;
     println!("verdict           {}", r.verdict);
@@ -217,5 +217,5 @@ pub(super) fn outcome(o: &Outcome) {
             printable(e)
         );
     }
-    println!("recorded as row   {}", o.row_id);
+    println!("recorded          no (inspect leaves the QC history alone; scan records)");
 }

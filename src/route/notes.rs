@@ -13,6 +13,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 
 pub const KOS_CLASS: &str = "1.2.840.10008.5.1.4.1.1.88.59";
@@ -121,6 +122,8 @@ struct Plate {
     sop_class: String,
     sop_instance: String,
     image_laterality: String,
+    /// The plate's Instance Number (trimmed), empty when it has none.
+    instance_number: String,
 }
 
 type Elem = dicom_object::mem::InMemElement;
@@ -157,6 +160,7 @@ fn read_plate(path: &Path) -> Result<Plate, NoteError> {
         sop_class: text(ds, tags::SOP_CLASS_UID),
         sop_instance: text(ds, tags::SOP_INSTANCE_UID),
         image_laterality: text(ds, tags::IMAGE_LATERALITY),
+        instance_number: text(ds, tags::INSTANCE_NUMBER).trim().to_string(),
     };
     if plate.study_uid.is_empty() || plate.sop_instance.is_empty() || plate.sop_class.is_empty() {
         return Err(fail("no Study/SOP Instance/SOP Class UID".into()));
@@ -217,7 +221,15 @@ fn common(
     put_str(&mut obj, tags::CONTENT_DATE, VR::DA, &date);
     put_str(&mut obj, tags::CONTENT_TIME, VR::TM, &time);
     put_str(&mut obj, tags::MODALITY, VR::CS, modality);
-    let series = derived_uid(&format!("plateqc {modality} series of {}", plate.study_uid));
+    // One note series per plate series (and kind), so each note can carry its plate's
+    // Instance Number: a reader sees "note 3" beside "image 3". A plate without a series UID
+    // (seen on some exports) files its notes under one series per study.
+    let of = if plate.series_uid.is_empty() {
+        format!("study {}", plate.study_uid)
+    } else {
+        plate.series_uid.clone()
+    };
+    let series = derived_uid(&format!("plateqc {modality} series of {of}"));
     put_str(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &series);
     put_str(&mut obj, tags::SERIES_NUMBER, VR::IS, series_number);
     put_str(
@@ -226,7 +238,7 @@ fn common(
         VR::LO,
         "plateqc rejection notes",
     );
-    put_str(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
+    put_str(&mut obj, tags::INSTANCE_NUMBER, VR::IS, &note_number(plate));
     put_str(&mut obj, tags::MANUFACTURER, VR::LO, "plateqc");
     put_str(
         &mut obj,
@@ -235,6 +247,20 @@ fn common(
         env!("CARGO_PKG_VERSION"),
     );
     obj
+}
+
+/// A note's Instance Number: its plate's, when that is a valid IS value; otherwise a number
+/// from the plate's SOP Instance UID (1-99999, the same on every rewrite of the note), so the
+/// notes of one series are told apart even for plates that carry no number.
+fn note_number(plate: &Plate) -> String {
+    if let Ok(n) = plate.instance_number.parse::<i64>() {
+        if (0..=i64::from(i32::MAX)).contains(&n) {
+            return n.to_string();
+        }
+    }
+    let digest = sha2::Sha256::digest(plate.sop_instance.as_bytes());
+    let v = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    (1 + v % 99_999).to_string()
 }
 
 fn describe(r: &Rejection) -> String {

@@ -118,6 +118,59 @@ fn rejection_note_and_capture_are_valid_dicom_referencing_the_plate() {
     // Redoing the note after a crash gives the same object, not a second one.
     let again = notes::write_notes(&r, tmp.path(), true).unwrap();
     assert_eq!(again, written);
+
+    // Another plate of the same series, numbered 7: its note joins the same note series and
+    // carries the plate's number; a plate without a number still gets a distinct one.
+    let field = |dump: &str, tag: &str| -> String {
+        dump.lines()
+            .find(|l| l.starts_with(tag))
+            .and_then(|l| l.split('[').nth(1))
+            .and_then(|s| s.split(']').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let notes_of = |plate: &Path, dir: &str| {
+        let folder = tmp.path().join(dir);
+        std::fs::create_dir_all(&folder).unwrap();
+        let r = Rejection {
+            plate_path: plate.to_path_buf(),
+            montage_path: None,
+            ..r.clone()
+        };
+        dcmdump(&notes::write_notes(&r, &folder, false).unwrap()[0].path)
+    };
+    let modified = |name: &str, edits: &[&str]| {
+        let p = tmp.path().join(name);
+        std::fs::copy(&plate, &p).unwrap();
+        let mut cmd = std::process::Command::new("dcmodify");
+        cmd.arg("-nb").args(edits).arg(&p);
+        assert!(cmd.status().expect("dcmodify (DCMTK)").success());
+        p
+    };
+    let seventh = modified(
+        "seventh.dcm",
+        &["-m", "(0008,0018)=2.25.7007", "-m", "(0020,0013)=7"],
+    );
+    let unnumbered = modified(
+        "unnumbered.dcm",
+        &["-m", "(0008,0018)=2.25.7008", "-ea", "(0020,0013)"],
+    );
+    let first = dcmdump(&written[0].path);
+    let (a, b, c) = (
+        first,
+        notes_of(&seventh, "seventh"),
+        notes_of(&unnumbered, "unnumbered"),
+    );
+    assert_eq!(
+        field(&a, "(0020,000e)"),
+        field(&b, "(0020,000e)"),
+        "one note series per plate series"
+    );
+    assert_eq!(field(&b, "(0020,0013)"), "7");
+    assert_eq!(field(&a, "(0020,0013)"), field(&plate_dump, "(0020,0013)"));
+    let n: u32 = field(&c, "(0020,0013)").parse().unwrap();
+    assert!((1..=99_999).contains(&n));
+    assert_ne!(field(&b, "(0008,0018)"), field(&c, "(0008,0018)"));
 }
 
 #[test]

@@ -267,6 +267,12 @@ fn cli_inspect_shows_verdict_and_overlays() {
             .unwrap_or_else(|| panic!("no '{label}' line in\n{stdout}"))
     };
     assert_eq!(value("transfer syntax"), "1.2.840.10008.1.2.1", "{stdout}");
+    // Looking at a file records nothing: the history named by --db is not even created.
+    assert!(value("recorded").starts_with("no"), "{stdout}");
+    assert!(
+        !tmp.path().join("qc.sqlite").exists(),
+        "inspect created a history"
+    );
     let reference = &pydicom_describe(std::slice::from_ref(&file))[0];
     assert!(
         value("image").starts_with(&format!(
@@ -280,9 +286,21 @@ fn cli_inspect_shows_verdict_and_overlays() {
         "no patient name on screen: {stdout}"
     );
 
-    // What it says is what it recorded, and what it names exists.
+    // What it says is what `scan` records for the same file, and what it names exists.
     let db = tmp.path().join("qc.sqlite");
-    assert_eq!(value("recorded as row"), "1");
+    succeeds(
+        plateqc_command()
+            .args([
+                "scan",
+                file.to_str().unwrap(),
+                "--modalities",
+                "any",
+                "--db",
+            ])
+            .arg(&db)
+            .arg("--out")
+            .arg(tmp.path().join("out")),
+    );
     let row = sql(
         &db,
         "SELECT sop_instance_uid, verdict, unusable_score, threshold, montage_path, overlays
