@@ -242,6 +242,15 @@ impl Recorder {
     }
 }
 
+/// A held plate a reviewer has since judged usable: to be sent after all.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Released {
+    pub plate_row: i64,
+    pub routed_path: String,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+}
+
 /// Which outbox entries an operator's `plateqc outbox retry|drop` acts on. Sent entries are
 /// history and are never touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,6 +283,80 @@ pub struct OutboxRow {
 }
 
 impl Recorder {
+    /// This node's plates the model judged unusable and a reviewer's latest override made
+    /// usable, that were routed and dispatched but never queued themselves (held back).
+    pub async fn released_plates(&self) -> Result<Vec<Released>, RecordError> {
+        Ok(on_pool!(&self.pool, pool => {
+            sqlx::query_as(
+                "SELECT p.id AS plate_row, j.routed_path, p.sop_class_uid, p.sop_instance_uid
+                   FROM overrides o
+                   JOIN plates p ON p.id = o.plate_row
+                   JOIN jobs j ON j.plate_row = p.id
+                  WHERE j.node = $1 AND j.dispatched = 1 AND j.routed_path IS NOT NULL
+                    AND o.verdict = 'usable' AND p.verdict = 'unusable'
+                    AND p.sop_class_uid IS NOT NULL AND p.sop_instance_uid IS NOT NULL
+                    AND o.id = (SELECT max(x.id) FROM overrides x
+                                 WHERE x.sop_instance_uid = o.sop_instance_uid)
+                    AND NOT EXISTS (SELECT 1 FROM outbox b
+                                     WHERE b.plate_row = p.id AND b.kind = 'plate')
+                  ORDER BY p.id LIMIT 64",
+            )
+            .bind(self.site.as_str())
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Queues a released plate for every destination and drops its rejection notes that
+    /// have not gone out yet, in one transaction. Returns the notes already stored at a
+    /// destination, as (destination, SOP Instance UID): they stay there.
+    pub async fn release(
+        &self,
+        plate: &Released,
+        destinations: &[&str],
+    ) -> Result<Vec<(String, String)>, RecordError> {
+        let t = now();
+        let node = self.site.as_str();
+        Ok(on_pool!(&self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            for d in destinations {
+                sqlx::query(
+                    "INSERT INTO outbox (node, destination, plate_row, kind, path, sop_class_uid,
+                                         sop_instance_uid, next_attempt_at, created_at)
+                     VALUES ($1, $2, $3, 'plate', $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(node)
+                .bind(*d)
+                .bind(plate.plate_row)
+                .bind(&plate.routed_path)
+                .bind(&plate.sop_class_uid)
+                .bind(&plate.sop_instance_uid)
+                .bind(&t)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "DELETE FROM outbox WHERE plate_row = $1 AND kind IN ('kos', 'sc')
+                    AND state IN ($2, $3)",
+            )
+            .bind(plate.plate_row)
+            .bind(OutboxState::Pending.as_str())
+            .bind(OutboxState::Failed.as_str())
+            .execute(&mut *tx)
+            .await?;
+            let sent: Vec<(String, String)> = sqlx::query_as(
+                "SELECT destination, sop_instance_uid FROM outbox
+                  WHERE plate_row = $1 AND kind = 'kos' AND state = $2 ORDER BY id",
+            )
+            .bind(plate.plate_row)
+            .bind(OutboxState::Sent.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            sent
+        }))
+    }
+
     /// This node's waiting entries per destination and state (pending and failed only: sent
     /// entries are the growing history, counted by the forwarder as it sends).
     pub async fn outbox_backlog(&self) -> Result<Vec<(String, OutboxState, i64)>, RecordError> {

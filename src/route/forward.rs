@@ -357,6 +357,41 @@ impl Forwarder {
         Ok(())
     }
 
+    /// Held plates a reviewer has judged usable since are queued for the destinations (the
+    /// override is the person's decision the hold waited for); their notes not yet sent are
+    /// dropped, and a note already stored somewhere is named, since an archive that applies
+    /// rejection notes keeps hiding the plate until it is removed there.
+    async fn release_overridden(&self) -> Result<(), ForwardError> {
+        if self.forward.destinations.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = self
+            .forward
+            .destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        for plate in self.recorder.released_plates().await? {
+            let sent_notes = self.recorder.release(&plate, &names).await?;
+            tracing::info!(
+                sop_instance_uid = %plate.sop_instance_uid,
+                destinations = names.len(),
+                "held plate released by a reviewer's override to usable"
+            );
+            for (destination, note) in sent_notes {
+                tracing::warn!(
+                    %destination,
+                    plate = %plate.sop_instance_uid,
+                    note = %note,
+                    "the plate's rejection note was already stored there; an archive that \
+                     applies rejection notes (IHE IOCM) keeps the plate hidden until the note is \
+                     deleted there"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// At start: pending entries are due now (the restart may have fixed the configuration),
     /// and entries for destinations that are no longer configured are named in the log.
     async fn start_up(&self) -> Result<(), ForwardError> {
@@ -522,6 +557,9 @@ impl Forwarder {
             loop {
                 if backlog_at.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
                     backlog_at = Some(Instant::now());
+                    if let Err(e) = self.release_overridden().await {
+                        tracing::error!(error = %e, "releasing overridden plates failed");
+                    }
                     if let Err(e) = self.refresh_backlog().await {
                         tracing::error!(error = %e, "reading the outbox failed");
                     }

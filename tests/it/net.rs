@@ -921,3 +921,79 @@ impl Drop for KillOnDrop<'_> {
         let _ = self.0.wait();
     }
 }
+
+/// A held plate that a reviewer overrides to usable goes to the PACS after all, and the log
+/// says that its rejection note, already stored there, stays (an IOCM archive would keep
+/// hiding the plate until the note is deleted there).
+#[test]
+fn an_override_to_usable_releases_a_held_plate_to_the_pacs() {
+    use crate::support::cli::plateqc_command;
+    let (port, pacs_port) = (free_port(), free_port());
+    let s = net_site(port, pacs_port, "", "");
+    let pacs = start_pacs(&s.root, pacs_port);
+    let demo = files_under(&root().join("demo/inbox"));
+    for f in &demo {
+        std::fs::copy(f, s.inbox.join(f.file_name().unwrap())).unwrap();
+    }
+    let (_daemon, log) = start_net_daemon(&s, port);
+    wait_until("plates dispatched", Duration::from_secs(240), || {
+        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
+    });
+    wait_until("the outbox drained", Duration::from_secs(60), || {
+        count(&s.db, "SELECT COUNT(*) FROM outbox WHERE state <> 'sent'") == 0
+    });
+    let held = sql(
+        &s.db,
+        "SELECT sop_instance_uid FROM plates WHERE verdict = 'unusable' ORDER BY id LIMIT 1",
+    );
+    assert!(!held.is_empty(), "the demo inbox has unusable plates");
+    assert!(!pacs.stored(|p| p != "KO" && p != "SC").contains(&held));
+    assert_eq!(
+        pacs.stored(|p| p == "KO").len() > 0,
+        true,
+        "notes were sent"
+    );
+    let out = plateqc_command()
+        .args(["--config", s.config.to_str().unwrap(), "override", &held])
+        .args([
+            "--verdict",
+            "usable",
+            "--by",
+            "QA",
+            "--reason",
+            "artifact outside the teeth",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        "the released plate stored at the PACS",
+        Duration::from_secs(60),
+        || pacs.stored(|p| p != "KO" && p != "SC").contains(&held),
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("held plate released by a reviewer's override"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("WARN") && l.contains(&held) && l.contains("already stored")),
+        "{text}"
+    );
+    // Released once: another pass of the forwarder queues nothing more.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        count(
+            &s.db,
+            &format!(
+                "SELECT COUNT(*) FROM outbox WHERE kind = 'plate' AND sop_instance_uid = '{held}'"
+            )
+        ),
+        1
+    );
+}
