@@ -89,6 +89,48 @@ async fn recent(pool: &Pool, filter: &Filter, limit: usize) -> Result<Vec<Recent
         .collect())
 }
 
+/// The rejection note of each listed plate and where it went: `plate_row -> text`.
+async fn notes_of(
+    pool: &Pool,
+    rows: &[Recent],
+) -> Result<std::collections::HashMap<i64, String>, ReportError> {
+    let mut out: std::collections::HashMap<i64, String> = Default::default();
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    // Integers only in the list (formatted here, never taken from text).
+    let ids: Vec<String> = rows.iter().map(|r| r.plate_row.to_string()).collect();
+    let sql = format!(
+        "SELECT n.plate_row, n.sop_instance_uid, o.destination, o.state, o.last_error
+           FROM rejection_notes n
+           LEFT JOIN outbox o ON o.plate_row = n.plate_row AND o.kind = 'kos'
+                             AND o.sop_instance_uid = n.sop_instance_uid
+          WHERE n.kind = 'kos' AND n.plate_row IN ({})
+          ORDER BY n.plate_row, o.destination",
+        ids.join(", ")
+    );
+    type NoteRow = (i64, String, Option<String>, Option<String>, Option<String>);
+    for (row, uid, dest, state, error) in fetch_all_text!(pool, NoteRow, &sql, &[]) {
+        let entry = out
+            .entry(row)
+            .or_insert_with(|| format!("note {uid} written"));
+        match (dest, state) {
+            (Some(d), Some(st)) if st == "sent" => {
+                let _ = write!(entry, "; sent to {d}");
+            }
+            (Some(d), Some(st)) => {
+                let _ = write!(
+                    entry,
+                    "; {st} for {d}{}",
+                    error.map(|e| format!(" ({e})")).unwrap_or_default()
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 fn data_uri(mime: &str, bytes: &[u8]) -> String {
     format!(
         "data:{mime};base64,{}",
@@ -284,6 +326,7 @@ pub async fn write_page(
     out: &Path,
 ) -> Result<usize, ReportError> {
     let rows = recent(pool, &report.filter, limit).await?;
+    let notes = notes_of(pool, &rows).await?;
     let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
     let t = &report.totals;
     let mut s = String::with_capacity(1 << 20);
@@ -391,7 +434,7 @@ pub async fn write_page(
         "</tbody></table><h2>Recent plates</h2><p class=\"muted\">The {} most recent images; click a row for its layer montage.</p>",
         rows.len()
     );
-    s.push_str("<table id=\"plates\"><thead><tr><th>Montage</th><th>Day</th><th>Site / station</th><th>Plate</th><th>Verdict</th><th>Score</th><th>Reasons</th><th>Review</th></tr></thead><tbody>");
+    s.push_str("<table id=\"plates\"><thead><tr><th>Montage</th><th>Day</th><th>Site / station</th><th>Plate</th><th>Verdict</th><th>Score</th><th>Reasons</th><th>Rejection note</th><th>Review</th></tr></thead><tbody>");
     let mut montages = serde_json::Map::new();
     for r in &rows {
         let images = montage_images(r.montage_path.as_deref());
@@ -426,7 +469,7 @@ pub async fn write_page(
         let caption = format!("{} {} {place} plate {plate}: {}", r.day, r.verdict, reasons);
         let _ = write!(
             s,
-            "<tr class=\"plate\" tabindex=\"0\" data-row=\"{}\" data-verdict=\"{}\" data-caption=\"{}\"><td>{thumb}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"verdict-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"plate\" tabindex=\"0\" data-row=\"{}\" data-verdict=\"{}\" data-caption=\"{}\"><td>{thumb}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"verdict-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             r.plate_row,
             esc(&r.verdict),
             esc(&caption),
@@ -437,6 +480,7 @@ pub async fn write_page(
             esc(&r.verdict),
             r.score.map(|x| format!("{x:.3}")).unwrap_or_default(),
             esc(&reasons),
+            esc(notes.get(&r.plate_row).map_or("", String::as_str)),
             esc(&review)
         );
     }

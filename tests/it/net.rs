@@ -981,6 +981,31 @@ fn an_override_to_usable_releases_a_held_plate_to_the_pacs() {
             .any(|l| l.contains("WARN") && l.contains(&held) && l.contains("already stored")),
         "{text}"
     );
+    // The review page shows each unusable plate's rejection note and where it went.
+    let page = s.root.join("review.html");
+    let out = plateqc_command()
+        .args(["--config", s.config.to_str().unwrap(), "report", "--html"])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<th>Rejection note</th>"));
+    let kos = sql(
+        &s.db,
+        &format!(
+            "SELECT n.sop_instance_uid FROM rejection_notes n JOIN plates p ON p.id = n.plate_row
+              WHERE n.kind = 'kos' AND p.sop_instance_uid = '{held}'"
+        ),
+    );
+    assert!(
+        html.contains(&format!("note {kos} written; sent to pacs")),
+        "no note line for {kos}"
+    );
     // Released once: another pass of the forwarder queues nothing more.
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(
