@@ -180,6 +180,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             limit,
             wear_hits,
             wear_window,
+            target_pct,
+            investigate_above_pct,
+            investigate_below_pct,
+            min_images,
         } => {
             let rec = open_history(cli.config.as_ref(), db).await?;
             let filter = crate::report::Filter {
@@ -195,7 +199,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 hits: *wear_hits,
                 window: *wear_window,
             };
-            let report = crate::report::build(rec.pool(), &filter, wear).await?;
+            let mut report = crate::report::build(rec.pool(), &filter, wear).await?;
+            report.apply_levels(crate::report::Levels {
+                target_pct: *target_pct,
+                investigate_above_pct: *investigate_above_pct,
+                investigate_below_pct: *investigate_below_pct,
+                min_images: *min_images,
+            })?;
             match format {
                 Format::Table => print!("{}", crate::report::to_table(&report)),
                 Format::Csv => print!("{}", crate::report::to_csv(&report)),

@@ -521,6 +521,9 @@ mod tests {
             overridden: 0,
             overturned: 0,
             reject_pct: 25.0,
+            ci_low_pct: 4.6,
+            ci_high_pct: 69.9,
+            level: crate::report::Level::TooFew,
         };
         let svg = rate_chart("t", &[g.clone(), g.clone()]);
         assert!(svg.contains("&lt;b&gt;") && !svg.contains("<b>"));

@@ -126,6 +126,104 @@ impl Default for WearRule {
     }
 }
 
+/// The reject-rate levels of AAPM Report 151: a target and investigation levels above *and
+/// below* it (a rate far below target suggests rejects go unrecorded). The defaults are the
+/// figures commonly quoted for general radiography; a dental site sets its own.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Levels {
+    pub target_pct: f64,
+    pub investigate_above_pct: f64,
+    pub investigate_below_pct: f64,
+    /// Fewer images than this and a rate is not held against the levels: over a handful of
+    /// images it swings between 0 and 100 %.
+    pub min_images: i64,
+}
+
+impl Default for Levels {
+    fn default() -> Self {
+        Levels {
+            target_pct: 8.0,
+            investigate_above_pct: 10.0,
+            investigate_below_pct: 5.0,
+            min_images: 30,
+        }
+    }
+}
+
+impl Levels {
+    pub fn validate(&self) -> Result<(), ReportError> {
+        let ok = (0.0..=100.0).contains(&self.investigate_below_pct)
+            && self.investigate_below_pct <= self.target_pct
+            && self.target_pct <= self.investigate_above_pct
+            && self.investigate_above_pct <= 100.0
+            && self.min_images >= 1;
+        if ok {
+            Ok(())
+        } else {
+            Err(ReportError::Invalid(format!(
+                "reject-rate levels: need 0 <= below ({}) <= target ({}) <= above ({}) <= 100 \
+                 and at least 1 image ({})",
+                self.investigate_below_pct,
+                self.target_pct,
+                self.investigate_above_pct,
+                self.min_images
+            )))
+        }
+    }
+
+    /// Where a group's rate stands against the levels.
+    pub fn judge(&self, images: i64, reject_pct: f64) -> Level {
+        if images < self.min_images {
+            Level::TooFew
+        } else if reject_pct > self.investigate_above_pct {
+            Level::InvestigateHigh
+        } else if reject_pct < self.investigate_below_pct {
+            Level::InvestigateLow
+        } else {
+            Level::Within
+        }
+    }
+}
+
+/// A group's reject rate against the [`Levels`].
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// Fewer images than `min_images`: read the counts, not the rate.
+    TooFew,
+    Within,
+    /// Above the upper investigation level.
+    InvestigateHigh,
+    /// Below the lower investigation level.
+    InvestigateLow,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::TooFew => "too_few",
+            Level::Within => "within",
+            Level::InvestigateHigh => "investigate_high",
+            Level::InvestigateLow => "investigate_low",
+        }
+    }
+}
+
+/// The 95 % Wilson score interval of `k` rejects in `n` images, in percent (one decimal):
+/// honest at small counts and near 0 or 100 %, where the normal approximation is not.
+pub fn wilson_pct(k: i64, n: i64) -> (f64, f64) {
+    if n <= 0 {
+        return (0.0, 100.0);
+    }
+    let (k, n, z) = (k as f64, n as f64, 1.959_963_984_540_054_f64);
+    let p = k / n;
+    let z2 = z * z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    let r = |x: f64| (1000.0 * x.clamp(0.0, 1.0)).round() / 10.0;
+    (r(centre - half), r(centre + half))
+}
+
 /// Counts for one group of images.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Group {
@@ -136,6 +234,11 @@ pub struct Group {
     pub overridden: i64,
     pub overturned: i64,
     pub reject_pct: f64,
+    /// 95 % Wilson interval of the reject rate.
+    pub ci_low_pct: f64,
+    pub ci_high_pct: f64,
+    /// The rate against the report's [`Levels`].
+    pub level: Level,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -168,6 +271,8 @@ pub struct WeekTrend {
     pub iso_week: String,
     pub images: i64,
     pub reject_pct: f64,
+    pub ci_low_pct: f64,
+    pub ci_high_pct: f64,
     /// Percentage points up (+) or down (-) from the previous week with images.
     pub change_pct: Option<f64>,
 }
@@ -181,6 +286,8 @@ fn trend(weeks: &[Group]) -> Vec<WeekTrend> {
                 iso_week: g.key.clone(),
                 images: g.images,
                 reject_pct: g.reject_pct,
+                ci_low_pct: g.ci_low_pct,
+                ci_high_pct: g.ci_high_pct,
                 change_pct: prev.map(|p| ((g.reject_pct - p) * 10.0).round() / 10.0),
             };
             prev = Some(g.reject_pct);
@@ -215,6 +322,28 @@ pub struct Report {
     pub reason_codes: Vec<ReasonCode>,
     pub wear_rule: WearRule,
     pub plates_to_replace: Vec<WornPlate>,
+    /// The levels every group's `level` was judged against.
+    pub levels: Levels,
+}
+
+impl Report {
+    /// Judges every group's rate against `levels` (the site's, instead of the defaults).
+    pub fn apply_levels(&mut self, levels: Levels) -> Result<(), ReportError> {
+        levels.validate()?;
+        self.levels = levels;
+        let groups = std::iter::once(&mut self.totals)
+            .chain(self.by_day.iter_mut())
+            .chain(self.by_week.iter_mut())
+            .chain(self.by_site.iter_mut())
+            .chain(self.by_station.iter_mut())
+            .chain(self.by_operator.iter_mut())
+            .chain(self.by_device.iter_mut())
+            .chain(self.by_plate.iter_mut());
+        for g in groups {
+            g.level = levels.judge(g.images, g.reject_pct);
+        }
+        Ok(())
+    }
 }
 
 /// CID 7011 meanings of the codes plateqc's models use.
@@ -233,7 +362,11 @@ fn pct(part: i64, whole: i64) -> f64 {
 type GroupRow = (String, i64, i64, i64, i64, i64);
 
 fn to_group(r: GroupRow) -> Group {
+    let (ci_low_pct, ci_high_pct) = wilson_pct(r.2, r.1);
     Group {
+        ci_low_pct,
+        ci_high_pct,
+        level: Levels::default().judge(r.1, pct(r.2, r.1)),
         reject_pct: pct(r.2, r.1),
         key: r.0,
         images: r.1,
@@ -407,6 +540,7 @@ pub async fn build(pool: &Pool, filter: &Filter, wear: WearRule) -> Result<Repor
             .collect(),
         wear_rule: wear,
         plates_to_replace: worn_plates(pool, &filter.for_wear(), wear).await?,
+        levels: Levels::default(),
     })
 }
 
@@ -500,6 +634,9 @@ mod tests {
             overridden: 0,
             overturned: 0,
             reject_pct: pct,
+            ci_low_pct: 0.0,
+            ci_high_pct: 100.0,
+            level: Level::TooFew,
         };
         let t = trend(&[
             g("2026-W01", 10.0),
@@ -508,6 +645,39 @@ mod tests {
         ]);
         let changes: Vec<Option<f64>> = t.iter().map(|w| w.change_pct).collect();
         assert_eq!(changes, vec![None, Some(20.0), Some(-17.5)]);
+    }
+
+    #[test]
+    fn wilson_intervals_are_wide_for_few_images_and_narrow_for_many() {
+        // 1 reject in 3 images: anything from a few percent to most of them.
+        assert_eq!(wilson_pct(1, 3), (6.1, 79.2));
+        // 0 of 3 is not "0 %": the interval still reaches 56 %.
+        assert_eq!(wilson_pct(0, 3), (0.0, 56.1));
+        // 80 of 1000: 8 % within about +-1.7 points.
+        assert_eq!(wilson_pct(80, 1000), (6.5, 9.8));
+        assert_eq!(wilson_pct(0, 0), (0.0, 100.0));
+    }
+
+    #[test]
+    fn rates_are_held_against_both_levels_only_over_enough_images() {
+        let l = Levels::default();
+        assert_eq!(l.judge(29, 50.0), Level::TooFew);
+        assert_eq!(l.judge(100, 10.5), Level::InvestigateHigh);
+        assert_eq!(l.judge(100, 10.0), Level::Within);
+        assert_eq!(l.judge(100, 4.9), Level::InvestigateLow);
+        let site = Levels {
+            target_pct: 4.0,
+            investigate_above_pct: 6.0,
+            investigate_below_pct: 1.0,
+            min_images: 10,
+        };
+        assert_eq!(site.judge(10, 4.9), Level::Within);
+        assert!(site.validate().is_ok());
+        let upside_down = Levels {
+            investigate_below_pct: 12.0,
+            ..Levels::default()
+        };
+        assert!(upside_down.validate().is_err());
     }
 
     #[test]

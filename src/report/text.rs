@@ -1,7 +1,7 @@
 //! The report as text: a table for a person at a terminal, and one CSV table for a
 //! spreadsheet.
 
-use super::{reason_meaning, Filter, Group, Report};
+use super::{reason_meaning, Filter, Group, Level, Report};
 use std::fmt::Write as _;
 
 /// The report as text for a person at a terminal.
@@ -11,8 +11,18 @@ pub fn to_table(r: &Report) -> String {
     let _ = writeln!(s, "Reject analysis{}", describe_filter(&r.filter));
     let _ = writeln!(
         s,
-        "  images {}   rejected {} ({:.1}%)   model alone rejected {}   reviewed {}   overturned {}   not judged (errors) {}",
-        t.images, t.rejected, t.reject_pct, t.model_rejected, t.overridden, t.overturned, r.errors
+        "  images {}   rejected {} ({:.1}%, 95% CI {:.1}-{:.1}%)   model alone rejected {}   reviewed {}   overturned {}   not judged (errors) {}",
+        t.images, t.rejected, t.reject_pct, t.ci_low_pct, t.ci_high_pct, t.model_rejected, t.overridden, t.overturned, r.errors
+    );
+    let l = &r.levels;
+    let _ = writeln!(
+        s,
+        "  levels (AAPM Report 151): target {:.1}%, investigate above {:.1}% or below {:.1}%, rates over fewer than {} images not judged; overall: {}",
+        l.target_pct,
+        l.investigate_above_pct,
+        l.investigate_below_pct,
+        l.min_images,
+        level_words(t.level)
     );
     if r.without_overlays > 0 {
         let _ = writeln!(
@@ -69,10 +79,12 @@ pub fn to_table(r: &Report) -> String {
     for w in r.trend.iter().skip(r.trend.len().saturating_sub(8)) {
         let _ = writeln!(
             s,
-            "  {:<10} {:>5} images {:>6.1}%  {}",
+            "  {:<10} {:>5} images {:>6.1}% (95% CI {:>5.1}-{:>5.1}%)  {}",
             w.iso_week,
             w.images,
             w.reject_pct,
+            w.ci_low_pct,
+            w.ci_high_pct,
             match w.change_pct {
                 Some(c) if c > 0.0 => format!("up {c:.1} points"),
                 Some(c) if c < 0.0 => format!("down {:.1} points", -c),
@@ -92,8 +104,8 @@ pub fn to_table(r: &Report) -> String {
     ] {
         let _ = writeln!(
             s,
-            "\n{title:<28} {:>7} {:>8} {:>7} {:>8} {:>10}",
-            "images", "rejected", "rate", "reviewed", "overturned"
+            "\n{title:<28} {:>7} {:>8} {:>7} {:>13} {:>8} {:>10}  level",
+            "images", "rejected", "rate", "95% CI", "reviewed", "overturned"
         );
         let skip = if title == "Day" || title == "ISO week" {
             groups.len().saturating_sub(limit)
@@ -103,13 +115,15 @@ pub fn to_table(r: &Report) -> String {
         for g in groups.iter().skip(skip).take(limit) {
             let _ = writeln!(
                 s,
-                "  {:<26} {:>7} {:>8} {:>6.1}% {:>8} {:>10}",
+                "  {:<26} {:>7} {:>8} {:>6.1}% {:>13} {:>8} {:>10}  {}",
                 printable(&g.key),
                 g.images,
                 g.rejected,
                 g.reject_pct,
+                format!("{:.1}-{:.1}%", g.ci_low_pct, g.ci_high_pct),
                 g.overridden,
-                g.overturned
+                g.overturned,
+                level_words(g.level)
             );
         }
         if groups.len() > limit {
@@ -121,6 +135,15 @@ pub fn to_table(r: &Report) -> String {
         }
     }
     s
+}
+
+fn level_words(l: Level) -> &'static str {
+    match l {
+        Level::TooFew => "too few images to judge",
+        Level::Within => "within levels",
+        Level::InvestigateHigh => "INVESTIGATE: above the upper level",
+        Level::InvestigateLow => "INVESTIGATE: below the lower level",
+    }
 }
 
 pub(super) fn describe_filter(f: &Filter) -> String {
@@ -168,18 +191,22 @@ pub fn csv_field(v: &str) -> String {
 /// The report as one CSV table: `section,key,detail,images,rejected,reject_pct,overridden,
 /// overturned` (see docs/reports.md for what each section puts in which column).
 pub fn to_csv(r: &Report) -> String {
-    let mut s =
-        String::from("section,key,detail,images,rejected,reject_pct,overridden,overturned\n");
+    let mut s = String::from(
+        "section,key,detail,images,rejected,reject_pct,overridden,overturned,ci_low_pct,ci_high_pct,level\n",
+    );
     let mut group = |section: &str, g: &Group| {
         let _ = writeln!(
             s,
-            "{section},{},,{},{},{:.1},{},{}",
+            "{section},{},,{},{},{:.1},{},{},{:.1},{:.1},{}",
             csv_field(&g.key),
             g.images,
             g.rejected,
             g.reject_pct,
             g.overridden,
-            g.overturned
+            g.overturned,
+            g.ci_low_pct,
+            g.ci_high_pct,
+            g.level.as_str()
         );
     };
     group("total", &r.totals);
@@ -199,19 +226,21 @@ pub fn to_csv(r: &Report) -> String {
     for w in &r.trend {
         let _ = writeln!(
             s,
-            "trend,{},{},{},,{:.1},,",
+            "trend,{},{},{},,{:.1},,,{:.1},{:.1},",
             csv_field(&w.iso_week),
             w.change_pct.map(|c| format!("{c:.1}")).unwrap_or_default(),
             w.images,
-            w.reject_pct
+            w.reject_pct,
+            w.ci_low_pct,
+            w.ci_high_pct
         );
     }
-    let _ = writeln!(s, "errors,,,{},,,,", r.errors);
-    let _ = writeln!(s, "without_overlays,,,{},,,,", r.without_overlays);
+    let _ = writeln!(s, "errors,,,{},,,,,,,", r.errors);
+    let _ = writeln!(s, "without_overlays,,,{},,,,,,,", r.without_overlays);
     for x in &r.reasons {
         let _ = writeln!(
             s,
-            "reason,{},{},,{},,,",
+            "reason,{},{},,{},,,,,,",
             csv_field(&x.artifact_type),
             csv_field(&x.reason_code),
             x.rejected
@@ -219,13 +248,13 @@ pub fn to_csv(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "reason,(below threshold),,,{},,,",
+        "reason,(below threshold),,,{},,,,,,",
         r.rejected_without_type
     );
     for x in &r.reason_codes {
         let _ = writeln!(
             s,
-            "reason_code,{},{},,{},,,",
+            "reason_code,{},{},,{},,,,,,",
             csv_field(&x.reason_code),
             csv_field(&x.meaning),
             x.rejected
@@ -234,7 +263,7 @@ pub fn to_csv(r: &Report) -> String {
     for w in &r.plates_to_replace {
         let _ = writeln!(
             s,
-            "replace_plate,{},{},{},{},,,",
+            "replace_plate,{},{},{},{},,,,,,",
             csv_field(&w.plate_identifier),
             csv_field(&w.artifact_type),
             w.recent_scans,
