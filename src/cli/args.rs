@@ -121,6 +121,9 @@ pub enum Command {
         /// Also write a self-contained review page (HTML, no server needed) to this file.
         #[arg(long)]
         html: Option<PathBuf>,
+        /// Also write one CSV row per judged image (AAPM Report 305 data elements) to this file.
+        #[arg(long)]
+        images: Option<PathBuf>,
         /// Most recent images listed on the review page.
         #[arg(long, default_value_t = 100)]
         limit: usize,

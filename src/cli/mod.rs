@@ -177,6 +177,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             filter,
             format,
             html,
+            images,
             limit,
             wear_hits,
             wear_window,
@@ -214,6 +215,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if let Some(out) = html {
                 let n = crate::report::html::write_page(rec.pool(), &report, *limit, out).await?;
                 eprintln!("review page ({n} recent images): {}", out.display());
+            }
+            if let Some(out) = images {
+                let rows = crate::report::images::image_rows(rec.pool(), &filter).await?;
+                crate::fsutil::write_private(
+                    out,
+                    crate::report::images::to_images_csv(&rows).as_bytes(),
+                )
+                .with_context(|| format!("writing {}", out.display()))?;
+                eprintln!(
+                    "per-image export ({} images): {}",
+                    rows.len(),
+                    out.display()
+                );
             }
             rec.close().await;
             Ok(ExitCode::SUCCESS)

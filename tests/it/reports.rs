@@ -941,3 +941,69 @@ async fn daemons_sharing_postgres_refuse_clearly_wait_and_close_cleanly() {
         .expect("stops while waiting")
         .success());
 }
+
+/// The per-image export (AAPM Report 305 elements) and the rate levels, on both backends: a
+/// rejected image followed by the same patient at the same site within 30 minutes is a
+/// repeat; one followed later, or whose patient is not known, is not (or is unknown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_image_export_marks_repeats_and_rates_carry_intervals_and_levels_on_both_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (backend, db) in backends(tmp.path()).await {
+        let rec = Recorder::open_as(Path::new(&db), "north").await.unwrap();
+        let bad = Some(("scratch", "111214"));
+        let at = |plate: &str, i: usize, time: &str, patient: Option<&str>, finding| {
+            let mut r = scan(plate, "ST-1", i, finding);
+            r.acquisition_datetime = Some(format!("20260301{time}"));
+            r.patient_id_hash = patient.map(String::from);
+            r
+        };
+        for r in [
+            at("PLATE-A", 0, "101500", Some("p1"), bad),
+            at("PLATE-A", 1, "103000", Some("p1"), None),
+            at("PLATE-B", 2, "101500", Some("p2"), bad),
+            at("PLATE-B", 3, "110000", Some("p2"), None),
+            at("PLATE-C", 4, "101500", None, bad),
+        ] {
+            rec.insert(&r).await.unwrap();
+        }
+        rec.close().await;
+        let out = tmp.path().join(format!("{backend}-images.csv"));
+        ok(&["report", "--db", &db, "--images", out.to_str().unwrap()]);
+        let text = std::fs::read_to_string(&out).unwrap();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        let repeated: Vec<(String, String)> = lines
+            .map(|l| {
+                let c: Vec<&str> = l.split(',').collect();
+                (
+                    c[col("sop_instance_uid")].to_string(),
+                    c[col("repeated")].to_string(),
+                )
+            })
+            .collect();
+        let of = |plate: &str, i: usize| {
+            repeated
+                .iter()
+                .find(|(u, _)| *u == uid(plate, i))
+                .map(|(_, r)| r.as_str())
+                .unwrap_or_else(|| panic!("{backend}: no row for {plate} {i}:\n{text}"))
+        };
+        assert_eq!(of("PLATE-A", 0), "yes", "{backend}");
+        assert_eq!(of("PLATE-B", 2), "no", "{backend}");
+        assert_eq!(of("PLATE-C", 4), "", "{backend}: patient unknown");
+        assert_eq!(
+            of("PLATE-A", 1),
+            "",
+            "{backend}: usable images are not repeats"
+        );
+        // 3 of 5 rejected: too few to judge by default, judged with --min-images 5.
+        let r = report_json(&db, &[]);
+        assert_eq!(r["totals"]["level"], "too_few", "{backend}");
+        assert_eq!(r["totals"]["ci_low_pct"], 23.1, "{backend}");
+        assert_eq!(r["totals"]["ci_high_pct"], 88.2, "{backend}");
+        let r = report_json(&db, &["--min-images", "5"]);
+        assert_eq!(r["totals"]["level"], "investigate_high", "{backend}");
+        assert_eq!(r["levels"]["min_images"], 5);
+    }
+}
