@@ -171,6 +171,14 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Record reviews in bulk from a CSV file with the header sop_instance_uid,verdict,by,reason
+    /// (a verdict equal to the model's confirms it). Every row is checked first; a file with a
+    /// bad row records nothing. Rows already recorded are skipped.
+    ReviewImport {
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Write the overridden plates as a labelled set for retraining: OUT/images/*.dcm and
     /// OUT/labels.csv (see docs/reports.md).
     ExportLabels {

@@ -271,6 +271,20 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             rec.close().await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::ReviewImport { file, db } => {
+            let rec = open_history(cli.config.as_ref(), db).await?;
+            let r = crate::report::review::import_reviews(rec.pool(), file, &rec.site).await;
+            rec.close().await;
+            let r = r?;
+            println!(
+                "{} reviews recorded ({} confirm the model, {} overturn it); {} already recorded",
+                r.recorded,
+                r.confirmed,
+                r.recorded - r.confirmed,
+                r.already
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ExportLabels { out, db } => {
             let rec = open_history(cli.config.as_ref(), db).await?;
             let s = crate::report::review::export_labels(rec.pool(), out).await?;

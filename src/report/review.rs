@@ -239,7 +239,7 @@ pub async fn export_labels(pool: &Pool, out: &Path) -> Result<ExportSummary, Rep
     let images = out.join("images");
     crate::fsutil::create_private_dir_all(&images).map_err(io(&images))?;
     let mut csv = String::from(
-        "file,sop_instance_uid,sha256,label,model_verdict,unusable_score,model_version,reviewer,reason,overridden_at\n",
+        "file,sop_instance_uid,sha256,label,model_verdict,unusable_score,model_version,reviewer,reason,overridden_at,review\n",
     );
     let mut written = 0;
     let mut missing = Vec::new();
@@ -265,6 +265,11 @@ pub async fn export_labels(pool: &Pool, out: &Path) -> Result<ExportSummary, Rep
         );
         let to = images.join(&name);
         crate::fsutil::write_private(&to, &bytes).map_err(io(&to))?;
+        let review = if label == model_verdict {
+            "confirmed"
+        } else {
+            "overturned"
+        };
         let fields = [
             format!("images/{name}"),
             uid,
@@ -276,6 +281,7 @@ pub async fn export_labels(pool: &Pool, out: &Path) -> Result<ExportSummary, Rep
             by,
             reason,
             at,
+            review.to_string(),
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         csv.push_str(&line.join(","));
@@ -289,4 +295,122 @@ pub async fn export_labels(pool: &Pool, out: &Path) -> Result<ExportSummary, Rep
         missing,
         labels,
     })
+}
+
+/// What `review-import` did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ImportSummary {
+    /// Reviews recorded now.
+    pub recorded: usize,
+    /// Of those, how many confirm the model's verdict (the rest overturn it).
+    pub confirmed: usize,
+    /// Rows whose review was already the latest one recorded (a file imported twice).
+    pub already: usize,
+}
+
+/// One row of a review file.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct ReviewLine {
+    sop_instance_uid: String,
+    verdict: String,
+    by: String,
+    reason: String,
+}
+
+/// Imports reviews from a CSV file with the header `sop_instance_uid,verdict,by,reason`: a
+/// verdict equal to the model's confirms it, another overturns it; both are reviews
+/// (`export-labels` exports them, calibration counts them). Every row is checked before any is
+/// recorded, so a file with a bad row records nothing and names every bad line. A row equal to
+/// the instance's latest review is skipped, so importing a file twice records nothing twice.
+pub async fn import_reviews(
+    pool: &Pool,
+    file: &Path,
+    site: &str,
+) -> Result<ImportSummary, ReportError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(file)
+        .map_err(|e| ReportError::Invalid(format!("{}: {e}", file.display())))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| ReportError::Invalid(format!("{}: {e}", file.display())))?
+        .clone();
+    for want in ["sop_instance_uid", "verdict", "by", "reason"] {
+        if !headers.iter().any(|h| h == want) {
+            return Err(ReportError::Invalid(format!(
+                "{}: the header must name sop_instance_uid,verdict,by,reason (no {want})",
+                file.display()
+            )));
+        }
+    }
+    let mut problems = Vec::new();
+    let mut todo: Vec<(OverrideRequest, String)> = Vec::new();
+    let mut summary = ImportSummary::default();
+    for (i, row) in reader.deserialize::<ReviewLine>().enumerate() {
+        let line = i + 2;
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        if !row
+            .verdict
+            .parse::<Verdict>()
+            .is_ok_and(Verdict::is_judgement)
+        {
+            problems.push(format!(
+                "line {line}: verdict {:?} (usable or unusable)",
+                row.verdict
+            ));
+            continue;
+        }
+        if row.by.is_empty() || row.reason.is_empty() {
+            problems.push(format!(
+                "line {line}: who (by) and why (reason) are required"
+            ));
+            continue;
+        }
+        let Some((_, model_verdict, _)) = db::current_verdict(pool, &row.sop_instance_uid).await?
+        else {
+            problems.push(format!(
+                "line {line}: no judged plate with SOP Instance UID {}",
+                row.sop_instance_uid
+            ));
+            continue;
+        };
+        let latest = db::overrides_of(pool, &row.sop_instance_uid).await?;
+        if latest.last().is_some_and(|o| {
+            o.verdict == row.verdict && o.reviewer == row.by && o.reason == row.reason
+        }) {
+            summary.already += 1;
+            continue;
+        }
+        todo.push((
+            OverrideRequest {
+                sop_instance_uid: row.sop_instance_uid,
+                verdict: row.verdict,
+                reviewer: row.by,
+                reason: row.reason,
+                site: site.to_string(),
+            },
+            model_verdict,
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ReportError::Invalid(format!(
+            "{}: nothing imported:\n  - {}",
+            file.display(),
+            problems.join("\n  - ")
+        )));
+    }
+    for (req, model_verdict) in &todo {
+        add_override(pool, req).await?;
+        summary.recorded += 1;
+        if req.verdict == *model_verdict {
+            summary.confirmed += 1;
+        }
+    }
+    Ok(summary)
 }

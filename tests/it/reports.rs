@@ -2,7 +2,7 @@
 //! SQLite file and on a real PostgreSQL server (tests/it/pg.rs) through the real binary, with
 //! the same assertions; the two backends must also give byte-identical JSON reports.
 
-use crate::support::cli::{ok, plateqc};
+use crate::support::cli::{ok, plateqc, plateqc_command};
 use crate::support::daemon::{files_under, Daemon};
 use crate::support::dicom::free_port;
 use crate::support::pg;
@@ -519,7 +519,7 @@ async fn real_plates_history_by_file_and_labelled_export_on_both_backends() {
         let lines: Vec<&str> = labels.lines().collect();
         assert_eq!(
             lines[0],
-            "file,sop_instance_uid,sha256,label,model_verdict,unusable_score,model_version,reviewer,reason,overridden_at"
+            "file,sop_instance_uid,sha256,label,model_verdict,unusable_score,model_version,reviewer,reason,overridden_at,review"
         );
         assert_eq!(lines.len(), 3, "{backend}: {labels}");
         for line in &lines[1..] {
@@ -1005,5 +1005,63 @@ async fn per_image_export_marks_repeats_and_rates_carry_intervals_and_levels_on_
         let r = report_json(&db, &["--min-images", "5"]);
         assert_eq!(r["totals"]["level"], "investigate_high", "{backend}");
         assert_eq!(r["levels"]["min_images"], 5);
+    }
+}
+
+/// Reviews in bulk from a CSV file, on both backends: a bad row records nothing and is named
+/// by its line; a good file records confirmations and overturns, both counted as reviews;
+/// importing it again records nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_import_from_csv_all_or_nothing_and_once_on_both_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (backend, db) in backends(tmp.path()).await {
+        record_scenario(&db).await;
+        // PLATE-B's scan 0 was judged unusable (scratched), scan 10 usable.
+        let (bad, good) = (uid("PLATE-B", 0), uid("PLATE-B", 10));
+        let file = tmp.path().join(format!("{backend}-reviews.csv"));
+        let write = |rows: &str| {
+            std::fs::write(&file, format!("sop_instance_uid,verdict,by,reason\n{rows}")).unwrap()
+        };
+        write(&format!(
+            "{bad},unusable,QA,\"scratch across the roots, confirmed\"\n\
+             {good},unusable,QA,missed a fingerprint\n\
+             1.2.3.404,usable,QA,not judged here\n"
+        ));
+        let out = plateqc_command()
+            .args(["review-import", file.to_str().unwrap(), "--db", &db])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{backend}: {err}");
+        assert!(err.contains("line 4") && err.contains("1.2.3.404"), "{err}");
+        assert_eq!(
+            report_json(&db, &[])["totals"]["overridden"],
+            0,
+            "{backend}"
+        );
+        write(&format!(
+            "{bad},unusable,QA,\"scratch across the roots, confirmed\"\n\
+             {good},unusable,QA,missed a fingerprint\n"
+        ));
+        let said = ok(&["review-import", file.to_str().unwrap(), "--db", &db]);
+        assert!(
+            said.contains("2 reviews recorded (1 confirm the model, 1 overturn it)"),
+            "{said}"
+        );
+        let said = ok(&["review-import", file.to_str().unwrap(), "--db", &db]);
+        assert!(
+            said.contains("0 reviews recorded") && said.contains("2 already"),
+            "{said}"
+        );
+        let t = &report_json(&db, &[])["totals"];
+        assert_eq!(
+            (t["overridden"].as_i64(), t["overturned"].as_i64()),
+            (Some(2), Some(1))
+        );
+        let history = ok(&["history", &bad, "--db", &db, "--format", "json"]);
+        assert!(
+            history.contains("scratch across the roots, confirmed"),
+            "{history}"
+        );
     }
 }
