@@ -103,6 +103,26 @@ pub struct Engine {
     pub decoder: Option<Arc<decode::worker::DecodePool>>,
 }
 
+/// The site's calibrated threshold (`plateqc calibrate`) replaces the model's own when the
+/// site calibrated this model version; every plate row records the threshold that judged it.
+async fn calibrated(recorder: &Recorder, mut model: Model) -> Result<Model, PipelineError> {
+    if let Some(c) = recorder
+        .site_calibration(&model.contract.model_version)
+        .await?
+    {
+        tracing::info!(
+            calibration = c.id,
+            threshold = c.threshold,
+            model_threshold = model.contract.threshold,
+            by = %c.calibrated_by,
+            at = %c.created_at,
+            "the site's calibrated threshold applies"
+        );
+        model.contract.threshold = c.threshold as f32;
+    }
+    Ok(model)
+}
+
 /// Loads the configured model on a blocking thread.
 async fn load_model(config: &Config) -> Result<Model, PipelineError> {
     let opts = config.infer.clone();
@@ -123,7 +143,8 @@ impl Engine {
     /// Loads the model file again (e.g. on SIGHUP) and swaps it in if it honours the contract;
     /// plates already in the pipeline finish with the model they started with.
     pub async fn reload_model(&self) -> Result<Arc<Model>, PipelineError> {
-        let model = Arc::new(load_model(&self.config).await?);
+        let model = load_model(&self.config).await?;
+        let model = Arc::new(calibrated(&self.recorder, model).await?);
         if let Ok(mut m) = self.model.write() {
             *m = model.clone();
         }
@@ -133,6 +154,7 @@ impl Engine {
     pub async fn start(config: Config) -> Result<Engine, PipelineError> {
         let model = load_model(&config).await?;
         let recorder = Recorder::open_as(&config.paths.db, &config.site()).await?;
+        let model = calibrated(&recorder, model).await?;
         let hasher = PatientHasher::load_or_create(&config.key_file())?;
         let painter = Painter::new(&config.explain);
         let run_id = format!(

@@ -179,6 +179,38 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Choose this site's decision threshold from its reviewed plates for a target false-reject
+    /// rate, show the recall it gives (with a 95% interval) and record who chose it on which
+    /// plates. `watch` and `scan` use it from their next start (or SIGHUP).
+    Calibrate {
+        /// Share of plates reviewers called usable that may be rejected.
+        #[arg(long, default_value_t = 0.05)]
+        target_false_reject: f64,
+        /// The model whose scores are calibrated (default: the one that judged the latest
+        /// image of this site).
+        #[arg(long)]
+        model_version: Option<String>,
+        /// Who calibrates (recorded).
+        #[arg(long = "by", default_value = "")]
+        by: String,
+        /// Refuse with fewer reviewed usable plates than this ...
+        #[arg(long, default_value_t = 20)]
+        min_usable: usize,
+        /// ... or fewer reviewed unusable ones.
+        #[arg(long, default_value_t = 10)]
+        min_unusable: usize,
+        /// Show the choice, record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// List this site's calibrations instead.
+        #[arg(long)]
+        list: bool,
+        /// Output: table or json.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Write the overridden plates as a labelled set for retraining: OUT/images/*.dcm and
     /// OUT/labels.csv (see docs/reports.md).
     ExportLabels {

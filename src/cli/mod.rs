@@ -285,6 +285,61 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Calibrate {
+            target_false_reject,
+            model_version,
+            by,
+            min_usable,
+            min_unusable,
+            dry_run,
+            list,
+            format,
+            db,
+        } => {
+            let rec = open_history(cli.config.as_ref(), db).await?;
+            let site = rec.site.clone();
+            if *list {
+                let all = crate::record::calibrations::all(rec.pool(), &site).await;
+                rec.close().await;
+                let all = all?;
+                match format {
+                    Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+                    _ => print::calibrations(&site, &all),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            // The configured model's own threshold, to compare with, when it is that version.
+            let config = base_config(cli.config.as_ref())?;
+            let own = crate::infer::Model::load(
+                &config.paths.model,
+                config.paths.ort_library.as_deref(),
+                &config.infer,
+            )
+            .ok()
+            .map(|m| m.contract);
+            let version = model_version
+                .clone()
+                .or(crate::record::calibrations::latest_model_version(rec.pool(), &site).await?);
+            let req = crate::report::calibrate::CalibrateRequest {
+                target_false_reject: *target_false_reject,
+                model_threshold: own
+                    .filter(|c| Some(&c.model_version) == version.as_ref())
+                    .map(|c| f64::from(c.threshold)),
+                model_version: version,
+                by: by.clone(),
+                min_usable: *min_usable,
+                min_unusable: *min_unusable,
+                dry_run: *dry_run,
+            };
+            let r = crate::report::calibrate::calibrate(rec.pool(), &site, &req).await;
+            rec.close().await;
+            let r = r?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                _ => print::calibration(&site, &r),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ExportLabels { out, db } => {
             let rec = open_history(cli.config.as_ref(), db).await?;
             let s = crate::report::review::export_labels(rec.pool(), out).await?;

@@ -219,3 +219,56 @@ pub(super) fn outcome(o: &Outcome) {
     }
     println!("recorded          no (inspect leaves the QC history alone; scan records)");
 }
+
+/// `calibrate`: the chosen threshold, what it rests on, and the model's own for comparison.
+pub(super) fn calibration(site: &str, r: &crate::report::calibrate::CalibrationReport) {
+    let op = |name: &str, o: &crate::report::calibrate::Operating| {
+        println!(
+            "{name:<18} threshold {:.6}  false rejects {:.1}%  recall {:.1}% (95% CI {:.1}-{:.1}%)",
+            o.threshold,
+            100.0 * o.false_reject,
+            100.0 * o.recall,
+            100.0 * o.recall_ci_low,
+            100.0 * o.recall_ci_high
+        );
+    };
+    println!(
+        "site {site}, model {}: {} reviewed usable and {} reviewed unusable plates",
+        r.model_version, r.reviewed_usable, r.reviewed_unusable
+    );
+    op("site threshold", &r.chosen);
+    if let Some(m) = &r.model {
+        op("model's own", m);
+    }
+    match &r.recorded {
+        Some(c) => println!(
+            "recorded as calibration {} by {} at {}; watch and scan use it from their next start (SIGHUP for a running watch)",
+            c.id, c.calibrated_by, c.created_at
+        ),
+        None => println!("dry run: nothing recorded"),
+    }
+}
+
+/// `calibrate --list`.
+pub(super) fn calibrations(site: &str, all: &[crate::record::calibrations::Calibration]) {
+    if all.is_empty() {
+        println!("site {site} has no calibration; models use their own thresholds");
+    }
+    for c in all {
+        println!(
+            "{:>4}  {}  model {:<10} threshold {:.6} (model's {})  target false rejects {:.1}%  on {} usable / {} unusable  recall {:.1}% ({:.1}-{:.1}%)  by {}",
+            c.id,
+            c.created_at,
+            c.model_version,
+            c.threshold,
+            c.model_threshold.map_or("-".into(), |t| format!("{t:.6}")),
+            100.0 * c.target_false_reject,
+            c.reviewed_usable,
+            c.reviewed_unusable,
+            100.0 * c.recall,
+            100.0 * c.recall_ci_low,
+            100.0 * c.recall_ci_high,
+            c.calibrated_by
+        );
+    }
+}

@@ -8,6 +8,7 @@
 //! overrides with the history and export queries that read them ([`overrides`]). The reject
 //! analysis (`report`) only reads the stable views.
 
+pub mod calibrations;
 pub mod jobs;
 pub mod outbox;
 pub mod overrides;

@@ -34,6 +34,8 @@ pub struct ImageRow {
     pub overridden: bool,
     pub override_by: String,
     pub unusable_score: Option<f64>,
+    /// The threshold that judged it: the model's own, or the site's calibrated one.
+    pub threshold: Option<f64>,
     pub model_version: String,
     /// `yes` / `no` for a rejected image, empty when not rejected or unknown (no patient
     /// identity or time to compare).
@@ -60,6 +62,7 @@ struct Row {
     overridden: i64,
     override_by: Option<String>,
     unusable_score: Option<f64>,
+    threshold: Option<f64>,
     model_version: Option<String>,
     patient_id_hash: Option<String>,
 }
@@ -86,7 +89,7 @@ pub async fn image_rows(pool: &Pool, filter: &Filter) -> Result<Vec<ImageRow>, R
                 i.acquisition_datetime, i.processed_at, i.site, i.station_name, i.device_serial,
                 i.plate_identifier, i.operator, i.model_verdict, i.verdict, i.reason_code,
                 CAST(i.overridden AS BIGINT) AS overridden, i.override_by, i.unusable_score,
-                i.model_version, p.patient_id_hash
+                p.threshold, i.model_version, p.patient_id_hash
            FROM qc_images i JOIN plates p ON p.id = i.plate_row
            {clause}
           ORDER BY i.day, i.plate_row"
@@ -130,6 +133,7 @@ pub async fn image_rows(pool: &Pool, filter: &Filter) -> Result<Vec<ImageRow>, R
             overridden: r.overridden != 0,
             override_by: s(r.override_by),
             unusable_score: r.unusable_score,
+            threshold: r.threshold,
             model_version: s(r.model_version),
             repeated: String::new(),
         });
@@ -153,7 +157,7 @@ pub fn to_images_csv(rows: &[ImageRow]) -> String {
     let mut s = String::from(
         "sop_instance_uid,study_instance_uid,series_instance_uid,modality,acquisition_datetime,\
          processed_at,site,station,device_serial,plate_identifier,operator,model_verdict,verdict,\
-         reason_code,reason_meaning,overridden,override_by,unusable_score,model_version,repeated\n",
+         reason_code,reason_meaning,overridden,override_by,unusable_score,threshold,model_version,repeated\n",
     );
     for r in rows {
         let cells = [
@@ -177,6 +181,7 @@ pub fn to_images_csv(rows: &[ImageRow]) -> String {
             r.unusable_score
                 .map(|x| format!("{x:.4}"))
                 .unwrap_or_default(),
+            r.threshold.map(|x| format!("{x:.6}")).unwrap_or_default(),
             csv_field(&r.model_version),
             r.repeated.clone(),
         ];

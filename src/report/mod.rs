@@ -6,6 +6,7 @@
 //! `plate_scan_history`, ...) with `$n` placeholders, so the same text runs on SQLite and
 //! PostgreSQL; the dialects differ only inside the migrations.
 
+pub mod calibrate;
 pub mod html;
 pub mod images;
 pub mod review;

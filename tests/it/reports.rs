@@ -1065,3 +1065,91 @@ async fn reviews_import_from_csv_all_or_nothing_and_once_on_both_backends() {
         );
     }
 }
+
+/// Calibration from reviewed plates, on both backends: refused with too few reviews; with
+/// enough, the threshold rejects at most the target share of reviewed-usable plates, is
+/// recorded with who chose it and on which plates (scan::scan_judges_with_the_sites_calibrated_threshold
+/// shows it applied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_calibrates_its_threshold_from_reviews_on_both_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (backend, db) in backends(tmp.path()).await {
+        record_scenario(&db).await; // site "north", model "t": scratched 0.9, clean 0.1
+        let config = tmp.path().join(format!("{backend}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[paths]\ndb = \"{db}\"\nkey_file = \"{}\"\n[record]\nsite = \"north\"\n",
+                tmp.path().join("site.key").display()
+            ),
+        )
+        .unwrap();
+        let cfg = config.to_str().unwrap();
+        let calibrate = |extra: &[&str]| {
+            let mut args = vec![
+                "--config",
+                cfg,
+                "calibrate",
+                "--by",
+                "QA",
+                "--format",
+                "json",
+            ];
+            args.extend_from_slice(extra);
+            plateqc_command().args(&args).output().unwrap()
+        };
+        let out = calibrate(&[]);
+        assert_eq!(out.status.code(), Some(2), "{backend}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("too few reviewed plates"));
+        // Reviews: PLATE-B's 20 scans as the model said (8 unusable, 12 usable), but scan 19
+        // is called unusable by the reviewer although the model scored it 0.1.
+        let mut rows = String::from("sop_instance_uid,verdict,by,reason\n");
+        for i in 0..20 {
+            let v = if i < 8 || i == 19 {
+                "unusable"
+            } else {
+                "usable"
+            };
+            rows.push_str(&format!("{},{v},QA,looked at it\n", uid("PLATE-B", i)));
+        }
+        let file = tmp.path().join(format!("{backend}-reviews.csv"));
+        std::fs::write(&file, rows).unwrap();
+        ok(&["--config", cfg, "review-import", file.to_str().unwrap()]);
+        let out = calibrate(&[
+            "--min-usable",
+            "10",
+            "--min-unusable",
+            "5",
+            "--model-version",
+            "t",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["reviewed_usable"], 11, "{backend}: {r}");
+        assert_eq!(r["reviewed_unusable"], 9);
+        // 5 % of 11 usable is 0 false rejects: the threshold sits just above 0.1, and the
+        // plate the model missed (0.1) stays missed: recall 8 of 9.
+        let t = r["chosen"]["threshold"].as_f64().unwrap();
+        assert!(t > 0.1 && t < 0.1001, "{t}");
+        assert_eq!(r["chosen"]["false_reject"], 0.0);
+        assert!((r["chosen"]["recall"].as_f64().unwrap() - 8.0 / 9.0).abs() < 1e-9);
+        assert_eq!(r["recorded"]["calibrated_by"], "QA");
+        assert_eq!(
+            r["recorded"]["plate_rows"]
+                .as_str()
+                .unwrap()
+                .split(',')
+                .count(),
+            20
+        );
+        let listed = ok(&["--config", cfg, "calibrate", "--list"]);
+        assert!(
+            listed.contains("model t") && listed.contains("by QA"),
+            "{listed}"
+        );
+    }
+}

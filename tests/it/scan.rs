@@ -648,3 +648,74 @@ fn a_scan_writes_nothing_into_the_home_folder() {
         .collect();
     assert!(left.is_empty(), "written into HOME: {left:?}");
 }
+
+/// After `calibrate`, `scan` judges with the site's threshold and records it on every plate.
+#[test]
+fn scan_judges_with_the_sites_calibrated_threshold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("qc.sqlite");
+    let inbox = root().join("demo/inbox");
+    let config = tmp.path().join("site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[paths]\ndb = \"{}\"\nout = \"{}\"\n[record]\nsite = \"clinic\"\n",
+            db.display(),
+            tmp.path().join("out").display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let scan = || {
+        let out = plateqc_command()
+            .args(["--config", cfg, "scan", inbox.to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    scan();
+    // Every plate reviewed as the model judged it.
+    let rows = sql(&db, "SELECT sop_instance_uid, verdict FROM plates");
+    let mut csv = String::from("sop_instance_uid,verdict,by,reason\n");
+    for l in rows.lines() {
+        let (uid, v) = l.split_once('|').unwrap();
+        csv.push_str(&format!("{uid},{v},QA,agreed\n"));
+    }
+    std::fs::write(tmp.path().join("r.csv"), csv).unwrap();
+    succeeds(plateqc_command().args([
+        "--config",
+        cfg,
+        "review-import",
+        tmp.path().join("r.csv").to_str().unwrap(),
+    ]));
+    let out = succeeds(plateqc_command().args([
+        "--config",
+        cfg,
+        "calibrate",
+        "--by",
+        "QA",
+        "--min-usable",
+        "5",
+        "--min-unusable",
+        "5",
+        "--format",
+        "json",
+    ]));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = r["chosen"]["threshold"].as_f64().unwrap();
+    let own = r["model"]["threshold"]
+        .as_f64()
+        .expect("the configured model is compared");
+    assert!(
+        (t - own).abs() > 1e-6,
+        "calibrated {t} equals the model's {own}"
+    );
+    let log = scan();
+    assert!(log.contains("calibrated threshold applies"), "{log}");
+    let latest = sql(
+        &db,
+        "SELECT DISTINCT threshold FROM plates WHERE id > (SELECT max(id) / 2 FROM plates)",
+    );
+    let recorded: f64 = latest.trim().parse().unwrap_or_else(|_| panic!("{latest}"));
+    assert!((recorded - t).abs() < 1e-6, "{recorded} vs {t}");
+}
