@@ -1,7 +1,7 @@
 //! The real daemon (`plateqc watch`, a child process) on temporary folders.
 
 use crate::support::daemon::{
-    files_under, fixture_files, sha, site, sql, start, start_logged, wait_until,
+    files_under, fixture_files, http_get_from_log, sha, site, sql, start, start_logged, wait_until,
 };
 use crate::support::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -273,21 +273,7 @@ fn a_burst_is_back_pressured_to_a_bounded_number_of_plates() {
             >= total
     });
     // The metrics endpoint agrees with the database.
-    let text = std::fs::read_to_string(&log).unwrap();
-    let addr = text
-        .lines()
-        .find_map(|l| l.split("metrics listening addr=").nth(1))
-        .map(|a| a.trim().to_string())
-        .unwrap_or_else(|| panic!("no metrics address in the log:\n{text}"));
-    let get = |path: &str| {
-        use std::io::Read;
-        let mut c = std::net::TcpStream::connect(&addr).unwrap();
-        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .unwrap();
-        let mut out = String::new();
-        c.read_to_string(&mut out).unwrap();
-        out
-    };
+    let get = |path: &str| http_get_from_log(&log, path);
     assert!(get("/healthz").starts_with("HTTP/1.1 200"));
     let metrics = get("/metrics");
     let judged: u64 = metrics
