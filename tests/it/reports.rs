@@ -268,18 +268,27 @@ async fn report_answers_how_many_why_where_and_which_plates_on_both_backends() {
 
         // The other formats say the same.
         let table = ok(&["report", "--db", &db]);
-        assert!(table.contains("images 55   rejected 25 (45.5%)"), "{table}");
+        assert!(
+            table.contains("images 55   rejected 25 (45.5%, 95% CI 33.0-58.5%)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("overall: INVESTIGATE: above the upper level"),
+            "{table}"
+        );
         assert!(
             table.contains("PLATE-A") && table.contains("9 of last 20 scans"),
             "{table}"
         );
         let csv = ok(&["report", "--db", &db, "--format", "csv"]);
         assert!(
-            csv.lines().any(|l| l == "total,all,,55,25,45.5,2,2"),
+            csv.lines()
+                .any(|l| l == "total,all,,55,25,45.5,2,2,33.0,58.5,investigate_high"),
             "{csv}"
         );
         assert!(
-            csv.lines().any(|l| l == "station,ST-1,,25,14,56.0,1,1"),
+            csv.lines()
+                .any(|l| l == "station,ST-1,,25,14,56.0,1,1,37.1,73.3,too_few"),
             "{csv}"
         );
         assert!(
