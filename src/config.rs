@@ -88,11 +88,36 @@ pub struct Config {
     pub dicom: DicomOptions,
     pub forward: ForwardOptions,
     pub notes: NoteOptions,
+    pub report: ReportOptions,
 }
 
-const SECTIONS: [&str; 11] = [
+/// `[report]`: the reject-rate levels `plateqc report` holds every rate against (AAPM Report
+/// 151: a target and investigation levels above and below it). The defaults are figures
+/// quoted for general radiography; a dental site sets its own. Flags override them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportOptions {
+    pub target_pct: f64,
+    pub investigate_above_pct: f64,
+    pub investigate_below_pct: f64,
+    /// Rates over fewer images are shown, not judged.
+    pub min_images: i64,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            target_pct: 8.0,
+            investigate_above_pct: 10.0,
+            investigate_below_pct: 5.0,
+            min_images: 30,
+        }
+    }
+}
+
+const SECTIONS: [&str; 12] = [
     "paths", "record", "decode", "infer", "explain", "scan", "watch", "route", "dicom", "forward",
-    "notes",
+    "notes", "report",
 ];
 
 impl Config {
@@ -137,6 +162,7 @@ impl Config {
             dicom: section(&table, "dicom", &mut problems),
             forward: section(&table, "forward", &mut problems),
             notes: section(&table, "notes", &mut problems),
+            report: section(&table, "report", &mut problems),
         };
         problems.extend(config.validate());
         if problems.is_empty() {
@@ -381,6 +407,7 @@ mod example_file {
         assert_eq!(c.decode.max_file_bytes, d.decode.max_file_bytes);
         assert_eq!(c.infer.batch_size, d.infer.batch_size);
         assert_eq!(c.explain.alpha, d.explain.alpha);
+        assert_eq!(c.report, d.report);
     }
 
     #[test]

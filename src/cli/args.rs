@@ -133,18 +133,18 @@ pub enum Command {
         /// ... of its last this many scans.
         #[arg(long, default_value_t = 20)]
         wear_window: i64,
-        /// Target reject rate in percent (AAPM Report 151; set your site's own).
-        #[arg(long, default_value_t = 8.0)]
-        target_pct: f64,
-        /// Investigate a rate above this percentage ...
-        #[arg(long, default_value_t = 10.0)]
-        investigate_above_pct: f64,
-        /// ... or below this one (rejects may go unrecorded).
-        #[arg(long, default_value_t = 5.0)]
-        investigate_below_pct: f64,
-        /// A rate over fewer images than this is shown but not held against the levels.
-        #[arg(long, default_value_t = 30)]
-        min_images: i64,
+        /// Target reject rate in percent (AAPM Report 151; default `[report] target_pct`, 8).
+        #[arg(long)]
+        target_pct: Option<f64>,
+        /// Investigate a rate above this percentage (default `[report]`, 10) ...
+        #[arg(long)]
+        investigate_above_pct: Option<f64>,
+        /// ... or below this one (rejects may go unrecorded; default `[report]`, 5).
+        #[arg(long)]
+        investigate_below_pct: Option<f64>,
+        /// A rate over fewer images than this is shown but not judged (default `[report]`, 30).
+        #[arg(long)]
+        min_images: Option<i64>,
     },
     /// Every record of one instance: each judgement and each reviewer override. Takes a SOP
     /// Instance UID, or a file (matched by the UID in its header and by its sha256).

@@ -201,11 +201,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 window: *wear_window,
             };
             let mut report = crate::report::build(rec.pool(), &filter, wear).await?;
+            let site = base_config(cli.config.as_ref())?.report;
             report.apply_levels(crate::report::Levels {
-                target_pct: *target_pct,
-                investigate_above_pct: *investigate_above_pct,
-                investigate_below_pct: *investigate_below_pct,
-                min_images: *min_images,
+                target_pct: target_pct.unwrap_or(site.target_pct),
+                investigate_above_pct: investigate_above_pct.unwrap_or(site.investigate_above_pct),
+                investigate_below_pct: investigate_below_pct.unwrap_or(site.investigate_below_pct),
+                min_images: min_images.unwrap_or(site.min_images),
             })?;
             match format {
                 Format::Table => print!("{}", crate::report::to_table(&report)),

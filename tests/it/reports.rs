@@ -1014,6 +1014,36 @@ async fn per_image_export_marks_repeats_and_rates_carry_intervals_and_levels_on_
         let r = report_json(&db, &["--min-images", "5"]);
         assert_eq!(r["totals"]["level"], "investigate_high", "{backend}");
         assert_eq!(r["levels"]["min_images"], 5);
+        // The site's own levels from its config file; a flag still wins.
+        let cfg = tmp.path().join(format!("{backend}-levels.toml"));
+        std::fs::write(
+            &cfg,
+            "[report]\ntarget_pct = 50.0\ninvestigate_above_pct = 70.0\n\
+             investigate_below_pct = 40.0\nmin_images = 5\n",
+        )
+        .unwrap();
+        let c = cfg.to_str().unwrap();
+        let r: Value = serde_json::from_str(&ok(&[
+            "--config", c, "report", "--db", &db, "--format", "json",
+        ]))
+        .unwrap();
+        assert_eq!(
+            r["totals"]["level"], "within",
+            "{backend}: 60 % within 40-70 %"
+        );
+        let r: Value = serde_json::from_str(&ok(&[
+            "--config",
+            c,
+            "report",
+            "--db",
+            &db,
+            "--format",
+            "json",
+            "--investigate-above-pct",
+            "55",
+        ]))
+        .unwrap();
+        assert_eq!(r["totals"]["level"], "investigate_high", "{backend}");
     }
 }
 
