@@ -459,11 +459,7 @@ impl Forwarder {
         if items.is_empty() {
             return Ok(0);
         }
-        let mut options = ClientAssociationOptions::new()
-            .calling_ae_title(self.calling_ae_title.clone())
-            .called_ae_title(dest.ae_title.clone())
-            .max_pdu_length(opts.max_pdu)
-            .connection_timeout(Duration::from_secs(opts.connect_timeout_secs.max(1)))
+        let mut options = association_options(dest, &self.calling_ae_title, opts)
             .read_timeout(Duration::from_secs(60))
             .write_timeout(Duration::from_secs(60));
         // One presentation context per (class, transfer syntax): a peer accepts or refuses
@@ -590,6 +586,20 @@ impl Forwarder {
     }
 }
 
+/// The AE titles, PDU size and connect timeout of every association with `dest`, for
+/// forwarding and for the probe alike (the probe must call the way forwarding does).
+fn association_options(
+    dest: &Destination,
+    calling_ae_title: &str,
+    opts: &ForwardOptions,
+) -> ClientAssociationOptions<'static> {
+    ClientAssociationOptions::new()
+        .calling_ae_title(calling_ae_title.to_string())
+        .called_ae_title(dest.ae_title.clone())
+        .max_pdu_length(opts.max_pdu)
+        .connection_timeout(Duration::from_secs(opts.connect_timeout_secs.max(1)))
+}
+
 /// A C-ECHO to a destination with the calling AE title and timeouts forwarding uses
 /// (`check-config --probe`): the round trip time, or what is wrong.
 pub async fn probe(
@@ -598,11 +608,7 @@ pub async fn probe(
     opts: &ForwardOptions,
 ) -> Result<Duration, Trouble> {
     let started = Instant::now();
-    let mut assoc = ClientAssociationOptions::new()
-        .calling_ae_title(calling_ae_title.to_string())
-        .called_ae_title(dest.ae_title.clone())
-        .max_pdu_length(opts.max_pdu)
-        .connection_timeout(Duration::from_secs(opts.connect_timeout_secs.max(1)))
+    let mut assoc = association_options(dest, calling_ae_title, opts)
         .read_timeout(Duration::from_secs(opts.connect_timeout_secs.max(1)))
         .with_presentation_context(crate::net::VERIFICATION, vec![NATIVE[1], NATIVE[0]])
         .establish_async(dest.address.as_str())
@@ -737,14 +743,20 @@ fn file_transfer_syntax(path: &str) -> Option<String> {
     Some(ts.trim_end_matches(['\0', ' ']).to_string())
 }
 
+/// A payload's data set (after the 128-byte preamble), structure only: pixel data, native or
+/// encapsulated, is one value here and never decoded.
+fn parse(p: &Payload) -> Result<dicom_object::DefaultDicomObject, PayloadError> {
+    dicom_object::OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Never)
+        .from_reader(&p.bytes[128..])
+        .map_err(|e| PayloadError::Parse(Box::new(e)))
+}
+
 /// Re-encodes a native (uncompressed) data set into another native transfer syntax, for a
 /// destination that did not accept the file's own.
 fn reencode(p: &Payload, to: &str) -> Result<Vec<u8>, PayloadError> {
     use dicom_encoding::TransferSyntaxIndex;
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_preamble(dicom_object::file::ReadPreamble::Never)
-        .from_reader(&p.bytes[128..])
-        .map_err(|e| PayloadError::Parse(Box::new(e)))?;
+    let obj = parse(p)?;
     let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
         .get(to)
         .ok_or_else(|| PayloadError::UnknownSyntax(to.into()))?;
@@ -770,11 +782,7 @@ fn transcode(p: &Payload, to: &str, t: &Transcoder) -> Result<Vec<u8>, PayloadEr
         None => decode::native_pixel_data(&p.bytes, &t.policy),
     }
     .map_err(|e| failed(&e))?;
-    // Structure only: the encapsulated pixel data is one opaque value here, never decoded.
-    let mut obj = dicom_object::OpenFileOptions::new()
-        .read_preamble(dicom_object::file::ReadPreamble::Never)
-        .from_reader(&p.bytes[128..])
-        .map_err(|e| PayloadError::Parse(Box::new(e)))?;
+    let mut obj = parse(p)?;
     let bits = obj
         .element(tags::BITS_ALLOCATED)
         .ok()
