@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Build tools for the bundled C codecs (libjpeg-turbo needs cmake and nasm, CharLS cmake),
-# DICOM tools the tests use as independent peers and validators, the browser that renders the
+# DICOM tools the tests use as independent peers and validators (DCMTK, dicom3tools, and Orthanc
+# as a real PACS, started privately by its tests), the browser that renders the
 # review page in its test, and the PostgreSQL server the tests start privately (a cluster in a
 # temporary folder, on a Unix socket; nothing is started here).
 need=()
@@ -12,6 +13,7 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v nasm >/dev/null || need+=(nasm)
 command -v dcmdump >/dev/null || need+=(dcmtk)
 command -v dciodvfy >/dev/null || need+=(dicom3tools)
+command -v Orthanc >/dev/null || need+=(orthanc)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v chromium >/dev/null || need+=(chromium)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)

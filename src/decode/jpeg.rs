@@ -105,9 +105,10 @@ pub fn encode_rgb(
 /// thousands (each a pass over the image).
 const MAX_SCANS: i32 = 100;
 
-/// Decodes one grayscale JPEG stream of `width` x `height` to samples; a stream whose header
-/// says another size is refused before anything is allocated for it.
-pub fn decode(stream: &[u8], want_w: usize, want_h: usize) -> Result<Gray, String> {
+/// A decompressor whose header has been read: a stream whose header says another size than
+/// `want_w` x `want_h` is refused before anything is allocated for it, and libjpeg-turbo
+/// itself refuses a larger image and stops after MAX_SCANS.
+fn open_stream(stream: &[u8], want_w: usize, want_h: usize) -> Result<(Handle, i32), String> {
     if stream.len() < 4 {
         return Err("JPEG stream is empty".into());
     }
@@ -117,7 +118,6 @@ pub fn decode(stream: &[u8], want_w: usize, want_h: usize) -> Result<Gray, Strin
         return Err("cannot initialise the JPEG decoder".into());
     }
     let h = Handle(raw);
-    // Limits inside libjpeg-turbo too: it refuses a larger image and stops after MAX_SCANS.
     let pixels = i32::try_from(want_w.saturating_mul(want_h)).unwrap_or(i32::MAX);
     // SAFETY: valid handle; both parameters exist in libjpeg-turbo 3.
     unsafe {
@@ -130,16 +130,54 @@ pub fn decode(stream: &[u8], want_w: usize, want_h: usize) -> Result<Gray, Strin
     }
     let width = h.get(tj::TJPARAM_TJPARAM_JPEGWIDTH);
     let height = h.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT);
-    let precision = h.get(tj::TJPARAM_TJPARAM_PRECISION);
     if width <= 0 || height <= 0 {
         return Err(format!("JPEG has invalid size {width}x{height}"));
     }
-    let (w, hgt) = (width as usize, height as usize);
-    if (w, hgt) != (want_w, want_h) {
+    if (width as usize, height as usize) != (want_w, want_h) {
         return Err(format!(
-            "JPEG is {w}x{hgt} but the header says {want_w}x{want_h}"
+            "JPEG is {width}x{height} but the header says {want_w}x{want_h}"
         ));
     }
+    Ok((h, width))
+}
+
+/// Decodes an 8-bit colour JPEG stream of `width` x `height` to packed RGB. Used to
+/// decompress plateqc's own montage captures for a destination that refuses JPEG.
+pub fn decode_rgb8(stream: &[u8], want_w: usize, want_h: usize) -> Result<Vec<u8>, String> {
+    let (h, width) = open_stream(stream, want_w, want_h)?;
+    let precision = h.get(tj::TJPARAM_TJPARAM_PRECISION);
+    if precision != 8 {
+        return Err(format!("colour JPEG of {precision}-bit precision"));
+    }
+    let n = want_w
+        .checked_mul(want_h)
+        .and_then(|n| n.checked_mul(3))
+        .ok_or("JPEG size overflows")?;
+    let mut buf = vec![0u8; n];
+    // SAFETY: the destination holds width*height*3 bytes with pitch width*3, as TurboJPEG
+    // requires for TJPF_RGB.
+    let rc = unsafe {
+        tj::tj3Decompress8(
+            h.0,
+            stream.as_ptr(),
+            stream.len() as _,
+            buf.as_mut_ptr(),
+            width * 3,
+            tj::TJPF_TJPF_RGB,
+        )
+    };
+    if rc != 0 {
+        return Err(format!("JPEG data: {}", h.error()));
+    }
+    Ok(buf)
+}
+
+/// Decodes one grayscale JPEG stream of `width` x `height` to samples; a stream whose header
+/// says another size is refused before anything is allocated for it.
+pub fn decode(stream: &[u8], want_w: usize, want_h: usize) -> Result<Gray, String> {
+    let (h, width) = open_stream(stream, want_w, want_h)?;
+    let precision = h.get(tj::TJPARAM_TJPARAM_PRECISION);
+    let (w, hgt) = (want_w, want_h);
     let n = w.checked_mul(hgt).ok_or("JPEG size overflows")?;
     let gray = tj::TJPF_TJPF_GRAY;
     // SAFETY (all three arms): the destination holds width*height samples of the requested
@@ -206,5 +244,31 @@ mod tests {
         let mut junk = vec![0xFF, 0xD8];
         junk.extend((0..5000).map(|i| (i * 31 % 251) as u8));
         assert!(decode(&junk, 8, 8).is_err());
+        assert!(decode_rgb8(&junk, 8, 8).is_err());
+    }
+
+    #[test]
+    fn an_rgb_montage_comes_back_close_to_what_was_encoded() {
+        let (w, h) = (48, 32);
+        let rgb: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = (i % w, i / w);
+                [(x * 5) as u8, (y * 7) as u8, 128]
+            })
+            .collect();
+        let jpeg = encode_rgb(&rgb, w, h, 95).unwrap();
+        let back = decode_rgb8(&jpeg, w, h).unwrap();
+        assert_eq!(back.len(), rgb.len());
+        let worst = rgb
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| (*a as i32 - *b as i32).abs())
+            .max()
+            .unwrap();
+        assert!(worst <= 24, "largest difference {worst}");
+        assert!(
+            decode_rgb8(&jpeg, w + 1, h).is_err(),
+            "size mismatch refused"
+        );
     }
 }

@@ -770,11 +770,22 @@ fn reencode(p: &Payload, to: &str) -> Result<Vec<u8>, PayloadError> {
 /// its own: the stored values are decoded where every plate is decoded (a decode worker), put
 /// into the data set as uncompressed Pixel Data, and the data set as sent is read back and its
 /// pixel data compared with the decode before it goes out.
-fn transcode(p: &Payload, to: &str, t: &Transcoder) -> Result<Vec<u8>, PayloadError> {
+///
+/// `capture`: the item is one of plateqc's own montage captures (colour JPEG baseline, written
+/// by `notes`), decompressed by [`transcode_capture`] instead.
+fn transcode(
+    p: &Payload,
+    to: &str,
+    t: &Transcoder,
+    capture: bool,
+) -> Result<Vec<u8>, PayloadError> {
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_dictionary_std::tags;
     use dicom_encoding::TransferSyntaxIndex;
     let failed = |e: &dyn std::fmt::Display| PayloadError::Transcode(e.to_string());
+    if capture {
+        return transcode_capture(p, to);
+    }
     let native = match &t.pool {
         Some(pool) => pool
             .native(&p.bytes, &t.policy)
@@ -826,6 +837,51 @@ fn transcode(p: &Payload, to: &str, t: &Transcoder) -> Result<Vec<u8>, PayloadEr
     Ok(out)
 }
 
+/// Decompresses a montage capture (colour JPEG baseline, written by `notes`) to packed RGB in
+/// the native syntax `to`. The file is plateqc's own, so it is decoded here rather than in a
+/// decode worker, with the same size and scan limits. The pixels stay marked lossy (Lossy
+/// Image Compression 01, as written).
+fn transcode_capture(p: &Payload, to: &str) -> Result<Vec<u8>, PayloadError> {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_encoding::TransferSyntaxIndex;
+    let failed = |e: &dyn std::fmt::Display| PayloadError::Transcode(e.to_string());
+    let mut obj = parse(p)?;
+    let int = |tag| {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_int::<u32>().ok())
+            .unwrap_or(0) as usize
+    };
+    let (rows, columns) = (int(tags::ROWS), int(tags::COLUMNS));
+    if int(tags::SAMPLES_PER_PIXEL) != 3 || p.ts != notes::JPEG_BASELINE {
+        return Err(failed(&"not a colour JPEG baseline capture"));
+    }
+    let stream = obj
+        .element(tags::PIXEL_DATA)
+        .ok()
+        .and_then(|e| e.fragments().and_then(|f| f.first().cloned()))
+        .ok_or_else(|| failed(&"the capture has no JPEG fragment"))?;
+    let rgb = crate::decode::jpeg::decode_rgb8(&stream, columns, rows).map_err(|e| failed(&e))?;
+    obj.put(DataElement::new(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        PrimitiveValue::from("RGB"),
+    ));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(rgb),
+    ));
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(to)
+        .ok_or_else(|| PayloadError::UnknownSyntax(to.into()))?;
+    let mut out = Vec::with_capacity(rows * columns * 3 + 4096);
+    obj.write_dataset_with_ts(&mut out, ts)
+        .map_err(|e| PayloadError::Write(Box::new(e)))?;
+    Ok(out)
+}
+
 /// Sends one item over an established association. `Err` means the association is broken.
 async fn store_one(
     assoc: &mut AsyncClientAssociation<TcpStream>,
@@ -860,11 +916,12 @@ async fn store_one(
         )
     } else if let Some((id, ts)) = native {
         let (to, t) = (ts.clone(), transcoder.clone());
+        let capture = item.sop_class_uid == notes::SC_CLASS;
         let made = tokio::task::spawn_blocking(move || {
             let d = if NATIVE.contains(&payload.ts.as_str()) {
                 reencode(&payload, &to)
             } else {
-                transcode(&payload, &to, &t)
+                transcode(&payload, &to, &t, capture)
             };
             (d, payload.ts)
         })

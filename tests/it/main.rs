@@ -4,6 +4,7 @@ mod decode_real;
 mod golden;
 mod hostile;
 mod net;
+mod orthanc;
 mod reports;
 mod review_page;
 mod scan;

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod dicom;
+pub mod orthanc;
 pub mod pg;
 
 use serde_json::Value;
