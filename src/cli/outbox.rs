@@ -148,6 +148,10 @@ pub(super) async fn probe(config: &Config) -> bool {
     let calling = config.calling_ae_title();
     let mut all_ok = true;
     for d in &fwd.destinations {
+        if d.url.is_some() {
+            all_ok &= probe_web(d, fwd).await;
+            continue;
+        }
         match crate::route::forward::probe(d, &calling, fwd).await {
             Ok(took) => println!(
                 "# probe {}: {} calling {} at {}: C-ECHO answered in {} ms",
@@ -172,4 +176,44 @@ pub(super) async fn probe(config: &Config) -> bool {
         }
     }
     all_ok
+}
+
+/// A STOW-RS destination: a QIDO-RS search with the credentials and TLS settings forwarding
+/// uses. Returns whether it answered.
+async fn probe_web(
+    d: &crate::route::forward::Destination,
+    fwd: &crate::route::forward::ForwardOptions,
+) -> bool {
+    use crate::route::stow::StowClient;
+    use crate::route::trouble::Trouble;
+    let timeout = std::time::Duration::from_secs(fwd.connect_timeout_secs.max(1));
+    let dest = d.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        StowClient::new(&dest, timeout)
+            .map_err(|e| Trouble::Setup(e.to_string()))
+            .and_then(|c| c.probe())
+    })
+    .await
+    .unwrap_or_else(|e| Err(Trouble::RequestFailed(e.to_string())));
+    match answer {
+        Ok(took) => {
+            println!(
+                "# probe {}: DICOMweb at {}: answered in {} ms",
+                d.name,
+                d.target(),
+                took.as_millis()
+            );
+            true
+        }
+        Err(t) => {
+            println!(
+                "# probe {}: DICOMweb at {}: FAILED, {}\n#   hint: {}",
+                d.name,
+                d.target(),
+                t.describe(),
+                t.hint(&d.name, "", "", d.target())
+            );
+            false
+        }
+    }
 }

@@ -5,6 +5,7 @@
 //! the destination answered success, never to be sent again.
 
 use super::notes::{self, NoteOptions, Rejection, WrittenNote};
+use super::stow;
 use super::trouble::Trouble;
 use crate::decode::worker::DecodePool;
 use crate::decode::{self, prescan, DecodePolicy};
@@ -25,15 +26,39 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// One remote store SCP (usually the PACS).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// One remote store: a Storage SCP (usually the PACS: `ae_title` and `address`) or a
+/// DICOMweb STOW-RS endpoint (`url`, with optional credentials and CA).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
     /// Short name used in the outbox and the logs.
     pub name: String,
+    #[serde(default)]
     pub ae_title: String,
     /// `host:port`.
+    #[serde(default)]
     pub address: String,
+    /// The DICOMweb base URL (`http(s)://host/dicom-web`); instances go to `<url>/studies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// HTTP basic authentication: the user, and a file holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Bearer authentication: a file holding the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// PEM file of the CA(s) that sign the server's certificate, instead of the built-in roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Destination {
+    /// Where it is, as the log and the hints name it: the URL or `host:port`.
+    pub fn target(&self) -> &str {
+        self.url.as_deref().unwrap_or(&self.address)
+    }
 }
 
 /// What happens to unusable plates on the network side.
@@ -93,6 +118,23 @@ impl ForwardOptions {
             ));
         }
         for dest in &self.destinations {
+            if dest.url.is_some() {
+                p.extend(web_problems(dest));
+                continue;
+            }
+            for (key, set) in [
+                ("username", dest.username.is_some()),
+                ("password_file", dest.password_file.is_some()),
+                ("token_file", dest.token_file.is_some()),
+                ("ca_file", dest.ca_file.is_some()),
+            ] {
+                if set {
+                    p.push(format!(
+                        "[forward] destination {}: {key} belongs to a DICOMweb destination (url)",
+                        dest.name
+                    ));
+                }
+            }
             if !ae_ok(&dest.ae_title) {
                 p.push(format!(
                     "[forward] destination {}: ae_title {:?} must be 1-16 characters",
@@ -127,6 +169,43 @@ impl ForwardOptions {
 
 /// `host:port` with a host (a name, an IPv4 address or a bracketed IPv6 one) and a port
 /// 1-65535: `127.0.0.1:abc` or `pacs:0` would only fail at the first store.
+/// What is wrong with a STOW-RS destination's settings.
+fn web_problems(dest: &Destination) -> Vec<String> {
+    let mut p = Vec::new();
+    let name = &dest.name;
+    let url = dest.url.as_deref().unwrap_or_default();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace) => {}
+        _ => p.push(format!(
+            "[forward] destination {name}: url {url:?} is not http(s)://host[:port]/path (the DICOMweb base, e.g. http://pacs:8042/dicom-web)"
+        )),
+    }
+    if !dest.ae_title.is_empty() || !dest.address.is_empty() {
+        p.push(format!(
+            "[forward] destination {name}: url and ae_title/address are two kinds of destination; set one"
+        ));
+    }
+    if dest.username.is_some() != dest.password_file.is_some() {
+        p.push(format!(
+            "[forward] destination {name}: username and password_file go together"
+        ));
+    }
+    if dest.username.is_some() && dest.token_file.is_some() {
+        p.push(format!(
+            "[forward] destination {name}: basic (username) or bearer (token_file) authentication, not both"
+        ));
+    }
+    if dest.ca_file.is_some() && !url.starts_with("https://") {
+        p.push(format!(
+            "[forward] destination {name}: ca_file needs an https:// url"
+        ));
+    }
+    p
+}
+
 fn host_and_port(address: &str) -> bool {
     let Some((host, port)) = address.rsplit_once(':') else {
         return false;
@@ -315,11 +394,11 @@ impl Forwarder {
         if news {
             tracing::warn!(
                 destination = %dest.name,
-                address = %dest.address,
+                address = %dest.target(),
                 called = %dest.ae_title,
                 calling = %self.calling_ae_title,
                 error = %t.describe(),
-                hint = %t.hint(&dest.name, &dest.ae_title, &self.calling_ae_title, &dest.address),
+                hint = %t.hint(&dest.name, &dest.ae_title, &self.calling_ae_title, dest.target()),
                 "cannot forward to this destination; its items wait and are retried"
             );
         }
@@ -459,6 +538,9 @@ impl Forwarder {
         if items.is_empty() {
             return Ok(0);
         }
+        if dest.url.is_some() {
+            return self.send_web(dest, &items, cancel).await;
+        }
         let mut options = association_options(dest, &self.calling_ae_title, opts)
             .read_timeout(Duration::from_secs(60))
             .write_timeout(Duration::from_secs(60));
@@ -532,6 +614,96 @@ impl Forwarder {
                     None => self.fine(dest, sent),
                 }
             }
+        }
+        if sent > 0 {
+            tracing::info!(destination = %dest.name, sent, "forwarded");
+        }
+        Ok(sent)
+    }
+
+    /// Sends due items to a STOW-RS destination, one request per instance, stopping the pass
+    /// at the first trouble of the destination as a whole. Returns how many were stored.
+    async fn send_web(
+        &self,
+        dest: &Destination,
+        items: &[OutItem],
+        cancel: &CancellationToken,
+    ) -> Result<usize, ForwardError> {
+        let timeout = Duration::from_secs(self.forward.connect_timeout_secs.max(1));
+        let client = match stow::StowClient::new(dest, timeout) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                let t = Trouble::Setup(e.to_string());
+                for it in items {
+                    self.settle(it, &Sent::Retry(t.describe(), None)).await?;
+                }
+                self.trouble(dest, t);
+                return Ok(0);
+            }
+        };
+        let (mut sent, mut trouble) = (0, None);
+        for (i, it) in items.iter().enumerate() {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let (c, path, uid) = (client.clone(), it.path.clone(), it.sop_instance_uid.clone());
+            let done = tokio::task::spawn_blocking(move || match load(&path) {
+                Ok(p) => (c.store(&uid, &p.bytes), p.ts),
+                Err(e) => (
+                    stow::StowAnswer::NotStored {
+                        status: 0,
+                        why: e.to_string(),
+                        permanent: false,
+                    },
+                    String::new(),
+                ),
+            })
+            .await;
+            let (answer, ts) = match done {
+                Ok(d) => d,
+                Err(e) => {
+                    self.settle(it, &Sent::Retry(e.to_string(), None)).await?;
+                    continue;
+                }
+            };
+            let outcome = match answer {
+                stow::StowAnswer::Stored => Sent::Done(ts),
+                stow::StowAnswer::NotStored {
+                    why,
+                    permanent: true,
+                    ..
+                } => Sent::Fail(why),
+                stow::StowAnswer::NotStored { status, why, .. } => {
+                    tracing::debug!(outbox = it.id, error = %why, "not stored; will retry");
+                    if status != 0 {
+                        trouble = Some(Trouble::Http { status });
+                    }
+                    Sent::Retry(why, None)
+                }
+                stow::StowAnswer::Trouble(t) => {
+                    let why = format!(
+                        "cannot store at {} ({}): {}",
+                        dest.name,
+                        dest.target(),
+                        t.describe()
+                    );
+                    // The destination, not this item, is the trouble: the rest of the pass
+                    // waits with it, as when an association cannot be established.
+                    for rest in &items[i..] {
+                        self.settle(rest, &Sent::Retry(why.clone(), None)).await?;
+                    }
+                    trouble = Some(t);
+                    break;
+                }
+            };
+            self.settle(it, &outcome).await?;
+            if matches!(outcome, Sent::Done(_)) {
+                sent += 1;
+            }
+        }
+        match trouble {
+            Some(t) => self.trouble(dest, t),
+            None => self.fine(dest, sent),
         }
         if sent > 0 {
             tracing::info!(destination = %dest.name, sent, "forwarded");
@@ -983,8 +1155,65 @@ mod tests {
             name: "pacs".into(),
             ae_title: "PACS".into(),
             address: "127.0.0.1:abc".into(),
+            ..Destination::default()
         });
         assert_eq!(f.validate().len(), 1, "{:?}", f.validate());
+    }
+
+    #[test]
+    fn a_dicomweb_destination_is_checked_as_one() {
+        let web = |url: &str| Destination {
+            name: "web".into(),
+            url: Some(url.into()),
+            ..Destination::default()
+        };
+        let problems = |d: Destination| {
+            let f = ForwardOptions {
+                destinations: vec![d],
+                ..ForwardOptions::default()
+            };
+            f.validate()
+        };
+        assert!(problems(web("http://pacs:8042/dicom-web")).is_empty());
+        assert!(problems(web("https://pacs/dicom-web/")).is_empty());
+        for bad in [
+            "pacs:8042/dicom-web",
+            "ftp://x",
+            "http://",
+            "http:///x",
+            "http://a b",
+        ] {
+            assert_eq!(problems(web(bad)).len(), 1, "{bad}");
+        }
+        let mut d = web("http://pacs/dicom-web");
+        d.username = Some("u".into());
+        assert_eq!(
+            problems(d.clone()).len(),
+            1,
+            "username without password_file"
+        );
+        d.password_file = Some("/etc/pw".into());
+        assert!(problems(d.clone()).is_empty());
+        d.token_file = Some("/etc/token".into());
+        assert_eq!(problems(d.clone()).len(), 1, "basic and bearer at once");
+        let mut d = web("http://pacs/dicom-web");
+        d.ca_file = Some("/etc/ca.pem".into());
+        assert_eq!(problems(d).len(), 1, "ca_file needs https");
+        let mut d = web("http://pacs/dicom-web");
+        d.ae_title = "PACS".into();
+        assert_eq!(problems(d).len(), 1, "url and ae_title at once");
+        let dimse = Destination {
+            name: "pacs".into(),
+            ae_title: "PACS".into(),
+            address: "pacs:104".into(),
+            token_file: Some("/etc/token".into()),
+            ..Destination::default()
+        };
+        assert_eq!(
+            problems(dimse).len(),
+            1,
+            "a token for a C-STORE destination"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod forward;
 pub mod notes;
+pub mod stow;
 pub mod trouble;
 
 use crate::fsutil::{

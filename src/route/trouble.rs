@@ -31,6 +31,14 @@ pub enum Trouble {
     Broken(String),
     /// A C-STORE or C-ECHO was answered with a failure status.
     Status { code: u16, comment: String },
+    /// A DICOMweb server answered with this HTTP status.
+    Http { status: u16 },
+    /// The TLS handshake with a DICOMweb server failed (certificate, CA, host name).
+    Tls(String),
+    /// An HTTP request broke off without an answer.
+    RequestFailed(String),
+    /// The destination's own settings cannot be used (a secret or CA file unreadable).
+    Setup(String),
 }
 
 impl Trouble {
@@ -83,6 +91,10 @@ impl Trouble {
             Trouble::Status { code, comment } => {
                 format!("status {code:#06x} ({}): {comment}", status_meaning(*code))
             }
+            Trouble::Http { status } => format!("HTTP {status} ({})", http_meaning(*status)),
+            Trouble::Tls(why) => format!("TLS failed: {why}"),
+            Trouble::RequestFailed(why) => format!("request failed: {why}"),
+            Trouble::Setup(why) => format!("settings unusable: {why}"),
         }
     }
 
@@ -128,6 +140,42 @@ impl Trouble {
                 ),
                 _ => format!("destination {destination} refused the instance; its log says why"),
             },
+            Trouble::Http { status } => match status {
+                401 | 407 => format!(
+                    "the server does not accept the credentials: check username and \
+                     password_file (or token_file) of destination {destination}"
+                ),
+                403 => format!(
+                    "the server knows the credentials of destination {destination} but does not \
+                     let them store: grant that user the right to store on the server"
+                ),
+                404 | 405 => format!(
+                    "no STOW-RS service at {address}/studies: set url of destination \
+                     {destination} to the DICOMweb base (e.g. http://pacs:8042/dicom-web)"
+                ),
+                413 => format!(
+                    "the server of destination {destination} refuses requests this large: raise \
+                     its upload limit"
+                ),
+                500..=599 => format!(
+                    "the server of destination {destination} failed; its log says why; retried \
+                     with back-off"
+                ),
+                _ => format!(
+                    "destination {destination} did not store the instance; its log says why"
+                ),
+            },
+            Trouble::Tls(_) => format!(
+                "check that the host in url {address} matches the server's certificate and that \
+                 ca_file of destination {destination} holds the CA that signed it"
+            ),
+            Trouble::RequestFailed(_) => format!(
+                "the connection to destination {destination} broke off; retried with back-off"
+            ),
+            Trouble::Setup(_) => format!(
+                "fix the files named in destination {destination} (password_file, token_file, \
+                 ca_file): readable by plateqc, PEM for ca_file"
+            ),
         }
     }
 
@@ -136,8 +184,16 @@ impl Trouble {
     pub fn same_kind(&self, other: &Trouble) -> bool {
         match (self, other) {
             (Trouble::Status { code: a, .. }, Trouble::Status { code: b, .. }) => a == b,
+            (Trouble::Http { status: a }, Trouble::Http { status: b }) => a == b,
             _ => std::mem::discriminant(self) == std::mem::discriminant(other),
         }
+    }
+}
+
+impl Trouble {
+    /// Classifies a failed connection attempt.
+    pub fn from_io(e: &std::io::Error) -> Trouble {
+        from_io(e)
     }
 }
 
@@ -152,6 +208,23 @@ fn from_io(e: &std::io::Error) -> Trouble {
             Trouble::Unresolved(e.to_string())
         }
         _ => Trouble::Broken(e.to_string()),
+    }
+}
+
+/// HTTP statuses as an operator reads them.
+fn http_meaning(status: u16) -> &'static str {
+    match status {
+        400 => "bad request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not found",
+        405 => "method not allowed",
+        407 => "proxy authentication required",
+        409 => "conflict: not stored",
+        413 => "request too large",
+        415 => "unsupported media type",
+        500..=599 => "server error",
+        _ => "unexpected",
     }
 }
 

@@ -5,10 +5,10 @@
 use crate::support::cli::plateqc_command;
 use crate::support::daemon::{files_under, site, sql, wait_until, Site};
 use crate::support::dicom::{count, dciodvfy_errors, dcmdump, free_port, start_net_daemon};
-use crate::support::orthanc::{start_orthanc, Orthanc, Stored};
+use crate::support::orthanc::{start_orthanc, start_orthanc_dicomweb, Orthanc, Stored};
 use crate::support::{pydicom_describe, root};
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
@@ -322,5 +322,220 @@ fn a_wrong_ae_title_towards_orthanc_is_one_warn_with_the_fix_and_the_fix_sends()
     assert_eq!(
         o.instances().iter().filter(|i| i.modality == "IO").count(),
         usable
+    );
+}
+
+/// A site forwarding to a STOW-RS destination `web` at `url` with HTTP basic authentication
+/// (`password_file`) and, for https, the site's CA.
+fn web_site(port: u16, url: &str, password_file: &Path, ca: Option<&Path>) -> Site {
+    let s = site();
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    let ca = ca
+        .map(|c| format!(", ca_file = \"{}\"", c.display()))
+        .unwrap_or_default();
+    cfg.push_str(&format!(
+        "[dicom]\nlisten = \"127.0.0.1:{port}\"\nae_title = \"PLATEQC\"\nallowed_calling = [\"SCANNER\"]\n\
+         [forward]\nretry_base_secs = 1\nretry_max_secs = 2\n\
+         destinations = [{{ name = \"web\", url = \"{url}\", username = \"plateqc\", password_file = \"{}\"{ca} }}]\n",
+        password_file.display()
+    ));
+    std::fs::write(&s.config, cfg).unwrap();
+    s
+}
+
+fn probe(s: &Site) -> (Option<i32>, String) {
+    let out = plateqc_command()
+        .args([
+            "--config",
+            s.config.to_str().unwrap(),
+            "check-config",
+            "--probe",
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// STOW-RS into Orthanc's DICOMweb plugin: a wrong password is one WARN naming HTTP 401 and
+/// the password file (and a failed probe); once the file holds the right password, the next
+/// pass stores the usable plates and the notes, without a restart.
+#[test]
+fn stow_rs_to_orthanc_dicomweb_names_a_wrong_password_and_stores_once_it_is_fixed() {
+    let port = free_port();
+    let s0 = site();
+    let o = start_orthanc_dicomweb(&s0.root, ("plateqc", "s3cret"), None);
+    let pw = s0.root.join("stow-password");
+    std::fs::write(&pw, "wrong\n").unwrap();
+    let url = format!("http://127.0.0.1:{}/dicom-web", o.http);
+    let s = web_site(port, &url, &pw, None);
+    let (code, out) = probe(&s);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("HTTP 401") && out.contains("password_file"),
+        "{out}"
+    );
+
+    let demo = copy_demo(&s, 8);
+    let (_daemon, log) = start_net_daemon(&s, port);
+    wait_until("plates dispatched", Duration::from_secs(240), || {
+        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
+    });
+    wait_until("every item tried", Duration::from_secs(60), || {
+        count(&s.db, "SELECT COUNT(*) FROM outbox WHERE attempts >= 1")
+            == count(&s.db, "SELECT COUNT(*) FROM outbox")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warns: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("cannot forward to this destination"))
+        .collect();
+    assert_eq!(warns.len(), 1, "{text}");
+    assert!(warns[0].contains("destination=web"), "{}", warns[0]);
+    assert!(warns[0].contains("HTTP 401"), "{}", warns[0]);
+    assert!(warns[0].contains("password_file"), "{}", warns[0]);
+    assert!(o.instances().is_empty());
+
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    assert_eq!(probe(&s).0, Some(0));
+    drained(&s);
+    let stored = by_sop(&o.instances());
+    let usable = uids(
+        &s.db,
+        "SELECT sop_instance_uid FROM plates WHERE verdict = 'usable'",
+    );
+    let notes = uids(&s.db, "SELECT sop_instance_uid FROM rejection_notes");
+    assert!(!usable.is_empty() && !notes.is_empty());
+    for uid in usable.iter().chain(&notes) {
+        assert!(stored.contains_key(uid), "{uid} stored over STOW-RS");
+    }
+    let unusable = uids(
+        &s.db,
+        "SELECT sop_instance_uid FROM plates WHERE verdict = 'unusable'",
+    );
+    assert!(unusable.iter().all(|u| !stored.contains_key(u)), "held");
+    // Each plate stored in its own transfer syntax, as recorded on the outbox row.
+    for line in sql(
+        &s.db,
+        "SELECT sop_instance_uid, sent_transfer_syntax FROM outbox WHERE kind = 'plate'",
+    )
+    .lines()
+    {
+        let (uid, ts) = line.split_once('|').unwrap();
+        assert_eq!(stored[uid].transfer_syntax, ts, "{uid}");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("forwarding to this destination works again"),
+        "{text}"
+    );
+}
+
+/// STOW-RS over HTTPS to an Orthanc whose certificate a site CA signed: without `ca_file` the
+/// probe names the TLS failure and the setting; with it, plates are stored (each one confirmed
+/// by the server's answer naming its SOP Instance UID).
+#[test]
+fn stow_rs_over_https_trusts_the_site_ca_from_ca_file() {
+    let port = free_port();
+    let s0 = site();
+    let dir = s0.root.join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=plateqc test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    ssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+    ]);
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+        "-out",
+        "srv.pem",
+    ]);
+    let mut pem = std::fs::read(dir.join("srv.pem")).unwrap();
+    pem.extend(std::fs::read(dir.join("srv.key")).unwrap());
+    std::fs::write(dir.join("server.pem"), pem).unwrap();
+
+    let o = start_orthanc_dicomweb(
+        &s0.root,
+        ("plateqc", "s3cret"),
+        Some(&dir.join("server.pem")),
+    );
+    let pw = s0.root.join("stow-password");
+    std::fs::write(&pw, "s3cret").unwrap();
+    let url = format!("https://127.0.0.1:{}/dicom-web", o.https_port);
+    let untrusted = web_site(port, &url, &pw, None);
+    let (code, out) = probe(&untrusted);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("TLS failed") && out.contains("ca_file"),
+        "{out}"
+    );
+
+    let s = web_site(port, &url, &pw, Some(&dir.join("ca.pem")));
+    let (code, out) = probe(&s);
+    assert_eq!(code, Some(0), "{out}");
+    let demo = copy_demo(&s, 6);
+    let (_daemon, _log) = start_net_daemon(&s, port);
+    wait_until("plates dispatched", Duration::from_secs(240), || {
+        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
+    });
+    drained(&s);
+    let sent = uids(
+        &s.db,
+        "SELECT sop_instance_uid FROM outbox WHERE state = 'sent'",
+    );
+    assert!(!sent.is_empty());
+    let stored = by_sop(&o.instances());
+    assert!(
+        sent.iter().all(|u| stored.contains_key(u)),
+        "every sent item in Orthanc"
     );
 }

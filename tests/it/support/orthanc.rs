@@ -15,12 +15,19 @@ pub struct Orthanc {
     pub http: u16,
     pub dicom: u16,
     pub log: PathBuf,
+    /// `user:password` when Orthanc asks for HTTP basic authentication.
+    basic: Option<String>,
+    /// The TLS reverse proxy in front of the HTTP port, and its port (0 without one).
+    proxy: Option<Child>,
+    pub https_port: u16,
 }
 
 impl Drop for Orthanc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for c in std::iter::once(&mut self.child).chain(self.proxy.as_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -38,6 +45,47 @@ pub struct Stored {
 /// does). `accepted` limits the transfer syntaxes it accepts (None: Orthanc's defaults, which
 /// take every common compressed syntax).
 pub fn start_orthanc(root: &Path, accepted: Option<&[&str]>) -> Orthanc {
+    let mut extra = serde_json::json!({});
+    if let Some(ts) = accepted {
+        extra["AcceptedTransferSyntaxes"] = serde_json::json!(ts);
+    }
+    launch(root, extra, None)
+}
+
+/// Orthanc with its DICOMweb plugin (Debian's `orthanc-dicomweb`) at `/dicom-web` and HTTP
+/// basic authentication for `user`. With `tls_pem` (certificate and key) it is also reachable
+/// over HTTPS at `https_port`, through a TLS reverse proxy (socat) as Orthanc's manual
+/// recommends: Debian 12's Orthanc 1.10.1 serving HTTPS itself dies (SIGSEGV in a civetweb
+/// worker) on the handshake of a rustls client, which is what plateqc is.
+pub fn start_orthanc_dicomweb(root: &Path, user: (&str, &str), tls_pem: Option<&Path>) -> Orthanc {
+    let extra = serde_json::json!({
+        "AuthenticationEnabled": true,
+        "RegisteredUsers": { user.0: user.1 },
+        "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+        "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
+    });
+    let auth = format!("{}:{}", user.0, user.1);
+    let mut o = launch(root, extra, Some(auth));
+    if let Some(pem) = tls_pem {
+        let port = free_port();
+        let proxy = Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}",
+                pem.display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{}", o.http))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat is installed by `make setup`");
+        o.proxy = Some(proxy);
+        wait_listening(port, "the TLS proxy");
+        o.https_port = port;
+    }
+    o
+}
+
+fn launch(root: &Path, extra: Value, basic: Option<String>) -> Orthanc {
     let dir = root.join(format!("orthanc-{}", free_port()));
     std::fs::create_dir_all(&dir).unwrap();
     let (http, dicom) = (free_port(), free_port());
@@ -54,8 +102,8 @@ pub fn start_orthanc(root: &Path, accepted: Option<&[&str]>) -> Orthanc {
         "Plugins": [],
         "StableAge": 1,
     });
-    if let Some(ts) = accepted {
-        cfg["AcceptedTransferSyntaxes"] = serde_json::json!(ts);
+    for (k, v) in extra.as_object().unwrap() {
+        cfg[k] = v.clone();
     }
     let cfg_path = dir.join("orthanc.json");
     std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
@@ -71,6 +119,9 @@ pub fn start_orthanc(root: &Path, accepted: Option<&[&str]>) -> Orthanc {
         http,
         dicom,
         log,
+        basic,
+        proxy: None,
+        https_port: 0,
     };
     wait_listening(dicom, "Orthanc");
     wait_until("Orthanc's REST API", Duration::from_secs(60), || {
@@ -83,7 +134,16 @@ impl Orthanc {
     fn try_get(&self, path: &str) -> Option<Vec<u8>> {
         let mut c = std::net::TcpStream::connect(("127.0.0.1", self.http)).ok()?;
         c.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-        c.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        let auth = self
+            .basic
+            .as_ref()
+            .map(|b| {
+                use base64::Engine;
+                let b = base64::engine::general_purpose::STANDARD.encode(b);
+                format!("Authorization: Basic {b}\r\n")
+            })
+            .unwrap_or_default();
+        c.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n").as_bytes())
             .ok()?;
         let mut raw = Vec::new();
         c.read_to_end(&mut raw).ok()?;
