@@ -130,6 +130,19 @@ pub struct PlateHeader {
     pub rescale_slope: f64,
     pub rescale_intercept: f64,
     pub window: Option<(f64, f64)>,
+    /// What AAPM Report 305 keeps per image where the plate carries it: Body Part Examined,
+    /// View Position, the first Anatomic Region's code meaning (dental plates name the region
+    /// of the teeth there), and the IEC 62494-1 Exposure Index and Deviation Index.
+    #[serde(default)]
+    pub body_part: Option<String>,
+    #[serde(default)]
+    pub view_position: Option<String>,
+    #[serde(default)]
+    pub anatomic_region: Option<String>,
+    #[serde(default)]
+    pub exposure_index: Option<f64>,
+    #[serde(default)]
+    pub deviation_index: Option<f64>,
 }
 
 /// Where a plate's SOP Instance UID came from. Real files lack it now and then (seen on JPEG
@@ -286,6 +299,22 @@ fn tidy(s: &str) -> Option<String> {
     Some(s.trim_end_matches(['\0', ' ']).trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// A descriptive header value for the QC history: tidied, at most 64 characters.
+fn label(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    text(obj, tag).map(|s| s.chars().take(64).collect())
+}
+
+/// The code meaning of the first item of a code sequence.
+fn first_code_meaning(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    let item = obj.get(tag)?.items()?.first()?;
+    label(item, tags::CODE_MEANING)
+}
+
+/// A finite number, or none.
+fn finite(v: Option<f64>) -> Option<f64> {
+    v.filter(|x| x.is_finite())
+}
+
 fn int(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<i64> {
     obj.get(tag).and_then(|e| e.to_int::<i64>().ok())
 }
@@ -350,6 +379,11 @@ fn read_header(obj: &DefaultDicomObject, ts: &str) -> Result<PlateHeader, Decode
         rescale_slope: float(obj, tags::RESCALE_SLOPE).unwrap_or(1.0),
         rescale_intercept: float(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
         window,
+        body_part: label(obj, tags::BODY_PART_EXAMINED),
+        view_position: label(obj, tags::VIEW_POSITION),
+        anatomic_region: first_code_meaning(obj, tags::ANATOMIC_REGION_SEQUENCE),
+        exposure_index: finite(float(obj, tags::EXPOSURE_INDEX)),
+        deviation_index: finite(float(obj, tags::DEVIATION_INDEX)),
     })
 }
 

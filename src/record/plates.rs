@@ -37,6 +37,11 @@ pub struct PlateRecord {
     pub operator: Option<String>,
     pub device_serial: Option<String>,
     pub plate_identifier: Option<String>,
+    pub body_part: Option<String>,
+    pub view_position: Option<String>,
+    pub anatomic_region: Option<String>,
+    pub exposure_index: Option<f64>,
+    pub deviation_index: Option<f64>,
     pub transfer_syntax: Option<String>,
     pub rows: Option<i64>,
     pub columns: Option<i64>,
@@ -108,6 +113,11 @@ impl PlateRecord {
         self.operator = h.operator.clone();
         self.device_serial = h.device_serial.clone();
         self.plate_identifier = h.plate_id.clone();
+        self.body_part = h.body_part.clone();
+        self.view_position = h.view_position.clone();
+        self.anatomic_region = h.anatomic_region.clone();
+        self.exposure_index = h.exposure_index;
+        self.deviation_index = h.deviation_index;
         self.transfer_syntax = Some(h.transfer_syntax.clone());
         self.rows = Some(h.rows as i64);
         self.columns = Some(h.columns as i64);
@@ -199,10 +209,11 @@ macro_rules! insert_plate {
                 transfer_syntax, rows, columns, bits_stored, photometric, verdict, unusable_score,
                 threshold, reason_code, model_name, model_version, model_sha256, cam_method, overlays,
                 montage_path, decode_ms, infer_ms, explain_ms, total_ms, error_stage, error_kind, error,
-                site, overlay_error, remark)
+                site, overlay_error, remark, body_part, view_position, anatomic_region,
+                exposure_index, deviation_index)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
                      $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34,
-                     $35, $36, $37, $38, $39, $40, $41)
+                     $35, $36, $37, $38, $39, $40, $41, $42, $43, $44, $45, $46)
              RETURNING id",
         )
         .bind(&r.run_id)
@@ -246,6 +257,11 @@ macro_rules! insert_plate {
         .bind($site)
         .bind(&r.overlay_error)
         .bind(&r.remark)
+        .bind(&r.body_part)
+        .bind(&r.view_position)
+        .bind(&r.anatomic_region)
+        .bind(r.exposure_index)
+        .bind(r.deviation_index)
         .fetch_one(&mut *$tx)
         .await?;
         for f in &r.findings {

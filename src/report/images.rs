@@ -40,6 +40,12 @@ pub struct ImageRow {
     /// `yes` / `no` for a rejected image, empty when not rejected or unknown (no patient
     /// identity or time to compare).
     pub repeated: String,
+    /// View and body part, and the exposure indicator, where the plate carries them.
+    pub body_part: String,
+    pub view_position: String,
+    pub anatomic_region: String,
+    pub exposure_index: Option<f64>,
+    pub deviation_index: Option<f64>,
 }
 
 /// A row as the query returns it (more columns than sqlx's tuples take).
@@ -65,6 +71,11 @@ struct Row {
     threshold: Option<f64>,
     model_version: Option<String>,
     patient_id_hash: Option<String>,
+    body_part: Option<String>,
+    view_position: Option<String>,
+    anatomic_region: Option<String>,
+    exposure_index: Option<f64>,
+    deviation_index: Option<f64>,
 }
 
 /// When an image was taken: the acquisition date-time, else the processing time.
@@ -89,7 +100,8 @@ pub async fn image_rows(pool: &Pool, filter: &Filter) -> Result<Vec<ImageRow>, R
                 i.acquisition_datetime, i.processed_at, i.site, i.station_name, i.device_serial,
                 i.plate_identifier, i.operator, i.model_verdict, i.verdict, i.reason_code,
                 CAST(i.overridden AS BIGINT) AS overridden, i.override_by, i.unusable_score,
-                p.threshold, i.model_version, p.patient_id_hash
+                p.threshold, i.model_version, p.patient_id_hash, i.body_part, i.view_position,
+                i.anatomic_region, i.exposure_index, i.deviation_index
            FROM qc_images i JOIN plates p ON p.id = i.plate_row
            {clause}
           ORDER BY i.day, i.plate_row"
@@ -136,6 +148,11 @@ pub async fn image_rows(pool: &Pool, filter: &Filter) -> Result<Vec<ImageRow>, R
             threshold: r.threshold,
             model_version: s(r.model_version),
             repeated: String::new(),
+            body_part: s(r.body_part),
+            view_position: s(r.view_position),
+            anatomic_region: s(r.anatomic_region),
+            exposure_index: r.exposure_index,
+            deviation_index: r.deviation_index,
         });
     }
     for (row, key) in out.iter_mut().zip(keys) {
@@ -157,7 +174,8 @@ pub fn to_images_csv(rows: &[ImageRow]) -> String {
     let mut s = String::from(
         "sop_instance_uid,study_instance_uid,series_instance_uid,modality,acquisition_datetime,\
          processed_at,site,station,device_serial,plate_identifier,operator,model_verdict,verdict,\
-         reason_code,reason_meaning,overridden,override_by,unusable_score,threshold,model_version,repeated\n",
+         reason_code,reason_meaning,overridden,override_by,unusable_score,threshold,model_version,repeated,\
+         body_part,view_position,anatomic_region,exposure_index,deviation_index\n",
     );
     for r in rows {
         let cells = [
@@ -184,6 +202,13 @@ pub fn to_images_csv(rows: &[ImageRow]) -> String {
             r.threshold.map(|x| format!("{x:.6}")).unwrap_or_default(),
             csv_field(&r.model_version),
             r.repeated.clone(),
+            csv_field(&r.body_part),
+            csv_field(&r.view_position),
+            csv_field(&r.anatomic_region),
+            r.exposure_index.map(|x| format!("{x}")).unwrap_or_default(),
+            r.deviation_index
+                .map(|x| format!("{x}"))
+                .unwrap_or_default(),
         ];
         let _ = writeln!(s, "{}", cells.join(","));
     }

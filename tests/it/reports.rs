@@ -966,8 +966,14 @@ async fn per_image_export_marks_repeats_and_rates_carry_intervals_and_levels_on_
             r.patient_id_hash = patient.map(String::from);
             r
         };
+        let mut tagged = at("PLATE-A", 0, "101500", Some("p1"), bad);
+        tagged.body_part = Some("JAW".into());
+        tagged.view_position = Some("".into());
+        tagged.anatomic_region = Some("Maxillary left molar region".into());
+        tagged.exposure_index = Some(412.5);
+        tagged.deviation_index = Some(-1.25);
         for r in [
-            at("PLATE-A", 0, "101500", Some("p1"), bad),
+            tagged,
             at("PLATE-A", 1, "103000", Some("p1"), None),
             at("PLATE-B", 2, "101500", Some("p2"), bad),
             at("PLATE-B", 3, "110000", Some("p2"), None),
@@ -999,6 +1005,26 @@ async fn per_image_export_marks_repeats_and_rates_carry_intervals_and_levels_on_
                 .unwrap_or_else(|| panic!("{backend}: no row for {plate} {i}:\n{text}"))
         };
         assert_eq!(of("PLATE-A", 0), "yes", "{backend}");
+        // The view / body part and exposure indicator travel with the image (qc_images too).
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&uid("PLATE-A", 0)))
+            .unwrap();
+        let c: Vec<&str> = row.split(',').collect();
+        assert_eq!(c[col("body_part")], "JAW", "{backend}");
+        assert_eq!(c[col("anatomic_region")], "Maxillary left molar region");
+        assert_eq!(c[col("exposure_index")], "412.5", "{backend}");
+        assert_eq!(c[col("deviation_index")], "-1.25", "{backend}");
+        let plain = text
+            .lines()
+            .find(|l| l.starts_with(&uid("PLATE-B", 2)))
+            .unwrap();
+        let c: Vec<&str> = plain.split(',').collect();
+        assert_eq!(
+            c[col("exposure_index")],
+            "",
+            "{backend}: not carried, not made up"
+        );
         assert_eq!(of("PLATE-B", 2), "no", "{backend}");
         assert_eq!(of("PLATE-C", 4), "", "{backend}: patient unknown");
         assert_eq!(

@@ -719,3 +719,78 @@ fn scan_judges_with_the_sites_calibrated_threshold() {
     let recorded: f64 = latest.trim().parse().unwrap_or_else(|_| panic!("{latest}"));
     assert!((recorded - t).abs() < 1e-6, "{recorded} vs {t}");
 }
+
+/// The AAPM Report 305 elements a plate carries (body part, view, anatomic region, exposure
+/// and deviation index) are read from its header into the history; a plate without them
+/// records nothing for them.
+#[test]
+fn the_view_body_part_and_exposure_indicator_of_a_plate_are_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inbox = tmp.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let demo: Vec<PathBuf> = crate::support::daemon::files_under(&root().join("demo/inbox"))
+        .into_iter()
+        .take(2)
+        .collect();
+    let tagged = inbox.join("tagged.dcm");
+    let mut py = std::process::Command::new(python());
+    py.args([
+        "-c",
+        "import sys, pydicom\n\
+         from pydicom.dataset import Dataset\n\
+         from pydicom.uid import generate_uid\n\
+         ds = pydicom.dcmread(sys.argv[1])\n\
+         ds.SOPInstanceUID = generate_uid()\n\
+         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID\n\
+         ds.BodyPartExamined = 'JAW'\n\
+         ds.ViewPosition = 'LL'\n\
+         region = Dataset()\n\
+         region.CodeValue = 'T-D1213'\n\
+         region.CodingSchemeDesignator = 'SRT'\n\
+         region.CodeMeaning = 'Mandible'\n\
+         ds.AnatomicRegionSequence = [region]\n\
+         ds.ExposureIndex = 512.5\n\
+         ds.DeviationIndex = -0.75\n\
+         ds.save_as(sys.argv[2])",
+    ])
+    .arg(&demo[0])
+    .arg(&tagged);
+    stdout_of(py, "pydicom, tagging a plate");
+    std::fs::copy(&demo[1], inbox.join("plain.dcm")).unwrap();
+    let db = tmp.path().join("qc.sqlite");
+    let out = scan_command(None, &inbox, &db, &tmp.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |name: &str| {
+        sql(
+            &db,
+            &format!(
+                "SELECT body_part, view_position, anatomic_region, exposure_index, deviation_index
+                   FROM qc_images WHERE source_path LIKE '%{name}'"
+            ),
+        )
+    };
+    assert_eq!(row("tagged.dcm"), "JAW|LL|Mandible|512.5|-0.75");
+    // The plain demo plate: what its header carries (pydicom's reading), no exposure indicator.
+    let mut py = std::process::Command::new(python());
+    py.args([
+        "-c",
+        "import sys, pydicom\n\
+         ds = pydicom.dcmread(sys.argv[1])\n\
+         r = ds.get('AnatomicRegionSequence')\n\
+         print(ds.get('BodyPartExamined', ''), ds.get('ViewPosition', ''),\n\
+               r[0].CodeMeaning if r else '', ds.get('ExposureIndex', ''), sep='|')",
+    ])
+    .arg(&demo[1]);
+    let expected = String::from_utf8(stdout_of(py, "pydicom")).unwrap();
+    assert_eq!(format!("{}|", expected.trim()), row("plain.dcm"));
+    assert!(
+        row("plain.dcm").ends_with("||"),
+        "no exposure indicator made up"
+    );
+}
