@@ -102,6 +102,8 @@ pub struct ReportOptions {
     pub investigate_below_pct: f64,
     /// Rates over fewer images are shown, not judged.
     pub min_images: i64,
+    /// The daemon's `/metrics` reject rate and level are over this many recent days.
+    pub recent_days: u32,
 }
 
 impl Default for ReportOptions {
@@ -111,6 +113,7 @@ impl Default for ReportOptions {
             investigate_above_pct: 10.0,
             investigate_below_pct: 5.0,
             min_images: 30,
+            recent_days: 28,
         }
     }
 }
@@ -238,6 +241,9 @@ impl Config {
                 "[watch] metrics_listen {:?} is not host:port (e.g. 127.0.0.1:9898), nor \"\" to turn the endpoint off",
                 self.watch.metrics_listen
             ));
+        }
+        if self.report.recent_days == 0 {
+            p.push("[report] recent_days must be at least 1".into());
         }
         if self.scan.decode_workers == 0 {
             p.push("[scan] decode_workers must be at least 1".into());

@@ -10,8 +10,8 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -34,6 +34,22 @@ const MAX_HEAD_BYTES: usize = 8192;
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Shared by the pipeline (writer) and the endpoint (reader).
+/// The levels `plateqc_reject_level` takes (as the report names them).
+pub const REJECT_LEVELS: [&str; 4] = ["within", "investigate_high", "investigate_low", "too_few"];
+
+/// What the daemon publishes of its site's recent reject analysis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectGauges {
+    pub rate_pct: f64,
+    pub images: i64,
+    /// One of [`REJECT_LEVELS`].
+    pub level: &'static str,
+    pub target_pct: f64,
+    pub investigate_above_pct: f64,
+    pub investigate_below_pct: f64,
+    pub plates_due: i64,
+}
+
 pub struct Metrics {
     registry: Registry,
     plates: IntCounterVec,
@@ -46,6 +62,11 @@ pub struct Metrics {
     outbox_items: IntGaugeVec,
     destination_up: IntGaugeVec,
     forwarded: IntCounterVec,
+    reject_rate: Gauge,
+    reject_images: IntGauge,
+    reject_level: IntGaugeVec,
+    reject_bounds: GaugeVec,
+    plates_due: IntGauge,
     /// Serialises the copy of the gauges and receiver counters into the registry.
     render_lock: Mutex<()>,
     /// Files taken from the inbox and not yet finished (written by the daemon).
@@ -135,6 +156,35 @@ impl Metrics {
             "Instances stored at a forwarding destination, by destination.",
             "destination",
         )?;
+        let reject_rate = Gauge::new(
+            "plateqc_reject_rate_percent",
+            "This site's reject rate (effective verdicts) over the recent window of \
+             plateqc_reject_images images.",
+        )?;
+        registry.register(Box::new(reject_rate.clone()))?;
+        let reject_images = gauge(
+            "plateqc_reject_images",
+            "Images judged at this site in the recent window the reject rate is taken over.",
+        )?;
+        let reject_level = gauges(
+            "plateqc_reject_level",
+            "1 for the AAPM Report 151 level the recent reject rate is at (within, \
+             investigate_high, investigate_low, too_few), 0 for the others.",
+            &["level"],
+        )?;
+        let reject_bounds = GaugeVec::new(
+            Opts::new(
+                "plateqc_reject_level_percent",
+                "The site's reject-rate target and investigation levels ([report]).",
+            ),
+            &["bound"],
+        )?;
+        registry.register(Box::new(reject_bounds.clone()))?;
+        let plates_due = gauge(
+            "plateqc_plates_due_for_replacement",
+            "Phosphor plates whose recent scans show a wear artifact often enough to replace \
+             them (the report's wear rule).",
+        )?;
         // Every series a dashboard expects is there from the start, at zero.
         for v in Verdict::ALL {
             plates.with_label_values(&[v.as_str()]);
@@ -160,12 +210,36 @@ impl Metrics {
             outbox_items,
             destination_up,
             forwarded,
+            reject_rate,
+            reject_images,
+            reject_level,
+            reject_bounds,
+            plates_due,
             render_lock: Mutex::new(()),
             in_flight: AtomicU64::new(0),
             plates_in_memory: AtomicU64::new(0),
             scp: Arc::default(),
             forward: Arc::default(),
         })
+    }
+
+    /// The reject analysis of the recent window (written by the report's updater).
+    pub fn set_reject_analysis(&self, g: &RejectGauges) {
+        self.reject_rate.set(g.rate_pct);
+        self.reject_images.set(g.images);
+        for level in REJECT_LEVELS {
+            self.reject_level
+                .with_label_values(&[level])
+                .set(i64::from(level == g.level));
+        }
+        for (bound, v) in [
+            ("target", g.target_pct),
+            ("investigate_above", g.investigate_above_pct),
+            ("investigate_below", g.investigate_below_pct),
+        ] {
+            self.reject_bounds.with_label_values(&[bound]).set(v);
+        }
+        self.plates_due.set(g.plates_due);
     }
 
     pub fn observe(&self, r: &PlateRecord) {

@@ -464,7 +464,24 @@ async fn scan(config: Config, paths: Vec<PathBuf>) -> Result<ExitCode> {
 
 /// The daemon: `watch::serve` owns its life; it ends on SIGINT or SIGTERM.
 async fn watch(config: Config) -> Result<ExitCode> {
-    crate::watch::serve(config, CancellationToken::new()).await?;
+    let r = config.report;
+    let levels = crate::report::Levels {
+        target_pct: r.target_pct,
+        investigate_above_pct: r.investigate_above_pct,
+        investigate_below_pct: r.investigate_below_pct,
+        min_images: r.min_images,
+    };
+    let with_gauges = |engine: &Arc<Engine>, cancel: CancellationToken| {
+        crate::report::gauges::spawn(
+            engine.recorder.pool().clone(),
+            engine.metrics.clone(),
+            engine.recorder.site.clone(),
+            r.recent_days,
+            levels,
+            cancel,
+        );
+    };
+    crate::watch::serve(config, CancellationToken::new(), with_gauges).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,6 +7,7 @@
 //! PostgreSQL; the dialects differ only inside the migrations.
 
 pub mod calibrate;
+pub mod gauges;
 pub mod html;
 pub mod images;
 pub mod review;

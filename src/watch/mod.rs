@@ -60,9 +60,13 @@ pub struct WatchStats {
 /// files and lets those in flight finish, for at most `watch.shutdown_grace_secs`. Returns the
 /// run's counters, or `None` when plates were still in flight at the deadline (they are taken
 /// up again at the next start).
+///
+/// `on_start` runs once the daemon is up, with its engine: the caller's own tasks beside the
+/// daemon (the report's `/metrics` gauges), stopped by `shutdown`.
 pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
+    on_start: impl FnOnce(&Arc<Engine>, CancellationToken),
 ) -> Result<Option<WatchStats>, WatchError> {
     let mut route = config.route.clone();
     route.root = config.route_root();
@@ -93,6 +97,7 @@ pub async fn serve(
         model = %engine.model().contract.model_version,
         "watching"
     );
+    on_start(&engine, shutdown.clone());
     let grace = Duration::from_secs(watch_opts.shutdown_grace_secs);
     let deadline = {
         let c = shutdown.clone();

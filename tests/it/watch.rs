@@ -736,3 +736,145 @@ fn a_transient_read_error_puts_the_plate_back_instead_of_quarantining_it() {
         "taken again by the same run: not charged as a stop"
     );
 }
+
+/// `/metrics` carries the site's recent reject analysis as `plateqc report` computes it (rate,
+/// images, AAPM Report 151 level, the site's levels, plates due for replacement), and every
+/// metric the example alert rules (deploy/plateqc-alerts.yml) name exists.
+#[test]
+fn metrics_carry_the_recent_reject_analysis_and_every_metric_the_alert_rules_use() {
+    let s = site();
+    let history = s.root.join("history");
+    std::fs::create_dir_all(&history).unwrap();
+    for f in files_under(&root().join("demo/inbox")) {
+        std::fs::copy(&f, history.join(f.file_name().unwrap())).unwrap();
+    }
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    cfg.push_str(
+        "[record]\nsite = \"north\"\n[report]\ntarget_pct = 50.0\ninvestigate_above_pct = 55.0\n\
+         investigate_below_pct = 45.0\nmin_images = 5\nrecent_days = 36500\n",
+    );
+    // A destination, so that its series exist (nothing listens there; nothing is sent).
+    cfg.push_str(&format!(
+        "[forward]\ndestinations = [{{ name = \"pacs\", ae_title = \"PACS\", address = \"127.0.0.1:{}\" }}]\n",
+        crate::support::dicom::free_port()
+    ));
+    std::fs::write(&s.config, cfg).unwrap();
+    // The history the daemon starts with: the demo plates, judged by `scan` as site north.
+    let out = crate::support::cli::plateqc_command()
+        .args(["--config", s.config.to_str().unwrap(), "scan"])
+        .arg(&history)
+        .arg("--no-fail-on-error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(
+        &crate::support::cli::plateqc_command()
+            .args([
+                "--config",
+                s.config.to_str().unwrap(),
+                "report",
+                "--format",
+                "json",
+            ])
+            .args(["--site", "north", "--since", "1970-01-01"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let images = report["totals"]["images"].as_i64().unwrap();
+    assert!(images > 0);
+    let level = report["totals"]["level"].as_str().unwrap().to_string();
+
+    let (mut child, log) = start_logged(&s, "info");
+    wait_until("metrics listening", Duration::from_secs(60), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("metrics listening")
+    });
+    let mut metrics = String::new();
+    wait_until(
+        "the reject analysis in /metrics",
+        Duration::from_secs(60),
+        || {
+            metrics = http_get_from_log(&log, "/metrics");
+            metrics.contains(&format!("plateqc_reject_images {images}\n"))
+        },
+    );
+    let value = |line_start: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in\n{metrics}"))
+    };
+    assert_eq!(
+        value("plateqc_reject_rate_percent "),
+        report["totals"]["reject_pct"].as_f64().unwrap()
+    );
+    assert_eq!(
+        value(&format!("plateqc_reject_level{{level=\"{level}\"}}")),
+        1.0
+    );
+    let ones = metrics
+        .lines()
+        .filter(|l| l.starts_with("plateqc_reject_level{") && l.ends_with(" 1"))
+        .count();
+    assert_eq!(ones, 1, "one level at a time:\n{metrics}");
+    assert_eq!(
+        value("plateqc_reject_level_percent{bound=\"investigate_above\"}"),
+        55.0
+    );
+    assert_eq!(
+        value("plateqc_plates_due_for_replacement "),
+        report["plates_to_replace"].as_array().unwrap().len() as f64
+    );
+    // A usable plate arriving now (as a new instance) is queued for the destination that does
+    // not answer: its series appear too.
+    let usable = sql(
+        &s.db,
+        "SELECT source_path FROM plates WHERE verdict = 'usable' LIMIT 1",
+    );
+    let name = std::path::Path::new(&usable)
+        .file_name()
+        .unwrap()
+        .to_owned();
+    crate::support::dicom::copy_as_new_instance(
+        &root().join("demo/inbox").join(name),
+        &s.inbox.join("new.dcm"),
+        "1.2.826.0.1.3680043.9.7777.42.1",
+    );
+    // And a file that is not DICOM at all: a failure, counted by kind.
+    std::fs::write(s.inbox.join("junk.dcm"), b"not a plate").unwrap();
+    wait_until(
+        "the destination reported down",
+        Duration::from_secs(120),
+        || {
+            metrics = http_get_from_log(&log, "/metrics");
+            metrics.contains("plateqc_destination_up{destination=\"pacs\"} 0")
+                && metrics.contains("plateqc_failures_total{kind=")
+        },
+    );
+    // Every metric an example alert rule names is one the daemon serves.
+    let rules = std::fs::read_to_string(root().join("deploy/plateqc-alerts.yml")).unwrap();
+    let mut named: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("plateqc_"))
+        .collect();
+    named.sort();
+    named.dedup();
+    assert!(named.len() >= 5, "{named:?}");
+    for m in named {
+        assert!(
+            metrics.contains(&format!("# TYPE {m} ")),
+            "{m} (deploy/plateqc-alerts.yml) is not served"
+        );
+    }
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
