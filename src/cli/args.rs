@@ -60,10 +60,14 @@ pub enum Command {
         #[arg(long)]
         no_fail_on_error: bool,
     },
-    /// Show one file's header, verdict, reasons and where its overlays went. Records nothing:
-    /// looking at a file does not change the QC history or its reject statistics.
+    /// Show one file's header, verdict, reasons and where its overlays went. Records nothing
+    /// unless `--record`: looking at a file does not change the QC history or its reject
+    /// statistics.
     Inspect {
         file: PathBuf,
+        /// Record the judgement in the QC history (as `scan` of this one file would).
+        #[arg(long)]
+        record: bool,
         #[command(flatten)]
         common: Common,
     },

@@ -144,9 +144,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             scan(config, paths.clone()).await
         }
-        Command::Inspect { file, common } => {
+        Command::Inspect {
+            file,
+            record,
+            common,
+        } => {
             let config = resolve_config(cli.config.as_ref(), common)?;
-            inspect(config, file.clone()).await
+            inspect(config, file.clone(), *record).await
         }
         Command::Watch {
             inboxes,
@@ -486,16 +490,20 @@ async fn watch(config: Config) -> Result<ExitCode> {
 }
 
 /// `inspect`: judges one file as `scan` would, against a scratch QC history removed
-/// afterwards, so looking at a file never changes the reject statistics (issue 16).
-async fn inspect(mut config: Config, file: PathBuf) -> Result<ExitCode> {
+/// afterwards, so looking at a file never changes the reject statistics (issue 16); with
+/// `record`, against the configured history, where it is then recorded.
+async fn inspect(mut config: Config, file: PathBuf, record: bool) -> Result<ExitCode> {
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     print::header(&file, crate::decode::decode_header(&bytes, &config.decode));
     let scratch = tempfile::Builder::new()
         .prefix("plateqc-inspect-")
         .tempdir()
         .context("creating a scratch history for inspect")?;
-    config.paths.db = scratch.path().join("inspect.sqlite");
-    config.paths.key_file = Some(scratch.path().join("inspect.key"));
+    let shown_db = crate::record::DbLocation::parse(&config.paths.db).display();
+    if !record {
+        config.paths.db = scratch.path().join("inspect.sqlite");
+        config.paths.key_file = Some(scratch.path().join("inspect.key"));
+    }
     let engine = Arc::new(Engine::start(config).await?);
     let recorder = engine.recorder.clone();
     let outcomes =
@@ -504,7 +512,7 @@ async fn inspect(mut config: Config, file: PathBuf) -> Result<ExitCode> {
     let Some(o) = outcomes.first() else {
         anyhow::bail!("no result");
     };
-    print::outcome(o);
+    print::outcome(o, record.then_some(shown_db.as_str()));
     let r = &o.record;
 
     Ok(if r.verdict == Verdict::Error {

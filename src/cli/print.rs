@@ -184,8 +184,9 @@ pub(super) fn header(file: &Path, h: Result<PlateHeader, DecodeError>) {
     }
 }
 
-/// `inspect`: the verdict, its reasons and the overlays (nothing is recorded).
-pub(super) fn outcome(o: &Outcome) {
+/// `inspect`: the verdict, its reasons and the overlays; `recorded_in` names the history
+/// it went into (`inspect --record`), else nothing was recorded.
+pub(super) fn outcome(o: &Outcome, recorded_in: Option<&str>) {
     let r = &o.record;
     println!("verdict           {}", r.verdict);
     if let Some(s) = r.unusable_score {
@@ -217,7 +218,12 @@ pub(super) fn outcome(o: &Outcome) {
             printable(e)
         );
     }
-    println!("recorded          no (inspect leaves the QC history alone; scan records)");
+    match recorded_in {
+        Some(db) => println!("recorded          yes, in {db}"),
+        None => println!(
+            "recorded          no (inspect leaves the QC history alone; --record or scan records)"
+        ),
+    }
 }
 
 /// `calibrate`: the chosen threshold, what it rests on, and the model's own for comparison.

@@ -3,7 +3,7 @@
 //! text from the database is escaped; the page reads no patient data (the views it queries
 //! hold none).
 
-use super::{fetch_all_text, Filter, Group, Report, ReportError};
+use super::{fetch_all_text, Filter, Group, Levels, Report, ReportError};
 use crate::record::Pool;
 use base64::Engine as _;
 use std::fmt::Write as _;
@@ -167,8 +167,10 @@ fn montage_images(path: Option<&str>) -> Option<(String, String)> {
     Some((data_uri("image/png", &png), data_uri("image/jpeg", &jpeg)))
 }
 
-/// A line chart of reject rate per period (x: period, y: percent).
-fn rate_chart(title: &str, groups: &[Group]) -> String {
+/// A line chart of reject rate per period (x: period, y: percent), each point with its 95 %
+/// Wilson interval, and the site's target and investigation levels (AAPM Report 151) as
+/// horizontal lines.
+fn rate_chart(title: &str, groups: &[Group], levels: &Levels) -> String {
     let (w, h, left, bottom, top) = (720.0, 260.0, 48.0, 56.0, 24.0);
     let mut s = format!(
         "<svg class=\"chart\" id=\"chart-time\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\">",
@@ -177,7 +179,8 @@ fn rate_chart(title: &str, groups: &[Group]) -> String {
     let plot_h = h - bottom - top;
     let max = groups
         .iter()
-        .map(|g| g.reject_pct)
+        .map(|g| g.ci_high_pct)
+        .chain([levels.investigate_above_pct, levels.target_pct])
         .fold(10.0_f64, f64::max)
         .min(100.0);
     for tick in 0..=4 {
@@ -191,6 +194,28 @@ fn rate_chart(title: &str, groups: &[Group]) -> String {
             y + 4.0
         );
     }
+    for (class, label, v) in [
+        ("level target", "target", levels.target_pct),
+        (
+            "level investigate",
+            "investigate",
+            levels.investigate_above_pct,
+        ),
+        (
+            "level investigate",
+            "investigate",
+            levels.investigate_below_pct,
+        ),
+    ] {
+        let y = top + plot_h - plot_h * v.clamp(0.0, max) / max;
+        let _ = write!(
+            s,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"{class}\"><title>{label} {v:.1}%</title></line><text x=\"{}\" y=\"{:.1}\" class=\"axis\" text-anchor=\"end\">{label} {v:.0}%</text>",
+            w - 8.0,
+            w - 10.0,
+            y - 3.0
+        );
+    }
     let n = groups.len().max(1);
     let step = (w - left - 16.0) / n as f64;
     let mut points = Vec::new();
@@ -198,6 +223,15 @@ fn rate_chart(title: &str, groups: &[Group]) -> String {
         let x = left + step * (i as f64 + 0.5);
         let y = top + plot_h - plot_h * g.reject_pct / max;
         points.push(format!("{x:.1},{y:.1}"));
+        let (lo, hi) = (
+            top + plot_h - plot_h * g.ci_low_pct.min(max) / max,
+            top + plot_h - plot_h * g.ci_high_pct.min(max) / max,
+        );
+        let _ = write!(
+            s,
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{lo:.1}\" y2=\"{hi:.1}\" class=\"ci\"><title>95% interval {:.1}-{:.1}%</title></line>",
+            g.ci_low_pct, g.ci_high_pct
+        );
         let _ = write!(
             s,
             "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" class=\"point\"><title>{}: {} of {} rejected ({:.1}%)</title></circle>",
@@ -277,7 +311,7 @@ h1{font-size:22px;margin:18px 0 4px}h2{font-size:17px;margin:26px 0 8px}
 figure{margin:0;background:#fff;border:1px solid #d9dde4;border-radius:6px;padding:8px}
 figcaption{font-weight:600;margin-bottom:4px}
 .chart{width:100%;height:auto}.grid{stroke:#e3e6eb}.axis{font-size:11px;fill:#4a5363}
-.line{fill:none;stroke:#c0392b;stroke-width:2}.point{fill:#c0392b}.bar rect{fill:#d35400}
+.line{fill:none;stroke:#c0392b;stroke-width:2}.ci{stroke:#c0392b;stroke-opacity:.45;stroke-width:2}.level{stroke-dasharray:6 4;stroke-width:1.5}.target{stroke:#2e7d32}.investigate{stroke:#b26a00}.point{fill:#c0392b}.bar rect{fill:#d35400}
 table{border-collapse:collapse;background:#fff;width:100%}
 th,td{border-bottom:1px solid #e3e6eb;padding:4px 8px;text-align:left;vertical-align:middle}
 th{background:#eef0f4;position:sticky;top:0}
@@ -366,7 +400,7 @@ pub async fn write_page(
     let _ = write!(
         s,
         "<h2>Reject rate</h2><div class=\"charts\"><figure><figcaption>Reject rate per {period}</figcaption>{}</figure><figure><figcaption>Reject rate per plate (most rejected first)</figcaption>{}</figure></div>",
-        rate_chart(&format!("Reject rate per {period}"), series),
+        rate_chart(&format!("Reject rate per {period}"), series, &report.levels),
         plate_chart(&report.by_plate)
     );
     s.push_str("<h2>Plates to replace</h2>");
@@ -525,9 +559,16 @@ mod tests {
             ci_high_pct: 69.9,
             level: crate::report::Level::TooFew,
         };
-        let svg = rate_chart("t", &[g.clone(), g.clone()]);
+        let svg = rate_chart("t", &[g.clone(), g.clone()], &Levels::default());
         assert!(svg.contains("&lt;b&gt;") && !svg.contains("<b>"));
         assert!(svg.contains("<polyline"));
+        assert_eq!(svg.matches("class=\"level target\"").count(), 1);
+        assert_eq!(svg.matches("class=\"level investigate\"").count(), 2);
+        assert_eq!(
+            svg.matches("class=\"ci\"").count(),
+            2,
+            "an interval per point"
+        );
         assert!(plate_chart(&[]).contains("no plate identifiers"));
         assert!(plate_chart(&[g]).contains("25% (1/4)"));
     }

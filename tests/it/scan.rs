@@ -286,12 +286,14 @@ fn cli_inspect_shows_verdict_and_overlays() {
         "no patient name on screen: {stdout}"
     );
 
-    // What it says is what `scan` records for the same file, and what it names exists.
+    // What it says is what `scan` records for the same file (here `inspect --record`, which
+    // records as scan does), and what it names exists.
     let db = tmp.path().join("qc.sqlite");
-    succeeds(
+    let recorded = succeeds(
         plateqc_command()
             .args([
-                "scan",
+                "inspect",
+                "--record",
                 file.to_str().unwrap(),
                 "--modalities",
                 "any",
@@ -301,6 +303,12 @@ fn cli_inspect_shows_verdict_and_overlays() {
             .arg("--out")
             .arg(tmp.path().join("out")),
     );
+    let recorded = String::from_utf8_lossy(&recorded.stdout);
+    assert!(
+        recorded.contains(&format!("recorded          yes, in {}", db.display())),
+        "{recorded}"
+    );
+    assert_eq!(sql(&db, "SELECT count(*) FROM plates"), "1");
     let row = sql(
         &db,
         "SELECT sop_instance_uid, verdict, unusable_score, threshold, montage_path, overlays
