@@ -264,6 +264,21 @@ macro_rules! insert_plate {
         .bind(r.deviation_index)
         .fetch_one(&mut *$tx)
         .await?;
+        // This judgement replaces the earlier ones of the same image at the same site
+        // (qc_images counts the latest only): marked here, once, instead of searched for by
+        // every report. An error is no judgement, and an image without a UID stands alone.
+        if r.verdict != $crate::outcome::Verdict::Error && r.sop_instance_uid.as_deref().is_some_and(|u| !u.is_empty()) {
+            sqlx::query(
+                "UPDATE plates SET superseded = 1
+                  WHERE sop_instance_uid = $1 AND coalesce(site, '') = coalesce($2, '')
+                    AND verdict <> 'error' AND id < $3 AND superseded = 0",
+            )
+            .bind(&r.sop_instance_uid)
+            .bind($site)
+            .bind(id)
+            .execute(&mut *$tx)
+            .await?;
+        }
         for f in &r.findings {
             sqlx::query("INSERT INTO plate_artifacts (plate_row, artifact_type, reason_code, score) VALUES ($1, $2, $3, $4)")
                 .bind(id)
