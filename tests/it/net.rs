@@ -927,7 +927,7 @@ impl Drop for KillOnDrop<'_> {
 /// hiding the plate until the note is deleted there).
 #[test]
 fn an_override_to_usable_releases_a_held_plate_to_the_pacs() {
-    use crate::support::cli::plateqc_command;
+    use crate::support::cli::{override_to_usable, plateqc_command};
     let (port, pacs_port) = (free_port(), free_port());
     let s = net_site(port, pacs_port, "", "");
     let pacs = start_pacs(&s.root, pacs_port);
@@ -949,23 +949,7 @@ fn an_override_to_usable_releases_a_held_plate_to_the_pacs() {
     assert!(!held.is_empty(), "the demo inbox has unusable plates");
     assert!(!pacs.stored(|p| p != "KO" && p != "SC").contains(&held));
     assert!(!pacs.stored(|p| p == "KO").is_empty(), "notes were sent");
-    let out = plateqc_command()
-        .args(["--config", s.config.to_str().unwrap(), "override", &held])
-        .args([
-            "--verdict",
-            "usable",
-            "--by",
-            "QA",
-            "--reason",
-            "artifact outside the teeth",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    override_to_usable(&s.config, &held);
     wait_until(
         "the released plate stored at the PACS",
         Duration::from_secs(60),

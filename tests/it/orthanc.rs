@@ -2,7 +2,7 @@
 //! through its REST API: what it stores, in which study and transfer syntax, and what the
 //! operator sees in plateqc's log when the PACS refuses.
 
-use crate::support::cli::plateqc_command;
+use crate::support::cli::{override_to_usable, plateqc_command};
 use crate::support::daemon::{files_under, site, sql, wait_until, Site};
 use crate::support::dicom::{count, dciodvfy_errors, dcmdump, free_port, start_net_daemon};
 use crate::support::orthanc::{start_orthanc, start_orthanc_dicomweb, Orthanc, Stored};
@@ -147,23 +147,7 @@ fn orthanc_gets_usable_plates_and_notes_in_their_studies_and_a_released_plate() 
 
     // A reviewer's override releases one held plate to Orthanc.
     let held = unusable.iter().next().unwrap().clone();
-    let out = plateqc_command()
-        .args(["--config", s.config.to_str().unwrap(), "override", &held])
-        .args([
-            "--verdict",
-            "usable",
-            "--by",
-            "QA",
-            "--reason",
-            "artifact outside the teeth",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    override_to_usable(&s.config, &held);
     wait_until(
         "the released plate in Orthanc",
         Duration::from_secs(60),

@@ -54,3 +54,13 @@ pub fn succeeds(cmd: &mut Command) -> Output {
     );
     out
 }
+
+/// A reviewer overrides the image `uid` to usable (`plateqc override`), as QA would.
+pub fn override_to_usable(config: &Path, uid: &str) {
+    succeeds(
+        plateqc_command()
+            .args(["--config", config.to_str().unwrap(), "override", uid])
+            .args(["--verdict", "usable", "--by", "QA"])
+            .args(["--reason", "artifact outside the teeth"]),
+    );
+}
