@@ -4,7 +4,7 @@
 
 use crate::support::cli::{override_to_usable, plateqc_command};
 use crate::support::daemon::{files_under, site, sql, wait_until, Site};
-use crate::support::dicom::{count, dciodvfy_errors, dcmdump, free_port, start_net_daemon};
+use crate::support::dicom::{count, dciodvfy_errors, dcmdump};
 use crate::support::orthanc::{start_orthanc, start_orthanc_dicomweb, Orthanc, Stored};
 use crate::support::{pydicom_describe, root};
 use std::collections::{BTreeSet, HashMap};
@@ -14,19 +14,37 @@ use std::time::Duration;
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 
-/// A site whose daemon listens on `port` and forwards to Orthanc as destination `pacs`, calling
+/// A site whose daemon forwards to Orthanc as destination `pacs`, calling
 /// it `called` (Orthanc's own title is ORTHANC); `forward` is added to `[forward]`.
-fn orthanc_site(port: u16, o: &Orthanc, called: &str, forward: &str) -> Site {
+fn orthanc_site(o: &Orthanc, called: &str, forward: &str) -> Site {
     let s = site();
     let mut cfg = std::fs::read_to_string(&s.config).unwrap();
     cfg.push_str(&format!(
-        "[dicom]\nlisten = \"127.0.0.1:{port}\"\nae_title = \"PLATEQC\"\nallowed_calling = [\"SCANNER\"]\n\
+        "[dicom]\nae_title = \"PLATEQC\"\n\
          [forward]\n\
          destinations = [{{ name = \"pacs\", ae_title = \"{called}\", address = \"127.0.0.1:{}\" }}]\n{forward}",
         o.dicom
     ));
     std::fs::write(&s.config, cfg).unwrap();
     s
+}
+
+/// The daemon of an Orthanc site, once it says it is watching. It has no DICOM listener (the
+/// plates come through the inbox), so no port of its own can be taken by a parallel test.
+fn start_daemon(s: &Site) -> (crate::support::daemon::Daemon, PathBuf) {
+    let log = s.root.join("daemon.log");
+    let child = crate::support::daemon::spawn_daemon(
+        s,
+        "info",
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    let d = crate::support::daemon::Daemon { child };
+    wait_until("the daemon watching", Duration::from_secs(60), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("watching")
+    });
+    (d, log)
 }
 
 fn copy_demo(s: &Site, n: usize) -> Vec<PathBuf> {
@@ -72,17 +90,11 @@ fn by_sop(stored: &[Stored]) -> HashMap<String, Stored> {
 /// reviewer's override to usable sends the held plate after all.
 #[test]
 fn orthanc_gets_usable_plates_and_notes_in_their_studies_and_a_released_plate() {
-    let port = free_port();
     let s0 = site();
     let o = start_orthanc(&s0.root, None);
-    let s = orthanc_site(
-        port,
-        &o,
-        "ORTHANC",
-        "retry_base_secs = 1\nretry_max_secs = 2\n",
-    );
+    let s = orthanc_site(&o, "ORTHANC", "retry_base_secs = 1\nretry_max_secs = 2\n");
     let demo = copy_demo(&s, usize::MAX);
-    let (_daemon, log) = start_net_daemon(&s, port);
+    let (_daemon, log) = start_daemon(&s);
     wait_until("plates dispatched", Duration::from_secs(240), || {
         count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
     });
@@ -165,17 +177,15 @@ fn orthanc_gets_usable_plates_and_notes_in_their_studies_and_a_released_plate() 
 /// pixels as the original, recorded on the outbox row), and unusable plates with their notes.
 #[test]
 fn orthanc_restricted_to_uncompressed_syntaxes_gets_every_plate_transcoded_with_its_pixels() {
-    let port = free_port();
     let s0 = site();
     let o = start_orthanc(&s0.root, Some(&[IMPLICIT_LE, EXPLICIT_LE]));
     let s = orthanc_site(
-        port,
         &o,
         "ORTHANC",
         "unusable = \"forward\"\nretry_base_secs = 1\nretry_max_secs = 2\n",
     );
     let demo = copy_demo(&s, 12);
-    let (_daemon, _log) = start_net_daemon(&s, port);
+    let (_daemon, _log) = start_daemon(&s);
     wait_until("plates dispatched", Duration::from_secs(240), || {
         count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
     });
@@ -252,17 +262,15 @@ fn orthanc_restricted_to_uncompressed_syntaxes_gets_every_plate_transcoded_with_
 /// the destination, the refusal and the fix; with the right title a restart sends everything.
 #[test]
 fn a_wrong_ae_title_towards_orthanc_is_one_warn_with_the_fix_and_the_fix_sends() {
-    let port = free_port();
     let s0 = site();
     let o = start_orthanc(&s0.root, None);
     let s = orthanc_site(
-        port,
         &o,
         "NOTORTHANC",
         "send_notes = false\nretry_base_secs = 3600\nretry_max_secs = 3600\n",
     );
     let demo = copy_demo(&s, 8);
-    let (daemon, log) = start_net_daemon(&s, port);
+    let (daemon, log) = start_daemon(&s);
     wait_until("plates dispatched", Duration::from_secs(240), || {
         count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
     });
@@ -299,7 +307,7 @@ fn a_wrong_ae_title_towards_orthanc_is_one_warn_with_the_fix_and_the_fix_sends()
 
     let cfg = std::fs::read_to_string(&s.config).unwrap();
     std::fs::write(&s.config, cfg.replace("\"NOTORTHANC\"", "\"ORTHANC\"")).unwrap();
-    let (_daemon, _log) = start_net_daemon(&s, port);
+    let (_daemon, _log) = start_daemon(&s);
     wait_until("sent after the fix", Duration::from_secs(60), || {
         count(&s.db, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'") == usable
     });
@@ -311,14 +319,14 @@ fn a_wrong_ae_title_towards_orthanc_is_one_warn_with_the_fix_and_the_fix_sends()
 
 /// A site forwarding to a STOW-RS destination `web` at `url` with HTTP basic authentication
 /// (`password_file`) and, for https, the site's CA.
-fn web_site(port: u16, url: &str, password_file: &Path, ca: Option<&Path>) -> Site {
+fn web_site(url: &str, password_file: &Path, ca: Option<&Path>) -> Site {
     let s = site();
     let mut cfg = std::fs::read_to_string(&s.config).unwrap();
     let ca = ca
         .map(|c| format!(", ca_file = \"{}\"", c.display()))
         .unwrap_or_default();
     cfg.push_str(&format!(
-        "[dicom]\nlisten = \"127.0.0.1:{port}\"\nae_title = \"PLATEQC\"\nallowed_calling = [\"SCANNER\"]\n\
+        "[dicom]\nae_title = \"PLATEQC\"\n\
          [forward]\nretry_base_secs = 1\nretry_max_secs = 2\n\
          destinations = [{{ name = \"web\", url = \"{url}\", username = \"plateqc\", password_file = \"{}\"{ca} }}]\n",
         password_file.display()
@@ -348,13 +356,12 @@ fn probe(s: &Site) -> (Option<i32>, String) {
 /// pass stores the usable plates and the notes, without a restart.
 #[test]
 fn stow_rs_to_orthanc_dicomweb_names_a_wrong_password_and_stores_once_it_is_fixed() {
-    let port = free_port();
     let s0 = site();
     let o = start_orthanc_dicomweb(&s0.root, ("plateqc", "s3cret"), None);
     let pw = s0.root.join("stow-password");
     std::fs::write(&pw, "wrong\n").unwrap();
     let url = format!("http://127.0.0.1:{}/dicom-web", o.http);
-    let s = web_site(port, &url, &pw, None);
+    let s = web_site(&url, &pw, None);
     let (code, out) = probe(&s);
     assert_eq!(code, Some(1), "{out}");
     assert!(
@@ -363,7 +370,7 @@ fn stow_rs_to_orthanc_dicomweb_names_a_wrong_password_and_stores_once_it_is_fixe
     );
 
     let demo = copy_demo(&s, 8);
-    let (_daemon, log) = start_net_daemon(&s, port);
+    let (_daemon, log) = start_daemon(&s);
     wait_until("plates dispatched", Duration::from_secs(240), || {
         count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
     });
@@ -422,7 +429,6 @@ fn stow_rs_to_orthanc_dicomweb_names_a_wrong_password_and_stores_once_it_is_fixe
 /// by the server's answer naming its SOP Instance UID).
 #[test]
 fn stow_rs_over_https_trusts_the_site_ca_from_ca_file() {
-    let port = free_port();
     let s0 = site();
     let dir = s0.root.join("tls");
     std::fs::create_dir_all(&dir).unwrap();
@@ -495,7 +501,7 @@ fn stow_rs_over_https_trusts_the_site_ca_from_ca_file() {
     let pw = s0.root.join("stow-password");
     std::fs::write(&pw, "s3cret").unwrap();
     let url = format!("https://127.0.0.1:{}/dicom-web", o.https_port);
-    let untrusted = web_site(port, &url, &pw, None);
+    let untrusted = web_site(&url, &pw, None);
     let (code, out) = probe(&untrusted);
     assert_eq!(code, Some(1), "{out}");
     assert!(
@@ -503,11 +509,11 @@ fn stow_rs_over_https_trusts_the_site_ca_from_ca_file() {
         "{out}"
     );
 
-    let s = web_site(port, &url, &pw, Some(&dir.join("ca.pem")));
+    let s = web_site(&url, &pw, Some(&dir.join("ca.pem")));
     let (code, out) = probe(&s);
     assert_eq!(code, Some(0), "{out}");
     let demo = copy_demo(&s, 6);
-    let (_daemon, _log) = start_net_daemon(&s, port);
+    let (_daemon, _log) = start_daemon(&s);
     wait_until("plates dispatched", Duration::from_secs(240), || {
         count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
     });
