@@ -389,10 +389,7 @@ fn outbox_waits_for_a_down_pacs_survives_a_restart_and_never_sends_twice() {
         "send_notes = false\nmax_attempts = 100000\n",
     );
     // Plates dropped into the folder inbox are forwarded too, not only received ones.
-    let demo: Vec<PathBuf> = files_under(&root().join("demo/inbox"))
-        .into_iter()
-        .take(8)
-        .collect();
+    let demo = crate::support::demo::mixed(8);
     for f in &demo {
         std::fs::copy(f, s.inbox.join(f.file_name().unwrap())).unwrap();
     }
@@ -720,18 +717,27 @@ fn out_of_file_handles_the_accept_loops_pause() {
 }
 
 /// A deflated data set may inflate to `decode.max_file_bytes` in the receiver's check, the
-/// bound decode applies, not four times that: here the file (105 kB) is within a 120 kB limit
-/// but inflates to about 150 kB, so it is answered "cannot understand" and, kept for the
+/// bound decode applies, not four times that: here the limit lies halfway between the file's
+/// size and its 8-bit pixel data's (which the inflated data set holds and more), so the file is
+/// within it but its data set is not: it is answered "cannot understand" and, kept for the
 /// record, quarantined as malformed.
 #[test]
 fn a_deflated_data_set_inflates_no_further_than_max_file_bytes() {
+    let deflated = root().join("tests/fixtures/04_deflated_le_u8.dcm");
+    let file_len = std::fs::metadata(&deflated).unwrap().len();
+    let d = &pydicom_describe(std::slice::from_ref(&deflated))[0];
+    let pixel_bytes = d["rows"].as_u64().unwrap() * d["columns"].as_u64().unwrap();
+    assert!(
+        pixel_bytes > file_len + 1000,
+        "the fixture must deflate: {file_len} bytes on disk, {pixel_bytes} of pixels"
+    );
+    let limit = (file_len + pixel_bytes) / 2;
     let (port, nowhere) = (free_port(), free_port());
     let s = net_site(port, nowhere, "", "");
     let mut cfg = std::fs::read_to_string(&s.config).unwrap();
-    cfg.push_str("[decode]\nmax_file_bytes = 120000\n");
+    cfg.push_str(&format!("[decode]\nmax_file_bytes = {limit}\n"));
     std::fs::write(&s.config, cfg).unwrap();
     let (_daemon, _log) = start_net_daemon(&s, port);
-    let deflated = root().join("tests/fixtures/04_deflated_le_u8.dcm");
     let sent = peer(&["concurrent", &port.to_string(), "1"], &[deflated]);
     let statuses: Vec<i64> = sent["statuses"]
         .as_object()
@@ -748,7 +754,7 @@ fn a_deflated_data_set_inflates_no_further_than_max_file_bytes() {
     });
     let row = sql(&s.db, "SELECT verdict, error FROM plates");
     assert!(
-        row.starts_with("error|") && row.contains("inflates to more than 120000"),
+        row.starts_with("error|") && row.contains(&format!("inflates to more than {limit}")),
         "{row}"
     );
 }
@@ -799,10 +805,7 @@ fn a_wrong_called_ae_title_is_named_once_in_the_log_metrics_and_outbox_and_a_fix
     assert!(out.contains("called AE title not recognised"), "{out}");
     assert!(out.contains("set ae_title of destination pacs"), "{out}");
 
-    let demo: Vec<PathBuf> = files_under(&root().join("demo/inbox"))
-        .into_iter()
-        .take(6)
-        .collect();
+    let demo = crate::support::demo::mixed(6);
     for f in &demo {
         std::fs::copy(f, s.inbox.join(f.file_name().unwrap())).unwrap();
     }

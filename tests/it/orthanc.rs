@@ -3,7 +3,7 @@
 //! operator sees in plateqc's log when the PACS refuses.
 
 use crate::support::cli::{override_to_usable, plateqc_command};
-use crate::support::daemon::{files_under, site, sql, wait_until, Site};
+use crate::support::daemon::{site, sql, wait_until, Site};
 use crate::support::dicom::{count, dciodvfy_errors, dcmdump};
 use crate::support::orthanc::{start_orthanc, start_orthanc_dicomweb, Orthanc, Stored};
 use crate::support::{pydicom_describe, root};
@@ -47,11 +47,9 @@ fn start_daemon(s: &Site) -> (crate::support::daemon::Daemon, PathBuf) {
     (d, log)
 }
 
+/// `n` demo plates of both verdicts into the site's inbox (all of them for a large `n`).
 fn copy_demo(s: &Site, n: usize) -> Vec<PathBuf> {
-    let demo: Vec<PathBuf> = files_under(&root().join("demo/inbox"))
-        .into_iter()
-        .take(n)
-        .collect();
+    let demo = crate::support::demo::mixed(n);
     for f in &demo {
         std::fs::copy(f, s.inbox.join(f.file_name().unwrap())).unwrap();
     }
@@ -254,7 +252,7 @@ fn orthanc_restricted_to_uncompressed_syntaxes_gets_every_plate_transcoded_with_
     }
     assert!(
         checked > 0,
-        "a compressed plate among the first twelve demo plates"
+        "a compressed plate among the twelve demo plates"
     );
 }
 
@@ -278,10 +276,7 @@ fn a_wrong_ae_title_towards_orthanc_is_one_warn_with_the_fix_and_the_fix_sends()
         &s.db,
         "SELECT COUNT(*) FROM plates WHERE verdict = 'usable'",
     );
-    assert!(
-        usable > 0,
-        "a usable plate among the first eight demo plates"
-    );
+    assert!(usable > 0, "a usable plate among the eight demo plates");
     wait_until("every item tried", Duration::from_secs(60), || {
         count(&s.db, "SELECT COUNT(*) FROM outbox WHERE attempts >= 1") == usable
     });
