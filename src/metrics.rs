@@ -60,6 +60,7 @@ pub struct Metrics {
     associations: IntCounterVec,
     requests: IntCounterVec,
     outbox_items: IntGaugeVec,
+    awaiting_review: IntGauge,
     destination_up: IntGaugeVec,
     forwarded: IntCounterVec,
     reject_rate: Gauge,
@@ -146,6 +147,12 @@ impl Metrics {
              destination.",
             &["destination", "state"],
         )?;
+        let awaiting_review = IntGauge::new(
+            "plateqc_plates_awaiting_review",
+            "This node's plates whose verdict waits for a person (needs_review, not decided \
+             yet): no rejection note and nothing forwarded for them until then.",
+        )?;
+        registry.register(Box::new(awaiting_review.clone()))?;
         let destination_up = gauges(
             "plateqc_destination_up",
             "1 when the last contact with a forwarding destination worked, 0 when it failed.",
@@ -208,6 +215,7 @@ impl Metrics {
             associations,
             requests,
             outbox_items,
+            awaiting_review,
             destination_up,
             forwarded,
             reject_rate,
@@ -285,6 +293,7 @@ impl Metrics {
             ] {
                 catch_up(self.requests.with_label_values(&[result]), n);
             }
+            self.awaiting_review.set(self.forward.awaiting_review());
             for (name, st) in self.forward.snapshot() {
                 for (state, n) in [("pending", st.pending), ("failed", st.failed)] {
                     self.outbox_items.with_label_values(&[&name, state]).set(n);

@@ -79,6 +79,17 @@ stored_enum! {
 }
 
 stored_enum! {
+    /// Why a judged plate waits for a person before anything leaves for it (no rejection note,
+    /// not forwarded): the verdict is recorded, but the model is not sure enough of it.
+    pub enum ReviewReason {
+        /// The unusable score lies within `infer.review_margin` log-odds of the threshold.
+        NearThreshold = "near_threshold",
+        /// The model's own feature distance says it has not seen the like of this plate.
+        Unfamiliar = "unfamiliar",
+    }
+}
+
+stored_enum! {
     /// The stage a plate failed in.
     pub enum Stage {
         Read = "read",

@@ -2,13 +2,13 @@
 //! between them and CPU work on blocking threads. Only ingest watches the cancellation token;
 //! every later stage finishes what it holds and stops when its input closes, so a shutdown
 //! never leaves a plate half-recorded. The work of each stage is its room's
-//! ([`decode::load`], [`infer::judge`], [`Painter::write_overlays`]); this module only moves
+//! ([`decode::load`], [`infer::Model::judge`], [`Painter::write_overlays`]); this module only moves
 //! plates between them and turns their outcomes into the record.
 
 use crate::config::Config;
 use crate::decode::{self, Loaded};
 use crate::explain::{Painter, PlateImage};
-use crate::infer::{self, InferError, Inference, Judgement, Model};
+use crate::infer::{InferError, Inference, Judgement, Model};
 use crate::outcome::{FailureKind, Stage, Verdict};
 use crate::privacy::{KeyError, PatientHasher};
 use crate::record::{PlateRecord, RecordError, Recorder};
@@ -339,7 +339,7 @@ fn infer_run(batch: Vec<Decoded>) -> Vec<Item<Inferred>> {
                 .map(|(mut decoded, inference)| {
                     decoded.base.infer_ms = Some(per_plate);
                     decoded.plate.tensor = Vec::new();
-                    let judgement = infer::judge(&model.contract, &inference);
+                    let judgement = model.judge(&inference);
                     Item::Ok(Inferred {
                         decoded,
                         inference,

@@ -165,6 +165,15 @@ def main(argv=None):
           f"- shipped threshold `plateqc.threshold` = {float(md['plateqc.threshold']):.4f} "
           f"(P(unusable) >= threshold means unusable); artifact threshold "
           f"{md['plateqc.artifact_threshold']}",
+          *([f"- feature-distance review flag (optional output `feature_distance`, "
+             "`plateqc_model/ood.py`): a plate at or above `plateqc.feature_distance_threshold` "
+             f"= {float(md['plateqc.feature_distance_threshold']):.4f} is one the model has "
+             "not seen the like of (the 99th percentile on the validation plates of families A "
+             "and C); plateqc sends it to human review only where a site sets `[infer] "
+             "review_unfamiliar = true`, because it flags about 1 % of plates, all of them "
+             "confident rejects, and neither family B nor CT / MR images; rates per family in "
+             f"`models/results/ood-{md['plateqc.model_version']}.json`"]
+            if "plateqc.feature_distance_threshold" in md else []),
           f"- training seed {md['plateqc.training_seed']}; data hash `{md['plateqc.data_hash']}`; "
           f"built from commit `{md['plateqc.git_commit']}`", "",
           "## Intended use", "",

@@ -22,6 +22,7 @@ import argparse
 import copy
 import importlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -134,20 +135,52 @@ def decomposition_table():
 # ---------------------------------------------------------------------------
 # the explained function
 # ---------------------------------------------------------------------------
-class Explained(nn.Module):
-    """image, target_class -> logits, probabilities, artifact_scores, act_*, grad_*"""
+FEATURE_DISTANCE = "feature_distance"
 
-    def __init__(self, model: nn.Module, layers: list[str]):
+
+class Explained(nn.Module):
+    """image, target_class -> logits, probabilities, artifact_scores, act_*, grad_*
+    [, feature_distance]
+
+    ``feature_stats`` (optional) adds the contract's optional ``feature_distance`` output [N]:
+    with ``f`` the pooled features of layer ``feature_stats["layer"]`` (global max and global
+    mean over the spatial positions of its activation, concatenated: what PlateNet's heads
+    read), ``d = sqrt(mean_k (W (f - mu))_k^2)``, ``mu`` [D] and ``W`` [D, D] as given (see
+    plateqc_model/ood.py). Computed from the activation alone (no gradient involved)."""
+
+    def __init__(self, model: nn.Module, layers: list[str], feature_stats: dict | None = None):
         super().__init__()
         self.model = model
         self.layers = list(layers)
         for name in self.layers:
             model.get_submodule(name)  # raises if missing
+        self.feature_layer = None
+        if feature_stats is not None:
+            self.feature_layer = str(feature_stats["layer"])
+            model.get_submodule(self.feature_layer)
+            mu = torch.as_tensor(feature_stats["mu"]).reshape(-1)
+            w = torch.as_tensor(feature_stats["W"])
+            if w.shape != (mu.numel(), mu.numel()):
+                raise ValueError(f"feature_stats: W {tuple(w.shape)} does not match mu "
+                                 f"{tuple(mu.shape)}")
+            # buffers, so that .double() / .float() of the module carries them along
+            self.register_buffer("fd_mu", mu.clone())
+            self.register_buffer("fd_wt", w.t().contiguous().clone())
+
+    def feature_distance(self, a: torch.Tensor) -> torch.Tensor:
+        f = torch.cat([a.amax(dim=(2, 3)), a.mean(dim=(2, 3))], dim=1)
+        mu, wt = self.fd_mu, self.fd_wt
+        if mu.dtype != f.dtype:     # a Python branch: nothing is traced when they agree
+            mu, wt = mu.to(f.dtype), wt.to(f.dtype)
+        z = torch.matmul(f - mu, wt)
+        return torch.sqrt(torch.mean(z * z, dim=1))
 
     def forward(self, image: torch.Tensor, target_class: torch.Tensor):
         acts: dict[str, torch.Tensor] = {}
         handles = []
-        for name in self.layers:
+        hooked = self.layers + ([self.feature_layer] if self.feature_layer is not None
+                                and self.feature_layer not in self.layers else [])
+        for name in hooked:
             def hook(_m, _inp, out, _name=name):
                 acts[_name] = out
             handles.append(self.model.get_submodule(name).register_forward_hook(hook))
@@ -165,19 +198,22 @@ class Explained(nn.Module):
         outs = [logits.detach(), probs.detach(), scores.detach()]
         outs += [acts[n].detach() for n in self.layers]
         outs += [g.detach() for g in grads]
+        if self.feature_layer is not None:
+            outs.append(self.feature_distance(acts[self.feature_layer].detach()))
         return tuple(outs)
 
 
-def output_names(layers: list[str]) -> list[str]:
+def output_names(layers: list[str], feature_distance: bool = False) -> list[str]:
     return (["logits", "probabilities", "artifact_scores"] + [f"act_{n}" for n in layers]
-            + [f"grad_{n}" for n in layers])
+            + [f"grad_{n}" for n in layers] + ([FEATURE_DISTANCE] if feature_distance else []))
 
 
 def explain_torch(model: nn.Module, layers: list[str], image: torch.Tensor,
-                  target_class: torch.Tensor) -> dict[str, torch.Tensor]:
+                  target_class: torch.Tensor, feature_stats: dict | None = None
+                  ) -> dict[str, torch.Tensor]:
     """Reference outputs straight from PyTorch autograd (any dtype the model is in)."""
-    ex = Explained(model, layers)
-    return dict(zip(output_names(layers), ex(image, target_class)))
+    ex = Explained(model, layers, feature_stats)
+    return dict(zip(output_names(layers, feature_stats is not None), ex(image, target_class)))
 
 
 # ---------------------------------------------------------------------------
@@ -196,7 +232,12 @@ def build_metadata(*, input_size: int, layers: list[str], artifact_types: list[d
                    model_name: str = "plateqc-psp-cnn", model_version: str = "1.0.0",
                    training_seed: int | str = "unknown", data_hash: str = "unknown",
                    commit: str | None = None, extra: dict | None = None,
-                   preprocessing: str = PREPROCESSING_ID) -> dict[str, str]:
+                   preprocessing: str = PREPROCESSING_ID,
+                   feature_distance_threshold: float | None = None,
+                   feature_distance_description: str | None = None) -> dict[str, str]:
+    """The contract's metadata. ``feature_distance_threshold`` (with the optional
+    ``feature_distance`` output): a plate whose distance is at or above it goes to human review;
+    ``feature_distance_description`` says in one sentence what the score is."""
     for t in artifact_types:
         if not {"name", "code", "meaning"} <= set(t):
             raise ValueError(f"artifact type needs name, code, meaning: {t}")
@@ -217,6 +258,13 @@ def build_metadata(*, input_size: int, layers: list[str], artifact_types: list[d
         "plateqc.data_hash": data_hash,
         "plateqc.git_commit": commit if commit is not None else git_commit(),
     }
+    if feature_distance_threshold is not None:
+        t = float(feature_distance_threshold)
+        if not (math.isfinite(t) and t > 0):
+            raise ValueError(f"feature_distance_threshold must be finite and > 0, not {t}")
+        md["plateqc.feature_distance_threshold"] = repr(t)
+        md["plateqc.feature_distance"] = (feature_distance_description
+                                          or "an out-of-distribution score of the plate")
     if extra:
         md.update({k: str(v) for k, v in extra.items()})
     return md
@@ -226,8 +274,13 @@ def build_metadata(*, input_size: int, layers: list[str], artifact_types: list[d
 # export
 # ---------------------------------------------------------------------------
 def export_onnx(model: nn.Module, layers: list[str], out_path: str | Path, *, input_size: int,
-                metadata: dict[str, str], opset: int = 18, max_bytes: int = 10 * 1024 * 1024):
-    """Fold BN, trace forward+backward, export to ``out_path`` and attach metadata."""
+                metadata: dict[str, str], opset: int = 18, max_bytes: int = 10 * 1024 * 1024,
+                feature_stats: dict | None = None):
+    """Fold BN, trace forward+backward, export to ``out_path`` and attach metadata.
+
+    ``feature_stats`` ({"layer", "mu", "W"}, see ``Explained``) adds the optional
+    ``feature_distance`` output; the metadata should then carry
+    ``plateqc.feature_distance_threshold`` (``build_metadata(feature_distance_threshold=...)``)."""
     import onnx
     from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -235,7 +288,11 @@ def export_onnx(model: nn.Module, layers: list[str], out_path: str | Path, *, in
     folded = folded.float().eval()
     for p in folded.parameters():
         p.requires_grad_(True)
-    ex = Explained(folded, layers).eval()
+    if feature_stats is not None:
+        feature_stats = {"layer": feature_stats["layer"],
+                         "mu": torch.as_tensor(feature_stats["mu"], dtype=torch.float32),
+                         "W": torch.as_tensor(feature_stats["W"], dtype=torch.float32)}
+    ex = Explained(folded, layers, feature_stats).eval()
     S = int(input_size)
     # batch 3 so that the symbolic batch is not unified with the 2 channels
     img = torch.rand(3, 2, S, S)
@@ -251,7 +308,7 @@ def export_onnx(model: nn.Module, layers: list[str], out_path: str | Path, *, in
                 delattr(gm, node.target)
                 gm.register_buffer(node.target, t.detach().clone())
     gm.recompile()
-    names = output_names(layers)
+    names = output_names(layers, feature_stats is not None)
     batch = torch.export.Dim("batch", min=1, max=1024)
     prog = torch.onnx.export(
         gm, (img, tgt), None, dynamo=True, external_data=False, opset_version=opset,
@@ -314,6 +371,25 @@ def check_contract(path: str | Path) -> list[str]:
     for n in output_names(layers):
         if n not in outs:
             problems.append(f"missing output {n}")
+    if FEATURE_DISTANCE in outs:    # optional; when present, [N] float32 with its threshold
+        tt = outs[FEATURE_DISTANCE].type.tensor_type
+        d = [x.dim_value if x.HasField("dim_value") else x.dim_param for x in tt.shape.dim]
+        if len(d) != 1:
+            problems.append(f"output {FEATURE_DISTANCE} has shape {d}, not [N]")
+        if tt.elem_type != onnx.TensorProto.FLOAT:
+            problems.append(f"output {FEATURE_DISTANCE} is not float32")
+        t = md.get("plateqc.feature_distance_threshold")
+        if t is None:
+            problems.append(f"output {FEATURE_DISTANCE} without metadata "
+                            "plateqc.feature_distance_threshold")
+        else:
+            try:
+                tv = float(t)
+            except ValueError:
+                tv = float("nan")
+            if not (math.isfinite(tv) and tv > 0):
+                problems.append(f"plateqc.feature_distance_threshold {t!r} is not a finite "
+                                "number > 0")
     opset = max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if opset < 17:
         problems.append(f"opset {opset} < 17")

@@ -143,13 +143,24 @@ def reference_tensor(ds, size: int, psp: str):
     return x, rect, decoding
 
 
+def feature_stats():
+    """The shipped model's feature-distance statistics (float64), if it exports the output."""
+    meta = json.loads((HERE / "plateqc_weights.json").read_text()).get("feature_distance")
+    if not meta:
+        return None
+    from plateqc_model import ood
+    st = ood.load(HERE / meta["stats"])
+    return {"layer": meta["layer"], "mu": torch.as_tensor(st["mu"], dtype=torch.float64),
+            "W": torch.as_tensor(st["W"], dtype=torch.float64)}
+
+
 def golden_entry(path: Path, model, layers, size: int, positions, psp: str) -> dict:
     import pydicom
     ds = pydicom.dcmread(str(path))
     x, rect, decoding = reference_tensor(ds, size, psp)
     pre = preprocessing_entry(x, rect, positions)
     xt = torch.from_numpy(x[None])
-    out = E.explain_torch(model, layers, xt, torch.tensor([1]))
+    out = E.explain_torch(model, layers, xt, torch.tensor([1]), feature_stats())
     cam = {}
     for l in layers:
         A = out[f"act_{l}"][0].numpy()
@@ -174,6 +185,8 @@ def golden_entry(path: Path, model, layers, size: int, positions, psp: str) -> d
         "logits": out["logits"][0].tolist(),
         "probabilities": out["probabilities"][0].tolist(),
         "artifact_scores": out["artifact_scores"][0].tolist(),
+        **({"feature_distance": float(out[E.FEATURE_DISTANCE][0])}
+           if E.FEATURE_DISTANCE in out else {}),
         "cam_target_class": 1,
         "cams": cam,
     }
@@ -259,6 +272,7 @@ def make_fixtures(out_dir: Path):
         "input_size": size,
         "layers": layers,
         "threshold": meta["threshold"],
+        "feature_distance_threshold": (meta.get("feature_distance") or {}).get("threshold"),
         "model_onnx_sha256": hashlib.sha256((HERE / "plateqc.onnx").read_bytes()).hexdigest(),
         "sample_positions_seed": SAMPLE_SEED,
         "files": entries,

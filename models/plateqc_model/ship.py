@@ -5,6 +5,11 @@
 The file is exported beside its destination and moved into place (with the weights copied to
 --weights-out) only when the verification passes; a failed verification leaves the shipped
 model alone and writes its report to models/work/VERIFY-failed.md.
+
+From 1.3.1 the export carries the optional `feature_distance` output (plateqc_model/ood.py):
+its statistics (mu, W, threshold) come from --ood (models/plateqc_ood.npz, tracked), which is
+fitted afresh (and rewritten) only when it is missing, was fitted with other weights than the
+run's, or --ood-refit is given. --no-ood exports without the output (as 1.3.0 was).
 """
 from __future__ import annotations
 
@@ -21,11 +26,12 @@ HERE = Path(__file__).resolve().parents[1]   # models/
 
 from plateqc_model import data as D
 from plateqc_model import export as E
+from plateqc_model import ood as O
 from plateqc_model import verify as V
 from plateqc_model.net import PlateNet
 
 MODEL_NAME = "plateqc-psp-cnn"
-MODEL_VERSION = "1.3.0"
+MODEL_VERSION = "1.3.1"
 
 
 def load_model(weights: Path, width: int, n_types: int = 14) -> PlateNet:
@@ -61,6 +67,21 @@ def training_generator_hash(train: str, val: str, size: int, psp: str) -> str:
     return __import__("hashlib").sha256("|".join(hashes).encode()).hexdigest()
 
 
+def feature_stats(run: Path, path: Path, refit: bool = False) -> dict:
+    """The run's feature-distance statistics: `path` when it was fitted with the run's weights,
+    otherwise fitted now on the run's training and validation caches and written to `path`."""
+    want = O.sha256_file(run / "weights.pt")
+    if path.exists() and not refit:
+        s = O.load(path)
+        if s["weights_sha256"] == want:
+            print(f"feature distance: {path} (threshold {s['threshold']!r}, "
+                  f"shrinkage {s['shrinkage']:.5f})", flush=True)
+            return s
+        print(f"feature distance: {path} was fitted with other weights; fitting again",
+              flush=True)
+    return O.fit_for_run(run, path)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=str(HERE / "work" / "run"))
@@ -70,6 +91,10 @@ def main(argv=None):
     ap.add_argument("--verify-count", type=int, default=24)
     ap.add_argument("--data-settings", default="{}", help="JSON of the data settings (hashed)")
     ap.add_argument("--report", default=str(HERE / "VERIFY.md"))
+    ap.add_argument("--ood", default=str(HERE / "plateqc_ood.npz"),
+                    help="feature-distance statistics (plateqc_model/ood.py)")
+    ap.add_argument("--ood-refit", action="store_true", help="fit --ood again even if it fits")
+    ap.add_argument("--no-ood", action="store_true", help="no feature_distance output")
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
     run = Path(a.run)
@@ -80,20 +105,24 @@ def main(argv=None):
     psp = res.get("psp", D.pp.PSP_V1)
     gen_hash = training_generator_hash(res["args"]["train"], res["args"]["val"], res["size"], psp)
     settings["generator_sources_sha256"] = gen_hash
+    fs = None if a.no_ood else feature_stats(run, Path(a.ood), a.ood_refit)
     md = E.build_metadata(
         input_size=res["size"], layers=layers, artifact_types=D.artifact_types(),
         threshold=res["threshold"], artifact_threshold=0.5, model_name=MODEL_NAME,
         model_version=MODEL_VERSION, training_seed=res["seed"],
-        data_hash=D.dataset_hash(gen_hash, settings), preprocessing=psp)
+        data_hash=D.dataset_hash(gen_hash, settings), preprocessing=psp,
+        feature_distance_threshold=fs["threshold"] if fs else None,
+        feature_distance_description=fs["description"] if fs else None)
     tmp = Path(a.out).with_name(Path(a.out).name + ".tmp")
-    info = E.export_onnx(model, layers, tmp, input_size=res["size"], metadata=md)
+    info = E.export_onnx(model, layers, tmp, input_size=res["size"], metadata=md,
+                         feature_stats=fs)
     problems = E.check_contract(tmp)
     print(json.dumps({**info, "contract_problems": problems}), flush=True)
     if problems:
         tmp.unlink()
         raise SystemExit(f"contract problems: {problems}")
     imgs = D.load_split(a.verify_split, res["size"], a.verify_count, psp=psp)["x"].astype(np.float64)
-    vr = V.verify(tmp, model, layers, imgs)
+    vr = V.verify(tmp, model, layers, imgs, feature_stats=fs)
     print(json.dumps({k: v for k, v in vr.items() if k not in ("inputs", "outputs")}, indent=1))
     if not vr["pass"]:
         failed = HERE / "work" / "VERIFY-failed.md"
@@ -106,7 +135,9 @@ def main(argv=None):
     shutil.copyfile(run / "weights.pt", a.weights_out)
     (Path(a.weights_out).with_suffix(".json")).write_text(json.dumps(
         {"width": res["width"], "size": res["size"], "layers": layers,
-         "threshold": res["threshold"], "seed": res["seed"], "preprocessing": psp},
+         "threshold": res["threshold"], "seed": res["seed"], "preprocessing": psp,
+         **({"feature_distance": {"stats": Path(a.ood).name, "layer": fs["layer"],
+                                  "threshold": fs["threshold"]}} if fs else {})},
         indent=1) + "\n")
 
 

@@ -24,6 +24,11 @@ C. a float64 copy of the *same* graph (the shipped nodes, initializers widened t
    C', the float64 graph against the unfolded float64 model (as A).
 The file passes when A's forward outputs, B's gradients and all of C are within tol, every
 flip is within tolerance of a kink, and batch 1 and batch 4 agree.
+
+The optional output ``feature_distance`` (when the file has it, ``feature_stats`` must be given:
+the {"layer", "mu", "W"} it was exported with) is a forward output: the references compute it
+from their own float64 activation of that layer with the same mu and W (the float32 values the
+file holds, widened to float64), and it is gated like the other forward outputs.
 """
 from __future__ import annotations
 
@@ -169,13 +174,28 @@ def _rel(got: np.ndarray, ref: np.ndarray) -> float:
 
 
 def verify(onnx_path, model: torch.nn.Module, layers: list[str], images: np.ndarray,
-           tol: float = 1e-5, float64_graph: bool = True) -> dict:
+           tol: float = 1e-5, float64_graph: bool = True, feature_stats: dict | None = None
+           ) -> dict:
     import onnx
     import onnxruntime as ort
     from onnx.reference import ReferenceEvaluator
 
-    names = E.output_names(layers)
     proto = onnx.load(str(onnx_path))
+    has_fd = any(o.name == E.FEATURE_DISTANCE for o in proto.graph.output)
+    if has_fd and feature_stats is None:
+        raise ValueError(f"{onnx_path} has the output {E.FEATURE_DISTANCE}: verify needs the "
+                         "feature_stats it was exported with")
+    if not has_fd:
+        feature_stats = None
+    if feature_stats is not None:
+        # the values the file holds (float32), widened: both sides use the same numbers
+        feature_stats = {"layer": feature_stats["layer"],
+                         "mu": torch.as_tensor(np.asarray(feature_stats["mu"], np.float32)
+                                               .astype(np.float64)),
+                         "W": torch.as_tensor(np.asarray(feature_stats["W"], np.float32)
+                                              .astype(np.float64))}
+    names = E.output_names(layers, has_fd)
+    fs = feature_stats
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     relu_names = relu_inputs(proto)
     probe = ort.InferenceSession(with_extra_outputs(proto, relu_names).SerializeToString(),
@@ -210,7 +230,7 @@ def verify(onnx_path, model: torch.nn.Module, layers: list[str], images: np.ndar
                 # A: plain float64 autograd (also records the float64 ReLU inputs)
                 ctl.reset()
                 ref = {a: b.numpy() for a, b in E.explain_torch(ref_model, layers, x64,
-                                                                  ct).items()}
+                                                                  ct, fs).items()}
                 z64 = [z.numpy() for z in ctl.inputs]
                 if len(z64) != len(z32) or any(a.shape != b.shape for a, b in zip(z64, z32)):
                     raise RuntimeError(
@@ -244,7 +264,7 @@ def verify(onnx_path, model: torch.nn.Module, layers: list[str], images: np.ndar
                     masks.append(torch.from_numpy(m32.astype(np.float64)))
                 ctl.reset(masks)
                 refm = {a: b.numpy() for a, b in E.explain_torch(ref_model, layers, x64,
-                                                                   ct).items()}
+                                                                   ct, fs).items()}
                 ctl.reset()
                 for nm in names:
                     matched[nm] = max(matched[nm], _rel(got[nm].astype(np.float64), refm[nm]))
@@ -254,10 +274,10 @@ def verify(onnx_path, model: torch.nn.Module, layers: list[str], images: np.ndar
                                                              "target_class": tgt})))
                     ch64 = o64["logits"].argmax(1) if tc == -1 else tgt
                     ref_f = {a: b.numpy() for a, b in E.explain_torch(
-                        folded_model, layers, x64, torch.from_numpy(ch64)).items()}
+                        folded_model, layers, x64, torch.from_numpy(ch64), fs).items()}
                     ref_c = ref if np.array_equal(ch64, chosen) else {
                         a: b.numpy() for a, b in E.explain_torch(
-                            ref_model, layers, x64, torch.from_numpy(ch64)).items()}
+                            ref_model, layers, x64, torch.from_numpy(ch64), fs).items()}
                     for nm in names:
                         graph64[nm] = max(graph64[nm], _rel(o64[nm], ref_f[nm]))
                         graph64_unfolded[nm] = max(graph64_unfolded[nm],
@@ -281,6 +301,8 @@ def verify(onnx_path, model: torch.nn.Module, layers: list[str], images: np.ndar
     shapes = {o.name: o.shape for o in sess.get_outputs()}
     ins = {i.name: (i.type, i.shape) for i in sess.get_inputs()}
     return {"plates": n, "target_classes": [-1, 0, 1], "tolerance": tol, "pass": ok,
+            "feature_distance": None if fs is None else {
+                "layer": fs["layer"], "dims": int(fs["mu"].numel())},
             "max_rel_error": gate32, "max_rel_error_all": max(gate32.values()),
             "plain_rel_error": plain, "branch_matched_rel_error": matched,
             "float64_graph_rel_error": graph64 if ref64 is not None else None,
@@ -335,6 +357,11 @@ def write_report(res: dict, onnx_path, path: Path, extra: str = ""):
         f"{res['argmax_disagreements']}",
         f"- onnxruntime {res['onnxruntime']}: loads; batch 1 vs batch 4 max relative difference "
         f"{res['batch1_vs_batch4_rel']:.2e}",
+        *([f"- `{E.FEATURE_DISTANCE}` (optional output, {res['feature_distance']['dims']} "
+           f"pooled features of `{res['feature_distance']['layer']}`): a forward output, gated "
+           "on A and C; the references compute it from their own float64 activation with the "
+           "same mu and W (the float32 values the file holds, widened to float64)"]
+          if res.get("feature_distance") else []),
         f"- torch {res['torch']}, onnx {res.get('onnx', '?')}; file size "
         f"{Path(onnx_path).stat().st_size} bytes; opset {opset}; external data: none",
         "",

@@ -116,6 +116,22 @@ pub(super) fn summary(
     for (kind, n) in &kinds {
         println!("    {kind:<18}{n:>4}");
     }
+    let mut review: std::collections::BTreeMap<&str, usize> = Default::default();
+    for o in outcomes {
+        if let Some(why) = o.record.review {
+            *review.entry(why.as_str()).or_default() += 1;
+        }
+    }
+    if !review.is_empty() {
+        // Counted within usable / unusable above: the verdict is recorded either way.
+        println!(
+            "  needs review{:>6}   (of the above; a person decides)",
+            review.values().sum::<usize>()
+        );
+        for (why, n) in &review {
+            println!("    {why:<18}{n:>4}");
+        }
+    }
     if outcomes.len() < total {
         println!(
             "  not reached {:>6}   (interrupted)",
@@ -198,6 +214,12 @@ pub(super) fn outcome(o: &Outcome, recorded_in: Option<&str>) {
     }
     if let Some(code) = &r.reason_code {
         println!("reason code       {code} (CID 7011)");
+    }
+    if let Some(why) = r.review {
+        println!("needs review      {why} (nothing is sent for it until a person decides)");
+    }
+    if let Some(d) = r.feature_distance {
+        println!("feature distance  {d:.3}");
     }
     for f in &r.findings {
         println!(

@@ -162,6 +162,38 @@ pub(super) fn read_contract(
             }
         }
     }
+    // Optional: a feature distance with its threshold, for plates the model has not seen the
+    // like of. The output without its threshold could not be used, so it breaks the contract.
+    let distance_output = session
+        .outputs()
+        .iter()
+        .find(|o| o.name() == "feature_distance");
+    let feature_distance_threshold = match distance_output {
+        None => None,
+        Some(o) => {
+            if let Some(shape) = shape_of(o.dtype()) {
+                if shape.len() != 1 {
+                    broken.push(format!(
+                        "output 'feature_distance' has shape {shape:?}, expected [N]"
+                    ));
+                }
+            }
+            let key = "plateqc.feature_distance_threshold";
+            match meta.custom(key) {
+                None => {
+                    broken.push(format!("output 'feature_distance' needs metadata '{key}'"));
+                    None
+                }
+                Some(v) => match v.trim().parse::<f32>() {
+                    Ok(t) if t.is_finite() && t > 0.0 => Some(t),
+                    _ => {
+                        broken.push(format!("metadata '{key}' = '{v}' is not a positive number"));
+                        None
+                    }
+                },
+            }
+        }
+    };
     if !broken.is_empty() {
         return Err(InferError::Contract {
             path: path.into(),
@@ -181,5 +213,6 @@ pub(super) fn read_contract(
         model_version,
         has_target_input,
         sha256,
+        feature_distance_threshold,
     })
 }

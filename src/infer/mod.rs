@@ -5,7 +5,7 @@
 
 mod contract;
 
-use crate::outcome::Verdict;
+use crate::outcome::{ReviewReason, Verdict};
 use contract::read_contract;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -51,6 +51,9 @@ pub struct ModelContract {
     pub has_target_input: bool,
     /// sha256 of the model file, so every recorded verdict names the exact weights.
     pub sha256: String,
+    /// The optional `feature_distance` output's threshold (`plateqc.feature_distance_threshold`):
+    /// at or above it the model has not seen the like of the plate. `None`: no such output.
+    pub feature_distance_threshold: Option<f32>,
 }
 
 impl ModelContract {
@@ -79,6 +82,16 @@ pub struct InferOptions {
     pub batch_size: usize,
     /// Which class Grad-CAM explains: `unusable` (why the model would reject) or `predicted`.
     pub explain_target: ExplainTarget,
+    /// A plate whose unusable score is within this many log-odds of the threshold is recorded
+    /// with its verdict and `needs_review`; nothing leaves for it until a person decides.
+    /// 0 turns it off. The default 0.5 is a factor of about 1.65 in the odds either side.
+    pub review_margin: f32,
+    /// Whether a plate at or above the model's feature-distance threshold (models that export
+    /// `feature_distance`) needs review too. Off by default: the shipped model's distance
+    /// flags about 1 % of plates, all of them ones it already rejects with confidence, and
+    /// neither the out-of-family plates nor CT and MR images (models/plan-1.3.md, "Feature
+    /// distance"), so it would hold back clear rejects without catching what it is for.
+    pub review_unfamiliar: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -96,6 +109,8 @@ impl Default for InferOptions {
             spinning: false,
             batch_size: 1,
             explain_target: ExplainTarget::Unusable,
+            review_margin: 0.5,
+            review_unfamiliar: false,
         }
     }
 }
@@ -118,6 +133,8 @@ pub struct Inference {
     pub unusable_score: f32,
     pub artifact_scores: Vec<f32>,
     pub layers: Vec<LayerMaps>,
+    /// The model's distance of this plate from what it was trained on, when it exports one.
+    pub feature_distance: Option<f32>,
 }
 
 static RUNTIME: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
@@ -247,6 +264,10 @@ impl Model {
         let (_, logits) = get("logits")?;
         let (_, probs) = get("probabilities")?;
         let (_, arts) = get("artifact_scores")?;
+        let distances = match c.feature_distance_threshold {
+            Some(_) => Some(get("feature_distance")?.1),
+            None => None,
+        };
         let k = c.artifact_types.len();
         let nc = c.classes.len();
         let mut layer_data = Vec::new();
@@ -282,6 +303,7 @@ impl Model {
                 probabilities,
                 artifact_scores: arts[i * k..(i + 1) * k].to_vec(),
                 layers,
+                feature_distance: distances.as_ref().and_then(|d| d.get(i).copied()),
             });
         }
         Ok(result)
@@ -309,9 +331,51 @@ pub struct Judgement {
     /// The strongest artifact type and its score, reported or not: a reader of a rejected plate
     /// wants a hint even below the reporting threshold. `None` for a model without types.
     pub likeliest: Option<(String, f32)>,
+    /// Why the verdict waits for a person, if it does.
+    pub review: Option<ReviewReason>,
+    pub feature_distance: Option<f32>,
 }
 
-/// Judges one plate's inference by the model's contract.
+/// Log-odds of a probability, kept finite at 0 and 1.
+fn log_odds(p: f32) -> f64 {
+    let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
+    (p / (1.0 - p)).ln()
+}
+
+/// Whether the plate waits for a person: the model has not seen its like (takes precedence),
+/// or its score is too close to the threshold to stand alone.
+pub fn review_reason(
+    contract: &ModelContract,
+    options: &InferOptions,
+    inference: &Inference,
+) -> Option<ReviewReason> {
+    let unfamiliar = options.review_unfamiliar
+        && matches!(
+            (inference.feature_distance, contract.feature_distance_threshold),
+            (Some(d), Some(t)) if d >= t
+        );
+    let near = options.review_margin > 0.0
+        && (log_odds(inference.unusable_score) - log_odds(contract.threshold)).abs()
+            < f64::from(options.review_margin);
+    if unfamiliar {
+        Some(ReviewReason::Unfamiliar)
+    } else if near {
+        Some(ReviewReason::NearThreshold)
+    } else {
+        None
+    }
+}
+
+impl Model {
+    /// Judges one plate's inference by the model's contract and this site's review settings.
+    pub fn judge(&self, inference: &Inference) -> Judgement {
+        let mut j = judge(&self.contract, inference);
+        j.review = review_reason(&self.contract, &self.options, inference);
+        j
+    }
+}
+
+/// Judges one plate's inference by the model's contract (no review rule: see [`Model::judge`]).
 pub fn judge(contract: &ModelContract, inference: &Inference) -> Judgement {
     let unusable = inference.unusable_score >= contract.threshold;
     let mut ranked: Vec<(usize, f32)> = inference
@@ -349,6 +413,8 @@ pub fn judge(contract: &ModelContract, inference: &Inference) -> Judgement {
         likeliest: ranked
             .first()
             .map(|&(i, s)| (contract.artifact_types[i].name.clone(), s)),
+        review: None,
+        feature_distance: inference.feature_distance,
     }
 }
 
@@ -362,6 +428,71 @@ fn unpoisoned<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn contract(threshold: f32, distance: Option<f32>) -> ModelContract {
+        ModelContract {
+            input_size: 256,
+            preprocessing: "plateqc-psp-v2".into(),
+            classes: vec!["usable".into(), "unusable".into()],
+            unusable_index: 1,
+            artifact_types: Vec::new(),
+            layers: vec!["last".into()],
+            threshold,
+            artifact_threshold: 0.5,
+            model_name: "m".into(),
+            model_version: "1".into(),
+            has_target_input: true,
+            sha256: String::new(),
+            feature_distance_threshold: distance,
+        }
+    }
+
+    fn inference(score: f32, distance: Option<f32>) -> Inference {
+        Inference {
+            logits: vec![0.0, 0.0],
+            probabilities: vec![1.0 - score, score],
+            unusable_score: score,
+            artifact_scores: Vec::new(),
+            layers: Vec::new(),
+            feature_distance: distance,
+        }
+    }
+
+    /// Issue 17, item 3: within the margin (in log-odds, so the band is as wide in odds at a
+    /// threshold of 0.07 as at 0.5) a plate waits for review on either side; beyond it, not;
+    /// an unfamiliar plate waits whatever its score; margin 0 and `review_unfamiliar = false`
+    /// turn each rule off.
+    #[test]
+    fn doubtful_plates_wait_for_review() {
+        let opts = InferOptions {
+            review_unfamiliar: true,
+            ..InferOptions::default()
+        };
+        let c = contract(0.0689, Some(3.0));
+        let why = |score, d| review_reason(&c, &opts, &inference(score, d));
+        // 0.5 log-odds either side of 0.0689 is 0.0431 .. 0.1088.
+        assert_eq!(why(0.06, None), Some(ReviewReason::NearThreshold));
+        assert_eq!(why(0.10, Some(1.0)), Some(ReviewReason::NearThreshold));
+        assert_eq!(why(0.04, Some(1.0)), None);
+        assert_eq!(why(0.12, Some(1.0)), None);
+        assert_eq!(why(0.99, Some(3.0)), Some(ReviewReason::Unfamiliar));
+        assert_eq!(why(0.06, Some(4.0)), Some(ReviewReason::Unfamiliar));
+        let at_half = contract(0.5, None);
+        assert_eq!(
+            review_reason(&at_half, &opts, &inference(0.6, None)),
+            Some(ReviewReason::NearThreshold)
+        );
+        assert_eq!(review_reason(&at_half, &opts, &inference(0.7, None)), None);
+        let off = InferOptions {
+            review_margin: 0.0,
+            review_unfamiliar: false,
+            ..InferOptions::default()
+        };
+        assert_eq!(review_reason(&c, &off, &inference(0.0689, Some(9.0))), None);
+        // The verdict itself does not change.
+        let j = judge(&c, &inference(0.06, None));
+        assert_eq!(j.verdict, Verdict::Usable);
+    }
 
     /// Issue 13, item 8: a panic while the session was held does not fail later plates.
     #[test]

@@ -82,18 +82,49 @@ impl Recorder {
             .bind(JobState::Done.as_str())
             .execute(pool)
             .await?;
+            // A plate that waits for review is dispatched once a reviewer has decided (an
+            // override or a confirmation of its instance), with the reviewer's verdict: the
+            // note is written and the plate queued only then. Without a UID it cannot be
+            // reviewed, and nothing would be sent for it anyway.
             sqlx::query_as(
-                "SELECT j.id AS job_id, j.routed_path, p.id AS plate_row, p.verdict, p.sop_class_uid,
-                        p.sop_instance_uid, p.reason_code, p.unusable_score, p.threshold, p.model_name,
-                        p.model_version, p.montage_path
+                "SELECT j.id AS job_id, j.routed_path, p.id AS plate_row,
+                        CASE WHEN p.needs_review = 1
+                             THEN coalesce((SELECT o.verdict FROM overrides o
+                                             WHERE o.sop_instance_uid = p.sop_instance_uid
+                                             ORDER BY o.id DESC LIMIT 1), p.verdict)
+                             ELSE p.verdict END AS verdict,
+                        p.sop_class_uid, p.sop_instance_uid, p.reason_code, p.unusable_score,
+                        p.threshold, p.model_name, p.model_version, p.montage_path
                    FROM jobs j JOIN plates p ON p.id = j.plate_row
                   WHERE j.node = $1 AND j.dispatched = 0 AND j.routed_path IS NOT NULL
                     AND j.state = $2
+                    AND (p.needs_review = 0 OR p.sop_instance_uid IS NULL
+                         OR EXISTS (SELECT 1 FROM overrides o
+                                     WHERE o.sop_instance_uid = p.sop_instance_uid))
                   ORDER BY j.id LIMIT 256",
             )
             .bind(node)
             .bind(JobState::Done.as_str())
             .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// This node's routed plates that wait for a person's decision (`needs_review`, no
+    /// override or confirmation of the instance yet): nothing has left for them.
+    pub async fn awaiting_review(&self) -> Result<i64, RecordError> {
+        let node = self.site.as_str();
+        Ok(on_pool!(&self.pool, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM jobs j JOIN plates p ON p.id = j.plate_row
+                  WHERE j.node = $1 AND j.dispatched = 0 AND j.routed_path IS NOT NULL
+                    AND j.state = $2 AND p.needs_review = 1 AND p.sop_instance_uid IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM overrides o
+                                     WHERE o.sop_instance_uid = p.sop_instance_uid)",
+            )
+            .bind(node)
+            .bind(JobState::Done.as_str())
+            .fetch_one(pool)
             .await?
         }))
     }

@@ -5,7 +5,7 @@ use super::{now, RecordError, Recorder};
 use crate::decode::{PlateHeader, UidSource};
 use crate::infer::{Judgement, ModelContract};
 use crate::on_pool;
-use crate::outcome::{FailureKind, Stage, Verdict};
+use crate::outcome::{FailureKind, ReviewReason, Stage, Verdict};
 use crate::privacy::PatientHasher;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -69,6 +69,10 @@ pub struct PlateRecord {
     pub error_kind: Option<FailureKind>,
     pub error: Option<String>,
     pub findings: Vec<Finding>,
+    /// Why the verdict waits for a person (`plates.needs_review`, `plates.review_reason`).
+    pub review: Option<ReviewReason>,
+    /// The model's feature distance, for models that export one.
+    pub feature_distance: Option<f64>,
     /// The file could not be read for a reason that may pass (see
     /// [`crate::fsutil::is_transient`]): the daemon leaves it in the inbox and tries again
     /// later instead of recording this failure.
@@ -136,6 +140,8 @@ impl PlateRecord {
         self.cam_method = Some(cam_method.to_string());
         self.findings = j.findings.clone();
         self.reason_code = j.reason_code.clone();
+        self.review = j.review;
+        self.feature_distance = j.feature_distance.map(f64::from);
     }
 
     /// The plate could not be judged: `stage` failed with `kind`; `started` is when work on
@@ -177,18 +183,19 @@ impl Recorder {
         })
     }
 
-    /// The verdict recorded in a plate row, with its error message.
+    /// The verdict recorded in a plate row, with its error message and whether it waits for
+    /// a person.
     pub async fn verdict_of(
         &self,
         plate_row: i64,
-    ) -> Result<Option<(Verdict, Option<String>)>, RecordError> {
-        let row: Option<(String, Option<String>)> = on_pool!(&self.pool, pool =>
-            sqlx::query_as("SELECT verdict, error FROM plates WHERE id = $1")
+    ) -> Result<Option<(Verdict, Option<String>, bool)>, RecordError> {
+        let row: Option<(String, Option<String>, i64)> = on_pool!(&self.pool, pool =>
+            sqlx::query_as("SELECT verdict, error, needs_review FROM plates WHERE id = $1")
                 .bind(plate_row)
                 .fetch_optional(pool)
                 .await?
         );
-        Ok(row.map(|(v, e)| (v.parse().unwrap_or(Verdict::Error), e)))
+        Ok(row.map(|(v, e, r)| (v.parse().unwrap_or(Verdict::Error), e, r != 0)))
     }
 }
 
@@ -210,10 +217,10 @@ macro_rules! insert_plate {
                 threshold, reason_code, model_name, model_version, model_sha256, cam_method, overlays,
                 montage_path, decode_ms, infer_ms, explain_ms, total_ms, error_stage, error_kind, error,
                 site, overlay_error, remark, body_part, view_position, anatomic_region,
-                exposure_index, deviation_index)
+                exposure_index, deviation_index, needs_review, review_reason, feature_distance)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
                      $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34,
-                     $35, $36, $37, $38, $39, $40, $41, $42, $43, $44, $45, $46)
+                     $35, $36, $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49)
              RETURNING id",
         )
         .bind(&r.run_id)
@@ -262,6 +269,9 @@ macro_rules! insert_plate {
         .bind(&r.anatomic_region)
         .bind(r.exposure_index)
         .bind(r.deviation_index)
+        .bind(i64::from(r.review.is_some()))
+        .bind(r.review.map(|x| x.as_str()))
+        .bind(r.feature_distance)
         .fetch_one(&mut *$tx)
         .await?;
         // This judgement replaces the earlier ones of the same image at the same site

@@ -40,6 +40,8 @@ struct Recent {
     override_by: Option<String>,
     override_reason: Option<String>,
     montage_path: Option<String>,
+    /// Why the verdict waits for a person, while no one has decided yet.
+    waiting: Option<String>,
 }
 
 type RecentRow = (
@@ -56,6 +58,7 @@ type RecentRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
 );
 
 async fn recent(pool: &Pool, filter: &Filter, limit: usize) -> Result<Vec<Recent>, ReportError> {
@@ -63,10 +66,12 @@ async fn recent(pool: &Pool, filter: &Filter, limit: usize) -> Result<Vec<Recent
     let sql = format!(
         "SELECT i.plate_row, i.day, i.site, i.station_name, i.plate_identifier, i.verdict,
                 i.model_verdict, i.unusable_score, v.artifact_types, i.reason_code, i.override_by,
-                i.override_reason, i.montage_path
+                i.override_reason, i.montage_path,
+                CASE WHEN v.needs_review = 1 AND i.overridden = 0 THEN v.review_reason END
          FROM qc_images i JOIN plate_verdicts v ON v.plate_row = i.plate_row
          {clause}
-         ORDER BY i.day DESC, i.plate_row DESC LIMIT {limit}"
+         ORDER BY CASE WHEN v.needs_review = 1 AND i.overridden = 0 THEN 0 ELSE 1 END,
+                  i.day DESC, i.plate_row DESC LIMIT {limit}"
     );
     let rows = fetch_all_text!(pool, RecentRow, &sql, &binds);
     Ok(rows
@@ -85,6 +90,7 @@ async fn recent(pool: &Pool, filter: &Filter, limit: usize) -> Result<Vec<Recent
             override_by: r.10,
             override_reason: r.11,
             montage_path: r.12,
+            waiting: r.13,
         })
         .collect())
 }
@@ -318,6 +324,7 @@ th{background:#eef0f4;position:sticky;top:0}
 tr.plate{cursor:pointer}tr.plate:hover,tr.plate:focus{background:#fff4e0;outline:none}
 .verdict-unusable{color:#b03a2e;font-weight:600}.verdict-usable{color:#1e8449;font-weight:600}
 .thumb{height:48px;display:block}.muted{color:#7a8291}
+tr.waiting{background:#fff6d5}
 dialog{max-width:96vw;max-height:94vh;border:0;border-radius:8px;padding:12px}
 dialog img{max-width:92vw;max-height:80vh;display:block}dialog::backdrop{background:rgba(0,0,0,.6)}
 ";
@@ -463,11 +470,21 @@ pub async fn write_page(
             g.reject_pct
         );
     }
+    let waiting = rows.iter().filter(|r| r.waiting.is_some()).count();
     let _ = write!(
         s,
         "</tbody></table><h2>Recent plates</h2><p class=\"muted\">The {} most recent images; click a row for its layer montage.</p>",
         rows.len()
     );
+    if waiting > 0 {
+        let _ = write!(
+            s,
+            "<p id=\"waiting\"><strong>{waiting} plate{} wait{} for a person's review</strong> (listed first): the model is not sure enough of its verdict, so nothing has been sent for {}. Decide with <code>plateqc override SOP_UID --verdict usable|unusable --by NAME --reason TEXT</code> (the same verdict confirms it).</p>",
+            if waiting == 1 { "" } else { "s" },
+            if waiting == 1 { "s" } else { "" },
+            if waiting == 1 { "it" } else { "them" },
+        );
+    }
     s.push_str("<table id=\"plates\"><thead><tr><th>Montage</th><th>Day</th><th>Site / station</th><th>Plate</th><th>Verdict</th><th>Score</th><th>Reasons</th><th>Rejection note</th><th>Review</th></tr></thead><tbody>");
     let mut montages = serde_json::Map::new();
     for r in &rows {
@@ -492,7 +509,10 @@ pub async fn write_page(
                 r.override_reason.as_deref().unwrap_or(""),
                 r.model_verdict
             ),
-            None => String::new(),
+            None => match &r.waiting {
+                Some(why) => format!("waits for review: {}", why.replace('_', " ")),
+                None => String::new(),
+            },
         };
         let place = format!(
             "{} / {}",
@@ -503,7 +523,8 @@ pub async fn write_page(
         let caption = format!("{} {} {place} plate {plate}: {}", r.day, r.verdict, reasons);
         let _ = write!(
             s,
-            "<tr class=\"plate\" tabindex=\"0\" data-row=\"{}\" data-verdict=\"{}\" data-caption=\"{}\"><td>{thumb}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"verdict-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"plate{}\" tabindex=\"0\" data-row=\"{}\" data-verdict=\"{}\" data-caption=\"{}\"><td>{thumb}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"verdict-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if r.waiting.is_some() { " waiting" } else { "" },
             r.plate_row,
             esc(&r.verdict),
             esc(&caption),

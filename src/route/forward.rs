@@ -234,6 +234,8 @@ pub enum ForwardError {
 #[derive(Debug, Default)]
 pub struct ForwardStatus {
     destinations: Mutex<BTreeMap<String, DestinationStatus>>,
+    /// This node's plates waiting for a person's decision before anything leaves for them.
+    awaiting_review: std::sync::atomic::AtomicI64,
 }
 
 /// One destination as the forwarder last saw it.
@@ -255,6 +257,12 @@ impl ForwardStatus {
     pub fn snapshot(&self) -> Vec<(String, DestinationStatus)> {
         let map = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
         map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Plates waiting for review, as last counted (refreshed every few seconds).
+    pub fn awaiting_review(&self) -> i64 {
+        self.awaiting_review
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn update<T>(&self, name: &str, f: impl FnOnce(&mut DestinationStatus) -> T) -> T {
@@ -419,6 +427,10 @@ impl Forwarder {
     /// Refreshes the waiting-entry counts of every destination (and of entries queued for a
     /// destination no longer configured, so they show up instead of waiting unseen).
     async fn refresh_backlog(&self) -> Result<(), ForwardError> {
+        let waiting = self.recorder.awaiting_review().await?;
+        self.status
+            .awaiting_review
+            .store(waiting, std::sync::atomic::Ordering::Relaxed);
         let rows = self.recorder.outbox_backlog().await?;
         for dest in &self.forward.destinations {
             self.status.update(&dest.name, |st| {

@@ -48,6 +48,8 @@ pub enum Destination {
     Quarantine,
     /// Identical content was judged before; kept for the record, not judged again.
     Duplicates,
+    /// Judged, but the verdict waits for a person (`plates.needs_review`).
+    Review,
 }
 
 impl Destination {
@@ -57,6 +59,16 @@ impl Destination {
             Destination::Rejected => "rejected",
             Destination::Quarantine => "quarantine",
             Destination::Duplicates => "duplicates",
+            Destination::Review => "review",
+        }
+    }
+
+    /// Where a judged plate goes: `review/` while its verdict waits for a person.
+    pub fn for_judged(verdict: Verdict, needs_review: bool) -> Destination {
+        if needs_review && verdict != Verdict::Error {
+            Destination::Review
+        } else {
+            Destination::for_verdict(verdict)
         }
     }
 

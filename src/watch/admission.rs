@@ -238,18 +238,18 @@ impl Admission {
     async fn resume(&self, path: &Path, job_id: i64, state: JobState, plate_row: Option<i64>) {
         let (label, error, dest) = match plate_row {
             Some(row) => {
-                let (verdict, error) = self
+                let (verdict, error, review) = self
                     .engine
                     .recorder
                     .verdict_of(row)
                     .await
                     .ok()
                     .flatten()
-                    .unwrap_or((Verdict::Error, None));
+                    .unwrap_or((Verdict::Error, None, false));
                 let dest = if state == JobState::Duplicate {
                     Destination::Duplicates
                 } else {
-                    Destination::for_verdict(verdict)
+                    Destination::for_judged(verdict, review)
                 };
                 (verdict.as_str(), error, dest)
             }

@@ -122,7 +122,7 @@ impl Finisher for WatchFinisher {
                 .map(|(_, job_id, r)| Leaving {
                     job_id: *job_id,
                     path: r.source.clone(),
-                    dest: Destination::for_verdict(r.verdict),
+                    dest: Destination::for_judged(r.verdict, r.review.is_some()),
                     label: r.verdict.as_str(),
                     error: r.error.clone(),
                 })

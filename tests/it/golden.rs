@@ -280,6 +280,11 @@ fn logits_and_heat_maps_match_pytorch_autograd() {
         .collect();
     assert_eq!(m.contract.layers, layers);
     assert_eq!(
+        m.contract.feature_distance_threshold.map(f64::from),
+        g["feature_distance_threshold"].as_f64(),
+        "the model's feature-distance threshold is the one the fixtures were made with"
+    );
+    assert_eq!(
         g["cam_target_class"].as_i64().unwrap_or(1),
         m.contract.unusable_index as i64
     );
@@ -306,6 +311,18 @@ fn logits_and_heat_maps_match_pytorch_autograd() {
                 (out.artifact_scores[i] as f64 - f(want)).abs() <= ltol,
                 "{name} artifact score {i}"
             );
+        }
+        // The optional feature distance, from the same graph, against the float64 reference.
+        match (&e["feature_distance"], out.feature_distance) {
+            (Value::Null, None) => {}
+            (want, Some(got)) if want.is_number() => {
+                let want = f(want);
+                assert!(
+                    (got as f64 - want).abs() <= ltol * want.abs().max(1.0),
+                    "{name} feature distance: {got} vs {want}"
+                );
+            }
+            (want, got) => panic!("{name}: feature distance {got:?}, golden {want}"),
         }
         let rel = if exact { 1e-3 } else { 5e-2 };
         let mut judge = |what: String, (d, corr): (f64, f64), bound: f64| {

@@ -1005,3 +1005,148 @@ fn an_override_to_usable_releases_a_held_plate_to_the_pacs() {
         1
     );
 }
+
+/// Doubtful plates wait for a person (issue 17, item 3), with the shipped defaults: a plate
+/// whose score is within `infer.review_margin` log-odds of the threshold is recorded with its
+/// verdict and `needs_review`, filed under `review/`, and nothing leaves for it, neither the
+/// plate nor a rejection note, while the other plates go on. A reviewer's confirmation of a
+/// usable one sends it to the PACS; deciding another one unusable writes and sends its note;
+/// the plates no one has decided keep waiting and head the review page.
+#[test]
+fn a_plate_near_the_threshold_waits_in_review_until_a_person_decides() {
+    use crate::support::cli::{plateqc_command, succeeds};
+    let (port, pacs_port) = (free_port(), free_port());
+    let s = net_site(port, pacs_port, "", "");
+    // The site's test default turns review off; this test runs with the product's default.
+    let cfg = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("review_margin = 0.0\n", "");
+    std::fs::write(&s.config, cfg).unwrap();
+    let pacs = start_pacs(&s.root, pacs_port);
+    let demo = files_under(&root().join("demo/inbox"));
+    for f in &demo {
+        std::fs::copy(f, s.inbox.join(f.file_name().unwrap())).unwrap();
+    }
+    let (_daemon, log) = start_net_daemon(&s, port);
+    wait_until("plates routed", Duration::from_secs(240), || {
+        count(
+            &s.db,
+            "SELECT COUNT(*) FROM jobs WHERE routed_path IS NOT NULL AND state = 'done'",
+        ) == demo.len()
+    });
+    let waiting: Vec<(String, String)> = sql(
+        &s.db,
+        "SELECT sop_instance_uid, verdict FROM plate_verdicts
+          WHERE needs_review = 1 AND review_reason = 'near_threshold' ORDER BY plate_row",
+    )
+    .lines()
+    .map(|l| {
+        let (u, v) = l.split_once('|').unwrap();
+        (u.to_string(), v.to_string())
+    })
+    .collect();
+    let good = waiting.iter().find(|(_, v)| v == "usable").cloned();
+    let bad = waiting.iter().find(|(_, v)| v == "unusable").cloned();
+    let (Some((good, _)), Some((bad, _))) = (good, bad) else {
+        panic!("the demo inbox has near-threshold plates of both verdicts: {waiting:?}");
+    };
+    // Every plate outside review is dispatched and sent; the waiting ones are not.
+    wait_until("the others dispatched", Duration::from_secs(60), || {
+        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len() - waiting.len()
+    });
+    wait_until("the outbox drained", Duration::from_secs(60), || {
+        count(&s.db, "SELECT COUNT(*) FROM outbox WHERE state <> 'sent'") == 0
+    });
+    let in_review: Vec<PathBuf> = files_under(&s.out.join("review"));
+    assert_eq!(in_review.len(), waiting.len(), "{in_review:?}");
+    for (uid, _) in &waiting {
+        let about = |table: &str| {
+            count(
+                &s.db,
+                &format!(
+                    "SELECT COUNT(*) FROM {table} t JOIN plates p ON p.id = t.plate_row
+                      WHERE p.sop_instance_uid = '{uid}'"
+                ),
+            )
+        };
+        assert_eq!(about("rejection_notes"), 0, "no note for {uid} yet");
+        assert_eq!(about("outbox"), 0, "nothing queued for {uid} yet");
+    }
+    let stored = pacs.stored(|p| p != "KO" && p != "SC");
+    assert!(!stored.is_empty(), "the plates outside review were sent");
+    assert!(!stored.contains(&good));
+    let gauge = |n: usize| format!("plateqc_plates_awaiting_review {n}\n");
+    wait_until(
+        "/metrics counts the waiting plates",
+        Duration::from_secs(30),
+        || http_get_from_log(&log, "/metrics").contains(&gauge(waiting.len())),
+    );
+
+    // The review page lists the waiting plates first, and says what to do.
+    let page = s.root.join("review.html");
+    succeeds(
+        plateqc_command()
+            .args(["--config", s.config.to_str().unwrap(), "report", "--html"])
+            .arg(&page),
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    let first_row = html.find("<tr class=\"plate").unwrap();
+    assert!(
+        html[first_row..].starts_with("<tr class=\"plate waiting\""),
+        "waiting plates first"
+    );
+    assert!(
+        html.contains(&format!("{} plates wait for a person", waiting.len())),
+        "the count of waiting plates"
+    );
+
+    // Decisions: a confirmation sends the plate; "unusable" writes and sends the note.
+    let decide = |uid: &str, verdict: &str| {
+        succeeds(
+            plateqc_command()
+                .args(["--config", s.config.to_str().unwrap(), "override", uid])
+                .args([
+                    "--verdict",
+                    verdict,
+                    "--by",
+                    "QA",
+                    "--reason",
+                    "looked at it",
+                ]),
+        );
+    };
+    decide(&good, "usable");
+    decide(&bad, "unusable");
+    wait_until(
+        "the confirmed plate at the PACS",
+        Duration::from_secs(60),
+        || pacs.stored(|p| p != "KO" && p != "SC").contains(&good),
+    );
+    wait_until(
+        "the decided plate's note sent",
+        Duration::from_secs(60),
+        || {
+            count(
+                &s.db,
+                &format!(
+                    "SELECT COUNT(*) FROM outbox o JOIN plates p ON p.id = o.plate_row
+                  WHERE p.sop_instance_uid = '{bad}' AND o.kind = 'kos' AND o.state = 'sent'"
+                ),
+            ) == 1
+        },
+    );
+    assert!(
+        !pacs.stored(|p| p != "KO" && p != "SC").contains(&bad),
+        "a plate decided unusable is held"
+    );
+    // The undecided ones still wait.
+    assert_eq!(
+        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 0"),
+        waiting.len() - 2
+    );
+    wait_until("/metrics counts the rest", Duration::from_secs(30), || {
+        http_get_from_log(&log, "/metrics").contains(&gauge(waiting.len() - 2))
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("ERROR"), "{text}");
+}

@@ -802,3 +802,69 @@ fn the_view_body_part_and_exposure_indicator_of_a_plate_are_recorded() {
         "no exposure indicator made up"
     );
 }
+
+/// `infer.review_unfamiliar`: a plate whose exported feature distance is at or above the
+/// model's `plateqc.feature_distance_threshold` is recorded with its verdict, `needs_review`
+/// and the reason `unfamiliar`, and one below it is not; the distance is recorded for every
+/// judged plate. Judged on non-dental radiographs (pydicom's test files) beside the fixtures;
+/// which of them the model finds unfamiliar is the model's business, so the test reads the
+/// threshold from the model and checks the rule on each plate, and needs one on each side.
+#[test]
+fn an_unfamiliar_plate_waits_for_review_when_the_site_asks_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("in");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let src = pydicom_test_files();
+    for name in [
+        "693_J2KI.dcm",
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "JPEG2000.dcm",
+    ] {
+        std::fs::copy(src.join(name), inbox.join(name)).unwrap();
+    }
+    for name in ["01_explicit_le_u16_rescale.dcm", "06_rle_s12.dcm"] {
+        std::fs::copy(root().join("tests/fixtures").join(name), inbox.join(name)).unwrap();
+    }
+    let cfg = dir.path().join("plateqc.toml");
+    std::fs::write(
+        &cfg,
+        "[infer]\nreview_unfamiliar = true\nreview_margin = 0.0\n",
+    )
+    .unwrap();
+    let db = dir.path().join("qc.sqlite");
+    succeeds(
+        scan_command(Some(&cfg), &inbox, &db, &dir.path().join("out"))
+            .args(["--modalities", "any"]),
+    );
+    let model =
+        plateqc::infer::Model::load(&Config::default().paths.model, None, &Default::default())
+            .unwrap();
+    let limit = model
+        .contract
+        .feature_distance_threshold
+        .expect("the shipped model exports feature_distance") as f64;
+    let rows = sql(
+        &db,
+        "SELECT feature_distance, needs_review, coalesce(review_reason, '-') FROM plates
+          WHERE verdict <> 'error'",
+    );
+    let (mut over, mut under) = (0, 0);
+    for line in rows.lines() {
+        let v: Vec<&str> = line.split('|').collect();
+        let d: f64 = v[0]
+            .parse()
+            .unwrap_or_else(|_| panic!("no distance: {line}"));
+        if d >= limit {
+            over += 1;
+            assert_eq!(&v[1..], ["1", "unfamiliar"], "{line} (threshold {limit})");
+        } else {
+            under += 1;
+            assert_eq!(&v[1..], ["0", "-"], "{line} (threshold {limit})");
+        }
+    }
+    assert!(
+        over > 0 && under > 0,
+        "plates on both sides of {limit}: {rows}"
+    );
+}

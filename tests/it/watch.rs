@@ -235,10 +235,10 @@ fn unwritable_output_keeps_the_file_and_recovers_without_rejudging() {
 fn a_burst_is_back_pressured_to_a_bounded_number_of_plates() {
     let s = site();
     let (workers, batch) = (2usize, 4usize);
-    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
-    cfg.push_str(&format!(
-        "[scan]\ndecode_workers = {workers}\n[infer]\nbatch_size = {batch}\n"
-    ));
+    let cfg = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("[infer]\n", &format!("[infer]\nbatch_size = {batch}\n"))
+        + &format!("[scan]\ndecode_workers = {workers}\n");
     std::fs::write(&s.config, cfg).unwrap();
     let staging = s.root.join("staging");
     std::fs::create_dir_all(&staging).unwrap();

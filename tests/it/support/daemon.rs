@@ -26,6 +26,9 @@ pub struct Site {
     pub config: PathBuf,
 }
 
+/// A daemon's site in a temporary folder: its inbox, output, database and config. Review of
+/// near-threshold plates is off (`infer.review_margin = 0`), so that every plate of a test
+/// leaves with its verdict; the review tests turn it back on.
 pub fn site() -> Site {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
@@ -39,7 +42,7 @@ pub fn site() -> Site {
     std::fs::write(
         &config,
         format!(
-            "[paths]\ndb = \"{}\"\nout = \"{}\"\n[watch]\ninboxes = [\"{}\"]\nquiet_ms = 400\nrescan_secs = 2\nmetrics_listen = \"127.0.0.1:0\"\n",
+            "[paths]\ndb = \"{}\"\nout = \"{}\"\n[infer]\nreview_margin = 0.0\n[watch]\ninboxes = [\"{}\"]\nquiet_ms = 400\nrescan_secs = 2\nmetrics_listen = \"127.0.0.1:0\"\n",
             db.display(),
             out.display(),
             inbox.display()
