@@ -4,7 +4,7 @@
 use crate::support::daemon::{files_under, http_get_from_log, sql, wait_until};
 use crate::support::dicom::{
     copy_as_new_instance, count, dciodvfy_errors, dcmdump, echo, free_port, net_site, peer,
-    start_net_daemon, start_pacs,
+    start_net_daemon, start_pacs, wait_dispatched,
 };
 use crate::support::{pydicom_describe, python, root, stdout_of, support_file};
 use plateqc::route::notes::{self, Rejection};
@@ -394,9 +394,7 @@ fn outbox_waits_for_a_down_pacs_survives_a_restart_and_never_sends_twice() {
         std::fs::copy(f, s.inbox.join(f.file_name().unwrap())).unwrap();
     }
     let (daemon, _log) = start_net_daemon(&s, port);
-    wait_until("plates judged", Duration::from_secs(240), || {
-        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
-    });
+    wait_dispatched(&s.db, demo.len());
     let usable = count(
         &s.db,
         "SELECT COUNT(*) FROM plates WHERE verdict = 'usable'",
@@ -508,9 +506,7 @@ fn forward_policy_sends_unusable_plates_followed_by_their_rejection_notes() {
         std::fs::copy(f, s.inbox.join(f.file_name().unwrap())).unwrap();
     }
     let (_daemon, _log) = start_net_daemon(&s, port);
-    wait_until("plates dispatched", Duration::from_secs(240), || {
-        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
-    });
+    wait_dispatched(&s.db, demo.len());
     wait_until("the outbox drained", Duration::from_secs(60), || {
         count(&s.db, "SELECT COUNT(*) FROM outbox WHERE state <> 'sent'") == 0
     });
@@ -810,9 +806,7 @@ fn a_wrong_called_ae_title_is_named_once_in_the_log_metrics_and_outbox_and_a_fix
         std::fs::copy(f, s.inbox.join(f.file_name().unwrap())).unwrap();
     }
     let (daemon, log) = start_net_daemon(&s, port);
-    wait_until("plates dispatched", Duration::from_secs(240), || {
-        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
-    });
+    wait_dispatched(&s.db, demo.len());
     let usable = count(
         &s.db,
         "SELECT COUNT(*) FROM plates WHERE verdict = 'usable'",
@@ -939,9 +933,7 @@ fn an_override_to_usable_releases_a_held_plate_to_the_pacs() {
         std::fs::copy(f, s.inbox.join(f.file_name().unwrap())).unwrap();
     }
     let (_daemon, log) = start_net_daemon(&s, port);
-    wait_until("plates dispatched", Duration::from_secs(240), || {
-        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
-    });
+    wait_dispatched(&s.db, demo.len());
     wait_until("the outbox drained", Duration::from_secs(60), || {
         count(&s.db, "SELECT COUNT(*) FROM outbox WHERE state <> 'sent'") == 0
     });
@@ -970,15 +962,10 @@ fn an_override_to_usable_releases_a_held_plate_to_the_pacs() {
     );
     // The review page shows each unusable plate's rejection note and where it went.
     let page = s.root.join("review.html");
-    let out = plateqc_command()
-        .args(["--config", s.config.to_str().unwrap(), "report", "--html"])
-        .arg(&page)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::support::cli::succeeds(
+        plateqc_command()
+            .args(["--config", s.config.to_str().unwrap(), "report", "--html"])
+            .arg(&page),
     );
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains("<th>Rejection note</th>"));

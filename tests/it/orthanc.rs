@@ -4,7 +4,7 @@
 
 use crate::support::cli::{override_to_usable, plateqc_command};
 use crate::support::daemon::{site, sql, wait_until, Site};
-use crate::support::dicom::{count, dciodvfy_errors, dcmdump};
+use crate::support::dicom::{count, dciodvfy_errors, dcmdump, wait_dispatched};
 use crate::support::orthanc::{start_orthanc, start_orthanc_dicomweb, Orthanc, Stored};
 use crate::support::{pydicom_describe, root};
 use std::collections::{BTreeSet, HashMap};
@@ -93,9 +93,7 @@ fn orthanc_gets_usable_plates_and_notes_in_their_studies_and_a_released_plate() 
     let s = orthanc_site(&o, "ORTHANC", "retry_base_secs = 1\nretry_max_secs = 2\n");
     let demo = copy_demo(&s, usize::MAX);
     let (_daemon, log) = start_daemon(&s);
-    wait_until("plates dispatched", Duration::from_secs(240), || {
-        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
-    });
+    wait_dispatched(&s.db, demo.len());
     drained(&s);
     let usable = uids(
         &s.db,
@@ -184,9 +182,7 @@ fn orthanc_restricted_to_uncompressed_syntaxes_gets_every_plate_transcoded_with_
     );
     let demo = copy_demo(&s, 12);
     let (_daemon, _log) = start_daemon(&s);
-    wait_until("plates dispatched", Duration::from_secs(240), || {
-        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
-    });
+    wait_dispatched(&s.db, demo.len());
     drained(&s);
     let stored = o.instances();
     let sop = by_sop(&stored);
@@ -269,9 +265,7 @@ fn a_wrong_ae_title_towards_orthanc_is_one_warn_with_the_fix_and_the_fix_sends()
     );
     let demo = copy_demo(&s, 8);
     let (daemon, log) = start_daemon(&s);
-    wait_until("plates dispatched", Duration::from_secs(240), || {
-        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
-    });
+    wait_dispatched(&s.db, demo.len());
     let usable = count(
         &s.db,
         "SELECT COUNT(*) FROM plates WHERE verdict = 'usable'",
@@ -366,9 +360,7 @@ fn stow_rs_to_orthanc_dicomweb_names_a_wrong_password_and_stores_once_it_is_fixe
 
     let demo = copy_demo(&s, 8);
     let (_daemon, log) = start_daemon(&s);
-    wait_until("plates dispatched", Duration::from_secs(240), || {
-        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
-    });
+    wait_dispatched(&s.db, demo.len());
     wait_until("every item tried", Duration::from_secs(60), || {
         count(&s.db, "SELECT COUNT(*) FROM outbox WHERE attempts >= 1")
             == count(&s.db, "SELECT COUNT(*) FROM outbox")
@@ -428,15 +420,10 @@ fn stow_rs_over_https_trusts_the_site_ca_from_ca_file() {
     let dir = s0.root.join("tls");
     std::fs::create_dir_all(&dir).unwrap();
     let ssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        crate::support::cli::succeeds(
+            std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir),
         );
     };
     ssl(&[
@@ -509,9 +496,7 @@ fn stow_rs_over_https_trusts_the_site_ca_from_ca_file() {
     assert_eq!(code, Some(0), "{out}");
     let demo = copy_demo(&s, 6);
     let (_daemon, _log) = start_daemon(&s);
-    wait_until("plates dispatched", Duration::from_secs(240), || {
-        count(&s.db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == demo.len()
-    });
+    wait_dispatched(&s.db, demo.len());
     drained(&s);
     let sent = uids(
         &s.db,

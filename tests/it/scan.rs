@@ -766,14 +766,12 @@ fn the_view_body_part_and_exposure_indicator_of_a_plate_are_recorded() {
     stdout_of(py, "pydicom, tagging a plate");
     std::fs::copy(&demo[1], inbox.join("plain.dcm")).unwrap();
     let db = tmp.path().join("qc.sqlite");
-    let out = scan_command(None, &inbox, &db, &tmp.path().join("out"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&mut scan_command(
+        None,
+        &inbox,
+        &db,
+        &tmp.path().join("out"),
+    ));
     let row = |name: &str| {
         sql(
             &db,

@@ -141,6 +141,14 @@ pub fn count(db: &Path, q: &str) -> usize {
     sql(db, q).parse().unwrap_or(0)
 }
 
+/// Waits (up to 4 minutes) until the daemon recording into `db` has dispatched `n` jobs:
+/// judged, routed, and their notes and outbox entries written.
+pub fn wait_dispatched(db: &Path, n: usize) {
+    wait_until("plates dispatched", Duration::from_secs(240), || {
+        count(db, "SELECT COUNT(*) FROM jobs WHERE dispatched = 1") == n
+    });
+}
+
 /// Runs `net_peer.py` (pynetdicom) and returns its JSON report.
 pub fn peer(args: &[&str], files: &[PathBuf]) -> serde_json::Value {
     let mut cmd = Command::new(python());
