@@ -271,4 +271,30 @@ mod tests {
             "size mismatch refused"
         );
     }
+
+    /// A capture read back from disk may have been cut short or damaged since it was written:
+    /// every prefix and a run of single-byte corruptions of a real stream give an error or
+    /// pixels of the promised size, never a crash or a buffer of another size; a stream cut in
+    /// its scan data is an error.
+    #[test]
+    fn a_cut_or_damaged_capture_is_an_error_or_the_right_size() {
+        let (w, h) = (40, 24);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 13 % 256) as u8).collect();
+        let jpeg = encode_rgb(&rgb, w, h, 90).unwrap();
+        let check = |bytes: &[u8]| {
+            if let Ok(px) = decode_rgb8(bytes, w, h) {
+                assert_eq!(px.len(), w * h * 3);
+            }
+        };
+        for cut in (0..jpeg.len()).step_by(7) {
+            check(&jpeg[..cut]);
+        }
+        // A stream cut in its scan data is refused, not padded out with grey.
+        assert!(decode_rgb8(&jpeg[..jpeg.len() / 3 * 2], w, h).is_err());
+        for i in (2..jpeg.len()).step_by(5) {
+            let mut bad = jpeg.clone();
+            bad[i] ^= 0x5A;
+            check(&bad);
+        }
+    }
 }
