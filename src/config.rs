@@ -192,6 +192,12 @@ impl Config {
                 self.infer.batch_size
             ));
         }
+        let margin = self.infer.review_margin;
+        if !(margin.is_finite() && (0.0..=10.0).contains(&margin)) {
+            p.push(format!(
+                "[infer] review_margin {margin} must be 0 (off) to 10 log-odds"
+            ));
+        }
         if self.infer.intra_threads == 0 {
             p.push("[infer] intra_threads must be at least 1".into());
         }
@@ -367,6 +373,23 @@ mod tests {
         assert!(all.contains("alpha"), "{all}");
         assert!(all.contains("batch_size"), "{all}");
         assert_eq!(err.problems.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn a_review_margin_must_be_a_sane_number_of_log_odds() {
+        for bad in ["-0.5", "11", "nan", "inf"] {
+            let text = format!("[infer]\nreview_margin = {bad}\n");
+            let err = Config::from_toml(&text, "t").unwrap_err();
+            assert!(
+                err.problems.iter().any(|p| p.contains("review_margin")),
+                "{bad}: {:?}",
+                err.problems
+            );
+        }
+        for good in ["0.0", "0.5", "2"] {
+            let text = format!("[infer]\nreview_margin = {good}\n");
+            assert!(Config::from_toml(&text, "t").is_ok(), "{good}");
+        }
     }
 
     #[test]
