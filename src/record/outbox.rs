@@ -34,6 +34,9 @@ pub struct Routed {
     pub model_name: Option<String>,
     pub model_version: Option<String>,
     pub montage_path: Option<String>,
+    /// 1 when the plate waited for review and a later judgement of the same image at this
+    /// site replaced it before anyone decided: nothing is sent for it (the later one speaks).
+    pub replaced_in_review: i64,
 }
 
 /// A rejection note written to disk, or an instance queued for one destination.
@@ -85,7 +88,8 @@ impl Recorder {
             // A plate that waits for review is dispatched once a reviewer has decided (an
             // override or a confirmation of its instance), with the reviewer's verdict: the
             // note is written and the plate queued only then. Without a UID it cannot be
-            // reviewed, and nothing would be sent for it anyway.
+            // reviewed, and nothing would be sent for it anyway. One that a later judgement
+            // of the same image replaced while it waited is settled with nothing sent.
             sqlx::query_as(
                 "SELECT j.id AS job_id, j.routed_path, p.id AS plate_row,
                         CASE WHEN p.needs_review = 1
@@ -94,11 +98,15 @@ impl Recorder {
                                              ORDER BY o.id DESC LIMIT 1), p.verdict)
                              ELSE p.verdict END AS verdict,
                         p.sop_class_uid, p.sop_instance_uid, p.reason_code, p.unusable_score,
-                        p.threshold, p.model_name, p.model_version, p.montage_path
+                        p.threshold, p.model_name, p.model_version, p.montage_path,
+                        CASE WHEN p.needs_review = 1 AND p.superseded = 1
+                                  AND NOT EXISTS (SELECT 1 FROM overrides o
+                                                   WHERE o.sop_instance_uid = p.sop_instance_uid)
+                             THEN 1 ELSE 0 END AS replaced_in_review
                    FROM jobs j JOIN plates p ON p.id = j.plate_row
                   WHERE j.node = $1 AND j.dispatched = 0 AND j.routed_path IS NOT NULL
                     AND j.state = $2
-                    AND (p.needs_review = 0 OR p.sop_instance_uid IS NULL
+                    AND (p.needs_review = 0 OR p.superseded = 1 OR p.sop_instance_uid IS NULL
                          OR EXISTS (SELECT 1 FROM overrides o
                                      WHERE o.sop_instance_uid = p.sop_instance_uid))
                   ORDER BY j.id LIMIT 256",
@@ -118,7 +126,8 @@ impl Recorder {
             sqlx::query_scalar(
                 "SELECT COUNT(*) FROM jobs j JOIN plates p ON p.id = j.plate_row
                   WHERE j.node = $1 AND j.dispatched = 0 AND j.routed_path IS NOT NULL
-                    AND j.state = $2 AND p.needs_review = 1 AND p.sop_instance_uid IS NOT NULL
+                    AND j.state = $2 AND p.needs_review = 1 AND p.superseded = 0
+                    AND p.sop_instance_uid IS NOT NULL
                     AND NOT EXISTS (SELECT 1 FROM overrides o
                                      WHERE o.sop_instance_uid = p.sop_instance_uid)",
             )

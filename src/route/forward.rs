@@ -322,6 +322,15 @@ impl Forwarder {
     }
 
     async fn dispatch_one(&self, job: Routed) -> Result<(), ForwardError> {
+        if job.replaced_in_review != 0 {
+            tracing::info!(
+                job = job.job_id,
+                "a later judgement of the same image replaced this one while it waited for \
+                 review; nothing is sent for it"
+            );
+            self.recorder.dispatch(&job, &[], &[]).await?;
+            return Ok(());
+        }
         let (fwd, note_opts) = (&self.forward, &self.notes);
         let verdict: Verdict = job.verdict.parse().unwrap_or(Verdict::Error);
         let unusable = verdict == Verdict::Unusable;

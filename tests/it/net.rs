@@ -1134,6 +1134,62 @@ fn a_plate_near_the_threshold_waits_in_review_until_a_person_decides() {
     wait_until("/metrics counts the rest", Duration::from_secs(30), || {
         http_get_from_log(&log, "/metrics").contains(&gauge(waiting.len() - 2))
     });
+
+    // A waiting image sent again (another file, same instance) is judged again and waits
+    // again; the judgement it replaced is settled with nothing sent, and a decision then sends
+    // the image once.
+    let (again, _) = waiting
+        .iter()
+        .find(|(u, _)| u != &good && u != &bad)
+        .cloned()
+        .expect("a third near-threshold plate in the demo inbox");
+    let name = sql(
+        &s.db,
+        &format!("SELECT source_path FROM plates WHERE sop_instance_uid = '{again}'"),
+    );
+    let name = Path::new(&name).file_name().unwrap().to_owned();
+    let resent = s.root.join("resent.dcm");
+    let mut py = Command::new(python());
+    py.args([
+        "-c",
+        "import sys, pydicom\n\
+         ds = pydicom.dcmread(sys.argv[1])\n\
+         ds.StationName = 'RESENT'\n\
+         ds.save_as(sys.argv[2])",
+    ])
+    .arg(root().join("demo/inbox").join(&name))
+    .arg(&resent);
+    stdout_of(py, "pydicom, a changed copy of a waiting plate");
+    std::fs::copy(&resent, s.inbox.join("resent.dcm")).unwrap();
+    let rows_of = |uid: &str| {
+        sql(
+            &s.db,
+            &format!(
+                "SELECT p.id, p.superseded, j.dispatched FROM plates p
+                   JOIN jobs j ON j.plate_row = p.id
+                  WHERE p.sop_instance_uid = '{uid}' ORDER BY p.id"
+            ),
+        )
+    };
+    wait_until("the old judgement settled", Duration::from_secs(60), || {
+        let r = rows_of(&again);
+        r.lines().count() == 2 && r.lines().next().unwrap().ends_with("|1|1")
+    });
+    assert!(rows_of(&again).lines().nth(1).unwrap().ends_with("|0|0"));
+    let sent_for = |uid: &str| {
+        count(
+            &s.db,
+            &format!(
+                "SELECT COUNT(*) FROM outbox o JOIN plates p ON p.id = o.plate_row
+                  WHERE p.sop_instance_uid = '{uid}'"
+            ),
+        )
+    };
+    assert_eq!(sent_for(&again), 0, "nothing for the replaced judgement");
+    decide(&again, "usable");
+    wait_until("the image sent once", Duration::from_secs(60), || {
+        sent_for(&again) == 1
+    });
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("ERROR"), "{text}");
 }
