@@ -259,7 +259,8 @@ fn a_burst_is_back_pressured_to_a_bounded_number_of_plates() {
     }
     let total = names.len();
     assert!(total >= 200, "{total} files");
-    let (mut child, log) = start_logged(&s, "info,jpeg2k=warn");
+    let (mut daemon, log) = start_logged(&s, "info,jpeg2k=warn");
+    let child = &mut daemon.child;
     for name in &names {
         std::fs::rename(staging.join(name), s.inbox.join(name)).unwrap();
     }
@@ -321,7 +322,8 @@ fn sighup_reloads_the_model_and_refuses_a_broken_one() {
         &format!("[paths]\nmodel = \"{}\"\n", model.display()),
     );
     std::fs::write(&s.config, cfg).unwrap();
-    let (mut child, log) = start_logged(&s, "info,jpeg2k=warn");
+    let (mut daemon, log) = start_logged(&s, "info,jpeg2k=warn");
+    let child = &mut daemon.child;
     let fx = fixture_files();
     let hup = |child: &Child| unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     let log_has = |needle: &str| {
@@ -334,7 +336,7 @@ fn sighup_reloads_the_model_and_refuses_a_broken_one() {
     });
 
     std::fs::copy(support_file("not-a-plateqc-model.onnx"), &model).unwrap();
-    hup(&child);
+    hup(child);
     wait_until("the broken model refused", Duration::from_secs(30), || {
         log_has("model reload failed")
     });
@@ -351,7 +353,7 @@ fn sighup_reloads_the_model_and_refuses_a_broken_one() {
     );
 
     std::fs::copy(plateqc::config::default_model_path(), &model).unwrap();
-    hup(&child);
+    hup(child);
     wait_until("the model reloaded", Duration::from_secs(30), || {
         log_has("model reloaded")
     });
@@ -451,7 +453,8 @@ fn stops_with_plates_in_flight_quarantine_no_neighbour() {
             .unwrap();
         rec.close().await;
     });
-    let (mut child, log) = start_logged(&s, "info");
+    let (mut daemon, log) = start_logged(&s, "info");
+    let child = &mut daemon.child;
     wait_until("all five routed", Duration::from_secs(180), || {
         sql(
             &s.db,
@@ -536,7 +539,8 @@ fn odd_names_and_links_in_the_inbox_are_settled_once_without_following() {
     std::os::unix::fs::symlink(&real, s.inbox.join("link.dcm")).unwrap();
     std::fs::create_dir_all(s.inbox.join("sub")).unwrap();
     std::os::unix::fs::symlink(&s.inbox, s.inbox.join("sub/loop")).unwrap();
-    let (mut child, log) = start_logged(&s, "info");
+    let (mut daemon, log) = start_logged(&s, "info");
+    let child = &mut daemon.child;
     wait_until("three entries routed", Duration::from_secs(120), || {
         sql(
             &s.db,
@@ -668,8 +672,7 @@ fn a_transient_read_error_puts_the_plate_back_instead_of_quarantining_it() {
     })
     .unwrap();
     std::fs::rename(&staged, &target).unwrap();
-    let (child, log) = start_logged(&s, "info");
-    let d = crate::support::daemon::Daemon { child };
+    let (d, log) = start_logged(&s, "info");
     let pid = d.child.id();
     let t = std::time::Instant::now();
     while sql(
@@ -790,7 +793,8 @@ fn metrics_carry_the_recent_reject_analysis_and_every_metric_the_alert_rules_use
     assert!(images > 0);
     let level = report["totals"]["level"].as_str().unwrap().to_string();
 
-    let (mut child, log) = start_logged(&s, "info");
+    let (mut daemon, log) = start_logged(&s, "info");
+    let child = &mut daemon.child;
     wait_until("metrics listening", Duration::from_secs(60), || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()

@@ -65,11 +65,12 @@ pub fn start(site: &Site) -> Daemon {
     }
 }
 
-/// The daemon with its log (at `filter`) in `<site>/daemon.log`; returns the child and the log.
-pub fn start_logged(site: &Site, filter: &str) -> (Child, PathBuf) {
+/// The daemon with its log (at `filter`) in `<site>/daemon.log`; returns the daemon (killed
+/// when dropped, so a failing test does not leave it running) and the log.
+pub fn start_logged(site: &Site, filter: &str) -> (Daemon, PathBuf) {
     let log = site.root.join("daemon.log");
     let child = spawn_daemon(site, filter, std::fs::File::create(&log).unwrap().into());
-    (child, log)
+    (Daemon { child }, log)
 }
 
 pub fn spawn_daemon(site: &Site, filter: &str, stderr: Stdio) -> Child {
