@@ -179,18 +179,16 @@ pub(super) fn read_contract(
                 }
             }
             let key = "plateqc.feature_distance_threshold";
-            match meta.custom(key) {
-                None => {
-                    broken.push(format!("output 'feature_distance' needs metadata '{key}'"));
+            let value = meta.custom(key);
+            if value.is_none() {
+                broken.push(format!("output 'feature_distance' needs metadata '{key}'"));
+            }
+            match num(key, &value, &mut broken) {
+                Some(t) if t <= 0.0 || !(t as f32).is_finite() => {
+                    broken.push(format!("metadata '{key}' = {t} must be a positive float32"));
                     None
                 }
-                Some(v) => match v.trim().parse::<f32>() {
-                    Ok(t) if t.is_finite() && t > 0.0 => Some(t),
-                    _ => {
-                        broken.push(format!("metadata '{key}' = '{v}' is not a positive number"));
-                        None
-                    }
-                },
+                t => t.map(|t| t as f32),
             }
         }
     };
