@@ -71,6 +71,12 @@ pub struct Failure<'a> {
     pub error: &'a str,
 }
 
+/// A judged plate `p` that waits for review and no one has decided on yet (no override or
+/// confirmation of its instance). Without a UID it cannot be reviewed, so it never waits. The
+/// dispatch holds such plates back and the waiting count counts them: one definition for both.
+const UNDECIDED: &str = "(p.needs_review = 1 AND p.sop_instance_uid IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM overrides o WHERE o.sop_instance_uid = p.sop_instance_uid))";
+
 impl Recorder {
     /// This node's routed plates still to dispatch, oldest first (at most 256). Jobs with
     /// nothing to send or note (quarantined files, duplicates) are marked dispatched here.
@@ -90,7 +96,7 @@ impl Recorder {
             // note is written and the plate queued only then. Without a UID it cannot be
             // reviewed, and nothing would be sent for it anyway. One that a later judgement
             // of the same image replaced while it waited is settled with nothing sent.
-            sqlx::query_as(
+            sqlx::query_as(&format!(
                 "SELECT j.id AS job_id, j.routed_path, p.id AS plate_row,
                         CASE WHEN p.needs_review = 1
                              THEN coalesce((SELECT o.verdict FROM overrides o
@@ -99,18 +105,13 @@ impl Recorder {
                              ELSE p.verdict END AS verdict,
                         p.sop_class_uid, p.sop_instance_uid, p.reason_code, p.unusable_score,
                         p.threshold, p.model_name, p.model_version, p.montage_path,
-                        CASE WHEN p.needs_review = 1 AND p.superseded = 1
-                                  AND NOT EXISTS (SELECT 1 FROM overrides o
-                                                   WHERE o.sop_instance_uid = p.sop_instance_uid)
+                        CASE WHEN {UNDECIDED} AND p.superseded = 1
                              THEN 1 ELSE 0 END AS replaced_in_review
                    FROM jobs j JOIN plates p ON p.id = j.plate_row
                   WHERE j.node = $1 AND j.dispatched = 0 AND j.routed_path IS NOT NULL
-                    AND j.state = $2
-                    AND (p.needs_review = 0 OR p.superseded = 1 OR p.sop_instance_uid IS NULL
-                         OR EXISTS (SELECT 1 FROM overrides o
-                                     WHERE o.sop_instance_uid = p.sop_instance_uid))
-                  ORDER BY j.id LIMIT 256",
-            )
+                    AND j.state = $2 AND NOT ({UNDECIDED} AND p.superseded = 0)
+                  ORDER BY j.id LIMIT 256"
+            ))
             .bind(node)
             .bind(JobState::Done.as_str())
             .fetch_all(pool)
@@ -123,14 +124,11 @@ impl Recorder {
     pub async fn awaiting_review(&self) -> Result<i64, RecordError> {
         let node = self.site.as_str();
         Ok(on_pool!(&self.pool, pool => {
-            sqlx::query_scalar(
+            sqlx::query_scalar(&format!(
                 "SELECT COUNT(*) FROM jobs j JOIN plates p ON p.id = j.plate_row
                   WHERE j.node = $1 AND j.dispatched = 0 AND j.routed_path IS NOT NULL
-                    AND j.state = $2 AND p.needs_review = 1 AND p.superseded = 0
-                    AND p.sop_instance_uid IS NOT NULL
-                    AND NOT EXISTS (SELECT 1 FROM overrides o
-                                     WHERE o.sop_instance_uid = p.sop_instance_uid)",
-            )
+                    AND j.state = $2 AND {UNDECIDED} AND p.superseded = 0"
+            ))
             .bind(node)
             .bind(JobState::Done.as_str())
             .fetch_one(pool)
