@@ -74,7 +74,8 @@ fn scan(plate: &str, station: &str, i: usize, finding: Option<(&str, &str)>) -> 
 
 /// PLATE-A (station ST-1): 25 scans, scratched on the 5 oldest and on 10 of its last 20.
 /// PLATE-B (ST-2): 20 scans, scratched on 8. PLATE-C (ST-2): 10 scans, cone cut on 2.
-/// Plus one file that failed and one re-scan of PLATE-A's latest image.
+/// Plus one file that failed, one re-scan of PLATE-A's latest image, and PLATE-C's last scan
+/// without overlays.
 async fn record_scenario(db: &str) {
     let rec = Recorder::open_as(Path::new(db), "north").await.unwrap();
     let scratch = Some(("scratch", "111214"));
@@ -101,7 +102,11 @@ async fn record_scenario(db: &str) {
     }
     for i in 0..10 {
         let cut = (i >= 8).then_some(("cone_cut", "111209"));
-        rec.insert(&scan("PLATE-C", "ST-2", i, cut)).await.unwrap();
+        let mut s = scan("PLATE-C", "ST-2", i, cut);
+        if i == 9 {
+            s.overlay_error = Some("cannot write overlay: disk full".into());
+        }
+        rec.insert(&s).await.unwrap();
     }
     rec.insert(&scan("PLATE-A", "ST-1", 24, None))
         .await
@@ -141,6 +146,12 @@ async fn report_answers_how_many_why_where_and_which_plates_on_both_backends() {
         );
         assert_eq!(before["totals"]["rejected"], 25, "{backend}");
         assert_eq!(before["errors"], 1, "{backend}");
+        assert_eq!(before["without_overlays"], 1, "{backend}");
+        assert_eq!(
+            report_json(&db, &["--station", "ST-1"])["without_overlays"],
+            0,
+            "{backend}: PLATE-C is scanned at ST-2"
+        );
         let worn: Vec<&str> = before["plates_to_replace"]
             .as_array()
             .unwrap()
