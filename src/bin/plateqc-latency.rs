@@ -76,16 +76,30 @@ fn main() {
         ),
     )
     .unwrap();
-    // Distinct content per drop (the preamble is ignored by readers), so none is a duplicate.
+    // Every drop is a new image: its own SOP Instance UID (so distinct content, no duplicate,
+    // and no drop is a re-scan of an earlier one, which would settle a plate waiting for review
+    // and re-stamp its journal row when the re-scan arrives).
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
     let stage = |tag: &str, n: usize| -> Vec<String> {
         (0..n)
             .map(|i| {
-                let mut bytes = std::fs::read(&sources[i % sources.len()]).unwrap();
-                bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
-                // The preamble is 128 bytes; the tag is short.
-                bytes[8..8 + tag.len()].copy_from_slice(tag.as_bytes());
+                let src = &sources[i % sources.len()];
+                let mut obj = dicom_object::open_file(src)
+                    .unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+                let round: u32 = tag.bytes().map(u32::from).sum();
+                let uid = format!("2.25.{stamp}{round}{i:06}");
+                obj.put_str(
+                    dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+                    dicom_core::VR::UI,
+                    uid.clone(),
+                );
+                obj.update_meta(|m| m.media_storage_sop_instance_uid = uid);
                 let name = format!("{tag}{i:05}.dcm");
-                std::fs::write(staging.join(&name), bytes).unwrap();
+                obj.write_to_file(staging.join(&name))
+                    .unwrap_or_else(|e| panic!("writing {name} from {}: {e}", src.display()));
                 name
             })
             .collect()
@@ -146,10 +160,16 @@ fn main() {
                 .unwrap_or(0);
             if left == 0 {
                 // The network side's work (rejection notes, outbox rows) counts too: a plate is
-                // finished once its job is dispatched, which stamps `updated_at` again.
+                // finished once its job is dispatched, which stamps `updated_at` again. A plate
+                // near the threshold (`[infer] review_margin`) is finished when it is filed for
+                // review: nothing is dispatched for it until a person decides.
                 let pending = sql(
                     &db,
-                    &format!("SELECT count(*) FROM jobs WHERE dispatched = 0 AND source_path LIKE '%/{prefix}%'"),
+                    &format!(
+                        "SELECT count(*) FROM jobs j LEFT JOIN plates p ON p.id = j.plate_row
+                          WHERE j.dispatched = 0 AND coalesce(p.needs_review, 0) = 0
+                            AND j.source_path LIKE '%/{prefix}%'"
+                    ),
                 );
                 if pending.trim() == "0" {
                     let done = routed_at(prefix);
@@ -184,6 +204,14 @@ fn main() {
         .iter()
         .map(|n| (done[n] - complete_at[n]) * 1e3)
         .collect();
+    // The slowest plates by name (their order of arrival), so a tail can be told apart from
+    // start-up or from one kind of plate.
+    let mut slowest: Vec<(f64, &String)> = names
+        .iter()
+        .zip(lat.iter().copied())
+        .map(|(n, l)| (l, n))
+        .collect();
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
     lat.sort_by(|a, b| a.total_cmp(b));
 
     // Phase 2: bursts, for sustained throughput, each followed by `plateqc scan` over the same
@@ -253,6 +281,15 @@ fn main() {
         percentile(&lat, 0.5),
         percentile(&lat, 0.95),
         lat[lat.len() - 1]
+    );
+    println!(
+        "  slowest: {}",
+        slowest
+            .iter()
+            .take(4)
+            .map(|(l, n)| format!("{n} {l:.0} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("bursts of {burst_count}, each against `plateqc scan` over the same files:");
     for line in &rounds_text {
