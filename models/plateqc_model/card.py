@@ -169,9 +169,12 @@ def main(argv=None):
              "`plateqc_model/ood.py`): a plate at or above `plateqc.feature_distance_threshold` "
              f"= {float(md['plateqc.feature_distance_threshold']):.4f} is one the model has "
              "not seen the like of (the 99th percentile on the validation plates of families A "
-             "and C); plateqc sends it to human review only where a site sets `[infer] "
-             "review_unfamiliar = true`, because it flags about 1 % of plates, all of them "
-             "confident rejects, and neither family B nor CT / MR images; rates per family in "
+             "and C; from 1.3.2 the largest over layers `stem`, `early`, `middle`, `last` of a "
+             "whitened distance of each layer's per-channel activation mean and standard "
+             "deviation); plateqc sends it to human review unless a site sets `[infer] "
+             "review_unfamiliar = false`: it flags about 1 % of in-family plates (all called "
+             "unusable), CT / MR and most other non-dental images, but not family B "
+             "(see the notes below); rates per family and on the development foreign set in "
              f"`models/results/ood-{md['plateqc.model_version']}.json`"]
             if "plateqc.feature_distance_threshold" in md else []),
           f"- training seed {md['plateqc.training_seed']}; data hash `{md['plateqc.data_hash']}`; "

@@ -28,6 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -138,15 +139,39 @@ def decomposition_table():
 FEATURE_DISTANCE = "feature_distance"
 
 
+MULTI_LAYER = "layer-meanstd-max"     # plateqc_model.ood.KIND (1.3.2)
+
+
+def cast_feature_stats(fs: dict | None, dtype=torch.float32) -> dict | None:
+    """``feature_stats`` (either form, see ``Explained``) with its arrays as tensors of dtype."""
+    if fs is None:
+        return None
+    t = lambda v: torch.as_tensor(np.asarray(v, np.float32).astype(np.float64)
+                                  if not isinstance(v, torch.Tensor) else v).to(dtype)
+    if fs.get("kind") == MULTI_LAYER:
+        return {"kind": MULTI_LAYER, "layers": list(fs["layers"]),
+                "mu": {n: t(fs["mu"][n]) for n in fs["layers"]},
+                "W": {n: t(fs["W"][n]) for n in fs["layers"]},
+                "scale": {n: float(fs["scale"][n]) for n in fs["layers"]}}
+    return {"layer": fs["layer"], "mu": t(fs["mu"]), "W": t(fs["W"])}
+
+
 class Explained(nn.Module):
     """image, target_class -> logits, probabilities, artifact_scores, act_*, grad_*
     [, feature_distance]
 
-    ``feature_stats`` (optional) adds the contract's optional ``feature_distance`` output [N]:
-    with ``f`` the pooled features of layer ``feature_stats["layer"]`` (global max and global
-    mean over the spatial positions of its activation, concatenated: what PlateNet's heads
-    read), ``d = sqrt(mean_k (W (f - mu))_k^2)``, ``mu`` [D] and ``W`` [D, D] as given (see
-    plateqc_model/ood.py). Computed from the activation alone (no gradient involved)."""
+    ``feature_stats`` (optional) adds the contract's optional ``feature_distance`` output [N],
+    computed from activations alone (no gradient involved), in one of two forms
+    (plateqc_model/ood.py fits both):
+
+    - 1.3.2, ``{"kind": "layer-meanstd-max", "layers": [...], "mu": {l: [D_l]},
+      "W": {l: [D_l, D_l]}, "scale": {l: s_l}}``: for each layer ``l`` (its conv-BN-ReLU
+      output ``a`` [N, C, h, w]) ``f_l = cat(mean_hw(a), sqrt(mean_hw((a - mean_hw(a))^2)))``,
+      ``d_l = sqrt(mean_k (W_l (f_l - mu_l))_k^2) / s_l``; ``feature_distance = max_l d_l``
+      (spatial means taken over w, then over h);
+    - 1.3.1, ``{"layer", "mu" [D], "W" [D, D]}``: ``f`` = the pooled features of that layer
+      (global max and global mean, what PlateNet's heads read),
+      ``d = sqrt(mean_k (W (f - mu))_k^2)``."""
 
     def __init__(self, model: nn.Module, layers: list[str], feature_stats: dict | None = None):
         super().__init__()
@@ -154,10 +179,27 @@ class Explained(nn.Module):
         self.layers = list(layers)
         for name in self.layers:
             model.get_submodule(name)  # raises if missing
-        self.feature_layer = None
-        if feature_stats is not None:
-            self.feature_layer = str(feature_stats["layer"])
-            model.get_submodule(self.feature_layer)
+        self.feature_layers: list[str] = []
+        self.multi = False
+        if feature_stats is not None and feature_stats.get("kind") == MULTI_LAYER:
+            self.multi = True
+            self.feature_layers = [str(n) for n in feature_stats["layers"]]
+            for i, n in enumerate(self.feature_layers):
+                model.get_submodule(n)
+                mu = torch.as_tensor(feature_stats["mu"][n]).reshape(-1)
+                w = torch.as_tensor(feature_stats["W"][n])
+                if w.shape != (mu.numel(), mu.numel()):
+                    raise ValueError(f"feature_stats[{n}]: W {tuple(w.shape)} does not match "
+                                     f"mu {tuple(mu.shape)}")
+                sc = float(feature_stats["scale"][n])
+                if not (np.isfinite(sc) and sc > 0):
+                    raise ValueError(f"feature_stats[{n}]: scale {sc} is not finite and > 0")
+                self.register_buffer(f"fd_mu_{i}", mu.clone())
+                self.register_buffer(f"fd_wt_{i}", w.t().contiguous().clone())
+                self.register_buffer(f"fd_scale_{i}", torch.tensor(sc, dtype=mu.dtype))
+        elif feature_stats is not None:
+            self.feature_layers = [str(feature_stats["layer"])]
+            model.get_submodule(self.feature_layers[0])
             mu = torch.as_tensor(feature_stats["mu"]).reshape(-1)
             w = torch.as_tensor(feature_stats["W"])
             if w.shape != (mu.numel(), mu.numel()):
@@ -167,19 +209,44 @@ class Explained(nn.Module):
             self.register_buffer("fd_mu", mu.clone())
             self.register_buffer("fd_wt", w.t().contiguous().clone())
 
-    def feature_distance(self, a: torch.Tensor) -> torch.Tensor:
-        f = torch.cat([a.amax(dim=(2, 3)), a.mean(dim=(2, 3))], dim=1)
-        mu, wt = self.fd_mu, self.fd_wt
+    @property
+    def feature_layer(self):
+        """1.3.1 form: the one layer; None without feature_stats."""
+        return self.feature_layers[0] if self.feature_layers else None
+
+    @staticmethod
+    def _rms(f, mu, wt):
         if mu.dtype != f.dtype:     # a Python branch: nothing is traced when they agree
             mu, wt = mu.to(f.dtype), wt.to(f.dtype)
         z = torch.matmul(f - mu, wt)
         return torch.sqrt(torch.mean(z * z, dim=1))
 
+    def feature_distance(self, a) -> torch.Tensor:
+        """``a``: the feature layer's activation (1.3.1 form) or {layer: activation}."""
+        if not self.multi:
+            if isinstance(a, dict):
+                a = a[self.feature_layers[0]]
+            f = torch.cat([a.amax(dim=(2, 3)), a.mean(dim=(2, 3))], dim=1)
+            return self._rms(f, self.fd_mu, self.fd_wt)
+        # spatial means in two steps (over w, then over h): onnxruntime's float32 ReduceMean
+        # over all 128 x 128 positions of `stem` at once loses about 5e-5 (relative) of the
+        # score, beyond the export check's 1e-5; two steps of 128 stay within 3e-6, for a
+        # third of the cost of computing in float64
+        ds = []
+        for i, n in enumerate(self.feature_layers):
+            x = a[n]
+            m = x.mean(dim=3).mean(dim=2)
+            v = ((x - m[:, :, None, None]) ** 2).mean(dim=3).mean(dim=2)
+            f = torch.cat([m, torch.sqrt(v)], dim=1)
+            sc = getattr(self, f"fd_scale_{i}")
+            d = self._rms(f, getattr(self, f"fd_mu_{i}"), getattr(self, f"fd_wt_{i}"))
+            ds.append(d / sc.to(d.dtype))
+        return torch.stack(ds, dim=1).amax(dim=1)
+
     def forward(self, image: torch.Tensor, target_class: torch.Tensor):
         acts: dict[str, torch.Tensor] = {}
         handles = []
-        hooked = self.layers + ([self.feature_layer] if self.feature_layer is not None
-                                and self.feature_layer not in self.layers else [])
+        hooked = self.layers + [n for n in self.feature_layers if n not in self.layers]
         for name in hooked:
             def hook(_m, _inp, out, _name=name):
                 acts[_name] = out
@@ -198,8 +265,9 @@ class Explained(nn.Module):
         outs = [logits.detach(), probs.detach(), scores.detach()]
         outs += [acts[n].detach() for n in self.layers]
         outs += [g.detach() for g in grads]
-        if self.feature_layer is not None:
-            outs.append(self.feature_distance(acts[self.feature_layer].detach()))
+        if self.feature_layers:
+            outs.append(self.feature_distance({n: acts[n].detach()
+                                               for n in self.feature_layers}))
         return tuple(outs)
 
 
@@ -278,7 +346,7 @@ def export_onnx(model: nn.Module, layers: list[str], out_path: str | Path, *, in
                 feature_stats: dict | None = None):
     """Fold BN, trace forward+backward, export to ``out_path`` and attach metadata.
 
-    ``feature_stats`` ({"layer", "mu", "W"}, see ``Explained``) adds the optional
+    ``feature_stats`` (either form of ``Explained``) adds the optional
     ``feature_distance`` output; the metadata should then carry
     ``plateqc.feature_distance_threshold`` (``build_metadata(feature_distance_threshold=...)``)."""
     import onnx
@@ -288,10 +356,7 @@ def export_onnx(model: nn.Module, layers: list[str], out_path: str | Path, *, in
     folded = folded.float().eval()
     for p in folded.parameters():
         p.requires_grad_(True)
-    if feature_stats is not None:
-        feature_stats = {"layer": feature_stats["layer"],
-                         "mu": torch.as_tensor(feature_stats["mu"], dtype=torch.float32),
-                         "W": torch.as_tensor(feature_stats["W"], dtype=torch.float32)}
+    feature_stats = cast_feature_stats(feature_stats, torch.float32)
     ex = Explained(folded, layers, feature_stats).eval()
     S = int(input_size)
     # batch 3 so that the symbolic batch is not unified with the 2 channels

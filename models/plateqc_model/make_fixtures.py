@@ -150,8 +150,7 @@ def feature_stats():
         return None
     from plateqc_model import ood
     st = ood.load(HERE / meta["stats"])
-    return {"layer": meta["layer"], "mu": torch.as_tensor(st["mu"], dtype=torch.float64),
-            "W": torch.as_tensor(st["W"], dtype=torch.float64)}
+    return E.cast_feature_stats(ood.graph_stats(st), torch.float64)
 
 
 def golden_entry(path: Path, model, layers, size: int, positions, psp: str) -> dict:

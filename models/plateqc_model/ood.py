@@ -1,28 +1,37 @@
-"""Feature distance: the contract's optional `feature_distance` output (plates unlike training).
+"""Feature distance: the contract's optional `feature_distance` output (inputs unlike training).
 
     python -m plateqc_model.ood fit --run runs/cand-M --out plateqc_ood.npz
-    python -m plateqc_model.ood measure --model plateqc.onnx --out results/ood-1.3.1.json
+    python -m plateqc_model.ood measure --model plateqc.onnx --out results/ood-1.3.2.json
 
-The features are what the heads read: f = cat(amax(last), mean(last)) over the spatial
-positions of the `last` layer's activation (2 * 8 * width = 256 values), eval mode (no
-dropout), with the shipped weights.
+From 1.3.2 (plan-1.3.md "Unfamiliar score, round 2", candidate c+): multi-layer activation
+statistics. For each layer l of SCORE_LAYERS (`stem`, `early`, `middle`, `last`; each a
+conv-BN-ReLU output [C, h, w], eval mode, the shipped weights) the features are the per-channel
+spatial mean and population standard deviation, f_l = cat(mean_hw(a), sqrt(mean_hw((a -
+mean_hw(a))^2))) [2C]; d_l = sqrt(mean_k (W_l (f_l - mu_l))_k^2) (RMS Mahalanobis, as 1.3.1's
+score); the score is max_l d_l / s_l, with s_l the 99th percentile of d_l on the validation
+plates. It reacts to inputs whose low-level texture and intensity statistics training never
+had (other modalities, noise, smooth non-dental images, panoramic-like strips) where 1.3.1's
+pooled `last` distance did not.
 
-Fit (`fit`, also run by ship.py when plateqc_ood.npz is missing or belongs to other weights),
-all of it fixed before anything is measured:
+Fit (`fit`, also run by ship.py when plateqc_ood.npz is missing, of another KIND, or belongs to
+other weights), all of it fixed before anything is measured:
 
 - training plates: an evenly spaced subset of each training cache of the run (train4 and
   trainc5 for 1.3.x), FIT_PER_SPLIT rows each, row i = round(k (n - 1) / (FIT_PER_SPLIT - 1))
   over all n rows of the cache in index order, so counterfactual twins are included as they
   come;
-- mu = the mean of their features; Sigma = the Ledoit-Wolf covariance (the sample covariance
+- per layer: mu_l = the mean of f_l; Sigma_l = the Ledoit-Wolf covariance (the sample covariance
   shrunk towards mean(diag) * I with the intensity Ledoit and Wolf's formula gives; no free
-  parameter); Sigma = L L^T (Cholesky), W = L^-1; mu and W are rounded to float32, the values
-  the ONNX file holds, and everything after uses those;
-- the score d(f) = sqrt(mean_k (W (f - mu))_k^2) (the Mahalanobis distance over sqrt(256): 1 is
-  typical of training plates);
-- the threshold: the PERCENTILE-th percentile (numpy's linear interpolation) of d over the
-  validation caches of the run (val4 + valc5), rounded to float32 (so the daemon's f32 parse is
-  exact). A plate with d >= threshold goes to human review.
+  parameter); Sigma_l = L L^T (Cholesky), W_l = L^-1; mu_l and W_l rounded to float32 (the
+  values the ONNX file holds), everything after uses those;
+- s_l: the PERCENTILE-th percentile (numpy linear) of d_l over the validation caches of the run
+  (val4 + valc5), rounded to float32;
+- the threshold: the PERCENTILE-th percentile of the score max_l d_l / s_l over the same
+  validation plates, rounded to float32 (so the daemon's f32 parse is exact). A plate with
+  score >= threshold goes to human review (where the site turns that on).
+
+1.3.1's score (KIND_POOLED: cat(amax, mean) of `last`, one Mahalanobis RMS) is still read by
+`load` and exported by `export.Explained` for files that carry it.
 
 Family B (models/famb) takes no part in any of this; `measure` reads it (the gate's 1000
 plates, gate.build_gate_split) only after plateqc_ood.npz and the shipped file exist.
@@ -44,9 +53,19 @@ HERE = Path(__file__).resolve().parents[1]   # models/
 from plateqc_model import data as D
 
 FEATURE_LAYER = "last"
+SCORE_LAYERS = ["stem", "early", "middle", "last"]
+KIND = "layer-meanstd-max"        # 1.3.2
+KIND_POOLED = "pooled-last"       # 1.3.1
 FIT_PER_SPLIT = 4000
 PERCENTILE = 99.0
-DESCRIPTION = ("RMS over the 256 dimensions of the whitened pooled features of layer `last` "
+DESCRIPTION = ("Max over layers stem, early, middle, last of d_l / s_l, where d_l is the RMS "
+               "Mahalanobis distance sqrt(mean_k (W_l (f_l - mu_l))_k^2) of the layer's "
+               "per-channel spatial mean and standard deviation f_l from their mean mu_l over "
+               "8000 training plates (families A and C; W_l = inverse Cholesky factor of a "
+               "Ledoit-Wolf covariance) and s_l is d_l's 99th percentile on the validation "
+               "plates; large on inputs whose texture and intensity statistics training never "
+               "had (other modalities, noise, non-dental images).")
+DESCRIPTION_POOLED = ("RMS over the 256 dimensions of the whitened pooled features of layer `last` "
                "(global max and mean of its activation, what the heads read), "
                "sqrt(mean_k (W (f - mu))_k^2) with mu and W = inverse Cholesky factor of a "
                "Ledoit-Wolf covariance fitted on 8000 training plates (families A and C); "
@@ -60,6 +79,35 @@ def sha256_file(path: Path) -> str:
 def pooled(a: torch.Tensor) -> torch.Tensor:
     """What PlateNet's heads read (before dropout): [N, 2C]."""
     return torch.cat([a.amax(dim=(2, 3)), a.mean(dim=(2, 3))], dim=1)
+
+
+def mean_std(a: torch.Tensor) -> torch.Tensor:
+    """Per-channel spatial mean and population standard deviation of [N, C, h, w]: [N, 2C]
+    (the formula the exported graph uses, export.Explained)."""
+    m = a.mean(dim=(2, 3))
+    v = ((a - m[:, :, None, None]) ** 2).mean(dim=(2, 3))
+    return torch.cat([m, torch.sqrt(v)], dim=1)
+
+
+@torch.no_grad()
+def layer_features(model: torch.nn.Module, x: np.ndarray, batch: int = 64,
+                   layers: list[str] = SCORE_LAYERS) -> dict[str, np.ndarray]:
+    """mean_std of each layer's activation for plates x [N, 2, S, S] (eval mode, float32
+    forward), as float64: {layer: [N, 2C]}."""
+    model.eval()
+    got = {}
+    hs = [model.get_submodule(n).register_forward_hook(
+        lambda _m, _i, out, _n=n: got.__setitem__(_n, out)) for n in layers]
+    out = {n: [] for n in layers}
+    try:
+        for i in range(0, len(x), batch):
+            model(torch.from_numpy(np.asarray(x[i:i + batch], np.float32)))
+            for n in layers:
+                out[n].append(mean_std(got[n]).double().numpy())
+    finally:
+        for h in hs:
+            h.remove()
+    return {n: np.concatenate(v) for n, v in out.items()}
 
 
 @torch.no_grad()
@@ -88,8 +136,9 @@ def spaced_rows(n: int, k: int) -> np.ndarray:
 
 
 def split_features(model, split: str, size: int, psp: str, rows: int | None = None,
-                   batch: int = 64) -> dict:
-    """Features (and labels) of a cached split, shard by shard; `rows`: evenly spaced subset."""
+                   batch: int = 64, kind: str = KIND_POOLED) -> dict:
+    """Features (and labels) of a cached split, shard by shard; `rows`: evenly spaced subset.
+    KIND_POOLED: "f" [n, 256] (1.3.1's); KIND: "f" = {layer: [n, 2C]}."""
     files = D.shard_files(split, size, psp)
     if not files:
         raise FileNotFoundError(f"no cached shards in {D.split_dir(split, size, psp)}")
@@ -107,10 +156,13 @@ def split_features(model, split: str, size: int, psp: str, rows: int | None = No
             with np.load(f) as z:
                 x = z["x"][sel]
                 Y.append(z["y"][sel].astype(np.int64))
-            F.append(features(model, x, batch))
+            F.append(features(model, x, batch) if kind == KIND_POOLED
+                     else layer_features(model, x, batch))
             idx.append(sel + start)
         start += c
-    return {"f": np.concatenate(F), "y": np.concatenate(Y), "rows": np.concatenate(idx),
+    f = (np.concatenate(F) if kind == KIND_POOLED
+         else {n: np.concatenate([p[n] for p in F]) for n in F[0]})
+    return {"f": f, "y": np.concatenate(Y), "rows": np.concatenate(idx),
             "n_cache": n}
 
 
@@ -139,9 +191,72 @@ def distance(F: np.ndarray, mu: np.ndarray, W: np.ndarray) -> np.ndarray:
     return np.sqrt((Z * Z).mean(1))
 
 
+def layer_distances(F: dict, stats: dict) -> np.ndarray:
+    """[n, L]: d_l / s_l for each layer of stats["layers"] (float64, file values)."""
+    return np.stack([distance(F[n], stats["mu"][n], stats["W"][n]) / float(stats["scale"][n])
+                     for n in stats["layers"]], axis=1)
+
+
+def score(F: dict, stats: dict) -> np.ndarray:
+    """The 1.3.2 score max_l d_l / s_l from layer features F ({layer: [n, 2C]})."""
+    return layer_distances(F, stats).max(1)
+
+
+def whitener(F: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """(mu, W = L^-1, shrinkage, covariance eigenvalue min/max), mu and W as float32."""
+    mu = F.mean(0)
+    cov, shrink = ledoit_wolf(F)
+    L = np.linalg.cholesky(cov)
+    W = np.tril(np.linalg.solve(L, np.eye(len(L))))
+    ev = np.linalg.eigvalsh(cov)
+    return mu.astype(np.float32), W.astype(np.float32), shrink, np.array([ev.min(), ev.max()])
+
+
 def fit(model, train_splits: list[str], val_splits: list[str], size: int, psp: str,
         per_split: int = FIT_PER_SPLIT, percentile: float = PERCENTILE,
-        weights_sha256: str = "unknown") -> dict:
+        weights_sha256: str = "unknown", layers: list[str] = SCORE_LAYERS) -> dict:
+    """The 1.3.2 statistics (KIND); the npz layout: layers, mu_<l>, W_<l>, scale_<l>, ..."""
+    t0 = time.time()
+    tr = [split_features(model, s, size, psp, per_split, kind=KIND) for s in train_splits]
+    va = [split_features(model, s, size, psp, kind=KIND) for s in val_splits]
+    out = {"kind": np.array(KIND), "layers": np.array(layers)}
+    st = {"layers": list(layers), "mu": {}, "W": {}, "scale": {}}
+    for n in layers:
+        F = np.concatenate([t["f"][n] for t in tr])
+        mu, W, shrink, ev = whitener(F)
+        dv = np.concatenate([distance(v["f"][n], mu, W) for v in va])
+        sc = float(np.float32(np.percentile(dv, percentile)))
+        st["mu"][n], st["W"][n], st["scale"][n] = mu, W, sc
+        out.update({f"mu_{n}": mu, f"W_{n}": W, f"scale_{n}": np.float64(sc),
+                    f"shrinkage_{n}": np.float64(shrink), f"covariance_eig_min_max_{n}": ev,
+                    f"train_d_percentiles_50_99_{n}": np.percentile(
+                        distance(F, mu, W), [50, 99])})
+        print(f"ood fit: layer {n}: {F.shape[1]} features, shrinkage {shrink:.4f}, "
+              f"s = {sc:.6f}", flush=True)
+    s_tr = score({n: np.concatenate([t["f"][n] for t in tr]) for n in layers}, st)
+    s_val = score({n: np.concatenate([v["f"][n] for v in va]) for n in layers}, st)
+    thr = float(np.float32(np.percentile(s_val, percentile)))
+    argmax = layer_distances({n: np.concatenate([v["f"][n] for v in va]) for n in layers},
+                             st).argmax(1)
+    print(f"ood fit: {len(s_tr)} training plates, threshold {thr:.6f} ({percentile:g}th "
+          f"percentile of {len(s_val)} validation plates), {time.time() - t0:.0f} s", flush=True)
+    out.update({
+        "threshold": np.float64(thr), "percentile": np.float64(percentile),
+        "fit_splits": np.array(train_splits), "fit_rows_per_split": np.int64(per_split),
+        "fit_cache_rows": np.array([t["n_cache"] for t in tr], np.int64),
+        "threshold_splits": np.array(val_splits),
+        "train_d_percentiles_50_99": np.percentile(s_tr, [50, 99]),
+        "val_d": s_val.astype(np.float32),
+        "val_d_percentiles_50_99": np.percentile(s_val, [50, 99]),
+        "val_argmax_layer_counts": np.bincount(argmax, minlength=len(layers)),
+        "weights_sha256": np.array(weights_sha256), "description": np.array(DESCRIPTION)})
+    return out
+
+
+def fit_pooled(model, train_splits: list[str], val_splits: list[str], size: int, psp: str,
+               per_split: int = FIT_PER_SPLIT, percentile: float = PERCENTILE,
+               weights_sha256: str = "unknown") -> dict:
+    """1.3.1's statistics (KIND_POOLED), kept to reproduce that file."""
     t0 = time.time()
     tr = [split_features(model, s, size, psp, per_split) for s in train_splits]
     F = np.concatenate([t["f"] for t in tr])
@@ -160,6 +275,7 @@ def fit(model, train_splits: list[str], val_splits: list[str], size: int, psp: s
           f"({percentile:g}th percentile of {len(d_val)} validation plates), "
           f"{time.time() - t0:.0f} s", flush=True)
     return {
+        "kind": np.array(KIND_POOLED),
         "layer": FEATURE_LAYER, "mu": mu32, "W": W32, "threshold": np.float64(thr),
         "percentile": np.float64(percentile), "shrinkage": np.float64(shrink),
         "covariance_eig_min_max": np.array([ev.min(), ev.max()]),
@@ -169,7 +285,7 @@ def fit(model, train_splits: list[str], val_splits: list[str], size: int, psp: s
         "train_d_percentiles_50_99": np.percentile(d_train, [50, 99]),
         "val_d": d_val.astype(np.float32),
         "val_d_percentiles_50_99": np.percentile(d_val, [50, 99]),
-        "weights_sha256": np.array(weights_sha256), "description": np.array(DESCRIPTION),
+        "weights_sha256": np.array(weights_sha256), "description": np.array(DESCRIPTION_POOLED),
     }
 
 
@@ -181,13 +297,43 @@ def save(stats: dict, path: Path) -> None:
 
 
 def load(path: Path) -> dict:
+    """The statistics file. KIND: also "layers" (list) and "mu", "W", "scale" as dicts by
+    layer (what export.Explained takes). A file without "kind" is 1.3.1's (KIND_POOLED)."""
     with np.load(path) as z:
         s = {k: z[k] for k in z.files}
-    for k in ("layer", "weights_sha256", "description"):
+    s["kind"] = str(s.get("kind", KIND_POOLED))
+    for k in ("weights_sha256", "description"):
         s[k] = str(s[k])
-    for k in ("threshold", "percentile", "shrinkage"):
+    for k in ("threshold", "percentile"):
         s[k] = float(s[k])
+    if s["kind"] == KIND_POOLED:
+        s["layer"] = str(s["layer"])
+        s["shrinkage"] = float(s["shrinkage"])
+    elif s["kind"] == KIND:
+        s["layers"] = [str(n) for n in s["layers"]]
+        s["mu"] = {n: s[f"mu_{n}"] for n in s["layers"]}
+        s["W"] = {n: s[f"W_{n}"] for n in s["layers"]}
+        s["scale"] = {n: float(s[f"scale_{n}"]) for n in s["layers"]}
+    else:
+        raise ValueError(f"{path}: unknown feature-distance kind {s['kind']!r}")
     return s
+
+
+def graph_stats(stats: dict) -> dict:
+    """The part of the statistics the exported graph needs (export.Explained's feature_stats)."""
+    if stats.get("kind", KIND_POOLED) == KIND_POOLED:
+        return {"layer": stats["layer"], "mu": stats["mu"], "W": stats["W"]}
+    return {"kind": KIND, "layers": list(stats["layers"]), "mu": dict(stats["mu"]),
+            "W": dict(stats["W"]), "scale": dict(stats["scale"])}
+
+
+def summary(stats: dict) -> str:
+    """One line for logs and reports."""
+    if stats["kind"] == KIND_POOLED:
+        return f"pooled `{stats['layer']}`, shrinkage {stats['shrinkage']:.5f}"
+    return ("mean/std of " + ", ".join(
+        f"`{n}` ({len(stats['mu'][n])}, s {stats['scale'][n]:.4f}, "
+        f"shrinkage {float(stats['shrinkage_' + n]):.4f})" for n in stats["layers"]))
 
 
 def fit_for_run(run: Path, out: Path, per_split: int = FIT_PER_SPLIT,
@@ -323,10 +469,16 @@ def measure(model_path: Path, stats_path: Path, run: Path, gate_count: int = 100
     res = {"model": str(model_path), "model_version": m.md.get("plateqc.model_version"),
            "feature_distance_threshold": thr, "threshold": m.threshold,
            "fixed_before_measuring": {
-               "features": f"pooled `{stats['layer']}` (global max + mean), eval mode",
+               "kind": stats["kind"],
+               "features": (f"pooled `{stats['layer']}` (global max + mean), eval mode"
+                            if stats["kind"] == KIND_POOLED else
+                            "per-channel spatial mean and std of " + ", ".join(
+                                f"`{n}`" for n in stats["layers"]) + "; score max_l d_l / s_l, "
+                            "s_l = per-layer p" + f"{stats['percentile']:g} on "
+                            + "+".join(map(str, stats["threshold_splits"]))),
                "fit": f"{int(stats['fit_rows_per_split'])} evenly spaced rows of each of "
                       f"{list(map(str, stats['fit_splits']))} (twins included)",
-               "covariance": f"Ledoit-Wolf, shrinkage {stats['shrinkage']:.5f} (from the data)",
+               "covariance": "Ledoit-Wolf (intensity from the data): " + summary(stats),
                "threshold": f"{stats['percentile']:g}th percentile of d over "
                             f"{'+'.join(map(str, stats['threshold_splits']))}",
                "stats_file": str(stats_path), "stats_sha256": sha256_file(stats_path)},
@@ -358,6 +510,29 @@ def measure(model_path: Path, stats_path: Path, run: Path, gate_count: int = 100
         r["_d"], r["_y"] = dist, y
         res["splits"][name] = r
         print(name, json.dumps(r["flag_rates"]), f"{time.time() - t0:.0f} s", flush=True)
+    # the development foreign set of plan-1.3.md round 2 (no family B in it)
+    from plateqc_model.ood_round2 import foreign_set
+    fs = foreign_set()
+    p, dist = _run_onnx(m, fs["x"])
+    flagged = dist >= thr
+    called_usable = p < m.threshold
+    groups = list(dict.fromkeys(fs["group"].tolist()))
+    res["foreign_dev"] = {
+        "n": int(len(dist)), "flagged_pooled": float(flagged.mean()),
+        "flagged_group_mean": float(np.mean([flagged[fs["group"] == g].mean() for g in groups])),
+        "n_called_usable": int(called_usable.sum()),
+        "flagged_called_usable": (float(flagged[called_usable].mean())
+                                  if called_usable.any() else None),
+        "groups": {g: {"n": int((fs["group"] == g).sum()),
+                       "flagged": float(flagged[fs["group"] == g].mean()),
+                       "called_usable": int(called_usable[fs["group"] == g].sum())}
+                   for g in groups},
+        "images": {str(n): {"group": str(g), "feature_distance": float(d),
+                            "p_unusable": float(q)}
+                   for n, g, d, q in zip(fs["name"], fs["group"], dist, p)
+                   if g in ("pydicom_mono", "pydicom_us_grey")}}
+    print("foreign_dev", json.dumps({k: v for k, v in res["foreign_dev"].items()
+                                     if k not in ("groups", "images")}), flush=True)
     dd = {s: (v.pop("_d"), v.pop("_y")) for s, v in res["splits"].items()}
     # how well the distance alone separates another set from held-out family A (measured only)
     from plateqc_model.train import roc_auc

@@ -6,10 +6,10 @@ The file is exported beside its destination and moved into place (with the weigh
 --weights-out) only when the verification passes; a failed verification leaves the shipped
 model alone and writes its report to models/work/VERIFY-failed.md.
 
-From 1.3.1 the export carries the optional `feature_distance` output (plateqc_model/ood.py):
-its statistics (mu, W, threshold) come from --ood (models/plateqc_ood.npz, tracked), which is
-fitted afresh (and rewritten) only when it is missing, was fitted with other weights than the
-run's, or --ood-refit is given. --no-ood exports without the output (as 1.3.0 was).
+From 1.3.1 the export carries the optional `feature_distance` output (plateqc_model/ood.py;
+from 1.3.2 the multi-layer score): its statistics come from --ood (models/plateqc_ood.npz,
+tracked), which is fitted afresh (and rewritten) only when it is missing, is of another kind
+than ood.KIND, was fitted with other weights than the run's, or --ood-refit is given. --no-ood exports without the output (as 1.3.0 was).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from plateqc_model import verify as V
 from plateqc_model.net import PlateNet
 
 MODEL_NAME = "plateqc-psp-cnn"
-MODEL_VERSION = "1.3.1"
+MODEL_VERSION = "1.3.2"
 
 
 def load_model(weights: Path, width: int, n_types: int = 14) -> PlateNet:
@@ -73,12 +73,12 @@ def feature_stats(run: Path, path: Path, refit: bool = False) -> dict:
     want = O.sha256_file(run / "weights.pt")
     if path.exists() and not refit:
         s = O.load(path)
-        if s["weights_sha256"] == want:
+        if s["weights_sha256"] == want and s["kind"] == O.KIND:
             print(f"feature distance: {path} (threshold {s['threshold']!r}, "
-                  f"shrinkage {s['shrinkage']:.5f})", flush=True)
+                  f"{O.summary(s)})", flush=True)
             return s
-        print(f"feature distance: {path} was fitted with other weights; fitting again",
-              flush=True)
+        print(f"feature distance: {path} was fitted with other weights or is of kind "
+              f"{s['kind']!r}, not {O.KIND!r}; fitting again", flush=True)
     return O.fit_for_run(run, path)
 
 
@@ -115,14 +115,14 @@ def main(argv=None):
         feature_distance_description=fs["description"] if fs else None)
     tmp = Path(a.out).with_name(Path(a.out).name + ".tmp")
     info = E.export_onnx(model, layers, tmp, input_size=res["size"], metadata=md,
-                         feature_stats=fs)
+                         feature_stats=O.graph_stats(fs) if fs else None)
     problems = E.check_contract(tmp)
     print(json.dumps({**info, "contract_problems": problems}), flush=True)
     if problems:
         tmp.unlink()
         raise SystemExit(f"contract problems: {problems}")
     imgs = D.load_split(a.verify_split, res["size"], a.verify_count, psp=psp)["x"].astype(np.float64)
-    vr = V.verify(tmp, model, layers, imgs, feature_stats=fs)
+    vr = V.verify(tmp, model, layers, imgs, feature_stats=O.graph_stats(fs) if fs else None)
     print(json.dumps({k: v for k, v in vr.items() if k not in ("inputs", "outputs")}, indent=1))
     if not vr["pass"]:
         failed = HERE / "work" / "VERIFY-failed.md"
@@ -136,7 +136,9 @@ def main(argv=None):
     (Path(a.weights_out).with_suffix(".json")).write_text(json.dumps(
         {"width": res["width"], "size": res["size"], "layers": layers,
          "threshold": res["threshold"], "seed": res["seed"], "preprocessing": psp,
-         **({"feature_distance": {"stats": Path(a.ood).name, "layer": fs["layer"],
+         **({"feature_distance": {"stats": Path(a.ood).name, "kind": fs["kind"],
+                                  **({"layer": fs["layer"]} if fs["kind"] == O.KIND_POOLED
+                                     else {"layers": fs["layers"]}),
                                   "threshold": fs["threshold"]}} if fs else {})},
         indent=1) + "\n")
 

@@ -26,9 +26,9 @@ The file passes when A's forward outputs, B's gradients and all of C are within 
 flip is within tolerance of a kink, and batch 1 and batch 4 agree.
 
 The optional output ``feature_distance`` (when the file has it, ``feature_stats`` must be given:
-the {"layer", "mu", "W"} it was exported with) is a forward output: the references compute it
-from their own float64 activation of that layer with the same mu and W (the float32 values the
-file holds, widened to float64), and it is gated like the other forward outputs.
+what it was exported with, either form of ``export.Explained``) is a forward output: the
+references compute it from their own float64 activations with the same statistics (the float32
+values the file holds, widened to float64), and it is gated like the other forward outputs.
 """
 from __future__ import annotations
 
@@ -189,11 +189,7 @@ def verify(onnx_path, model: torch.nn.Module, layers: list[str], images: np.ndar
         feature_stats = None
     if feature_stats is not None:
         # the values the file holds (float32), widened: both sides use the same numbers
-        feature_stats = {"layer": feature_stats["layer"],
-                         "mu": torch.as_tensor(np.asarray(feature_stats["mu"], np.float32)
-                                               .astype(np.float64)),
-                         "W": torch.as_tensor(np.asarray(feature_stats["W"], np.float32)
-                                              .astype(np.float64))}
+        feature_stats = E.cast_feature_stats(feature_stats, torch.float64)
     names = E.output_names(layers, has_fd)
     fs = feature_stats
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -301,8 +297,10 @@ def verify(onnx_path, model: torch.nn.Module, layers: list[str], images: np.ndar
     shapes = {o.name: o.shape for o in sess.get_outputs()}
     ins = {i.name: (i.type, i.shape) for i in sess.get_inputs()}
     return {"plates": n, "target_classes": [-1, 0, 1], "tolerance": tol, "pass": ok,
-            "feature_distance": None if fs is None else {
-                "layer": fs["layer"], "dims": int(fs["mu"].numel())},
+            "feature_distance": None if fs is None else (
+                {"layer": fs["layer"], "dims": int(fs["mu"].numel())} if "layer" in fs else
+                {"layers": fs["layers"], "dims": {n: int(fs["mu"][n].numel())
+                                                  for n in fs["layers"]}}),
             "max_rel_error": gate32, "max_rel_error_all": max(gate32.values()),
             "plain_rel_error": plain, "branch_matched_rel_error": matched,
             "float64_graph_rel_error": graph64 if ref64 is not None else None,
@@ -361,7 +359,16 @@ def write_report(res: dict, onnx_path, path: Path, extra: str = ""):
            f"pooled features of `{res['feature_distance']['layer']}`): a forward output, gated "
            "on A and C; the references compute it from their own float64 activation with the "
            "same mu and W (the float32 values the file holds, widened to float64)"]
-          if res.get("feature_distance") else []),
+          if res.get("feature_distance") and "layer" in res["feature_distance"] else []),
+        *([f"- `{E.FEATURE_DISTANCE}` (optional output, the max over layers "
+           + ", ".join(f"`{n}`" for n in res['feature_distance']['layers'])
+           + " of each layer's whitened per-channel mean/std distance over its scale; "
+           + "dimensions " + ", ".join(f"{n} {d}" for n, d in
+                                       res['feature_distance']['dims'].items())
+           + "): a forward output, gated on A and C; the references compute it from their own "
+           "float64 activations with the same mu, W and scales (the float32 values the file "
+           "holds, widened to float64)"]
+          if res.get("feature_distance") and "layers" in res["feature_distance"] else []),
         f"- torch {res['torch']}, onnx {res.get('onnx', '?')}; file size "
         f"{Path(onnx_path).stat().st_size} bytes; opset {opset}; external data: none",
         "",

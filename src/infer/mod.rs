@@ -87,10 +87,12 @@ pub struct InferOptions {
     /// 0 turns it off. The default 0.5 is a factor of about 1.65 in the odds either side.
     pub review_margin: f32,
     /// Whether a plate at or above the model's feature-distance threshold (models that export
-    /// `feature_distance`) needs review too. Off by default: the shipped model's distance
-    /// flags about 1 % of plates, all of them ones it already rejects with confidence, and
-    /// neither the out-of-family plates nor CT and MR images (models/plan-1.3.md, "Feature
-    /// distance"), so it would hold back clear rejects without catching what it is for.
+    /// `feature_distance`) needs review too. On by default: since model 1.3.2 the distance
+    /// flags most images that are not intraoral plates (CT, MR, noise, charts, panoramic-like
+    /// strips; 65 % of a foreign set) and about 1 % of ordinary plates, none of them usable
+    /// (models/README.md, "Feature distance"). The model calls such images unusable and
+    /// would name artifacts that are not there; a person should see them instead. It does not
+    /// single out plates from another scanner's rendering (family B): calibration does that.
     pub review_unfamiliar: bool,
 }
 
@@ -110,7 +112,7 @@ impl Default for InferOptions {
             batch_size: 1,
             explain_target: ExplainTarget::Unusable,
             review_margin: 0.5,
-            review_unfamiliar: false,
+            review_unfamiliar: true,
         }
     }
 }
