@@ -2,9 +2,11 @@
 //! CSV, JSON), the review page (`--html`, see [`html`]), and the reviewer's side: overrides,
 //! the history of one instance and the labelled set for retraining (see [`review`]).
 //!
-//! Every query reads the views of migration 0004 (`qc_images`, `qc_findings`,
+//! The queries read the views of migration 0004 (`qc_images`, `qc_findings`,
 //! `plate_scan_history`, ...) with `$n` placeholders, so the same text runs on SQLite and
-//! PostgreSQL; the dialects differ only inside the migrations.
+//! PostgreSQL, except where a million-plate history needs PostgreSQL's own means: one
+//! `GROUPING SETS` pass for all groupings (`tallies`, the findings) and the wear check from an
+//! index ([`worn_plates`]). The integration tests hold the two backends' reports to the byte.
 
 pub mod calibrate;
 pub mod gauges;
