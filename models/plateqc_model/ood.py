@@ -135,10 +135,10 @@ def spaced_rows(n: int, k: int) -> np.ndarray:
     return np.round(np.linspace(0, n - 1, k)).astype(np.int64)
 
 
-def split_features(model, split: str, size: int, psp: str, rows: int | None = None,
-                   batch: int = 64, kind: str = KIND_POOLED) -> dict:
-    """Features (and labels) of a cached split, shard by shard; `rows`: evenly spaced subset.
-    KIND_POOLED: "f" [n, 256] (1.3.1's); KIND: "f" = {layer: [n, 2C]}."""
+def cached_rows(split: str, size: int, psp: str, rows: int | None = None):
+    """The rows of a cached split, shard by shard: (x, y, row indices, rows in the split) for
+    each shard holding any of them; `rows`: that many evenly spaced over the whole split
+    (spaced_rows), all of them when None."""
     files = D.shard_files(split, size, psp)
     if not files:
         raise FileNotFoundError(f"no cached shards in {D.split_dir(split, size, psp)}")
@@ -148,22 +148,29 @@ def split_features(model, split: str, size: int, psp: str, rows: int | None = No
             counts.append(len(z["y"]))
     n = int(sum(counts))
     want = spaced_rows(n, rows) if rows is not None else np.arange(n)
-    F, Y, idx = [], [], []
     start = 0
     for f, c in zip(files, counts):
         sel = want[(want >= start) & (want < start + c)] - start
         if len(sel):
             with np.load(f) as z:
-                x = z["x"][sel]
-                Y.append(z["y"][sel].astype(np.int64))
-            F.append(features(model, x, batch) if kind == KIND_POOLED
-                     else layer_features(model, x, batch))
-            idx.append(sel + start)
+                yield z["x"][sel], z["y"][sel].astype(np.int64), sel + start, n
         start += c
+
+
+def split_features(model, split: str, size: int, psp: str, rows: int | None = None,
+                   batch: int = 64, kind: str = KIND_POOLED) -> dict:
+    """Features (and labels) of a cached split, shard by shard; `rows`: evenly spaced subset.
+    KIND_POOLED: "f" [n, 256] (1.3.1's); KIND: "f" = {layer: [n, 2C]}."""
+    F, Y, idx, total = [], [], [], 0
+    for x, y, at, total in cached_rows(split, size, psp, rows):
+        Y.append(y)
+        F.append(features(model, x, batch) if kind == KIND_POOLED
+                 else layer_features(model, x, batch))
+        idx.append(at)
     f = (np.concatenate(F) if kind == KIND_POOLED
          else {n: np.concatenate([p[n] for p in F]) for n in F[0]})
     return {"f": f, "y": np.concatenate(Y), "rows": np.concatenate(idx),
-            "n_cache": n}
+            "n_cache": total}
 
 
 def ledoit_wolf(X: np.ndarray) -> tuple[np.ndarray, float]:

@@ -68,23 +68,10 @@ def all_features(model, x: np.ndarray, batch: int = 64) -> dict:
 
 
 def split_all_features(model, split: str, rows: int | None = None) -> dict:
-    files = D.shard_files(split, SIZE, PSP)
-    counts = []
-    for f in files:
-        with np.load(f) as z:
-            counts.append(len(z["y"]))
-    n = int(sum(counts))
-    want = O.spaced_rows(n, rows) if rows is not None else np.arange(n)
     parts, Y = [], []
-    start = 0
-    for f, c in zip(files, counts):
-        sel = want[(want >= start) & (want < start + c)] - start
-        if len(sel):
-            with np.load(f) as z:
-                x = z["x"][sel]
-                Y.append(z["y"][sel].astype(np.int64))
-            parts.append(all_features(model, x))
-        start += c
+    for x, y, _, _ in O.cached_rows(split, SIZE, PSP, rows):
+        Y.append(y)
+        parts.append(all_features(model, x))
     res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     res["y"] = np.concatenate(Y)
     return res
