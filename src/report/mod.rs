@@ -424,10 +424,13 @@ const DIMENSIONS: [&str; 7] = [
 /// PostgreSQL counts all of them in one pass over the images (`GROUPING SETS`, hashed): at a
 /// million images one pass costs about what each of seven separate `GROUP BY`s did. SQLite
 /// has no grouping sets and runs one `GROUP BY` per column. Weeks and totals are sums of days
-/// ([`by_week`]), so they need no pass of their own.
-async fn tallies(pool: &Pool, filter: &Filter) -> Result<Vec<Vec<GroupRow>>, ReportError> {
+/// ([`sum_by`], [`iso_week`]), so they need no pass of their own.
+async fn tallies(
+    pool: &Pool,
+    filter: &Filter,
+) -> Result<[Vec<GroupRow>; DIMENSIONS.len()], ReportError> {
     let (clause, binds) = filter.clause();
-    let mut out: Vec<Vec<GroupRow>> = vec![Vec::new(); DIMENSIONS.len()];
+    let mut out: [Vec<GroupRow>; DIMENSIONS.len()] = Default::default();
     match pool {
         Pool::Postgres(_) => {
             let which: String = DIMENSIONS
@@ -614,13 +617,13 @@ pub async fn build(pool: &Pool, filter: &Filter, wear: WearRule) -> Result<Repor
     // connections (the counting pass is the long one); SQLite's one connection takes them
     // in turn.
     let wear_filter = filter.for_wear();
-    let (mut tallied, found, plates_to_replace) = tokio::try_join!(
+    let (tallied, found, plates_to_replace) = tokio::try_join!(
         tallies(pool, filter),
         findings(pool, filter),
         worn_plates(pool, &wear_filter, wear)
     )?;
-    let codes = std::mem::take(&mut tallied[6]);
-    let days = std::mem::take(&mut tallied[0]);
+    // In the order of DIMENSIONS.
+    let [days, sites, stations, operators, devices, plates, codes] = tallied;
     let totals = sum_by(&days, |_| "all".to_string())
         .into_iter()
         .next()
@@ -635,8 +638,6 @@ pub async fn build(pool: &Pool, filter: &Filter, wear: WearRule) -> Result<Repor
         })
         .collect();
     reason_codes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut rest = tallied.into_iter().skip(1);
-    let mut next = || ordered(rest.next().unwrap_or_default(), false);
     Ok(Report {
         filter: filter.clone(),
         trend: trend(&by_week),
@@ -645,11 +646,11 @@ pub async fn build(pool: &Pool, filter: &Filter, wear: WearRule) -> Result<Repor
         without_overlays: found.without_overlays,
         by_day: ordered(days, true),
         by_week,
-        by_site: next(),
-        by_station: next(),
-        by_operator: next(),
-        by_device: next(),
-        by_plate: next(),
+        by_site: ordered(sites, false),
+        by_station: ordered(stations, false),
+        by_operator: ordered(operators, false),
+        by_device: ordered(devices, false),
+        by_plate: ordered(plates, false),
         reasons: found
             .reasons
             .into_iter()
