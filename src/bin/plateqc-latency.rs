@@ -83,14 +83,15 @@ fn main() {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_micros();
+    let drops = std::cell::Cell::new(0u64);
     let stage = |tag: &str, n: usize| -> Vec<String> {
         (0..n)
             .map(|i| {
                 let src = &sources[i % sources.len()];
                 let mut obj = dicom_object::open_file(src)
                     .unwrap_or_else(|e| panic!("{}: {e}", src.display()));
-                let round: u32 = tag.bytes().map(u32::from).sum();
-                let uid = format!("2.25.{stamp}{round}{i:06}");
+                drops.set(drops.get() + 1);
+                let uid = format!("2.25.{stamp}{:08}", drops.get());
                 obj.put_str(
                     dicom_dictionary_std::tags::SOP_INSTANCE_UID,
                     dicom_core::VR::UI,

@@ -551,14 +551,9 @@ async fn findings(pool: &Pool, filter: &Filter) -> Result<Findings, ReportError>
     } else {
         format!("{clause} AND")
     };
-    // An unusable image's findings all count (`counts` is 0 only when a reviewer made the
-    // image usable), so its plate_row appears here exactly when it has a type.
-    let reasons_sql = format!(
-        "SELECT artifact_type, reason_code, count(*) FROM qc_findings
-         {and} verdict = 'unusable' AND counts = 1
-         GROUP BY artifact_type, reason_code ORDER BY 3 DESC, 1"
-    );
     let (reasons, untyped) = match pool {
+        // An unusable image's findings all count (`counts` is 0 only when a reviewer made the
+        // image usable), so its plate_row appears here exactly when it has a type.
         Pool::Postgres(_) => {
             let sql = format!(
                 "SELECT GROUPING(artifact_type), artifact_type, reason_code, count(*),
@@ -588,6 +583,11 @@ async fn findings(pool: &Pool, filter: &Filter) -> Result<Findings, ReportError>
                                       WHERE a.plate_row = i.plate_row)"
                 ),
                 &binds
+            );
+            let reasons_sql = format!(
+                "SELECT artifact_type, reason_code, count(*) FROM qc_findings
+                 {and} verdict = 'unusable' AND counts = 1
+                 GROUP BY artifact_type, reason_code ORDER BY 3 DESC, 1"
             );
             let reasons = fetch_all_text!(pool, (String, String, i64), &reasons_sql, &binds);
             (
