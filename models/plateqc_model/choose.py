@@ -88,7 +88,11 @@ def main(argv=None):
     ap.add_argument("--fallback-val", default=None, metavar="SPLIT",
                     help="with --val naming several splits: the one whose AUC the fallback "
                          "compares with the baseline's (the plates the baseline was measured on)")
+    ap.add_argument("--fallback-tolerance", default=None, metavar="AUC,SPEC",
+                    help="the fallback accepts a run no worse than the baseline by more than these "
+                         "margins on family A (round 7) instead of one that beats it")
     a = ap.parse_args(argv)
+    tol = tuple(float(v) for v in a.fallback_tolerance.split(",")) if a.fallback_tolerance else None
     splits = Splits(a.val, a.shifted, a.size)
     rows = []
     for r in a.runs:
@@ -106,11 +110,15 @@ def main(argv=None):
         print(json.dumps({"baseline": base}), flush=True)
     pick, how = choose(rows), "rule"
     if pick is None:
-        pick, how = fallback(rows, base), "fallback"
+        pick, how = fallback(rows, base, tol), "fallback"
     res = {"rule": {"min_val_auc": MIN_AUC, "min_val_pointing_last": MIN_POINTING,
                     "rank": "shifted spec at recall 0.95, ties within 0.01 by val AUC",
-                    "fallback": "no run eligible: highest val AUC if it beats the baseline on "
-                                "val AUC and shifted spec, then the family-B gate against it"},
+                    "fallback": ("no run eligible: highest val AUC if it beats the baseline on "
+                                 "val AUC and shifted spec, then the family-B gate against it"
+                                 if tol is None else
+                                 f"no run eligible: highest val AUC if no worse than the baseline "
+                                 f"by more than {tol[0]} val AUC and {tol[1]} shifted spec, then "
+                                 f"the family-B gate against it")},
            "candidates": rows, "baseline": base,
            "chosen": pick["run"] if pick else None,
            "chosen_by": how if pick else None}

@@ -38,22 +38,24 @@ DATA_SOURCES = ["synth/__init__.py", "synth/_util.py", "synth/anatomy.py", "synt
                 "synth/display.py", "synth/labels.py", "synth/plate.py", "plateqc_ref/preprocess.py"]
 TMASK = 32   # per-type masks are cached at TMASK x TMASK (any coverage), for dense supervision
 # The training family a split is generated from: "a" = models/synth, "c" = models/famc (the
-# second training family of plan-1.3.md round 5). Family B (models/famb) is never a choice here:
+# second training family of plan-1.3.md round 5), "d" = models/famd (the third, round 7). Family B (models/famb) is never a choice here:
 # it is only the gate. Set once per process, before the first `generator()` call (--family).
 FAMILY = ["a"]
-# famc's tools that do not decide what a plate is (left out of its generator hash)
+# famc's and famd's tools that do not decide what a plate is (left out of the generator hash)
 _FAMC_NOT_DATA = {"bench.py", "preview.py", "make_set.py"}
+_FAMILY_DIRS = {"c": "famc", "d": "famd"}
 
 
 def family_sources(family: str) -> list[Path]:
     """The source files whose bytes make up a family's generator hash."""
     if family == "a":
         return [HERE / s for s in DATA_SOURCES]
-    if family == "c":
-        own = sorted(p for p in (HERE / "famc").glob("*.py") if p.name not in _FAMC_NOT_DATA)
+    if family in _FAMILY_DIRS:
+        own = sorted(p for p in (HERE / _FAMILY_DIRS[family]).glob("*.py")
+                     if p.name not in _FAMC_NOT_DATA)
         return own + [HERE / "synth/labels.py", HERE / "synth/artifacts.py",
                       HERE / "plateqc_ref/preprocess.py"]
-    raise ValueError(f"unknown training family {family!r} (a or c)")
+    raise ValueError(f"unknown training family {family!r} (a, c or d)")
 
 
 def generator():
@@ -62,6 +64,8 @@ def generator():
     from synth.artifacts import ARTIFACT_TYPES
     if FAMILY[0] == "c":
         from famc import make_plate
+    elif FAMILY[0] == "d":
+        from famd import make_plate
     else:
         from synth.plate import make_plate
     srcs = family_sources(FAMILY[0])
@@ -76,6 +80,8 @@ def generator_pair():
     generator()
     if FAMILY[0] == "c":
         from famc import make_pair
+    elif FAMILY[0] == "d":
+        from famd import make_pair
     else:
         from synth.plate import make_pair
     return make_pair
@@ -332,8 +338,9 @@ def main(argv=None):
                          "shard, bit for bit) and record their hash instead of generating")
     ap.add_argument("--psp", default=pp.PSP_V1, choices=pp.PREPROCESSINGS,
                     help="the preprocessing the cached tensors are made with")
-    ap.add_argument("--family", default="a", choices=["a", "c"],
-                    help="the training family to generate: a = models/synth, c = models/famc "
+    ap.add_argument("--family", default="a", choices=["a", "c", "d"],
+                    help="the training family to generate: a = models/synth, c = models/famc, "
+                         "d = models/famd "
                          "(family B, models/famb, is only ever the gate and not offered here)")
     a = ap.parse_args(argv)
     FAMILY[0] = a.family

@@ -19,20 +19,26 @@ def choose(rows: list[dict]) -> dict | None:
     return max(close, key=lambda r: r["val_auc"])
 
 
-def fallback(rows: list[dict], baseline: dict | None) -> dict | None:
+def fallback(rows: list[dict], baseline: dict | None,
+             tolerance: tuple[float, float] | None = None) -> dict | None:
     """Round 2's rule when no run is eligible: the run with the highest validation AUC, if it
     beats the shipped baseline on both family-A measures (it still has to pass `compare`).
     When the validation set spans two training families (round 5), the baseline comparison
     uses the run's AUC on the family-A part (`fallback_val_auc`), the plates the baseline was
-    measured on."""
+    measured on. With `tolerance` = (AUC, specificity) (round 7, whose baseline is the shipped
+    1.3.0 rather than 1.2.0) the run need only be no worse than the baseline by more than
+    those margins on family A: the gain it must show is on family B (`compare`)."""
     if not rows or baseline is None:
         return None
     best = max(rows, key=lambda r: r["val_auc"])
-    if (best.get("fallback_val_auc", best["val_auc"]) > baseline["val_auc"]
-            and best["shifted_spec_at_recall_0.95"]
-            > baseline["shifted_spec_at_recall_0.95"]):
-        return best
-    return None
+    auc = best.get("fallback_val_auc", best["val_auc"])
+    spec = best["shifted_spec_at_recall_0.95"]
+    if tolerance is None:
+        ok = auc > baseline["val_auc"] and spec > baseline["shifted_spec_at_recall_0.95"]
+    else:
+        ok = (auc >= baseline["val_auc"] - tolerance[0]
+              and spec >= baseline["shifted_spec_at_recall_0.95"] - tolerance[1])
+    return best if ok else None
 
 
 def compare(new: dict, base: dict, name: str) -> dict:

@@ -44,3 +44,16 @@ def test_with_two_training_families_the_fallback_compares_the_family_a_part():
     assert fallback([both], base) is None
     both["fallback_val_auc"] = 0.94
     assert fallback([both], base)["run"] == "l"
+
+
+def test_round_7_fallback_accepts_a_small_loss_on_family_a_and_no_more():
+    base = run("1.3.0", 0.933, 0.72, 0.396)
+    n = run("n", 0.95, 0.74, 0.38)
+    n["fallback_val_auc"] = 0.930      # 0.003 under the baseline on family A
+    assert fallback([n], base) is None                     # round 2's rule wants a win
+    assert fallback([n], base, (0.005, 0.03))["run"] == "n"
+    n["fallback_val_auc"] = 0.927      # 0.006 under: beyond the margin
+    assert fallback([n], base, (0.005, 0.03)) is None
+    n["fallback_val_auc"] = 0.933
+    n["shifted_spec_at_recall_0.95"] = 0.36   # 0.036 under on the shifted plates
+    assert fallback([n], base, (0.005, 0.03)) is None
