@@ -55,7 +55,7 @@ def detect(S: np.ndarray, acq: dict, noise: tuple) -> np.ndarray:
     S = ops.smooth(S, acq["mtf_px"])
     n1, n2 = noise
     S = S + acq["sigma"] * np.sqrt(np.clip(S, 1e-4, None)) * n1 + acq["read"] * n2
-    S = np.clip(S, 1e-3, acq["sat"])
+    S = np.minimum(np.sqrt(S * S + 0.04 ** 2), acq["sat"])   # soft floor: metal stays flat
     r = acq["response"]
     if r == "log":
         d = -np.log(S)
@@ -160,7 +160,7 @@ class Display:
             self.lo, self.hi = float(v.min()), float(v.max())
         else:
             self.lo = float(np.percentile(v, 0.5))
-            self.hi = float(np.percentile(v, 99.7))
+            self.hi = float(np.percentile(v, 98.0))   # metal above this saturates
         self.luts = None
         x = self._spatial(clean_density, fit=True)
         xv = x[plate]
@@ -171,7 +171,7 @@ class Display:
             a, b = np.percentile(xv, [prm["p_lo"], prm["p_hi"]])
         else:   # histogram peak: the darkest populated mode (air / soft tissue) sets black
             h, e = np.histogram(xv, bins=48)
-            lowhalf = h[:24]
+            lowhalf = h[:12]          # only a mode in the darkest quarter counts as air
             k = int(np.argmax(lowhalf))
             a = float(e[k]) if lowhalf[k] > 0.02 * xv.size else float(np.percentile(xv, 1))
             b = float(np.percentile(xv, prm["p_hi"]))
@@ -179,7 +179,7 @@ class Display:
 
     def _spatial(self, d: np.ndarray, fit: bool = False) -> np.ndarray:
         p = self.p
-        x = (d - self.lo) / max(self.hi - self.lo, 1e-6)
+        x = np.clip((d - self.lo) / max(self.hi - self.lo, 1e-6), -0.3, 1.25)
         if p["denoise"] == "median":
             x = ops.median3(x)
         elif p["denoise"] == "range":

@@ -264,8 +264,8 @@ def peel(x, ctx, rng, sev, placement):
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     ang = np.arctan2(yy - cy, xx - cx)
     rr = np.hypot(yy - cy, xx - cx)
-    wob = 1 + 0.3 * np.sin(ang * rng.integers(3, 7) + rng.uniform(0, 6)) + 0.15 * ops.lattice(
-        rng, (H, W), 1.5 * p)
+    wob = 1 + 0.2 * np.sin(ang * rng.integers(3, 7) + rng.uniform(0, 6)) + 0.1 * ops.lattice(
+        rng, (H, W), max(1.5 * p, R / 3))
     inside = R * wob - rr
     alpha = np.clip(inside / 1.0, 0, 1) * rng.uniform(0.8, 1.0)
     tex = 0.93 + 0.05 * ops.lattice(rng, (H, W), 0.8 * p)
