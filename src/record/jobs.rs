@@ -60,6 +60,14 @@ pub struct Finish<'a> {
 /// how often it was taken alone.
 type OpenJob = (i64, String, i64, Option<i64>, Option<String>, i64);
 
+/// A complete file found in the inbox, with its content's hash and size.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    pub path: &'a Path,
+    pub sha256: &'a str,
+    pub size: i64,
+}
+
 /// How a local path is keyed in the journal: its readable form, and the hex of its bytes when
 /// it is not valid UTF-8 ('' otherwise), so the real path can always be rebuilt.
 pub fn path_key(path: &Path) -> (String, String) {
@@ -106,115 +114,146 @@ impl Recorder {
         max_alone: i64,
         run_id: &str,
     ) -> Result<JobStart, RecordError> {
+        let file = Arrival { path, sha256, size };
+        let mut starts = self.start_jobs(&[file], max_alone, run_id).await?;
+        Ok(starts.remove(0))
+    }
+
+    /// [`Recorder::start_job`] for files found together, in one transaction (one commit and
+    /// one journal sync for the lot). The files are decided in order; the answer stops after
+    /// the first one left unfinished by an earlier run ([`JobStart::Suspect`] or
+    /// [`JobStart::Poison`]), since that one is judged alone and no job may be opened for a
+    /// later file before that is done (a stop then would be charged to them too). The caller
+    /// hands the files past the answer's length in again.
+    pub async fn start_jobs(
+        &self,
+        files: &[Arrival<'_>],
+        max_alone: i64,
+        run_id: &str,
+    ) -> Result<Vec<JobStart>, RecordError> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = now();
         let node = self.site.as_str();
-        let (path, path_hex) = path_key(path);
+        let mut starts = Vec::with_capacity(files.len());
         on_pool!(&self.pool, pool => {
             let mut tx = pool.begin().await?;
-            let kept: Option<(i64,)> = sqlx::query_as(
-                "SELECT id FROM jobs WHERE node = $1 AND source_path = $2 AND source_hex = $4 AND sha256 = $3 AND routed_path = source_path LIMIT 1",
-            )
-            .bind(node)
-            .bind(&path)
-            .bind(sha256)
-            .bind(&path_hex)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if kept.is_some() {
-                return Ok(JobStart::AlreadyHere);
+            for file in files {
+                let sha256 = file.sha256;
+                let (path, path_hex) = path_key(file.path);
+                let kept: Option<(i64,)> = sqlx::query_as(
+                    "SELECT id FROM jobs WHERE node = $1 AND source_path = $2 AND source_hex = $4 AND sha256 = $3 AND routed_path = source_path LIMIT 1",
+                )
+                .bind(node)
+                .bind(&path)
+                .bind(sha256)
+                .bind(&path_hex)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if kept.is_some() {
+                    starts.push(JobStart::AlreadyHere);
+                    continue;
+                }
+                let open: Option<OpenJob> = sqlx::query_as(
+                    "SELECT id, state, attempts, plate_row, run_id, alone_runs FROM jobs
+                     WHERE node = $1 AND source_path = $2 AND source_hex = $4 AND sha256 = $3 AND routed_path IS NULL",
+                )
+                .bind(node)
+                .bind(&path)
+                .bind(sha256)
+                .bind(&path_hex)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let start = match open {
+                    Some((id, state, attempts, plate_row, taken_by, alone_runs)) => {
+                        // A state the schema does not allow cannot be read; it is treated as
+                        // unfinished.
+                        let state = state.parse().unwrap_or(JobState::Processing);
+                        if state != JobState::Processing {
+                            JobStart::Resume {
+                                job_id: id,
+                                state,
+                                plate_row,
+                            }
+                        } else if taken_by.as_deref() == Some(run_id) {
+                            // Put back by this very run (a transient read error): no stop
+                            // between.
+                            sqlx::query("UPDATE jobs SET attempts = attempts + 1, updated_at = $1 WHERE id = $2")
+                                .bind(&now)
+                                .bind(id)
+                                .execute(&mut *tx)
+                                .await?;
+                            JobStart::Process {
+                                job_id: id,
+                                attempts: attempts + 1,
+                            }
+                        } else if alone_runs >= max_alone {
+                            JobStart::Poison {
+                                job_id: id,
+                                alone_runs,
+                            }
+                        } else {
+                            JobStart::Suspect {
+                                job_id: id,
+                                alone_runs,
+                            }
+                        }
+                    }
+                    None => {
+                        // Duplicates are this site's: the same content sent to another site is
+                        // that site's plate and is judged and routed there. Rows from before
+                        // sites were recorded (NULL) are the local database's own.
+                        let earlier: Option<(i64,)> = sqlx::query_as(
+                            "SELECT id FROM plates WHERE sha256 = $1 AND verdict <> $3 AND (site = $2 OR site IS NULL) ORDER BY id LIMIT 1",
+                        )
+                        .bind(sha256)
+                        .bind(node)
+                        .bind(Verdict::Error.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        let state = if earlier.is_some() {
+                            JobState::Duplicate
+                        } else {
+                            JobState::Processing
+                        };
+                        let id: i64 = sqlx::query_scalar(
+                            "INSERT INTO jobs (node, source_path, source_hex, sha256, size_bytes, state, duplicate_of, first_seen, updated_at, run_id)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                        )
+                        .bind(node)
+                        .bind(&path)
+                        .bind(&path_hex)
+                        .bind(sha256)
+                        .bind(file.size)
+                        .bind(state.as_str())
+                        .bind(earlier.map(|e| e.0))
+                        .bind(&now)
+                        .bind(&now)
+                        .bind(run_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        match earlier {
+                            Some((of,)) => JobStart::Duplicate {
+                                job_id: id,
+                                of_plate: of,
+                            },
+                            None => JobStart::Process {
+                                job_id: id,
+                                attempts: 1,
+                            },
+                        }
+                    }
+                };
+                let alone = matches!(start, JobStart::Suspect { .. } | JobStart::Poison { .. });
+                starts.push(start);
+                if alone {
+                    break;
+                }
             }
-            let open: Option<OpenJob> = sqlx::query_as(
-                "SELECT id, state, attempts, plate_row, run_id, alone_runs FROM jobs
-                 WHERE node = $1 AND source_path = $2 AND source_hex = $4 AND sha256 = $3 AND routed_path IS NULL",
-            )
-            .bind(node)
-            .bind(&path)
-            .bind(sha256)
-            .bind(&path_hex)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let start = match open {
-                Some((id, state, attempts, plate_row, taken_by, alone_runs)) => {
-                    // A state the schema does not allow cannot be read; it is treated as
-                    // unfinished.
-                    let state = state.parse().unwrap_or(JobState::Processing);
-                    if state != JobState::Processing {
-                        JobStart::Resume {
-                            job_id: id,
-                            state,
-                            plate_row,
-                        }
-                    } else if taken_by.as_deref() == Some(run_id) {
-                        // Put back by this very run (a transient read error): no stop between.
-                        sqlx::query("UPDATE jobs SET attempts = attempts + 1, updated_at = $1 WHERE id = $2")
-                            .bind(&now)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
-                        JobStart::Process {
-                            job_id: id,
-                            attempts: attempts + 1,
-                        }
-                    } else if alone_runs >= max_alone {
-                        JobStart::Poison {
-                            job_id: id,
-                            alone_runs,
-                        }
-                    } else {
-                        JobStart::Suspect {
-                            job_id: id,
-                            alone_runs,
-                        }
-                    }
-                }
-                None => {
-                    // Duplicates are this site's: the same content sent to another site is
-                    // that site's plate and is judged and routed there. Rows from before sites
-                    // were recorded (NULL) are the local database's own.
-                    let earlier: Option<(i64,)> = sqlx::query_as(
-                        "SELECT id FROM plates WHERE sha256 = $1 AND verdict <> $3 AND (site = $2 OR site IS NULL) ORDER BY id LIMIT 1",
-                    )
-                    .bind(sha256)
-                    .bind(node)
-                    .bind(Verdict::Error.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let state = if earlier.is_some() {
-                        JobState::Duplicate
-                    } else {
-                        JobState::Processing
-                    };
-                    let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO jobs (node, source_path, source_hex, sha256, size_bytes, state, duplicate_of, first_seen, updated_at, run_id)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-                    )
-                    .bind(node)
-                    .bind(&path)
-                    .bind(&path_hex)
-                    .bind(sha256)
-                    .bind(size)
-                    .bind(state.as_str())
-                    .bind(earlier.map(|e| e.0))
-                    .bind(&now)
-                    .bind(&now)
-                    .bind(run_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    match earlier {
-                        Some((of,)) => JobStart::Duplicate {
-                            job_id: id,
-                            of_plate: of,
-                        },
-                        None => JobStart::Process {
-                            job_id: id,
-                            attempts: 1,
-                        },
-                    }
-                }
-            };
             tx.commit().await?;
-            Ok(start)
-        })
+        });
+        Ok(starts)
     }
 
     /// Commits that a suspect job (see [`JobStart::Suspect`]) is about to be judged alone by
@@ -435,6 +474,60 @@ mod tests {
             matches!(s, JobStart::Suspect { alone_runs: 0, .. }),
             "{s:?}"
         );
+    }
+
+    /// Files found together get their jobs in one transaction, decided in order as one by one;
+    /// the answer stops after a file an earlier run left unfinished, and no job is opened for
+    /// the files after it (they are admitted again once it has been judged alone).
+    #[tokio::test]
+    async fn files_found_together_are_started_together_up_to_a_suspect() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::open(&dir.path().join("qc.sqlite")).await.unwrap();
+        let (a, b, c, d) = (
+            Path::new("/in/a.dcm"),
+            Path::new("/in/b.dcm"),
+            Path::new("/in/c.dcm"),
+            Path::new("/in/d.dcm"),
+        );
+        let arrival = |path, sha256| Arrival {
+            path,
+            sha256,
+            size: 1,
+        };
+        // An earlier run left `b` in flight.
+        let JobStart::Process { job_id: b_job, .. } =
+            rec.start_job(b, "sha-b", 1, 3, "run-1").await.unwrap()
+        else {
+            panic!("a new job")
+        };
+        let files = [
+            arrival(a, "sha-a"),
+            arrival(b, "sha-b"),
+            arrival(c, "sha-c"),
+            arrival(d, "sha-d"),
+        ];
+        let starts = rec.start_jobs(&files, 3, "run-2").await.unwrap();
+        assert_eq!(starts.len(), 2, "{starts:?}");
+        assert!(matches!(starts[0], JobStart::Process { attempts: 1, .. }));
+        assert!(
+            matches!(starts[1], JobStart::Suspect { job_id, alone_runs: 0 } if job_id == b_job),
+            "{:?}",
+            starts[1]
+        );
+        let Pool::Sqlite(pool) = &rec.pool else {
+            unreachable!()
+        };
+        let paths: Vec<String> = sqlx::query_scalar("SELECT source_path FROM jobs ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        assert_eq!(paths, ["/in/b.dcm", "/in/a.dcm"], "no job for c or d yet");
+        // The rest, handed in again, start as they would have one by one.
+        let rest = rec.start_jobs(&files[2..], 3, "run-2").await.unwrap();
+        assert_eq!(rest.len(), 2);
+        assert!(rest.iter().all(|s| matches!(s, JobStart::Process { .. })));
+        // An empty batch answers nothing.
+        assert!(rec.start_jobs(&[], 3, "run-2").await.unwrap().is_empty());
     }
 
     /// Plates that finish together are recorded, closed and given their move intents in one

@@ -49,6 +49,15 @@ pub struct Instance {
     pub sop_instance_uid: String,
 }
 
+/// What one routed plate leaves behind: its notes (written and synced) and, per destination,
+/// the instances to queue there.
+#[derive(Debug, Clone)]
+pub struct Dispatch<'a> {
+    pub job: &'a Routed,
+    pub notes: Vec<Instance>,
+    pub queue: Vec<(&'a str, Vec<Instance>)>,
+}
+
 /// An item due for sending.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutItem {
@@ -149,57 +158,59 @@ impl Recorder {
         Ok(types.into_iter().map(|t| t.0).collect())
     }
 
-    /// Records a routed plate's notes and queues its items, per destination in the order given,
-    /// and marks its job dispatched, in one transaction. Redoing it after a crash adds nothing
-    /// twice.
-    pub async fn dispatch(
-        &self,
-        job: &Routed,
-        notes: &[Instance],
-        queue: &[(&str, Vec<Instance>)],
-    ) -> Result<(), RecordError> {
+    /// Records each routed plate's notes and queues its items, per destination in the order
+    /// given, and marks its job dispatched: the plates dispatched together in one transaction
+    /// (one commit, one sync of the journal, however many there are). Redoing it after a crash
+    /// adds nothing twice.
+    pub async fn dispatch(&self, batch: &[Dispatch<'_>]) -> Result<(), RecordError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let t = now();
         let node = self.site.as_str();
         on_pool!(&self.pool, pool => {
             let mut tx = pool.begin().await?;
-            for n in notes {
-                sqlx::query(
-                    "INSERT INTO rejection_notes (plate_row, kind, sop_instance_uid, path, reason_code, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                )
-                .bind(job.plate_row)
-                .bind(n.kind)
-                .bind(&n.sop_instance_uid)
-                .bind(&n.path)
-                .bind(&job.reason_code)
-                .bind(&t)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for (destination, items) in queue {
-                for item in items {
+            for d in batch {
+                let job = d.job;
+                for n in &d.notes {
                     sqlx::query(
-                        "INSERT INTO outbox (node, destination, plate_row, kind, path, sop_class_uid,
-                                             sop_instance_uid, next_attempt_at, created_at)
-                         VALUES ($8, $1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
+                        "INSERT INTO rejection_notes (plate_row, kind, sop_instance_uid, path, reason_code, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                     )
-                    .bind(destination)
                     .bind(job.plate_row)
-                    .bind(item.kind)
-                    .bind(&item.path)
-                    .bind(&item.sop_class_uid)
-                    .bind(&item.sop_instance_uid)
+                    .bind(n.kind)
+                    .bind(&n.sop_instance_uid)
+                    .bind(&n.path)
+                    .bind(&job.reason_code)
                     .bind(&t)
-                    .bind(node)
                     .execute(&mut *tx)
                     .await?;
                 }
+                for (destination, items) in &d.queue {
+                    for item in items {
+                        sqlx::query(
+                            "INSERT INTO outbox (node, destination, plate_row, kind, path, sop_class_uid,
+                                                 sop_instance_uid, next_attempt_at, created_at)
+                             VALUES ($8, $1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(destination)
+                        .bind(job.plate_row)
+                        .bind(item.kind)
+                        .bind(&item.path)
+                        .bind(&item.sop_class_uid)
+                        .bind(&item.sop_instance_uid)
+                        .bind(&t)
+                        .bind(node)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                sqlx::query("UPDATE jobs SET dispatched = 1, updated_at = $1 WHERE id = $2")
+                    .bind(&t)
+                    .bind(job.job_id)
+                    .execute(&mut *tx)
+                    .await?;
             }
-            sqlx::query("UPDATE jobs SET dispatched = 1, updated_at = $1 WHERE id = $2")
-                .bind(&t)
-                .bind(job.job_id)
-                .execute(&mut *tx)
-                .await?;
             tx.commit().await?;
         });
         Ok(())

@@ -12,13 +12,13 @@ use crate::decode::{self, prescan, DecodePolicy};
 use crate::net::dimse::{status, Command};
 use crate::net::scu::{self, ScuError};
 use crate::outcome::Verdict;
-use crate::record::outbox::{Failure, Instance, OutItem, OutboxState, Routed};
+use crate::record::outbox::{Dispatch, Failure, Instance, OutItem, OutboxState, Routed};
 use crate::record::{RecordError, Recorder};
 use dicom_ul::association::client::AsyncClientAssociation;
 use dicom_ul::pdu::PresentationContextResultReason;
 use dicom_ul::ClientAssociationOptions;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -311,60 +311,83 @@ impl Forwarder {
     }
 
     /// Writes notes and outbox rows for every routed, undispatched job. Returns how many.
+    ///
+    /// The plates due together are dispatched together: every note is written first, then all
+    /// of them synced in one pass (each file, then each folder once), then the notes' rows, the
+    /// outbox rows and the jobs' marks committed in one transaction. A crash before that commit
+    /// leaves the jobs undispatched and the next run writes the same notes again (their UIDs
+    /// come from the plate), so nothing is recorded that is not on disk and nothing twice.
     pub async fn dispatch_pending(&self) -> Result<usize, ForwardError> {
         // Routed paths are this node's: each daemon dispatches only its own jobs.
         let due = self.recorder.undispatched().await?;
-        let n = due.len();
-        for job in due {
-            self.dispatch_one(job).await?;
+        if due.is_empty() {
+            return Ok(0);
         }
-        Ok(n)
+        let mut wanted: Vec<(i64, Rejection)> = Vec::new();
+        for job in &due {
+            if let Some(r) = self.rejection_for(job).await? {
+                wanted.push((job.job_id, r));
+            }
+        }
+        let written = if wanted.is_empty() {
+            Default::default()
+        } else {
+            let (folder, capture) = (self.notes_folder(), self.notes.secondary_capture);
+            tokio::task::spawn_blocking(move || write_notes_of(wanted, &folder, capture))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "rejection notes crashed");
+                    Default::default()
+                })
+        };
+        let batch: Vec<Dispatch> = due
+            .iter()
+            .map(|job| self.plan(job, written.get(&job.job_id).map_or(&[][..], Vec::as_slice)))
+            .collect();
+        self.recorder.dispatch(&batch).await?;
+        Ok(due.len())
     }
 
-    async fn dispatch_one(&self, job: Routed) -> Result<(), ForwardError> {
+    /// The rejection note a routed job needs, if any: an unusable plate, notes enabled, and
+    /// not replaced while it waited for review.
+    async fn rejection_for(&self, job: &Routed) -> Result<Option<Rejection>, ForwardError> {
+        let verdict: Verdict = job.verdict.parse().unwrap_or(Verdict::Error);
+        if job.replaced_in_review != 0 || verdict != Verdict::Unusable || !self.notes.enabled {
+            return Ok(None);
+        }
+        Ok(Some(Rejection {
+            plate_path: PathBuf::from(&job.routed_path),
+            reason_code: job.reason_code.clone(),
+            artifact_types: self.recorder.artifact_types(job.plate_row).await?,
+            score: job.unusable_score,
+            threshold: job.threshold,
+            model: format!(
+                "{} {}",
+                job.model_name.as_deref().unwrap_or("?"),
+                job.model_version.as_deref().unwrap_or("?")
+            ),
+            montage_path: job.montage_path.as_ref().map(PathBuf::from),
+        }))
+    }
+
+    /// What a routed job leaves behind, given the notes written for it: the notes' rows and
+    /// the items queued per destination.
+    fn plan<'a>(&'a self, job: &'a Routed, written: &[WrittenNote]) -> Dispatch<'a> {
         if job.replaced_in_review != 0 {
             tracing::info!(
                 job = job.job_id,
                 "a later judgement of the same image replaced this one while it waited for \
                  review; nothing is sent for it"
             );
-            self.recorder.dispatch(&job, &[], &[]).await?;
-            return Ok(());
+            return Dispatch {
+                job,
+                notes: Vec::new(),
+                queue: Vec::new(),
+            };
         }
-        let (fwd, note_opts) = (&self.forward, &self.notes);
+        let fwd = &self.forward;
         let verdict: Verdict = job.verdict.parse().unwrap_or(Verdict::Error);
         let unusable = verdict == Verdict::Unusable;
-        let mut written: Vec<WrittenNote> = Vec::new();
-        if unusable && note_opts.enabled {
-            let rejection = Rejection {
-                plate_path: PathBuf::from(&job.routed_path),
-                reason_code: job.reason_code.clone(),
-                artifact_types: self.recorder.artifact_types(job.plate_row).await?,
-                score: job.unusable_score,
-                threshold: job.threshold,
-                model: format!(
-                    "{} {}",
-                    job.model_name.as_deref().unwrap_or("?"),
-                    job.model_version.as_deref().unwrap_or("?")
-                ),
-                montage_path: job.montage_path.as_ref().map(PathBuf::from),
-            };
-            let (folder, capture) = (self.notes_folder(), note_opts.secondary_capture);
-            let made = tokio::task::spawn_blocking(move || {
-                notes::write_notes(&rejection, &folder, capture)
-            })
-            .await;
-            match made {
-                Ok(Ok(w)) => written = w,
-                // The plate is judged and routed; a note that cannot be made (the routed file
-                // was removed by hand, the disk is full) is logged for a person, not retried
-                // forever.
-                Ok(Err(e)) => {
-                    tracing::error!(job = job.job_id, error = %e, "rejection note not written")
-                }
-                Err(e) => tracing::error!(job = job.job_id, error = %e, "rejection note crashed"),
-            }
-        }
         let notes: Vec<Instance> = written
             .iter()
             .map(|n| Instance {
@@ -390,13 +413,12 @@ impl Forwarder {
         if fwd.send_notes {
             items.extend(notes.iter().cloned());
         }
-        let queue: Vec<(&str, Vec<Instance>)> = fwd
+        let queue = fwd
             .destinations
             .iter()
             .map(|d| (d.name.as_str(), items.clone()))
             .collect();
-        self.recorder.dispatch(&job, &notes, &queue).await?;
-        Ok(())
+        Dispatch { job, notes, queue }
     }
 
     /// A destination failed: logged once when its trouble starts or changes kind, so an
@@ -777,6 +799,32 @@ impl Forwarder {
             }
         })
     }
+}
+
+/// Writes the notes of several jobs, then syncs them all in one pass; the notes of each job,
+/// by job id. The plate is judged and routed whatever happens here: a note that cannot be made
+/// (the routed file was removed by hand, the disk is full) is logged for a person and not
+/// retried forever, and notes that cannot be synced are not recorded.
+fn write_notes_of(
+    wanted: Vec<(i64, Rejection)>,
+    folder: &std::path::Path,
+    capture: bool,
+) -> HashMap<i64, Vec<WrittenNote>> {
+    let mut written = HashMap::with_capacity(wanted.len());
+    for (job, r) in wanted {
+        match notes::write_notes_unsynced(&r, folder, capture) {
+            Ok(w) => {
+                written.insert(job, w);
+            }
+            Err(e) => tracing::error!(job, error = %e, "rejection note not written"),
+        }
+    }
+    if let Err(e) = notes::sync_notes(written.values().flatten()) {
+        let notes = written.values().map(Vec::len).sum::<usize>();
+        tracing::error!(error = %e, notes, "rejection notes written but not synced; not recorded");
+        written.clear();
+    }
+    written
 }
 
 /// The AE titles, PDU size and connect timeout of every association with `dest`, for

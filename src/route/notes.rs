@@ -473,6 +473,8 @@ fn secondary_capture(
     obj
 }
 
+/// Writes the file complete under its name (staged and renamed) but not synced: see
+/// [`write_notes_unsynced`].
 fn write(
     obj: InMemDicomObject,
     class: &str,
@@ -492,14 +494,54 @@ fn write(
     let mut bytes = Vec::new();
     file.write_all(&mut bytes)
         .map_err(|e| NoteError::Build(e.to_string()))?;
-    crate::fsutil::write_private(path, &bytes).map_err(|source| NoteError::Write {
+    crate::fsutil::write_private_with(path, &bytes, false).map_err(|source| NoteError::Write {
         path: path.to_path_buf(),
         source,
     })
 }
 
-/// Writes the note (and the secondary capture, if asked and a montage exists) into `folder`.
+/// Writes the note (and the secondary capture, if asked and a montage exists) into `folder`,
+/// durably: on return the files and their names survive a power cut.
 pub fn write_notes(
+    r: &Rejection,
+    folder: &Path,
+    with_capture: bool,
+) -> Result<Vec<WrittenNote>, NoteError> {
+    let written = write_notes_unsynced(r, folder, with_capture)?;
+    sync_notes(&written)?;
+    Ok(written)
+}
+
+/// Makes notes written by [`write_notes_unsynced`] durable: each file's content, then each
+/// folder once (their names), however many notes share it. The daemon writes the notes of all
+/// plates routed together first and syncs them here in one pass, instead of a file and a
+/// folder sync per note, before their rows are committed.
+pub fn sync_notes<'a>(written: impl IntoIterator<Item = &'a WrittenNote>) -> Result<(), NoteError> {
+    let failed = |path: &Path, source| NoteError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut folders: Vec<&Path> = Vec::new();
+    for n in written {
+        std::fs::File::open(&n.path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| failed(&n.path, e))?;
+        if let Some(dir) = n.path.parent() {
+            if !folders.contains(&dir) {
+                folders.push(dir);
+            }
+        }
+    }
+    for dir in folders {
+        crate::fsutil::sync_dir(Some(dir)).map_err(|e| failed(dir, e))?;
+    }
+    Ok(())
+}
+
+/// As [`write_notes`], without syncing: the files are complete under their names (written
+/// under a temporary name and renamed) but may not survive a power cut until [`sync_notes`]
+/// has run on them. Nothing may be recorded as written before that.
+pub fn write_notes_unsynced(
     r: &Rejection,
     folder: &Path,
     with_capture: bool,

@@ -8,10 +8,11 @@ use super::{Jobs, WatchStats};
 use crate::ingest::InFlight;
 use crate::outcome::{FailureKind, Stage, Verdict};
 use crate::pipeline::Engine;
-use crate::record::jobs::JobState;
+use crate::record::jobs::{Arrival, JobState};
 use crate::record::{JobStart, PlateRecord};
 use crate::route::{route_and_close, Destination, Leaving, Routing};
 use sha2::Digest;
+use std::collections::VecDeque;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -60,32 +61,57 @@ fn hash_file(path: &Path) -> std::io::Result<(String, i64)> {
 
 impl Admission {
     /// Admits the files ingest finds until it stops (or the pipeline does), sending new work
-    /// on to decode.
+    /// on to decode. Files found together are admitted together, as many as decode can take at
+    /// the moment: their jobs are committed in one transaction.
     pub(super) fn spawn(
         self,
         mut found: mpsc::Receiver<PathBuf>,
         to_decode: mpsc::Sender<PathBuf>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            while let Some(path) = found.recv().await {
+            let mut waiting: VecDeque<PathBuf> = VecDeque::new();
+            loop {
+                if waiting.is_empty() {
+                    match found.recv().await {
+                        Some(p) => waiting.push_back(p),
+                        None => break,
+                    }
+                }
+                // No more than decode has room for, so that no job is opened long before its
+                // plate is worked on (a stop charges every open job of the run).
+                let room = to_decode.capacity().max(1);
+                while waiting.len() < room {
+                    match found.try_recv() {
+                        Ok(p) => waiting.push_back(p),
+                        Err(_) => break,
+                    }
+                }
                 if let Ok(f) = self.in_flight.lock() {
                     self.show_in_flight(f.len());
                 }
-                match self.admit(&path).await {
-                    Admitted::Judge { job_id } => {
-                        if let Ok(mut j) = self.jobs.lock() {
-                            j.insert(path.clone(), job_id);
+                let batch: Vec<PathBuf> = waiting.drain(..waiting.len().min(room)).collect();
+                let admitted = self.admit(&batch).await;
+                // Files after one that must be judged alone wait for the next round.
+                for p in batch[admitted.len()..].iter().rev() {
+                    waiting.push_front(p.clone());
+                }
+                for (path, a) in batch.into_iter().zip(admitted) {
+                    match a {
+                        Admitted::Judge { job_id } => {
+                            if let Ok(mut j) = self.jobs.lock() {
+                                j.insert(path.clone(), job_id);
+                            }
+                            if to_decode.send(path).await.is_err() {
+                                return;
+                            }
                         }
-                        if to_decode.send(path).await.is_err() {
-                            break;
+                        Admitted::Alone { job_id } => {
+                            if !self.alone(path, job_id, &to_decode).await {
+                                return;
+                            }
                         }
+                        Admitted::Settled => self.done(&path),
                     }
-                    Admitted::Alone { job_id } => {
-                        if !self.alone(path, job_id, &to_decode).await {
-                            break;
-                        }
-                    }
-                    Admitted::Settled => self.done(&path),
                 }
             }
         })
@@ -160,26 +186,60 @@ impl Admission {
         }
     }
 
-    async fn admit(&self, path: &Path) -> Admitted {
-        let p2 = path.to_path_buf();
-        let hashed = tokio::task::spawn_blocking(move || hash_file(&p2)).await;
-        let Ok(Ok((sha, size))) = hashed else {
-            // Vanished or unreadable between detection and now: the rescan retries.
-            return Admitted::Settled;
-        };
-        let key = path.display().to_string();
-        let start = match self
+    /// Decides how each file of `batch` is handled, in order, with one transaction for their
+    /// jobs. The answer may cover only the first files (see [`Recorder::start_jobs`]); the
+    /// rest are to be admitted again.
+    ///
+    /// [`Recorder::start_jobs`]: crate::record::Recorder::start_jobs
+    async fn admit(&self, batch: &[PathBuf]) -> Vec<Admitted> {
+        let paths = batch.to_vec();
+        let hashed = tokio::task::spawn_blocking(move || {
+            paths.iter().map(|p| hash_file(p).ok()).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_else(|_| vec![None; batch.len()]);
+        // A file that vanished or cannot be read between detection and now is left to the
+        // rescan.
+        let arrivals: Vec<Arrival> = batch
+            .iter()
+            .zip(&hashed)
+            .filter_map(|(path, h)| {
+                h.as_ref().map(|(sha256, size)| Arrival {
+                    path,
+                    sha256,
+                    size: *size,
+                })
+            })
+            .collect();
+        let starts = match self
             .engine
             .recorder
-            .start_job(path, &sha, size, self.max_attempts, &self.engine.run_id)
+            .start_jobs(&arrivals, self.max_attempts, &self.engine.run_id)
             .await
         {
             Ok(s) => s,
             Err(err) => {
-                tracing::error!(path = %key, error = %err, "cannot record the job; will retry");
-                return Admitted::Settled;
+                tracing::error!(files = batch.len(), error = %err, "cannot record the jobs; will retry");
+                return batch.iter().map(|_| Admitted::Settled).collect();
             }
         };
+        let mut starts = starts.into_iter();
+        let mut out = Vec::with_capacity(batch.len());
+        for (path, h) in batch.iter().zip(hashed) {
+            let Some((sha, size)) = h else {
+                out.push(Admitted::Settled);
+                continue;
+            };
+            let Some(start) = starts.next() else { break };
+            out.push(self.settle(path, start, sha, size).await);
+        }
+        out
+    }
+
+    /// Acts on what the journal says of one file: new work is handed on, the rest is settled
+    /// here.
+    async fn settle(&self, path: &Path, start: JobStart, sha: String, size: i64) -> Admitted {
+        let key = path.display().to_string();
         match start {
             JobStart::Process { job_id, attempts } => {
                 if attempts > 1 {
