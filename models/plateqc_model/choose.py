@@ -103,6 +103,8 @@ def main(argv=None):
     base = None
     if a.baseline:
         base = measure_onnx(Path(a.baseline), a.baseline, splits)
+        if a.fallback_val:   # measured on the same plates as the runs: compare like with like
+            base["fallback_val_auc"] = base["val_auc_parts"][a.fallback_val]
         print(json.dumps({"baseline": base}), flush=True)
     elif a.baseline_from:
         base = json.loads(Path(a.baseline_from).read_text())["baseline"]

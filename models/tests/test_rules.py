@@ -57,3 +57,13 @@ def test_round_7_fallback_accepts_a_small_loss_on_family_a_and_no_more():
     n["fallback_val_auc"] = 0.933
     n["shifted_spec_at_recall_0.95"] = 0.36   # 0.036 under on the shifted plates
     assert fallback([n], base, (0.005, 0.03)) is None
+
+
+def test_a_baseline_measured_on_several_families_is_compared_on_its_family_a_part():
+    base = run("1.3.0", 0.90, 0.72, 0.396)      # over A + C + D, where 1.3.0 never saw D
+    base["fallback_val_auc"] = 0.933            # on val4 alone
+    n = run("n", 0.95, 0.74, 0.40)
+    n["fallback_val_auc"] = 0.920
+    assert fallback([n], base, (0.005, 0.03)) is None
+    n["fallback_val_auc"] = 0.930
+    assert fallback([n], base, (0.005, 0.03))["run"] == "n"
