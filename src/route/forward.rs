@@ -812,11 +812,17 @@ fn write_notes_of(
 ) -> HashMap<i64, Vec<WrittenNote>> {
     let mut written = HashMap::with_capacity(wanted.len());
     for (job, r) in wanted {
-        match notes::write_notes_unsynced(&r, folder, capture) {
-            Ok(w) => {
+        // One plate's note failing, even by a panic in reading its file back, costs only its
+        // own note, not those of the plates dispatched with it.
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            notes::write_notes_unsynced(&r, folder, capture)
+        }));
+        match made {
+            Ok(Ok(w)) => {
                 written.insert(job, w);
             }
-            Err(e) => tracing::error!(job, error = %e, "rejection note not written"),
+            Ok(Err(e)) => tracing::error!(job, error = %e, "rejection note not written"),
+            Err(_) => tracing::error!(job, "rejection note crashed; not written"),
         }
     }
     if let Err(e) = notes::sync_notes(written.values().flatten()) {
