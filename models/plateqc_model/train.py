@@ -19,6 +19,7 @@ import json
 import math
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parents[1]   # models/
 
 from plateqc_model import data as D
+from plateqc_model import style as S_
 from plateqc_model.net import PlateNet
 
 
@@ -111,6 +113,26 @@ def pair_batches(pair: np.ndarray, bs: int, rng: np.random.Generator):
         yield np.array(batch)
 
 
+def styled(it, X: np.ndarray, rects: np.ndarray, pair, p: float, rng: np.random.Generator):
+    """Yields (rows, float32 inputs) for each batch of `it`. With style randomisation (p > 0)
+    the next batch is restyled in a worker thread while the current one trains (numpy releases
+    the GIL; the draws stay in the loop's random stream, so a seed still fixes the run)."""
+    if p <= 0:
+        for b in it:
+            yield b, X[b].astype(np.float32)
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for b in it:
+            plan = S_.plan_batch(pair[b] if pair is not None else b, p, rng)
+            nxt = (b, pool.submit(S_.apply_batch, X[b], rects[b], plan))
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = nxt
+        if pending is not None:
+            yield pending[0], pending[1].result()
+
+
 class DenseHeads(torch.nn.Module):
     """Training-only dense supervision: 1x1 convolutions on `middle` and `last` predict the
     per-type artifact masks (local types: where the artifact is; global types: the affected
@@ -172,6 +194,7 @@ def recipe_args(a) -> dict:
     --init is left out so checkpoints written before the option existed still resume."""
     return {k: v for k, v in vars(a).items()
             if k != "resume" and not (k == "init" and v is None)
+            and not (k == "style_aug" and v == 0.0)
             and not (k == "psp" and v == D.pp.PSP_V1)}
 
 
@@ -210,6 +233,10 @@ def main(argv=None):
     ap.add_argument("--psp", default=D.pp.PSP_V1, choices=D.pp.PREPROCESSINGS,
                     help="the preprocessing of the cached splits to train on (the exported "
                          "model names it)")
+    ap.add_argument("--style-aug", type=float, default=0.0, metavar="P",
+                    help="restyle each training scene (and its twin alike) with probability P: "
+                         "spatial vendor processing imitated on the cached tensor "
+                         "(style.py; psp-v2 caches only)")
     ap.add_argument("--out", default=str(HERE / "work" / "run"))
     ap.add_argument("--val-monitor", type=int, default=0,
                     help="per-epoch validation AUC on the first N validation plates only (0: all);"
@@ -232,6 +259,9 @@ def main(argv=None):
     Mtr = tr["mask"]
     TMtr = tr.get("tmask")
     pair = tr.get("pair")
+    Rtr = tr.get("rect")
+    if a.style_aug > 0 and a.psp != D.pp.PSP_V2:
+        raise SystemExit("--style-aug restyles rank images: it needs --psp plateqc-psp-v2")
     has_mask = Mtr.any(axis=1)
     print(f"train {len(Xtr)} plates (unusable {Ytr.mean():.3f}, with local masks "
           f"{has_mask.mean():.3f}); val {len(va['x'])}", flush=True)
@@ -309,8 +339,8 @@ def main(argv=None):
             dense.train()
         it = (pair_batches(pair, a.batch, rng) if pair is not None
               else batches(len(Xtr), a.batch, rng))
-        for step, b in enumerate(it):
-            x = torch.from_numpy(Xtr[b].astype(np.float32))
+        for step, (b, xb) in enumerate(styled(it, Xtr, Rtr, pair, a.style_aug, rng)):
+            x = torch.from_numpy(xb)
             y = torch.from_numpy(Ytr[b])
             t = torch.from_numpy(Ttr[b])
             sv = torch.from_numpy(Str[b])
