@@ -22,7 +22,34 @@ SPLITS = {
               "each plate with artifacts followed by its artifact-free twin)",
     "trainc5": "family C (`models/famc`, a second anatomy, texture and processing design, "
                "each plate with artifacts followed by its artifact-free twin)",
+    "traind7": "family D (`models/famd`, a third, outline-based design, each plate with "
+               "artifacts followed by its artifact-free twin)",
 }
+
+
+def lineage(tr, base: Path = HERE, limit: int = 10) -> list[str]:
+    """Where a run's starting weights came from: one line per earlier run it continued (its
+    `--init`, followed back through those runs' own results), so a card of a continued run
+    does not pass for the whole training. Paths in `--init` are relative to models/."""
+    out, seen = [], set()
+    init = tr["args"].get("init")
+    while init and len(out) < limit and init not in seen:
+        seen.add(init)
+        f = base / init / "train_result.json"
+        if not f.exists():
+            out.append(f"- started from the weights of `{init}` (its record is not in this "
+                       "checkout)")
+            break
+        prev = json.loads(f.read_text())
+        pa = prev["args"]
+        out.append(f"- started from the weights of `{init}`: {prev['epochs_run']} epochs over "
+                   f"`{pa['train']}`, peak lr {pa['lr']:g}, seed {prev['seed']}"
+                   + (f", style randomisation p = {pa['style_aug']:g}"
+                      if pa.get("style_aug") else ""))
+        init = pa.get("init")
+    if out and not init:
+        out.append("- the first of these started from random weights")
+    return out
 
 
 def train_data(tr):
@@ -205,6 +232,11 @@ def main(argv=None):
           + (f" + {tr['args']['dense_weight']:g} x dense mask term (training only: 1x1 "
              "convolutions on `middle` and `last` predict each type's artifact mask; not exported)"
              if tr['args'].get('dense_weight', 0) > 0 else ""),
+          *( [f"- spatial style randomisation of the cached inputs (training only, "
+              f"`plateqc_model/style.py`): each scene and its twin alike, with p = "
+              f"{tr['args']['style_aug']:g}, channel 0 sharpened or softened at a random scale and "
+              "ranked again, channel 1 recomputed"] if tr['args'].get('style_aug') else []),
+          *lineage(tr),
           f"- training time {tr['train_seconds'] / 60:.1f} min with "
           f"{tr['args'].get('threads', 2)} torch thread(s) on the 2-core build machine, shared "
           "with other work",

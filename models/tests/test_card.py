@@ -1,0 +1,38 @@
+"""The model card's account of a continued run (plateqc_model/card.py `lineage`)."""
+import json
+
+from plateqc_model.card import lineage
+
+
+def _run(base, name, epochs, train, seed, init=None, style=0.0):
+    d = base / name
+    d.mkdir(parents=True)
+    args = {"train": train, "lr": 1.5e-3, "style_aug": style}
+    if init:
+        args["init"] = init
+    (d / "train_result.json").write_text(json.dumps(
+        {"epochs_run": epochs, "seed": seed, "args": args}))
+
+
+def test_a_continued_run_names_every_run_it_started_from(tmp_path):
+    _run(tmp_path, "runs/a", 18, "train4,trainc5", 1238)
+    _run(tmp_path, "runs/b", 6, "train4,trainc5,traind7", 1239, init="runs/a")
+    tr = {"args": {"init": "runs/b"}}
+    lines = lineage(tr, tmp_path)
+    assert len(lines) == 3
+    assert "`runs/b`: 6 epochs" in lines[0] and "seed 1239" in lines[0]
+    assert "`runs/a`: 18 epochs over `train4,trainc5`" in lines[1]
+    assert "random weights" in lines[2]
+
+
+def test_a_run_from_scratch_has_no_lineage_and_a_missing_record_is_said(tmp_path):
+    assert lineage({"args": {}}, tmp_path) == []
+    lines = lineage({"args": {"init": "runs/gone"}}, tmp_path)
+    assert len(lines) == 1 and "not in this checkout" in lines[0]
+
+
+def test_a_loop_of_inits_ends(tmp_path):
+    _run(tmp_path, "runs/a", 1, "t", 1, init="runs/b")
+    _run(tmp_path, "runs/b", 1, "t", 2, init="runs/a")
+    lines = lineage({"args": {"init": "runs/a"}}, tmp_path)
+    assert len(lines) == 2
