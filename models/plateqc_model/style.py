@@ -20,6 +20,7 @@ only by its artifacts.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -135,3 +136,23 @@ def augment_batch(x: np.ndarray, rects: np.ndarray, groups: np.ndarray, p: float
                   rng: np.random.Generator) -> np.ndarray:
     """`plan_batch` then `apply_batch`."""
     return apply_batch(x, rects, plan_batch(groups, p, rng))
+
+
+def styled(it, X: np.ndarray, rects: np.ndarray, pair, p: float, rng: np.random.Generator):
+    """Yields (rows, float32 inputs) for each batch of `it`. With style randomisation (p > 0)
+    the next batch is restyled in a worker thread while the current one trains (numpy releases
+    the GIL; the draws stay in the loop's random stream, so a seed still fixes the run)."""
+    if p <= 0:
+        for b in it:
+            yield b, X[b].astype(np.float32)
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for b in it:
+            plan = plan_batch(pair[b] if pair is not None else b, p, rng)
+            nxt = (b, pool.submit(apply_batch, X[b], rects[b], plan))
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = nxt
+        if pending is not None:
+            yield pending[0], pending[1].result()

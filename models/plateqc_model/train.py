@@ -19,7 +19,6 @@ import json
 import math
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -111,26 +110,6 @@ def pair_batches(pair: np.ndarray, bs: int, rng: np.random.Generator):
             batch = []
     if batch:
         yield np.array(batch)
-
-
-def styled(it, X: np.ndarray, rects: np.ndarray, pair, p: float, rng: np.random.Generator):
-    """Yields (rows, float32 inputs) for each batch of `it`. With style randomisation (p > 0)
-    the next batch is restyled in a worker thread while the current one trains (numpy releases
-    the GIL; the draws stay in the loop's random stream, so a seed still fixes the run)."""
-    if p <= 0:
-        for b in it:
-            yield b, X[b].astype(np.float32)
-        return
-    with ThreadPoolExecutor(1) as pool:
-        pending = None
-        for b in it:
-            plan = S_.plan_batch(pair[b] if pair is not None else b, p, rng)
-            nxt = (b, pool.submit(S_.apply_batch, X[b], rects[b], plan))
-            if pending is not None:
-                yield pending[0], pending[1].result()
-            pending = nxt
-        if pending is not None:
-            yield pending[0], pending[1].result()
 
 
 class DenseHeads(torch.nn.Module):
@@ -339,7 +318,7 @@ def main(argv=None):
             dense.train()
         it = (pair_batches(pair, a.batch, rng) if pair is not None
               else batches(len(Xtr), a.batch, rng))
-        for step, (b, xb) in enumerate(styled(it, Xtr, Rtr, pair, a.style_aug, rng)):
+        for step, (b, xb) in enumerate(S_.styled(it, Xtr, Rtr, pair, a.style_aug, rng)):
             x = torch.from_numpy(xb)
             y = torch.from_numpy(Ytr[b])
             t = torch.from_numpy(Ttr[b])

@@ -93,7 +93,7 @@ def test_twins_share_a_draw_and_p_zero_is_identity():
 
 
 def test_training_batches_keep_order_and_a_seed_fixes_the_styles():
-    from plateqc_model.train import styled
+    from plateqc_model.style import styled
     xs, rects = [], []
     for k in range(6):
         x, rect = _tensor(np.random.default_rng(10 + k))
