@@ -132,12 +132,6 @@ def apply_batch(x: np.ndarray, rects: np.ndarray, plan: list) -> np.ndarray:
     return out
 
 
-def augment_batch(x: np.ndarray, rects: np.ndarray, groups: np.ndarray, p: float,
-                  rng: np.random.Generator) -> np.ndarray:
-    """`plan_batch` then `apply_batch`."""
-    return apply_batch(x, rects, plan_batch(groups, p, rng))
-
-
 def styled(it, X: np.ndarray, rects: np.ndarray, pair, p: float, rng: np.random.Generator):
     """Yields (rows, float32 inputs) for each batch of `it`. With style randomisation (p > 0)
     the next batch is restyled in a worker thread while the current one trains (numpy releases

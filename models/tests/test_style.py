@@ -84,11 +84,13 @@ def test_twins_share_a_draw_and_p_zero_is_identity():
     other, _ = _tensor(np.random.default_rng(4))
     batch = np.stack([x, x, other]).astype(np.float16)
     rects = np.array([rect] * 3)
-    out = style.augment_batch(batch, rects, np.array([7, 7, 9]), 1.0, np.random.default_rng(5))
+    out = style.apply_batch(batch, rects, style.plan_batch(np.array([7, 7, 9]), 1.0,
+                                                          np.random.default_rng(5)))
     assert out.dtype == np.float32
     assert np.array_equal(out[0], out[1])
     assert not np.allclose(out[0], batch[0].astype(np.float32), atol=1e-3)
-    same = style.augment_batch(batch, rects, np.array([7, 7, 9]), 0.0, np.random.default_rng(5))
+    same = style.apply_batch(batch, rects, style.plan_batch(np.array([7, 7, 9]), 0.0,
+                                                           np.random.default_rng(5)))
     assert np.array_equal(same, batch.astype(np.float32))
 
 
