@@ -74,18 +74,6 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def midrank(v: np.ndarray) -> np.ndarray:
-    """Mid-rank of every value among all values, over n - 1 (the preprocessing's rank)."""
-    flat = v.reshape(-1)
-    n = flat.size
-    if n < 2:
-        return np.full(v.shape, 0.5)
-    _, inv, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    less = np.cumsum(counts) - counts
-    mid = (less + (counts - 1.0) / 2.0) / float(n - 1)
-    return mid[inv.reshape(-1)].reshape(v.shape)
-
-
 def local_contrast(c0: np.ndarray) -> np.ndarray:
     """`plateqc-psp-v2` channel 1 from channel 0 (`plateqc_ref.preprocess.local_contrast`)."""
     return np.clip(0.5 + pp.LOCAL_GAIN * (c0 - box_mean(c0, pp.LOCAL_RADIUS)), 0.0, 1.0)
@@ -99,7 +87,7 @@ def restyle(x: np.ndarray, rect, sigma: float, amount: float) -> np.ndarray:
     u = c0 + amount * (c0 - gaussian_blur(c0, sigma))
     # the filters leave rounding noise of ~1e-16 that would break a constant region's tie into
     # a spread of ranks; the cached values are float16 (steps >= 1e-4), so 1e-9 merges only that
-    r0 = midrank(np.round(u, 9))
+    r0 = pp.midrank(np.round(u, 9))
     out = np.zeros(x.shape, dtype=np.float32)
     out[0, top:top + oh, left:left + ow] = r0
     out[1, top:top + oh, left:left + ow] = local_contrast(r0)

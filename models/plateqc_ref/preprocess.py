@@ -142,12 +142,20 @@ def rank_channel(v: np.ndarray, slope: float) -> np.ndarray:
     Ranked on the stored integers v (the modality LUT is linear, so the order of m is the order
     of v, reversed for a negative slope; a zero slope makes all values equal -> 0.5). Integer
     ranks keep the result exact and free of float ties."""
-    flat = np.asarray(v, dtype=np.int64).reshape(-1)
-    n = flat.size
-    if n < 2 or slope == 0.0:
+    flat = np.asarray(v, dtype=np.int64).reshape(v.shape)
+    if slope == 0.0:
         return np.full(v.shape, 0.5, dtype=np.float64)
-    if slope < 0.0:
-        flat = -flat
+    return midrank(-flat if slope < 0.0 else flat)
+
+
+def midrank(v: np.ndarray) -> np.ndarray:
+    """(count of smaller values + (count of equal values - 1) / 2) / (n - 1) for every element
+    of `v` among all of them (0.5 everywhere for fewer than two); the rank step of
+    `rank_channel`, also used by training's style randomisation on float images."""
+    flat = v.reshape(-1)
+    n = flat.size
+    if n < 2:
+        return np.full(v.shape, 0.5, dtype=np.float64)
     _, inv, counts = np.unique(flat, return_inverse=True, return_counts=True)
     less = np.cumsum(counts) - counts
     mid = (less.astype(np.float64) + (counts.astype(np.float64) - 1.0) / 2.0) / float(n - 1)

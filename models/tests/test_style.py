@@ -18,11 +18,12 @@ def _tensor(rng, size=64, rect=(8, 4, 48, 56)):
     return x, rect
 
 
-def test_midrank_matches_the_preprocessing_rank():
-    rng = np.random.default_rng(0)
-    v = rng.integers(0, 50, size=(20, 30))
-    got = style.midrank(v.astype(np.float64))
-    assert np.allclose(got, pp.rank_channel(v, 1.0))
+def test_midrank_counts_ties_and_a_negative_slope_reverses_the_rank():
+    got = pp.midrank(np.array([[3.0, 1.0], [3.0, 2.0]]))
+    assert np.allclose(got, np.array([[2.5, 0.0], [2.5, 1.0]]) / 3.0)
+    v = np.random.default_rng(0).integers(0, 50, size=(20, 30))
+    assert np.allclose(pp.rank_channel(v, 1.0), pp.midrank(v.astype(np.float64)))
+    assert np.allclose(pp.rank_channel(v, -2.0), 1.0 - pp.rank_channel(v, 1.0))
 
 
 def test_local_contrast_matches_the_preprocessing():
