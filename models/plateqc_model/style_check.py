@@ -4,6 +4,8 @@ randomisation (plan-1.3.md round 8, after its gate; training families only, neve
     python -m plateqc_model.style_check --model plateqc.onnx --model runs/cand-P/candidate.onnx \
         --out results/style-sensitivity.json
 
+(`runs/cand-P/candidate.onnx` is the export `make SET=4 choose-8` writes from the run's weights.)
+
 Per validation family: the first `--plates` artifact-free plates, each restyled once with a
 draw of `style.draw` (seeded), P(unusable) before and after; the share passing at the model's
 own threshold before and after (also for softened and sharpened draws apart) and the mean
