@@ -1,7 +1,7 @@
 //! Judged plates: one row per file judged (verdict, scores, identity, timings, where its
 //! overlays went) and one per reported artifact type.
 
-use super::{now, RecordError, Recorder};
+use super::{now, Pool, RecordError, Recorder};
 use crate::decode::{PlateHeader, UidSource};
 use crate::infer::{Judgement, ModelContract};
 use crate::on_pool;
@@ -172,8 +172,11 @@ impl Recorder {
     /// Inserts plates and their findings in a single transaction; returns the row ids in order.
     pub async fn insert_many(&self, records: &[PlateRecord]) -> Result<Vec<i64>, RecordError> {
         let site = self.site.as_str();
+        let postgres = matches!(self.pool, Pool::Postgres(_));
+        let keys = image_lock_keys(site, records);
         on_pool!(&self.pool, pool => {
             let mut tx = pool.begin().await?;
+            lock_images!(tx, postgres, &keys);
             let mut ids = Vec::with_capacity(records.len());
             for r in records {
                 ids.push(insert_plate!(tx, r, site));
@@ -199,8 +202,60 @@ impl Recorder {
     }
 }
 
+/// The advisory-lock keys that serialise recording the judgements among `records` on
+/// PostgreSQL: one per (site, SOP Instance UID) that a judgement supersedes by, sorted and
+/// without repeats.
+///
+/// Why: a judgement marks the earlier ones of its image at its site `superseded` in its own
+/// transaction (`insert_plate!`). Two processes recording the same image at the same site in
+/// overlapping transactions (a `scan` beside that site's daemon) would each miss the other's
+/// uncommitted row and leave both unmarked, so the image would count twice. Holding the key's
+/// transaction lock from before the insert to the commit orders them: the second inserts after
+/// the first committed, and its mark sees the first. Taken in sorted order, so two batches
+/// holding the same images in opposite orders wait for each other instead of deadlocking.
+/// SQLite needs none: it runs one writer at a time.
+pub(crate) fn image_lock_keys<'a>(
+    site: &str,
+    records: impl IntoIterator<Item = &'a PlateRecord>,
+) -> Vec<i64> {
+    use sha2::{Digest, Sha256};
+    let mut keys: Vec<i64> = records
+        .into_iter()
+        .filter(|r| r.verdict != Verdict::Error)
+        .filter_map(|r| r.sop_instance_uid.as_deref().filter(|u| !u.is_empty()))
+        .map(|uid| {
+            let d = Sha256::new()
+                .chain_update(b"plateqc image\0")
+                .chain_update(site.as_bytes())
+                .chain_update(b"\0")
+                .chain_update(uid.as_bytes())
+                .finalize();
+            i64::from_be_bytes(d[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Takes the transaction-scoped advisory locks `image_lock_keys` chose, in their order, inside
+/// the open transaction `$tx` when `$postgres` (the statement is PostgreSQL's).
+macro_rules! lock_images {
+    ($tx:ident, $postgres:expr, $keys:expr) => {
+        if $postgres {
+            for key in $keys {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(key)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+        }
+    };
+}
+pub(crate) use lock_images;
+
 /// Inserts a plate and its findings inside the open transaction `$tx` (of either backend) and
-/// evaluates to the new row id.
+/// evaluates to the new row id. A judgement's transaction takes `lock_images!` first.
 macro_rules! insert_plate {
     ($tx:ident, $r:expr, $site:expr) => {{
         let r: &PlateRecord = $r;
@@ -302,3 +357,39 @@ macro_rules! insert_plate {
     }};
 }
 pub(crate) use insert_plate;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judged(uid: Option<&str>, verdict: Verdict) -> PlateRecord {
+        PlateRecord {
+            sop_instance_uid: uid.map(str::to_string),
+            verdict,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn image_lock_keys_are_sorted_unique_and_only_for_judgements_that_supersede() {
+        let records = [
+            judged(Some("1.2.3"), Verdict::Usable),
+            judged(Some("1.2.4"), Verdict::Unusable),
+            judged(Some("1.2.3"), Verdict::Unusable),
+            judged(Some("1.2.5"), Verdict::Error),
+            judged(Some(""), Verdict::Usable),
+            judged(None, Verdict::Usable),
+        ];
+        let keys = image_lock_keys("north", &records);
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        // The same image in another order gives the same keys; at another site, others.
+        let reversed: Vec<_> = records.iter().rev().collect();
+        assert_eq!(image_lock_keys("north", reversed), keys);
+        let south = image_lock_keys("south", &records);
+        assert!(
+            south.iter().all(|k| !keys.contains(k)),
+            "{south:?} {keys:?}"
+        );
+    }
+}

@@ -710,6 +710,52 @@ async fn each_site_counts_the_images_it_judged() {
     }
 }
 
+/// Two processes recording the same images at the same site at once on PostgreSQL (a `scan`
+/// beside that site's daemon), in batches holding them in opposite orders: every image ends
+/// with exactly one judgement that counts (none left unmarked twice by overlapping
+/// transactions), and neither batch fails on a deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_recordings_of_one_image_count_it_once_on_postgres() {
+    let url = pg::fresh_database().await;
+    let first = Recorder::open_as(Path::new(&url), "north").await.unwrap();
+    let second = Recorder::open_as(Path::new(&url), "north").await.unwrap();
+    let pool = match first.pool() {
+        plateqc::record::Pool::Postgres(p) => p.clone(),
+        _ => unreachable!(),
+    };
+    let forward: Vec<PlateRecord> = (0..40).map(|i| scan("PLATE-R", "ST-1", i, None)).collect();
+    let backward: Vec<PlateRecord> = forward.iter().rev().cloned().collect();
+    // Same order first (without the lock: both judgements of an image stay unmarked), then
+    // opposite orders (without sorted locks: a deadlock fails one batch).
+    for (phase, other) in [("same order", &forward), ("opposite orders", &backward)] {
+        for _round in 0..3 {
+            let (a, b) = tokio::join!(first.insert_many(&forward), second.insert_many(other));
+            a.unwrap_or_else(|e| panic!("{phase}: {e}"));
+            b.unwrap_or_else(|e| panic!("{phase}: {e}"));
+        }
+        let counted: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT sop_instance_uid, sum(1 - superseded) FROM plates
+              GROUP BY sop_instance_uid HAVING sum(1 - superseded) <> 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(
+            counted.is_empty(),
+            "{phase}: images not counted once: {counted:?}"
+        );
+    }
+    let (judgements,): (i64,) = sqlx::query_as("SELECT count(*) FROM plates")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(judgements, 40 * 12);
+    let report = report_json(&url, &["--site", "north"]);
+    assert_eq!(report["totals"]["images"], 40, "{report}");
+    first.close().await;
+    second.close().await;
+}
+
 /// Two sites' daemons record into one PostgreSQL database: each judges and routes its own
 /// files, the same content at both sites is judged at both (not a duplicate), and every row
 /// says which site wrote it.
