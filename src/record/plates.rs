@@ -238,17 +238,26 @@ pub(crate) fn image_lock_keys<'a>(
     keys
 }
 
-/// Takes the transaction-scoped advisory locks `image_lock_keys` chose, in their order, inside
-/// the open transaction `$tx` when `$postgres` (the statement is PostgreSQL's).
+/// The statement that takes the transaction-scoped advisory locks `image_lock_keys` chose, in
+/// their order, in one round trip (a function scan yields the array's elements in order); None
+/// when there are none. The keys are integers written into the text, as SQLite, which shares
+/// the callers' code, could not bind an array.
+pub(crate) fn lock_images_sql(keys: &[i64]) -> Option<String> {
+    if keys.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = keys.iter().map(i64::to_string).collect();
+    Some(format!(
+        "SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::int8[]) AS k",
+        list.join(",")
+    ))
+}
+
+/// Runs `lock_images_sql` inside the open transaction `$tx` when `$postgres`.
 macro_rules! lock_images {
     ($tx:ident, $postgres:expr, $keys:expr) => {
-        if $postgres {
-            for key in $keys {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(key)
-                    .execute(&mut *$tx)
-                    .await?;
-            }
+        if let Some(sql) = $crate::record::plates::lock_images_sql($keys).filter(|_| $postgres) {
+            sqlx::query(&sql).execute(&mut *$tx).await?;
         }
     };
 }
@@ -386,6 +395,12 @@ mod tests {
         // The same image in another order gives the same keys; at another site, others.
         let reversed: Vec<_> = records.iter().rev().collect();
         assert_eq!(image_lock_keys("north", reversed), keys);
+        let sql = lock_images_sql(&keys).unwrap();
+        assert!(
+            sql.contains(&format!("'{{{},{}}}'::int8[]", keys[0], keys[1])),
+            "{sql}"
+        );
+        assert_eq!(lock_images_sql(&[]), None);
         let south = image_lock_keys("south", &records);
         assert!(
             south.iter().all(|k| !keys.contains(k)),
