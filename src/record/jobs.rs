@@ -2,8 +2,8 @@
 //! any work, closed together with the plate row, and carrying the move's intent and result,
 //! so a restart after a crash finishes every file exactly once.
 
-use super::plates::{image_lock_keys, insert_plate, lock_images};
-use super::{now, PlateRecord, Pool, RecordError, Recorder};
+use super::plates::insert_plate;
+use super::{now, PlateRecord, RecordError, Recorder};
 use crate::on_pool;
 use crate::outcome::{stored_enum, Verdict};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -297,11 +297,12 @@ impl Recorder {
     pub async fn finish_jobs(&self, items: &[Finish<'_>]) -> Result<Vec<(i64, bool)>, RecordError> {
         let site = self.site.as_str();
         let now = now();
-        let postgres = matches!(self.pool, Pool::Postgres(_));
-        let keys = image_lock_keys(site, items.iter().map(|i| i.record));
+        let locks = self.image_locks(items.iter().map(|i| i.record));
         on_pool!(&self.pool, pool => {
             let mut tx = pool.begin().await?;
-            lock_images!(tx, postgres, &keys);
+            if let Some(sql) = &locks {
+                sqlx::query(sql).execute(&mut *tx).await?;
+            }
             let mut out = Vec::with_capacity(items.len());
             for item in items {
                 let r = item.record;

@@ -172,11 +172,12 @@ impl Recorder {
     /// Inserts plates and their findings in a single transaction; returns the row ids in order.
     pub async fn insert_many(&self, records: &[PlateRecord]) -> Result<Vec<i64>, RecordError> {
         let site = self.site.as_str();
-        let postgres = matches!(self.pool, Pool::Postgres(_));
-        let keys = image_lock_keys(site, records);
+        let locks = self.image_locks(records);
         on_pool!(&self.pool, pool => {
             let mut tx = pool.begin().await?;
-            lock_images!(tx, postgres, &keys);
+            if let Some(sql) = &locks {
+                sqlx::query(sql).execute(&mut *tx).await?;
+            }
             let mut ids = Vec::with_capacity(records.len());
             for r in records {
                 ids.push(insert_plate!(tx, r, site));
@@ -184,6 +185,18 @@ impl Recorder {
             tx.commit().await?;
             Ok(ids)
         })
+    }
+
+    /// The statement (`lock_images_sql`) a transaction recording `records` runs first, on
+    /// PostgreSQL; None on SQLite or when none of them supersedes anything.
+    pub(crate) fn image_locks<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a PlateRecord>,
+    ) -> Option<String> {
+        match self.pool {
+            Pool::Postgres(_) => lock_images_sql(&image_lock_keys(&self.site, records)),
+            Pool::Sqlite(_) => None,
+        }
     }
 
     /// The verdict recorded in a plate row, with its error message and whether it waits for
@@ -214,10 +227,7 @@ impl Recorder {
 /// the first committed, and its mark sees the first. Taken in sorted order, so two batches
 /// holding the same images in opposite orders wait for each other instead of deadlocking.
 /// SQLite needs none: it runs one writer at a time.
-pub(crate) fn image_lock_keys<'a>(
-    site: &str,
-    records: impl IntoIterator<Item = &'a PlateRecord>,
-) -> Vec<i64> {
+fn image_lock_keys<'a>(site: &str, records: impl IntoIterator<Item = &'a PlateRecord>) -> Vec<i64> {
     use sha2::{Digest, Sha256};
     let mut keys: Vec<i64> = records
         .into_iter()
@@ -242,7 +252,7 @@ pub(crate) fn image_lock_keys<'a>(
 /// their order, in one round trip (a function scan yields the array's elements in order); None
 /// when there are none. The keys are integers written into the text, as SQLite, which shares
 /// the callers' code, could not bind an array.
-pub(crate) fn lock_images_sql(keys: &[i64]) -> Option<String> {
+fn lock_images_sql(keys: &[i64]) -> Option<String> {
     if keys.is_empty() {
         return None;
     }
@@ -253,18 +263,8 @@ pub(crate) fn lock_images_sql(keys: &[i64]) -> Option<String> {
     ))
 }
 
-/// Runs `lock_images_sql` inside the open transaction `$tx` when `$postgres`.
-macro_rules! lock_images {
-    ($tx:ident, $postgres:expr, $keys:expr) => {
-        if let Some(sql) = $crate::record::plates::lock_images_sql($keys).filter(|_| $postgres) {
-            sqlx::query(&sql).execute(&mut *$tx).await?;
-        }
-    };
-}
-pub(crate) use lock_images;
-
 /// Inserts a plate and its findings inside the open transaction `$tx` (of either backend) and
-/// evaluates to the new row id. A judgement's transaction takes `lock_images!` first.
+/// evaluates to the new row id. A judgement's transaction first runs `Recorder::image_locks`.
 macro_rules! insert_plate {
     ($tx:ident, $r:expr, $site:expr) => {{
         let r: &PlateRecord = $r;
