@@ -10,8 +10,9 @@
 //! pace, and this is about what the database can take.
 //!
 //! Phase 2: the history grows (synthesised by SQL, spread over the sites, stations, operators,
-//! devices and plates of a chain, two years of days) to each size of `--sizes`, and after each
-//! step `plateqc report` runs as a whole process, over everything and for one site, timed.
+//! devices and plates of a chain, two years of days, one image in 200 overridden) to each size
+//! of `--sizes`, and after each step `plateqc report` runs as a whole process, over everything
+//! and for one site, timed.
 //!
 //! `plateqc-pgload URL [--sites N] [--secs S] [--group G] [--sizes 10000,100000,1000000]`
 
@@ -195,11 +196,23 @@ async fn grow(conn: &mut sqlx::PgConnection, target: i64) {
     .execute(&mut *conn)
     .await
     .unwrap();
+    // Reviewers overturned one image in 200 (a report corrects its kept tallies for each
+    // overridden image, so their number is part of what a report costs).
+    sqlx::query(
+        "INSERT INTO overrides (sop_instance_uid, verdict, reviewer, reason, created_at)
+         SELECT sop_instance_uid, CASE WHEN verdict = 'unusable' THEN 'usable' ELSE 'unusable' END,
+                'synth-reviewer', 'synthesised', processed_at
+           FROM plates WHERE run_id = 'synth' AND id >= $1 AND id % 200 = 7",
+    )
+    .bind(from)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
     sqlx::query("ANALYZE plates")
         .execute(&mut *conn)
         .await
         .unwrap();
-    sqlx::query("ANALYZE plate_artifacts")
+    sqlx::query("ANALYZE plate_artifacts, overrides")
         .execute(&mut *conn)
         .await
         .unwrap();

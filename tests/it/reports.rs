@@ -710,6 +710,113 @@ async fn each_site_counts_the_images_it_judged() {
     }
 }
 
+/// A report over everything or one site, with its filter left out: on PostgreSQL these read
+/// migration 0014's kept tallies, and the same report with a date filter that excludes
+/// nothing counts the images instead.
+fn kept_and_counted(db: &str, site: &[&str]) -> (Value, Value) {
+    let mut counted_args = site.to_vec();
+    counted_args.extend_from_slice(&["--since", "1900-01-01"]);
+    let (mut kept, mut counted) = (report_json(db, site), report_json(db, &counted_args));
+    kept.as_object_mut().unwrap().remove("filter");
+    counted.as_object_mut().unwrap().remove("filter");
+    (kept, counted)
+}
+
+fn override_verdict(db: &str, uid: &str, verdict: &str) {
+    ok(&[
+        "override",
+        uid,
+        "--verdict",
+        verdict,
+        "--by",
+        "QA",
+        "--reason",
+        "looked",
+        "--db",
+        db,
+    ]);
+}
+
+/// PostgreSQL keeps running tallies of the judged images (migration 0014) for reports over
+/// everything or one site: after re-scans, judgements of one image at two sites, overrides
+/// that turn images either way (and one turned back), an error, an administrator's correction
+/// of a station name and a deleted judgement, every such report equals counting the images.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_tallies_agree_with_counting_the_images_on_postgres() {
+    let url = pg::fresh_database().await;
+    record_scenario(&url).await;
+    let south = Recorder::open_as(Path::new(&url), "south").await.unwrap();
+    let scratch = Some(("scratch", "111214"));
+    for i in 0..6 {
+        // PLATE-A's images judged again at south, half of them found scratched there.
+        south
+            .insert(&scan(
+                "PLATE-A",
+                "ST-S",
+                i,
+                (i % 2 == 0).then_some(scratch).flatten(),
+            ))
+            .await
+            .unwrap();
+    }
+    let check = |when: &str| {
+        for site in [&[][..], &["--site", "north"][..], &["--site", "south"][..]] {
+            let (kept, counted) = kept_and_counted(&url, site);
+            assert_eq!(kept, counted, "{when}, {site:?}");
+        }
+    };
+    check("recorded");
+    let all = report_json(&url, &[]);
+    assert_eq!(all["totals"]["images"], 55 + 6, "{all}");
+    // Overrides at both sites' image, a rejected one made usable, a usable one rejected, and
+    // one turned and turned back.
+    override_verdict(&url, &uid("PLATE-A", 0), "usable");
+    override_verdict(&url, &uid("PLATE-A", 2), "usable");
+    override_verdict(&url, &uid("PLATE-B", 15), "unusable");
+    override_verdict(&url, &uid("PLATE-C", 3), "unusable");
+    override_verdict(&url, &uid("PLATE-C", 3), "usable");
+    check("overridden");
+    let overridden = report_json(&url, &["--site", "south"]);
+    assert_eq!(overridden["totals"]["overridden"], 2, "{overridden}");
+    // Re-scans after the overrides: the later judgement counts, with the image's override.
+    south
+        .insert(&scan("PLATE-A", "ST-S", 0, scratch))
+        .await
+        .unwrap();
+    south.close().await;
+    check("re-scanned");
+    // What an administrator might do by hand: rename a station, delete a judgement.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(
+        "UPDATE plates SET station_name = 'ST-2b' WHERE station_name = 'ST-2' AND id % 2 = 0",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM plate_artifacts WHERE plate_row = (SELECT max(id) FROM plates WHERE plate_identifier = 'PLATE-B')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM plates WHERE id = (SELECT max(id) FROM plates WHERE plate_identifier = 'PLATE-B')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    check("edited by hand");
+    // The remedy the report names, should the tallies ever disagree: a recount.
+    sqlx::query("UPDATE report_tallies SET images = images + 5 WHERE dim = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (kept, counted) = kept_and_counted(&url, &[]);
+    assert_ne!(kept, counted, "the tallies are what the report reads");
+    sqlx::query("SELECT report_tallies_recount()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    check("recounted");
+    pool.close().await;
+}
+
 /// Two processes recording the same images at the same site at once on PostgreSQL (a `scan`
 /// beside that site's daemon), in batches holding them in opposite orders: every image ends
 /// with exactly one judgement that counts (none left unmarked twice by overlapping
@@ -752,6 +859,11 @@ async fn overlapping_recordings_of_one_image_count_it_once_on_postgres() {
     assert_eq!(judgements, 40 * 12);
     let report = report_json(&url, &["--site", "north"]);
     assert_eq!(report["totals"]["images"], 40, "{report}");
+    let (kept, counted) = kept_and_counted(&url, &[]);
+    assert_eq!(
+        kept, counted,
+        "the kept tallies after overlapping recordings"
+    );
     first.close().await;
     second.close().await;
 }
