@@ -921,6 +921,30 @@ mod tests {
     }
 
     #[test]
+    fn kept_tallies_answer_reports_over_everything_or_one_named_site_only() {
+        let site = |s: &str| Filter {
+            site: Some(s.into()),
+            ..Filter::default()
+        };
+        assert!(kept_tallies_cover(&Filter::default()));
+        assert!(kept_tallies_cover(&site("north")));
+        assert!(
+            !kept_tallies_cover(&site("")),
+            "'' is kept together with no site"
+        );
+        let dated = Filter {
+            since: Some("2026-01-01".into()),
+            ..site("north")
+        };
+        assert!(!kept_tallies_cover(&dated));
+        let by_plate = Filter {
+            plate: Some("PLATE-7".into()),
+            ..Filter::default()
+        };
+        assert!(!kept_tallies_cover(&by_plate));
+    }
+
+    #[test]
     fn bad_dates_are_refused() {
         let f = Filter {
             until: Some("26/11/2026".into()),
