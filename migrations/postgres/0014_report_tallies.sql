@@ -31,96 +31,73 @@ LANGUAGE sql IMMUTABLE AS $f$
            (6::SMALLINT, CASE WHEN p.verdict = 'unusable' THEN p.reason_code END)
 $f$;
 
--- Triggers per statement, each adding up its statement's counted rows (judged, not superseded)
--- in one grouped upsert, so a bulk import updates each tally once: a trigger per row would
--- update the same few rows a million times in one transaction, each update a new row version
--- the next must step over. The upserts go in key order, under each site's transaction-scoped
--- lock taken first in site order: two transactions of one site (its daemon and a `scan`)
--- then update the same tally rows one after the other instead of deadlocking on them. A
--- recording transaction takes its image locks (src/record/plates.rs) in one statement
--- before it inserts, so these locks come after them and close no cycle. The three functions
--- repeat one upsert over different transition tables on purpose: a transition table is
--- visible only to its own trigger function's statements, and static SQL is planned once per
--- connection, where building the statement per call (EXECUTE) cost the journal 30-45 % of its
--- rate (docs/reports.md, "Load test").
-CREATE FUNCTION report_tallies_inserted() RETURNS TRIGGER
+-- One trigger per statement and kind, adding up its statement's counted rows (judged, not
+-- superseded) in one grouped upsert, so a bulk import updates each tally once: a trigger per
+-- row would update the same few rows a million times in one transaction, each update a new
+-- row version the next must step over. An update takes its old rows out and puts its new rows
+-- back. The upserts go in key order, under each site's transaction-scoped lock taken first in
+-- site order: two transactions of one site (its daemon and a `scan`) then update the same
+-- tally rows one after the other instead of deadlocking on them. A recording transaction
+-- takes its image locks (src/record/plates.rs) in one statement before it inserts, so these
+-- locks come after them and close no cycle. The SQL is static, planned once per connection:
+-- building it per call (EXECUTE) cost the journal 30-45 % of its rate (docs/reports.md,
+-- "Load test"). A transition table an operation lacks (old_rows of an insert, new_rows of a
+-- delete) is named only in branches that operation never runs, and PL/pgSQL plans a
+-- statement when it first runs it.
+CREATE FUNCTION report_tallies_changed() RETURNS TRIGGER
 LANGUAGE plpgsql AS $f$
 BEGIN
-    PERFORM pg_advisory_xact_lock(1347571028, hashtext(s))
-       FROM (SELECT DISTINCT coalesce(site, '') AS s FROM new_rows
-              WHERE verdict <> 'error' AND superseded = 0 ORDER BY 1) x;
-    INSERT INTO report_tallies AS t (site, dim, value, images, model_rejected)
-    SELECT coalesce(p.site, ''), g.dim, coalesce(g.value, '(none)'), 1 * count(*),
-           1 * count(CASE WHEN p.verdict = 'unusable' THEN 1 END)
-      FROM new_rows p, LATERAL report_tallies_values(p) AS g
-     WHERE p.verdict <> 'error' AND p.superseded = 0
-     GROUP BY 1, 2, 3
-     ORDER BY 1, 2, 3
-    ON CONFLICT (site, dim, value) DO UPDATE
-       SET images = t.images + excluded.images,
-           model_rejected = t.model_rejected + excluded.model_rejected;
-    RETURN NULL;
-END $f$;
-
-CREATE FUNCTION report_tallies_updated() RETURNS TRIGGER
-LANGUAGE plpgsql AS $f$
-BEGIN
-    PERFORM pg_advisory_xact_lock(1347571028, hashtext(s))
-       FROM (SELECT DISTINCT coalesce(site, '') AS s
-               FROM (SELECT site, verdict, superseded FROM old_rows
-                     UNION ALL SELECT site, verdict, superseded FROM new_rows) r
-              WHERE verdict <> 'error' AND superseded = 0 ORDER BY 1) x;
-    INSERT INTO report_tallies AS t (site, dim, value, images, model_rejected)
-    SELECT coalesce(p.site, ''), g.dim, coalesce(g.value, '(none)'), -1 * count(*),
-           -1 * count(CASE WHEN p.verdict = 'unusable' THEN 1 END)
-      FROM old_rows p, LATERAL report_tallies_values(p) AS g
-     WHERE p.verdict <> 'error' AND p.superseded = 0
-     GROUP BY 1, 2, 3
-     ORDER BY 1, 2, 3
-    ON CONFLICT (site, dim, value) DO UPDATE
-       SET images = t.images + excluded.images,
-           model_rejected = t.model_rejected + excluded.model_rejected;
-    INSERT INTO report_tallies AS t (site, dim, value, images, model_rejected)
-    SELECT coalesce(p.site, ''), g.dim, coalesce(g.value, '(none)'), 1 * count(*),
-           1 * count(CASE WHEN p.verdict = 'unusable' THEN 1 END)
-      FROM new_rows p, LATERAL report_tallies_values(p) AS g
-     WHERE p.verdict <> 'error' AND p.superseded = 0
-     GROUP BY 1, 2, 3
-     ORDER BY 1, 2, 3
-    ON CONFLICT (site, dim, value) DO UPDATE
-       SET images = t.images + excluded.images,
-           model_rejected = t.model_rejected + excluded.model_rejected;
-    RETURN NULL;
-END $f$;
-
-CREATE FUNCTION report_tallies_deleted() RETURNS TRIGGER
-LANGUAGE plpgsql AS $f$
-BEGIN
-    PERFORM pg_advisory_xact_lock(1347571028, hashtext(s))
-       FROM (SELECT DISTINCT coalesce(site, '') AS s FROM old_rows
-              WHERE verdict <> 'error' AND superseded = 0 ORDER BY 1) x;
-    INSERT INTO report_tallies AS t (site, dim, value, images, model_rejected)
-    SELECT coalesce(p.site, ''), g.dim, coalesce(g.value, '(none)'), -1 * count(*),
-           -1 * count(CASE WHEN p.verdict = 'unusable' THEN 1 END)
-      FROM old_rows p, LATERAL report_tallies_values(p) AS g
-     WHERE p.verdict <> 'error' AND p.superseded = 0
-     GROUP BY 1, 2, 3
-     ORDER BY 1, 2, 3
-    ON CONFLICT (site, dim, value) DO UPDATE
-       SET images = t.images + excluded.images,
-           model_rejected = t.model_rejected + excluded.model_rejected;
+    IF TG_OP = 'INSERT' THEN
+        PERFORM pg_advisory_xact_lock(1347571028, hashtext(s))
+           FROM (SELECT DISTINCT coalesce(site, '') AS s FROM new_rows
+                  WHERE verdict <> 'error' AND superseded = 0 ORDER BY 1) x;
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM pg_advisory_xact_lock(1347571028, hashtext(s))
+           FROM (SELECT DISTINCT coalesce(site, '') AS s FROM old_rows
+                  WHERE verdict <> 'error' AND superseded = 0 ORDER BY 1) x;
+    ELSE
+        PERFORM pg_advisory_xact_lock(1347571028, hashtext(s))
+           FROM (SELECT DISTINCT coalesce(site, '') AS s
+                   FROM (SELECT site, verdict, superseded FROM old_rows
+                         UNION ALL SELECT site, verdict, superseded FROM new_rows) r
+                  WHERE verdict <> 'error' AND superseded = 0 ORDER BY 1) x;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        INSERT INTO report_tallies AS t (site, dim, value, images, model_rejected)
+        SELECT coalesce(p.site, ''), g.dim, coalesce(g.value, '(none)'), -count(*),
+               -count(CASE WHEN p.verdict = 'unusable' THEN 1 END)
+          FROM old_rows p, LATERAL report_tallies_values(p) AS g
+         WHERE p.verdict <> 'error' AND p.superseded = 0
+         GROUP BY 1, 2, 3
+         ORDER BY 1, 2, 3
+        ON CONFLICT (site, dim, value) DO UPDATE
+           SET images = t.images + excluded.images,
+               model_rejected = t.model_rejected + excluded.model_rejected;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        INSERT INTO report_tallies AS t (site, dim, value, images, model_rejected)
+        SELECT coalesce(p.site, ''), g.dim, coalesce(g.value, '(none)'), count(*),
+               count(CASE WHEN p.verdict = 'unusable' THEN 1 END)
+          FROM new_rows p, LATERAL report_tallies_values(p) AS g
+         WHERE p.verdict <> 'error' AND p.superseded = 0
+         GROUP BY 1, 2, 3
+         ORDER BY 1, 2, 3
+        ON CONFLICT (site, dim, value) DO UPDATE
+           SET images = t.images + excluded.images,
+               model_rejected = t.model_rejected + excluded.model_rejected;
+    END IF;
     RETURN NULL;
 END $f$;
 
 CREATE TRIGGER plates_tally_insert AFTER INSERT ON plates
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION report_tallies_inserted();
+    FOR EACH STATEMENT EXECUTE FUNCTION report_tallies_changed();
 CREATE TRIGGER plates_tally_update AFTER UPDATE ON plates
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION report_tallies_updated();
+    FOR EACH STATEMENT EXECUTE FUNCTION report_tallies_changed();
 CREATE TRIGGER plates_tally_delete AFTER DELETE ON plates
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION report_tallies_deleted();
+    FOR EACH STATEMENT EXECUTE FUNCTION report_tallies_changed();
 
 -- The images the model rejected, for the findings of the same reports (rejects per artifact
 -- type), which then read the rejects instead of the whole history.

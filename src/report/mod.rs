@@ -493,6 +493,11 @@ async fn tallies(
     }
 }
 
+/// Each overridden image's latest override (the one `qc_images` applies): its
+/// `sop_instance_uid` and the `verdict` it gives, as a parenthesised subquery.
+const LATEST_OVERRIDES: &str = "(SELECT DISTINCT ON (sop_instance_uid) sop_instance_uid, verdict
+   FROM overrides ORDER BY sop_instance_uid, id DESC)";
+
 /// Whether migration 0014's tallies (kept per site) can answer the filter: no filter but a
 /// site's name (an empty name is a site the tallies cannot tell from "none").
 fn kept_tallies_cover(filter: &Filter) -> bool {
@@ -531,8 +536,7 @@ async fn tallies_kept(
     // The overridden images as qc_images shows them (+1) and as the tallies counted them
     // (-1, the model's verdict and reason code, not overridden).
     let overridden = format!(
-        "(WITH latest AS (SELECT DISTINCT ON (sop_instance_uid) sop_instance_uid, verdict
-                            FROM overrides ORDER BY sop_instance_uid, id DESC),
+        "(WITH latest AS {LATEST_OVERRIDES},
               x AS (SELECT p.report_day AS day, p.site, p.station_name, p.operator,
                            p.device_serial, p.plate_identifier, p.reason_code,
                            p.verdict AS model, l.verdict AS judged
@@ -645,8 +649,7 @@ fn rejected_rows(one_site: bool) -> String {
                               WHERE o.sop_instance_uid = p.sop_instance_uid)
           UNION ALL
           SELECT p.id
-            FROM (SELECT DISTINCT ON (sop_instance_uid) sop_instance_uid, verdict
-                    FROM overrides ORDER BY sop_instance_uid, id DESC) l
+            FROM {LATEST_OVERRIDES} l
             JOIN plates p ON p.sop_instance_uid = l.sop_instance_uid
            WHERE l.verdict = 'unusable' AND p.verdict <> 'error' AND p.superseded = 0 {site}) r"
     )
