@@ -24,6 +24,9 @@ SPLITS = {
                "each plate with artifacts followed by its artifact-free twin)",
     "traind7": "family D (`models/famd`, a third, outline-based design, each plate with "
                "artifacts followed by its artifact-free twin)",
+    "traine10": "family E (`models/fame`, families A, C and D with their anatomy drawn "
+                "widely, one of the three per scene, each plate with artifacts followed by its "
+                "artifact-free twin)",
 }
 
 

@@ -39,23 +39,33 @@ DATA_SOURCES = ["synth/__init__.py", "synth/_util.py", "synth/anatomy.py", "synt
 TMASK = 32   # per-type masks are cached at TMASK x TMASK (any coverage), for dense supervision
 # The training family a split is generated from: "a" = models/synth, "c" = models/famc (the
 # second training family of plan-1.3.md round 5), "d" = models/famd (the third, round 7). Family B (models/famb) is never a choice here:
-# it is only the gate. Set once per process, before the first `generator()` call (--family).
+# it is only the gate. "e" = models/fame (round 10): not a renderer but anatomy randomisation over
+# A, C and D (per scene one of them, with wide style overrides).
+# Set once per process, before the first `generator()` call (--family).
 FAMILY = ["a"]
 # famc's and famd's tools that do not decide what a plate is (left out of the generator hash)
 _FAMC_NOT_DATA = {"bench.py", "preview.py", "make_set.py"}
-_FAMILY_DIRS = {"c": "famc", "d": "famd"}
+_FAMILY_DIRS = {"c": "famc", "d": "famd", "e": "fame"}
+# the families family E wraps: their sources are part of E's hash
+_FAME_WRAPS = ("a", "c", "d")
 
 
 def family_sources(family: str) -> list[Path]:
     """The source files whose bytes make up a family's generator hash."""
     if family == "a":
         return [HERE / s for s in DATA_SOURCES]
+    if family == "e":   # fame's own files, then every file of the families it wraps (once each)
+        out = sorted(p for p in (HERE / _FAMILY_DIRS["e"]).glob("*.py")
+                     if p.name not in _FAMC_NOT_DATA)
+        for f in _FAME_WRAPS:
+            out += [p for p in family_sources(f) if p not in out]
+        return out
     if family in _FAMILY_DIRS:
         own = sorted(p for p in (HERE / _FAMILY_DIRS[family]).glob("*.py")
                      if p.name not in _FAMC_NOT_DATA)
         return own + [HERE / "synth/labels.py", HERE / "synth/artifacts.py",
                       HERE / "plateqc_ref/preprocess.py"]
-    raise ValueError(f"unknown training family {family!r} (a, c or d)")
+    raise ValueError(f"unknown training family {family!r} (a, c, d or e)")
 
 
 def generator():
@@ -66,6 +76,8 @@ def generator():
         from famc import make_plate
     elif FAMILY[0] == "d":
         from famd import make_plate
+    elif FAMILY[0] == "e":
+        from fame import make_plate
     else:
         from synth.plate import make_plate
     srcs = family_sources(FAMILY[0])
@@ -82,6 +94,8 @@ def generator_pair():
         from famc import make_pair
     elif FAMILY[0] == "d":
         from famd import make_pair
+    elif FAMILY[0] == "e":
+        from fame import make_pair
     else:
         from synth.plate import make_pair
     return make_pair
@@ -338,9 +352,10 @@ def main(argv=None):
                          "shard, bit for bit) and record their hash instead of generating")
     ap.add_argument("--psp", default=pp.PSP_V1, choices=pp.PREPROCESSINGS,
                     help="the preprocessing the cached tensors are made with")
-    ap.add_argument("--family", default="a", choices=["a", "c", "d"],
+    ap.add_argument("--family", default="a", choices=["a", "c", "d", "e"],
                     help="the training family to generate: a = models/synth, c = models/famc, "
-                         "d = models/famd "
+                         "d = models/famd, e = models/fame (anatomy randomisation over a, c "
+                         "and d) "
                          "(family B, models/famb, is only ever the gate and not offered here)")
     a = ap.parse_args(argv)
     FAMILY[0] = a.family

@@ -55,7 +55,7 @@ def training_generator_hash(train: str, val: str, size: int, psp: str) -> str:
             raise SystemExit(f"{t} and {v} made by different generator versions: {ht} {hv}")
         hashes.append(ht)
     current = {}
-    for fam in ("a", "c", "d"):
+    for fam in ("a", "c", "d", "e"):
         D.FAMILY[0], D._IMPORT_HASH[0] = fam, None
         current[fam] = D.data_hash({})
     D.FAMILY[0] = "a"
