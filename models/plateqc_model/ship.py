@@ -31,7 +31,7 @@ from plateqc_model import verify as V
 from plateqc_model.net import PlateNet
 
 MODEL_NAME = "plateqc-psp-cnn"
-MODEL_VERSION = "1.4.0"
+MODEL_VERSION = "1.5.0"
 
 
 def load_model(weights: Path, width: int, n_types: int = 14) -> PlateNet:
