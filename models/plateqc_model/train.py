@@ -90,6 +90,54 @@ def forward_with_feats(model: PlateNet, x: torch.Tensor):
     return cls, typ, feats
 
 
+class MixStyle:
+    """Training-only feature-statistics mixing across rendering families (MixStyle, Zhou et al.,
+    ICLR 2021), on the outputs of `stem` and `early`: with probability `p` per batch, each
+    plate's per-channel spatial mean and standard deviation there are replaced by a mix
+    (lambda ~ Beta(alpha, alpha)) of its own and those of a plate from another training family
+    in the batch, so the shallow statistics that carry a family's rendering style stop telling
+    the families apart. A plate and its counterfactual twin get the same partner and lambda
+    (their difference stays the artifact). Off outside training, so the exported graph and the
+    contract do not change."""
+
+    LAYERS = ("stem", "early")
+
+    def __init__(self, model: PlateNet, p: float, alpha: float = 0.1):
+        self.model, self.p, self.alpha = model, p, alpha
+        self.plan = None   # (partner index, lambda [N,1,1,1]) for the current batch, or None
+
+    def draw(self, family: np.ndarray, pair: np.ndarray | None, rng: np.random.Generator):
+        """Decide this batch's mixing from `rng` (nothing is drawn when p = 0)."""
+        self.plan = None
+        if self.p <= 0 or rng.random() >= self.p:
+            return
+        n = len(family)
+        group = pair if pair is not None else np.arange(n)
+        _, first, inv = np.unique(group, return_index=True, return_inverse=True)
+        g_fam = family[first]
+        partner_g = np.empty(len(first), np.int64)
+        for k in range(len(first)):
+            other = np.flatnonzero(g_fam != g_fam[k])
+            pool = other if len(other) else np.arange(len(first))
+            partner_g[k] = pool[rng.integers(len(pool))]
+        lam_g = rng.beta(self.alpha, self.alpha, size=len(first))
+        # each row takes the partner group's first row (a twin pair shares one style)
+        self.plan = (torch.from_numpy(first[partner_g[inv]]),
+                     torch.from_numpy(lam_g[inv].astype(np.float32)).view(-1, 1, 1, 1))
+
+    def hooks(self):
+        return [getattr(self.model, n).register_forward_hook(self._hook) for n in self.LAYERS]
+
+    def _hook(self, module, inp, out):
+        if self.plan is None or not module.training:
+            return out
+        idx, lam = self.plan
+        mu = out.mean(dim=(2, 3), keepdim=True).detach()
+        sig = (out.var(dim=(2, 3), keepdim=True) + 1e-6).sqrt().detach()
+        normed = (out - mu) / sig
+        return normed * (lam * sig + (1 - lam) * sig[idx]) + (lam * mu + (1 - lam) * mu[idx])
+
+
 def batches(n: int, bs: int, rng: np.random.Generator | None):
     idx = np.arange(n) if rng is None else rng.permutation(n)
     for i in range(0, n, bs):
@@ -174,6 +222,7 @@ def recipe_args(a) -> dict:
     return {k: v for k, v in vars(a).items()
             if k != "resume" and not (k == "init" and v is None)
             and not (k == "style_aug" and v == 0.0)
+            and not (k == "mixstyle" and v == 0.0)
             and not (k == "psp" and v == D.pp.PSP_V1)}
 
 
@@ -216,6 +265,10 @@ def main(argv=None):
                     help="restyle each training scene (and its twin alike) with probability P: "
                          "spatial vendor processing imitated on the cached tensor "
                          "(style.py; psp-v2 caches only)")
+    ap.add_argument("--mixstyle", type=float, default=0.0, metavar="P",
+                    help="with probability P per batch, mix the per-channel feature statistics "
+                         "of `stem` and `early` across training families (MixStyle; needs a "
+                         "list of splits with twins, whose pair ids tell the families apart)")
     ap.add_argument("--out", default=str(HERE / "work" / "run"))
     ap.add_argument("--val-monitor", type=int, default=0,
                     help="per-epoch validation AUC on the first N validation plates only (0: all);"
@@ -241,6 +294,9 @@ def main(argv=None):
     Rtr = tr.get("rect")
     if a.style_aug > 0 and a.psp != D.pp.PSP_V2:
         raise SystemExit("--style-aug restyles rank images: it needs --psp plateqc-psp-v2")
+    if a.mixstyle > 0 and pair is None:
+        raise SystemExit("--mixstyle needs caches with pair ids (twins) to tell families apart")
+    family = pair // D.PAIR_STRIDE if pair is not None else None
     has_mask = Mtr.any(axis=1)
     print(f"train {len(Xtr)} plates (unusable {Ytr.mean():.3f}, with local masks "
           f"{has_mask.mean():.3f}); val {len(va['x'])}", flush=True)
@@ -272,6 +328,9 @@ def main(argv=None):
                                          (len(Ttr) - pos) / np.maximum(pos, 1.0))).float()
              if a.type_pos_weight_cap > 0 else None)   # cap 0: unweighted BCE
     rng = np.random.default_rng(a.seed)
+    # MixStyle draws from its own stream, so a run with it sees the same batches and flips as
+    # the run without it (round 12: T against R measures the mixing alone)
+    mix_rng = np.random.default_rng(np.random.SeedSequence([a.seed, 0x3157]))
     t_start = time.time()
     history = []
     S = a.size
@@ -292,6 +351,8 @@ def main(argv=None):
             if m is not None:
                 m.load_state_dict(c[k])
         rng.bit_generator.state = c["rng"]
+        if "mix_rng" in c:
+            mix_rng.bit_generator.state = c["mix_rng"]
         torch.set_rng_state(c["torch_rng"])
         history, first = c["history"], c["epoch"] + 1
         t_start -= c["seconds"]
@@ -305,6 +366,8 @@ def main(argv=None):
                 m.load_state_dict(c[k])
         print(f"initialised from {a.init} after its epoch {c['epoch']}", flush=True)
     steps_per_epoch = math.ceil(len(Xtr) / a.batch)
+    mix = MixStyle(model, a.mixstyle)
+    mix_hooks = mix.hooks() if a.mixstyle > 0 else []
     for ep in range(first, a.epochs):
         if ep > 0 and a.time_budget > 0 and time.time() - t_start > a.time_budget:
             print(f"time budget reached, stopping before epoch {ep}", flush=True)
@@ -328,6 +391,8 @@ def main(argv=None):
             tm = (torch.from_numpy(np.unpackbits(TMtr[b], axis=-1).reshape(
                 len(b), n_types, D.TMASK, D.TMASK).astype(np.float32))
                 if dense is not None else None)
+            if a.mixstyle > 0:
+                mix.draw(family[b], pair[b], mix_rng)
             if rng.random() < 0.5:
                 x, m = x.flip(3), m.flip(3)
                 tm = tm.flip(3) if tm is not None else None
@@ -388,6 +453,7 @@ def main(argv=None):
         torch.save(model.state_dict(), out / "weights.pt")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                     "sched": sched.state_dict(), "rng": rng.bit_generator.state,
+                    **({"mix_rng": mix_rng.bit_generator.state} if a.mixstyle > 0 else {}),
                     "torch_rng": torch.get_rng_state(), "history": history, "epoch": ep,
                     "seconds": time.time() - t_start,
                     "args": recipe_args(a),
@@ -396,6 +462,8 @@ def main(argv=None):
                    out / "checkpoint.tmp.pt")
         (out / "checkpoint.tmp.pt").replace(ckpt)
 
+    for h in mix_hooks:
+        h.remove()
     train_seconds = time.time() - t_start
     result = {
         "seed": a.seed, "size": a.size, "width": a.width, "psp": a.psp,
