@@ -156,6 +156,18 @@ def midrank(v: np.ndarray) -> np.ndarray:
     n = flat.size
     if n < 2:
         return np.full(v.shape, 0.5, dtype=np.float64)
+    if np.issubdtype(flat.dtype, np.integer):
+        lo, hi = int(flat.min()), int(flat.max())
+        if hi - lo <= max(4 * n, 1 << 16):
+            # stored plates are integers over a range no wider than a few times their pixel
+            # count: counting them is exact like the sort below (the same integer counts, the
+            # same float arithmetic, so the same bits) and takes a tenth of its time, which
+            # was a third of making a training plate
+            off = (flat - lo).astype(np.intp)
+            counts = np.bincount(off, minlength=hi - lo + 1)
+            less = np.cumsum(counts) - counts
+            mid = (less.astype(np.float64) + (counts.astype(np.float64) - 1.0) / 2.0) / float(n - 1)
+            return mid[off].reshape(v.shape)
     _, inv, counts = np.unique(flat, return_inverse=True, return_counts=True)
     less = np.cumsum(counts) - counts
     mid = (less.astype(np.float64) + (counts.astype(np.float64) - 1.0) / 2.0) / float(n - 1)

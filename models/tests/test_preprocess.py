@@ -119,6 +119,20 @@ def test_v2_rank_is_the_mid_rank_over_n_minus_1():
     assert np.allclose(pp.rank_channel(v, 1.0).ravel(), brute, atol=0, rtol=0)
 
 
+def test_v2_rank_by_counting_gives_the_same_bits_as_ranking_by_sorting():
+    # integers over a narrow range are counted, anything else sorted: both must agree exactly,
+    # or cached training plates would change with the plate's value range
+    rng = np.random.default_rng(5)
+    for lo, hi, dtype in ((0, 4096, np.uint16), (-3000, 3000, np.int16), (0, 3, np.uint8),
+                          (-2**40, 2**40, np.int64)):
+        v = rng.integers(lo, hi, (37, 53)).astype(dtype)
+        counted = pp.rank_channel(v, 1.0)
+        sorted_ = pp.midrank(v.astype(np.float64))
+        assert counted.dtype == sorted_.dtype == np.float64
+        assert np.array_equal(counted, sorted_)
+        assert np.array_equal(pp.rank_channel(v, -1.0), pp.midrank(-v.astype(np.float64)))
+
+
 def test_v2_ignores_any_strictly_increasing_display_curve_and_v1_does_not():
     v = _textured()
     curved = (2 * v.astype(np.int64) + v.astype(np.int64) ** 2 // 1000).astype(np.uint16)
