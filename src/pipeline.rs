@@ -101,6 +101,9 @@ pub struct Engine {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The decode workers (`decode.isolate`); `None` decodes in this process.
     pub decoder: Option<Arc<decode::worker::DecodePool>>,
+    /// Whether explain hands unusable plates' montages on as JPEG: set by the daemon when it
+    /// writes rejection notes with a secondary capture (`scan` writes no notes).
+    montage_jpeg: std::sync::atomic::AtomicBool,
 }
 
 /// The site's calibrated threshold (`plateqc calibrate`) replaces the model's own when the
@@ -180,7 +183,14 @@ impl Engine {
             painter,
             residency: Arc::new(Residency::default()),
             metrics: Arc::new(crate::metrics::Metrics::default()),
+            montage_jpeg: Default::default(),
         })
+    }
+
+    /// Asks explain for the montage of every unusable plate as JPEG ([`PlateRecord::montage_jpeg`]).
+    pub fn keep_montage_jpeg(&self, on: bool) {
+        self.montage_jpeg
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -395,15 +405,22 @@ fn explain_plate(engine: &Engine, item: Inferred) -> PlateRecord {
             height: plate.header.rows as usize,
             letterbox: &plate.letterbox,
         };
+        // Only a plate held back without review gets its rejection note now.
+        let jpeg = engine
+            .montage_jpeg
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && judgement.verdict == crate::outcome::Verdict::Unusable
+            && base.review.is_none();
         let written = crate::fsutil::retry_transient(
             &TRANSIENT_RETRY,
             crate::explain::ExplainError::is_transient,
-            || painter.write_overlays(&dir, &image, &model.contract, &inference, &judgement),
+            || painter.write_overlays(&dir, &image, &model.contract, &inference, &judgement, jpeg),
         );
         match written {
             Ok(o) => {
                 base.overlays = o.layers;
                 base.montage_path = Some(o.montage);
+                base.montage_jpeg = o.montage_jpeg.map(Arc::new);
             }
             // The verdict does not depend on its pictures: it is kept, and the missing
             // overlays are recorded (`plates.overlay_error`) and counted in the reports.
@@ -494,7 +511,10 @@ pub async fn run_stream(
     let batch_size = engine.config.infer.batch_size.max(1);
     let (to_infer_tx, mut to_infer_rx) = mpsc::channel::<Item<Decoded>>(batch_size * 2);
     let (to_explain_tx, to_explain_rx) = mpsc::channel::<Item<Inferred>>(batch_size * 2);
-    let (to_record_tx, mut to_record_rx) = mpsc::channel::<PlateRecord>(workers * 2);
+    // Room for a whole group: while a group is committed (fsyncs, and in the daemon the moves),
+    // explanation goes on filling the next one instead of stalling on a full channel. Records
+    // hold no pixels, so this costs no memory the resident bound counts.
+    let (to_record_tx, mut to_record_rx) = mpsc::channel::<PlateRecord>(MAX_GROUP.max(workers * 2));
 
     // Decode: `workers` plates at once plus one, output kept in input order. The extra plate in
     // flight keeps the decoders busy while a finished plate waits for its place in the order or

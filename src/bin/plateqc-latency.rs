@@ -24,6 +24,34 @@ fn sql(db: &Path, q: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// CPU seconds (user, system) a running process has used so far, from `/proc/PID/stat`.
+fn cpu_of(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let field = |i: usize| {
+        rest.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / tick
+    };
+    (field(11), field(12)) // utime and stime are fields 14 and 15
+}
+
+/// CPU seconds (user, system) of the children reaped so far.
+fn cpu_of_children() -> (f64, f64) {
+    // SAFETY: getrusage writes only into the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(u.ru_utime), secs(u.ru_stime))
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -222,6 +250,7 @@ fn main() {
     for round in 0..rounds {
         let tag = format!("b{round}-");
         let burst = stage(&tag, burst_count);
+        let daemon_cpu0 = cpu_of(daemon_pid);
         let burst_start = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
@@ -232,6 +261,7 @@ fn main() {
         let done = wait_for(&tag, burst_count);
         let last = done.values().copied().fold(f64::MIN, f64::max);
         let daemon_rate = burst_count as f64 / (last - burst_start);
+        let daemon_cpu1 = cpu_of(daemon_pid);
 
         let routed: Vec<PathBuf> = sql(
             &db,
@@ -241,6 +271,7 @@ fn main() {
         .map(PathBuf::from)
         .collect();
         let scan_db = site.join(format!("scan-{round}.sqlite"));
+        let scan_cpu0 = cpu_of_children();
         let t = Instant::now();
         let status = Command::new(&exe)
             .arg("scan")
@@ -256,6 +287,7 @@ fn main() {
             .unwrap();
         assert!(status.success());
         let scan_secs = t.elapsed().as_secs_f64();
+        let scan_cpu1 = cpu_of_children();
         let scanned: usize = sql(&scan_db, "SELECT count(*) FROM plates")
             .trim()
             .parse()
@@ -263,8 +295,19 @@ fn main() {
         assert_eq!(scanned, burst_count, "scan baseline judged every plate");
         let scan_rate = scanned as f64 / scan_secs;
         ratios.push(daemon_rate / scan_rate);
+        // CPU per plate (user + system, ms) tells work the daemon does beyond scan's from
+        // cores it leaves idle: the burst's CPU is read up to the last plate's finish.
+        let per_plate = |a: (f64, f64), b: (f64, f64)| {
+            (
+                (b.0 - a.0) * 1e3 / burst_count as f64,
+                (b.1 - a.1) * 1e3 / burst_count as f64,
+            )
+        };
+        let (du, ds) = per_plate(daemon_cpu0, daemon_cpu1);
+        let (su, ss) = per_plate(scan_cpu0, scan_cpu1);
         rounds_text.push(format!(
-            "  round {}: daemon {daemon_rate:.1} plates/s, scan {scan_rate:.1} plates/s (incl. start-up), ratio {:.2}",
+            "  round {}: daemon {daemon_rate:.1} plates/s, scan {scan_rate:.1} plates/s (incl. start-up), ratio {:.2}; \
+             CPU per plate user+sys: daemon {du:.1}+{ds:.1} ms, scan {su:.1}+{ss:.1} ms",
             round + 1,
             daemon_rate / scan_rate
         ));

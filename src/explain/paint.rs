@@ -26,6 +26,37 @@ pub struct Overlays {
     /// Layer name to its overlay PNG.
     pub layers: BTreeMap<String, String>,
     pub montage: String,
+    /// The montage as JPEG, when asked for: what a rejection note's secondary capture embeds.
+    pub montage_jpeg: Option<MontageJpeg>,
+}
+
+/// JPEG quality of the montage a rejection note carries as a secondary capture: high enough
+/// that the heat-map colours and the plate under them show no visible blocking (about a tenth
+/// of the uncompressed size on the demo plates).
+pub const MONTAGE_JPEG_QUALITY: i32 = 90;
+
+/// The montage encoded as JPEG Baseline, with its size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MontageJpeg {
+    pub bytes: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl MontageJpeg {
+    pub fn encode(montage: &image::RgbImage) -> Result<MontageJpeg, String> {
+        let bytes = crate::decode::jpeg::encode_rgb(
+            montage.as_raw(),
+            montage.width() as usize,
+            montage.height() as usize,
+            MONTAGE_JPEG_QUALITY,
+        )?;
+        Ok(MontageJpeg {
+            bytes,
+            width: montage.width(),
+            height: montage.height(),
+        })
+    }
 }
 
 /// Draws overlays with one run's settings; the colour tables are built once per run.
@@ -66,7 +97,9 @@ impl Painter {
         &self.opts
     }
 
-    /// Writes each explained layer's overlay and the montage into `dir`.
+    /// Writes each explained layer's overlay and the montage into `dir`; with `montage_jpeg`
+    /// also returns the montage as JPEG (the daemon's rejection note embeds it, and encoding
+    /// the image in hand here spares reading the PNG back and decoding it there).
     pub fn write_overlays(
         &self,
         dir: &Path,
@@ -74,6 +107,7 @@ impl Painter {
         contract: &ModelContract,
         inference: &Inference,
         judgement: &Judgement,
+        montage_jpeg: bool,
     ) -> Result<Overlays, ExplainError> {
         let cfg = &self.opts;
         let (w, h, gray, letterbox) = (plate.width, plate.height, plate.gray, plate.letterbox);
@@ -111,9 +145,18 @@ impl Painter {
         let m = overlay::montage(&panels, &lines, unusable, &self.lut, cfg.montage_height);
         let montage = dir.join("montage.png");
         overlay::save_png(&m, &montage)?;
+        // A montage that cannot be encoded only costs the note's shortcut: it reads the PNG.
+        let montage_jpeg = if montage_jpeg {
+            MontageJpeg::encode(&m)
+                .map_err(|e| tracing::warn!(error = %e, "montage JPEG not made here; the note reads the PNG"))
+                .ok()
+        } else {
+            None
+        };
         Ok(Overlays {
             layers,
             montage: montage.display().to_string(),
+            montage_jpeg,
         })
     }
 }

@@ -78,6 +78,10 @@ pub struct PlateRecord {
     /// later instead of recording this failure.
     #[serde(skip)]
     pub transient: bool,
+    /// The montage as JPEG for the rejection note of a plate the daemon holds back; handed
+    /// to the note writer in memory, never stored.
+    #[serde(skip)]
+    pub montage_jpeg: Option<std::sync::Arc<crate::explain::MontageJpeg>>,
 }
 
 impl PlateRecord {

@@ -288,6 +288,8 @@ pub struct Forwarder {
     pub status: Arc<ForwardStatus>,
     /// How a compressed plate is decompressed for a destination that refuses its syntax.
     pub transcoder: Transcoder,
+    /// Montages handed on by the pipeline for the notes' secondary captures.
+    pub montages: Arc<super::MontageHandOff>,
 }
 
 /// What transcoding needs: the decode policy and the decode workers (`None`: in this process,
@@ -325,7 +327,10 @@ impl Forwarder {
         }
         let mut wanted: Vec<(i64, Rejection)> = Vec::new();
         for job in &due {
-            if let Some(r) = self.rejection_for(job).await? {
+            // Taken whether or not a note is written, so nothing lingers for a job done with.
+            let montage = self.montages.take(job.job_id);
+            if let Some(mut r) = self.rejection_for(job).await? {
+                r.montage_jpeg = montage;
                 wanted.push((job.job_id, r));
             }
         }
@@ -367,6 +372,7 @@ impl Forwarder {
                 job.model_version.as_deref().unwrap_or("?")
             ),
             montage_path: job.montage_path.as_ref().map(PathBuf::from),
+            montage_jpeg: None,
         }))
     }
 

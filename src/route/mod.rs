@@ -165,6 +165,37 @@ pub struct Routing {
     pub opts: RouteOptions,
     /// Wakes the network side, which dispatches routed plates (notes, outbox).
     pub wake: Arc<Notify>,
+    /// Montages of held-back plates on their way to the note writer.
+    pub montages: Arc<MontageHandOff>,
+}
+
+/// Montage JPEGs made by explain for plates the daemon holds back, by job, until the job's
+/// rejection note is written. Only a shortcut: a note whose montage is not here (the daemon
+/// restarted, the plate waited for review, more were waiting than kept) reads the PNG.
+#[derive(Default)]
+pub struct MontageHandOff {
+    by_job: std::sync::Mutex<std::collections::VecDeque<(i64, Arc<crate::explain::MontageJpeg>)>>,
+}
+
+impl MontageHandOff {
+    /// The most montages kept (tens of kB each); the oldest make room for new ones.
+    const KEPT: usize = 128;
+
+    pub fn put(&self, job_id: i64, jpeg: Arc<crate::explain::MontageJpeg>) {
+        if let Ok(mut q) = self.by_job.lock() {
+            if q.len() >= Self::KEPT {
+                q.pop_front();
+            }
+            q.push_back((job_id, jpeg));
+        }
+    }
+
+    /// Takes the job's montage out, if it is here.
+    pub fn take(&self, job_id: i64) -> Option<Arc<crate::explain::MontageJpeg>> {
+        let mut q = self.by_job.lock().ok()?;
+        let at = q.iter().position(|(j, _)| *j == job_id)?;
+        q.remove(at).map(|(_, m)| m)
+    }
 }
 
 fn today() -> String {
@@ -337,6 +368,30 @@ fn unique_path(dir: &Path, name: &str, claimed: &HashSet<PathBuf>) -> PathBuf {
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn montage_hand_off_gives_each_job_its_own_once_and_keeps_the_newest() {
+        let m = |w: u32| {
+            Arc::new(crate::explain::MontageJpeg {
+                bytes: vec![w as u8],
+                width: w,
+                height: 1,
+            })
+        };
+        let h = MontageHandOff::default();
+        h.put(1, m(1));
+        h.put(2, m(2));
+        assert_eq!(h.take(2).map(|j| j.width), Some(2));
+        assert!(h.take(2).is_none(), "taken once");
+        assert_eq!(h.take(1).map(|j| j.width), Some(1));
+        for job in 0..(MontageHandOff::KEPT as i64 + 5) {
+            h.put(job, m(job as u32));
+        }
+        // The oldest made room; the newest are all there.
+        assert!(h.take(0).is_none() && h.take(4).is_none());
+        assert!(h.take(5).is_some());
+        assert!(h.take(MontageHandOff::KEPT as i64 + 4).is_some());
+    }
 
     #[test]
     fn routes_into_dated_folders_without_overwriting() {

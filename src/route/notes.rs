@@ -6,6 +6,7 @@
 //! after a crash rewrites the same object rather than making a second one.
 
 use crate::cid7011::meaning as cid7011_meaning;
+use crate::explain::MontageJpeg;
 use crate::net::derived_uid;
 use dicom_core::value::{DataSetSequence, PixelFragmentSequence};
 use dicom_core::{PrimitiveValue, Tag, VR};
@@ -21,9 +22,6 @@ pub const SC_CLASS: &str = "1.2.840.10008.5.1.4.1.1.7";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 /// JPEG Baseline (Process 1), which every viewer and archive reads: the montage capture.
 pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
-/// High enough that the heat-map colours and the plate under them show no visible blocking
-/// (about a tenth of the uncompressed size on the demo plates).
-const MONTAGE_JPEG_QUALITY: i32 = 90;
 
 /// `[notes]`: rejection notes for unusable plates.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +73,9 @@ pub struct Rejection {
     pub threshold: Option<f64>,
     pub model: String,
     pub montage_path: Option<PathBuf>,
+    /// The montage already encoded (the daemon's pipeline hands it on); otherwise the
+    /// montage PNG is read and encoded here.
+    pub montage_jpeg: Option<std::sync::Arc<MontageJpeg>>,
 }
 
 /// A written note, for the database and the outbox.
@@ -388,8 +389,7 @@ fn secondary_capture(
     plate: &Plate,
     r: &Rejection,
     uid: &str,
-    montage: &image::RgbImage,
-    jpeg: Vec<u8>,
+    montage: &MontageJpeg,
 ) -> InMemDicomObject {
     let mut obj = common(plate, SC_CLASS, uid, "OT", "9902");
     put_str(&mut obj, tags::CONVERSION_TYPE, VR::CS, "WSD");
@@ -432,12 +432,12 @@ fn secondary_capture(
     obj.put(Elem::new(
         tags::ROWS,
         VR::US,
-        PrimitiveValue::from(montage.height() as u16),
+        PrimitiveValue::from(montage.height as u16),
     ));
     obj.put(Elem::new(
         tags::COLUMNS,
         VR::US,
-        PrimitiveValue::from(montage.width() as u16),
+        PrimitiveValue::from(montage.width as u16),
     ));
     for (tag, v) in [
         (tags::BITS_ALLOCATED, 8u16),
@@ -447,13 +447,13 @@ fn secondary_capture(
     ] {
         obj.put(Elem::new(tag, VR::US, PrimitiveValue::from(v)));
     }
-    let raw_len = montage.as_raw().len();
+    let raw_len = montage.width as usize * montage.height as usize * 3;
     put_str(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "01");
     put_str(
         &mut obj,
         tags::LOSSY_IMAGE_COMPRESSION_RATIO,
         VR::DS,
-        &format!("{:.2}", raw_len as f64 / jpeg.len().max(1) as f64),
+        &format!("{:.2}", raw_len as f64 / montage.bytes.len().max(1) as f64),
     );
     put_str(
         &mut obj,
@@ -461,7 +461,7 @@ fn secondary_capture(
         VR::CS,
         "ISO_10918_1",
     );
-    let mut fragment = jpeg;
+    let mut fragment = montage.bytes.clone();
     if fragment.len() % 2 == 1 {
         fragment.push(0);
     }
@@ -568,23 +568,24 @@ pub fn write_notes_unsynced(
         sop_instance_uid: kos_uid,
     });
     if let (true, Some(m)) = (with_capture, r.montage_path.as_ref()) {
-        let montage = image::open(m)
-            .map_err(|e| NoteError::Montage {
-                path: m.clone(),
-                why: e.to_string(),
-            })?
-            .to_rgb8();
-        let jpeg = crate::decode::jpeg::encode_rgb(
-            montage.as_raw(),
-            montage.width() as usize,
-            montage.height() as usize,
-            MONTAGE_JPEG_QUALITY,
-        )
-        .map_err(NoteError::Build)?;
+        let jpeg = match &r.montage_jpeg {
+            Some(j) => j.clone(),
+            None => std::sync::Arc::new(
+                MontageJpeg::encode(
+                    &image::open(m)
+                        .map_err(|e| NoteError::Montage {
+                            path: m.clone(),
+                            why: e.to_string(),
+                        })?
+                        .to_rgb8(),
+                )
+                .map_err(NoteError::Build)?,
+            ),
+        };
         let sc_uid = derived_uid(&format!("plateqc montage for {}", plate.sop_instance));
         let sc_path = folder.join(format!("{stem}.sc.dcm"));
         write(
-            secondary_capture(&plate, r, &sc_uid, &montage, jpeg),
+            secondary_capture(&plate, r, &sc_uid, &jpeg),
             SC_CLASS,
             &sc_uid,
             JPEG_BASELINE,

@@ -140,6 +140,12 @@ impl Finisher for WatchFinisher {
                 })
                 .collect();
             let rows = engine.recorder.finish_jobs(&finishing).await?;
+            // Before the moves wake the note writer.
+            for (_, job_id, r) in &judged {
+                if let Some(m) = &r.montage_jpeg {
+                    self.routing.montages.put(*job_id, m.clone());
+                }
+            }
             move_planned(
                 &engine.recorder,
                 &self.routing,

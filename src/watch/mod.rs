@@ -190,14 +190,22 @@ pub async fn run(
     serve_metrics(&engine, &watch, &cancel).await?;
     let wake = Arc::new(Notify::new());
     let net_cancel = CancellationToken::new();
-    let forwarder = start_forwarder(&engine, wake.clone(), net_cancel.clone());
+    // Explain hands held-back plates' montages to the note writer in memory when notes carry
+    // them, so the writer need not read the PNG back.
+    let montages = Arc::new(crate::route::MontageHandOff::default());
+    engine.keep_montage_jpeg(engine.config.notes.enabled && engine.config.notes.secondary_capture);
+    let forwarder = start_forwarder(&engine, wake.clone(), net_cancel.clone(), montages.clone());
     start_receiver(&engine, &watch, &cancel).await?;
     let in_flight: InFlight = Arc::new(Mutex::new(Default::default()));
     let found = ingest::spawn(watch.clone(), in_flight.clone(), cancel.clone())?;
     let jobs: Jobs = Arc::new(Mutex::new(HashMap::new()));
     let workers = engine.config.scan.decode_workers.max(1);
     let (to_decode_tx, to_decode_rx) = mpsc::channel::<PathBuf>(workers * 2);
-    let routing = Arc::new(Routing { opts: route, wake });
+    let routing = Arc::new(Routing {
+        opts: route,
+        wake,
+        montages,
+    });
     let stats = Arc::new(Mutex::new(WatchStats::default()));
     let admission = Admission {
         engine: engine.clone(),
@@ -286,8 +294,10 @@ fn start_forwarder(
     engine: &Engine,
     wake: Arc<Notify>,
     cancel: CancellationToken,
+    montages: Arc<crate::route::MontageHandOff>,
 ) -> tokio::task::JoinHandle<()> {
     Arc::new(Forwarder {
+        montages,
         recorder: engine.recorder.clone(),
         forward: engine.config.forward.clone(),
         notes: engine.config.notes.clone(),

@@ -51,6 +51,7 @@ fn rejection_note_and_capture_are_valid_dicom_referencing_the_plate() {
         threshold: Some(0.28),
         model: "plateqc-psp-cnn 1".into(),
         montage_path: Some(montage),
+        montage_jpeg: None,
     };
     let written = notes::write_notes(&r, tmp.path(), true).unwrap();
     assert_eq!(written.len(), 2);
@@ -118,6 +119,35 @@ fn rejection_note_and_capture_are_valid_dicom_referencing_the_plate() {
     // Redoing the note after a crash gives the same object, not a second one.
     let again = notes::write_notes(&r, tmp.path(), true).unwrap();
     assert_eq!(again, written);
+    // The daemon hands the montage on already encoded (from the image explain drew); the
+    // capture carries the same image and sizes as when the note reads the PNG back.
+    let handed = tmp.path().join("handed");
+    std::fs::create_dir_all(&handed).unwrap();
+    let drawn = image::open(r.montage_path.as_ref().unwrap())
+        .unwrap()
+        .to_rgb8();
+    let with_jpeg = Rejection {
+        montage_jpeg: Some(std::sync::Arc::new(
+            plateqc::explain::MontageJpeg::encode(&drawn).unwrap(),
+        )),
+        ..r.clone()
+    };
+    let from_memory = notes::write_notes(&with_jpeg, &handed, true).unwrap();
+    assert_eq!(from_memory.len(), 2);
+    let capture = |p: &Path| {
+        let o = dicom_object::open_file(p).unwrap();
+        let value = |t| o.element(t).unwrap().value().clone();
+        use dicom_dictionary_std::tags as t;
+        [
+            t::ROWS,
+            t::COLUMNS,
+            t::LOSSY_IMAGE_COMPRESSION_RATIO,
+            t::PIXEL_DATA,
+        ]
+        .map(value)
+    };
+    assert_eq!(capture(&written[1].path), capture(&from_memory[1].path));
+    assert_eq!(from_memory[1].sop_instance_uid, written[1].sop_instance_uid);
 
     // Another plate of the same series, numbered 7: its note joins the same note series and
     // carries the plate's number; a plate without a number still gets a distinct one.
@@ -135,6 +165,7 @@ fn rejection_note_and_capture_are_valid_dicom_referencing_the_plate() {
         let r = Rejection {
             plate_path: plate.to_path_buf(),
             montage_path: None,
+            montage_jpeg: None,
             ..r.clone()
         };
         dcmdump(&notes::write_notes(&r, &folder, false).unwrap()[0].path)
