@@ -24,23 +24,49 @@ fn sql(db: &Path, q: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// CPU seconds (user, system) a running process has used so far, from `/proc/PID/stat`.
-fn cpu_of(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest: Vec<&str> = stat
+/// The fields of `/proc/PID/stat` after the command name (which may hold spaces), so that
+/// field n of proc(5) is at index n - 3.
+fn stat_fields(pid: u32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_default()
         .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
+        .map(|(_, r)| r.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// CPU seconds (user, system) used so far by a running process and every process below it:
+/// the daemon decodes in worker processes of its own (`decode.isolate`), whose time counts in
+/// its parent only once they have exited and been reaped.
+fn cpu_of(pid: u32) -> (f64, f64) {
     // SAFETY: sysconf has no preconditions.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let field = |i: usize| {
-        rest.get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / tick
-    };
-    (field(11), field(12)) // utime and stime are fields 14 and 15
+    let field =
+        |f: &[String], i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / tick;
+    let all: Vec<(u32, Vec<String>)> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .map(|p| (p, stat_fields(p)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let parent = |f: &[String]| f.get(1).and_then(|v| v.parse::<u32>().ok());
+    let (mut user, mut sys) = (0.0, 0.0);
+    let mut below = vec![pid];
+    while let Some(p) = below.pop() {
+        let Some((_, f)) = all.iter().find(|(q, _)| *q == p) else {
+            continue;
+        };
+        // utime, stime, and cutime, cstime of its reaped children (fields 14-17).
+        user += field(f, 11) + field(f, 13);
+        sys += field(f, 12) + field(f, 14);
+        below.extend(
+            all.iter()
+                .filter(|(_, g)| parent(g) == Some(p))
+                .map(|(q, _)| *q),
+        );
+    }
+    (user, sys)
 }
 
 /// CPU seconds (user, system) of the children reaped so far.
@@ -295,8 +321,9 @@ fn main() {
         assert_eq!(scanned, burst_count, "scan baseline judged every plate");
         let scan_rate = scanned as f64 / scan_secs;
         ratios.push(daemon_rate / scan_rate);
-        // CPU per plate (user + system, ms) tells work the daemon does beyond scan's from
-        // cores it leaves idle: the burst's CPU is read up to the last plate's finish.
+        // CPU per plate (user + system, ms; the daemon with its decode workers) tells work the
+        // daemon does beyond scan's from cores it leaves idle: the burst's CPU is read up to
+        // the last plate's finish.
         let per_plate = |a: (f64, f64), b: (f64, f64)| {
             (
                 (b.0 - a.0) * 1e3 / burst_count as f64,
