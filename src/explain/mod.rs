@@ -6,7 +6,7 @@ mod font;
 pub mod overlay;
 pub mod paint;
 
-pub use paint::{overlay_dir, MontageJpeg, Overlays, Painter, PlateImage, MONTAGE_JPEG_QUALITY};
+pub use paint::{overlay_dir, MontageJpeg, Overlays, Painter, PlateImage};
 
 use crate::decode::preprocess::Letterbox;
 use crate::infer::LayerMaps;

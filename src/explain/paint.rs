@@ -33,7 +33,7 @@ pub struct Overlays {
 /// JPEG quality of the montage a rejection note carries as a secondary capture: high enough
 /// that the heat-map colours and the plate under them show no visible blocking (about a tenth
 /// of the uncompressed size on the demo plates).
-pub const MONTAGE_JPEG_QUALITY: i32 = 90;
+const MONTAGE_JPEG_QUALITY: i32 = 90;
 
 /// The montage encoded as JPEG Baseline, with its size.
 #[derive(Debug, Clone, PartialEq)]
