@@ -40,12 +40,13 @@ TMASK = 32   # per-type masks are cached at TMASK x TMASK (any coverage), for de
 # The training family a split is generated from: "a" = models/synth, "c" = models/famc (the
 # second training family of plan-1.3.md round 5), "d" = models/famd (the third, round 7). Family B (models/famb) is never a choice here:
 # it is only the gate. "e" = models/fame (round 10): not a renderer but anatomy randomisation over
-# A, C and D (per scene one of them, with wide style overrides).
+# A, C and D (per scene one of them, with wide style overrides). "f" = models/famf (round 13): a
+# projection of a 3-D jaw scene, the fifth, separately written training family.
 # Set once per process, before the first `generator()` call (--family).
 FAMILY = ["a"]
 # famc's and famd's tools that do not decide what a plate is (left out of the generator hash)
 _FAMC_NOT_DATA = {"bench.py", "preview.py", "make_set.py"}
-_FAMILY_DIRS = {"c": "famc", "d": "famd", "e": "fame"}
+_FAMILY_DIRS = {"c": "famc", "d": "famd", "e": "fame", "f": "famf"}
 # the families family E wraps: their sources are part of E's hash
 _FAME_WRAPS = ("a", "c", "d")
 
@@ -65,7 +66,7 @@ def family_sources(family: str) -> list[Path]:
                      if p.name not in _FAMC_NOT_DATA)
         return own + [HERE / "synth/labels.py", HERE / "synth/artifacts.py",
                       HERE / "plateqc_ref/preprocess.py"]
-    raise ValueError(f"unknown training family {family!r} (a, c, d or e)")
+    raise ValueError(f"unknown training family {family!r} (a, c, d, e or f)")
 
 
 def generator():
@@ -78,6 +79,8 @@ def generator():
         from famd import make_plate
     elif FAMILY[0] == "e":
         from fame import make_plate
+    elif FAMILY[0] == "f":
+        from famf import make_plate
     else:
         from synth.plate import make_plate
     srcs = family_sources(FAMILY[0])
@@ -96,6 +99,8 @@ def generator_pair():
         from famd import make_pair
     elif FAMILY[0] == "e":
         from fame import make_pair
+    elif FAMILY[0] == "f":
+        from famf import make_pair
     else:
         from synth.plate import make_pair
     return make_pair
@@ -352,10 +357,10 @@ def main(argv=None):
                          "shard, bit for bit) and record their hash instead of generating")
     ap.add_argument("--psp", default=pp.PSP_V1, choices=pp.PREPROCESSINGS,
                     help="the preprocessing the cached tensors are made with")
-    ap.add_argument("--family", default="a", choices=["a", "c", "d", "e"],
+    ap.add_argument("--family", default="a", choices=["a", "c", "d", "e", "f"],
                     help="the training family to generate: a = models/synth, c = models/famc, "
                          "d = models/famd, e = models/fame (anatomy randomisation over a, c "
-                         "and d) "
+                         "and d), f = models/famf (a projected 3-D scene) "
                          "(family B, models/famb, is only ever the gate and not offered here)")
     a = ap.parse_args(argv)
     FAMILY[0] = a.family

@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+const USAGE: &str = "usage: plateqc-bench DIR [--rounds N] [--repeat K] [--peer PLATES] \
+     [--modalities any] [--compare-model M.onnx]";
+
 struct Args {
     dir: PathBuf,
     rounds: usize,
@@ -59,14 +62,17 @@ fn parse() -> Result<Args, String> {
                     it.next().ok_or("--compare-model takes an ONNX file")?,
                 ))
             }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0)
+            }
+            _ if a.starts_with('-') => return Err(format!("unknown option {a}\n{USAGE}")),
             _ if dir.is_none() => dir = Some(PathBuf::from(a)),
             _ => return Err(format!("unexpected argument {a}")),
         }
     }
     Ok(Args {
-        dir: dir.ok_or(
-            "usage: plateqc-bench DIR [--rounds N] [--repeat K] [--peer PLATES] [--modalities any] [--compare-model M.onnx]",
-        )?,
+        dir: dir.ok_or(USAGE)?,
         rounds: rounds.max(1),
         any_modality,
         compare_model,

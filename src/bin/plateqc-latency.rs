@@ -82,6 +82,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+const USAGE: &str =
+    "usage: plateqc-latency DIR [--rate PER_SECOND] [--count N] [--burst N] [--rounds N]";
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut dir = None;
@@ -98,12 +101,15 @@ fn main() {
                     .filter(|&r| r > 0)
                     .expect("--rounds N (at least 1)")
             }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return;
+            }
+            _ if a.starts_with('-') => panic!("unknown option {a}\n{USAGE}"),
             _ => dir = Some(PathBuf::from(a)),
         }
     }
-    let dir = dir.expect(
-        "usage: plateqc-latency DIR [--rate PER_SECOND] [--count N] [--burst N] [--rounds N]",
-    );
+    let dir = dir.expect(USAGE);
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("source folder")
         .flatten()

@@ -32,6 +32,8 @@ struct Args {
     sizes: Vec<i64>,
 }
 
+const USAGE: &str = "usage: plateqc-pgload URL [--sites N] [--secs S] [--group G] [--sizes A,B,C]";
+
 fn args() -> Args {
     let mut a = Args {
         url: String::new(),
@@ -59,13 +61,15 @@ fn args() -> Args {
                     .map(|v| v.trim().parse().expect("a row count"))
                     .collect()
             }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0)
+            }
+            _ if x.starts_with('-') => panic!("unknown option {x}\n{USAGE}"),
             _ => a.url = x,
         }
     }
-    assert!(
-        !a.url.is_empty(),
-        "usage: plateqc-pgload URL [--sites N] [--secs S] [--group G] [--sizes A,B,C]"
-    );
+    assert!(!a.url.is_empty(), "{USAGE}");
     a
 }
 
