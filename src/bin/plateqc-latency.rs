@@ -7,8 +7,11 @@
 //! after each, `plateqc scan` over the same files is the baseline the daemon's throughput is
 //! expressed against (rounds alternate, so drift in the machine's speed hits both alike).
 //!
-//! `plateqc-latency DIR [--rate PER_SECOND] [--count N] [--burst N] [--rounds N]`: `count`
-//! steady drops, then `rounds` bursts of `burst` plates, each followed by its scan baseline.
+//! `plateqc-latency DIR [--rate PER_SECOND] [--count N] [--burst N] [--rounds N] [--config-extra
+//! TOML]`: `count` steady drops, then `rounds` bursts of `burst` plates, each followed by its scan
+//! baseline. `--config-extra` appends a file to the daemon's generated configuration (e.g. a
+//! `[notes]` table with `enabled = false`, to measure what the rejection notes cost); `scan`
+//! runs with its defaults.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,11 +86,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 const USAGE: &str =
-    "usage: plateqc-latency DIR [--rate PER_SECOND] [--count N] [--burst N] [--rounds N]";
+    "usage: plateqc-latency DIR [--rate PER_SECOND] [--count N] [--burst N] [--rounds N] \
+     [--config-extra TOML]";
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut dir = None;
+    let mut extra = String::new();
     let (mut rate, mut count, mut burst_count, mut rounds) = (5.0f64, 60usize, 120usize, 5usize);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -100,6 +105,11 @@ fn main() {
                     .and_then(|v| v.parse().ok())
                     .filter(|&r| r > 0)
                     .expect("--rounds N (at least 1)")
+            }
+            "--config-extra" => {
+                let path = args.next().expect("--config-extra TOML");
+                extra = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("--config-extra {path}: {e}"));
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -129,7 +139,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "[paths]\ndb = \"{}\"\nout = \"{}\"\n[watch]\ninboxes = [\"{}\"]\nmetrics_listen = \"\"\n",
+            "[paths]\ndb = \"{}\"\nout = \"{}\"\n[watch]\ninboxes = [\"{}\"]\nmetrics_listen = \"\"\n{extra}\n",
             db.display(),
             out.display(),
             inbox.display()
