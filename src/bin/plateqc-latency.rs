@@ -11,7 +11,8 @@
 //! TOML]`: `count` steady drops, then `rounds` bursts of `burst` plates, each followed by its scan
 //! baseline. `--config-extra` appends a file to the daemon's generated configuration (e.g. a
 //! `[notes]` table with `enabled = false`, to measure what the rejection notes cost); `scan`
-//! runs with its defaults.
+//! runs with its defaults. `--keep` leaves the temporary site (journal, outputs, notes) in place
+//! for a closer look.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -87,12 +88,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 const USAGE: &str =
     "usage: plateqc-latency DIR [--rate PER_SECOND] [--count N] [--burst N] [--rounds N] \
-     [--config-extra TOML]";
+     [--config-extra TOML] [--keep]";
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut dir = None;
     let mut extra = String::new();
+    let mut keep = false;
     let (mut rate, mut count, mut burst_count, mut rounds) = (5.0f64, 60usize, 120usize, 5usize);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -111,6 +113,7 @@ fn main() {
                 extra = std::fs::read_to_string(&path)
                     .unwrap_or_else(|e| panic!("--config-extra {path}: {e}"));
             }
+            "--keep" => keep = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return;
@@ -388,5 +391,9 @@ fn main() {
         sorted[0],
         sorted[sorted.len() - 1]
     );
-    let _ = std::fs::remove_dir_all(&site);
+    if keep {
+        println!("kept the site (journal, outputs, notes): {}", site.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&site);
+    }
 }
