@@ -301,34 +301,56 @@ def restamp_split(split: str, split_seed: int, size: int, shifted: bool,
     return gen_hash
 
 
+def _npz_header(z, key: str) -> tuple[tuple, np.dtype]:
+    """Shape and dtype of one array in an open .npz, read from its header alone."""
+    with z.zip.open(key + ".npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if major == 1
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(f)
+    return shape, dtype
+
+
 def load_split(split: str, size: int, count: int | None = None, psp: str = pp.PSP_V1):
     """Concatenate the shards of a split (in index order). `split` may name several splits
     separated by commas (e.g. "train4,trainc5": two training families); they are concatenated
-    in that order, `count` then counts over all of them, and their `pair` ids are kept apart."""
-    if "," in split:
-        parts = [load_split(s, size, None, psp) for s in split.split(",")]
-        for k, p in enumerate(parts):
-            if "pair" in p:
-                p["pair"] = p["pair"] + k * PAIR_STRIDE
-        keys = set.intersection(*(set(p) for p in parts))
-        data = {k: np.concatenate([p[k] for p in parts]) for k in sorted(keys)}
-        if count is not None:
-            data = {k: v[:count] for k, v in data.items()}
-        return data
-    files = shard_files(split, size, psp)
-    if not files:
-        raise FileNotFoundError(f"no cached shards in {split_dir(split, size, psp)}")
-    parts, have = [], 0
-    for f in files:
-        if count is not None and have >= count:
-            break   # the first shards hold the first plates: read no more than asked for
-        parts.append(dict(np.load(f)))
-        have += len(parts[-1]["y"])
-    for p in parts:
-        p.pop("psp", None)   # a scalar stamp, checked by the directory name already
-    data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    if count is not None:
-        data = {k: v[:count] for k, v in data.items()}
+    in that order, `count` then counts over all of them, and their `pair` ids are kept apart.
+
+    Each array is allocated once at its final size and filled shard by shard, so the peak is
+    the result plus one shard (concatenating whole splits and then the splits needed about
+    twice the result: five training families' 13 GB did not fit in 24 GB)."""
+    files: list[tuple[int, Path]] = []   # (index of the split in the list, shard)
+    for k, one in enumerate(split.split(",")):
+        found = shard_files(one, size, psp)
+        if not found:
+            raise FileNotFoundError(f"no cached shards in {split_dir(one, size, psp)}")
+        files += [(k, f) for f in found]
+    # Plan: how many rows each shard gives (the first shards hold the first plates: read no
+    # more than asked for) and the arrays every split has (a scalar `psp` stamp is not one).
+    plan, total, keys, headers = [], 0, None, {}
+    for k, f in files:
+        if count is not None and total >= count:
+            break
+        with np.load(f) as z:
+            names = {n for n in z.files if n != "psp"}
+            keys = names if keys is None else keys & names
+            for n in names:
+                shape, dtype = _npz_header(z, n)
+                prev = headers.get(n)
+                headers[n] = (shape[1:], dtype if prev is None else np.result_type(prev[1], dtype))
+            rows = _npz_header(z, "y")[0][0]
+        take = rows if count is None else min(rows, count - total)
+        plan.append((k, f, take))
+        total += take
+    data = {n: np.empty((total,) + headers[n][0], headers[n][1]) for n in sorted(keys)}
+    at = 0
+    for k, f, take in plan:
+        with np.load(f) as z:
+            for n in data:
+                data[n][at:at + take] = z[n][:take]
+        if "pair" in data:
+            data["pair"][at:at + take] += k * PAIR_STRIDE
+        at += take
     return data
 
 

@@ -27,3 +27,31 @@ def test_family_b_is_not_a_training_family():
     import pytest
     with pytest.raises(ValueError):
         D.family_sources("b")
+
+
+def _shard_at(split, start, rows, tmp_path, monkeypatch, **extra):
+    monkeypatch.setattr(D, "CACHE", tmp_path)
+    d = D.split_dir(split, 8)
+    d.mkdir(parents=True, exist_ok=True)
+    np.savez(d / f"{start:06d}-{start + rows:06d}.npz",
+             x=np.full((rows, 2, 8, 8), start, np.float16), y=np.arange(start, start + rows) % 2,
+             pair=np.arange(start, start + rows), psp=np.array("v1"), **extra)
+
+
+def test_shards_fill_one_array_in_index_order_and_count_stops_across_splits(tmp_path,
+                                                                           monkeypatch):
+    # Shards written out of order; index order is what counts.
+    _shard_at("ta", 3, 2, tmp_path, monkeypatch, hash=np.array(["abc"] * 2))
+    _shard_at("ta", 0, 3, tmp_path, monkeypatch, hash=np.array(["abcdef"] * 3))
+    _shard_at("tc", 0, 4, tmp_path, monkeypatch)   # no `hash`: not every split has it
+    d = D.load_split("ta,tc", 8)
+    assert sorted(d) == ["pair", "x", "y"], "only the arrays every split has"
+    assert d["x"][:, 0, 0, 0].tolist() == [0, 0, 0, 3, 3, 0, 0, 0, 0]
+    assert d["pair"].tolist() == [0, 1, 2, 3, 4] + [D.PAIR_STRIDE + i for i in range(4)]
+    assert d["x"].dtype == np.float16 and d["x"].shape == (9, 2, 8, 8)
+    # The count cuts inside the second split's shard, never reading past it.
+    cut = D.load_split("ta,tc", 8, count=7)
+    assert cut["pair"].tolist() == [0, 1, 2, 3, 4, D.PAIR_STRIDE, D.PAIR_STRIDE + 1]
+    # A string array whose width differs between shards keeps its longest value whole.
+    one = D.load_split("ta", 8)
+    assert one["hash"].tolist() == ["abcdef"] * 3 + ["abc"] * 2
