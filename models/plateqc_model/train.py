@@ -28,6 +28,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parents[1]   # models/
 
 from plateqc_model import data as D
+from plateqc_model.metrics import roc_auc
 from plateqc_model import style as S_
 from plateqc_model.net import PlateNet
 
@@ -38,26 +39,6 @@ def set_seed(seed: int, threads: int = 2):
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1) if not getattr(set_seed, "_done", False) else None
     set_seed._done = True
-
-
-def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """ROC AUC via the rank statistic (ties count one half)."""
-    y = np.asarray(y).astype(bool)
-    s = np.asarray(s, np.float64)
-    npos, nneg = int(y.sum()), int((~y).sum())
-    if npos == 0 or nneg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), np.float64)
-    ss = s[order]
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and ss[j + 1] == ss[i]:
-            j += 1
-        ranks[order[i:j + 1]] = 0.5 * (i + j) + 1.0
-        i = j + 1
-    return float((ranks[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
 
 def choose_threshold(y: np.ndarray, p: np.ndarray, target_sens: float) -> float:
