@@ -392,7 +392,10 @@ fn main() {
         sorted[sorted.len() - 1]
     );
     if keep {
-        println!("kept the site (journal, outputs, notes): {}", site.display());
+        println!(
+            "kept the site (journal, outputs, notes): {}",
+            site.display()
+        );
     } else {
         let _ = std::fs::remove_dir_all(&site);
     }
