@@ -8,8 +8,9 @@ For each validation split, and for each artifact type, the unusable plates whose
 decisive artifact is that type at severity 2 (no severity 3, no second type at 2 or more) are
 ranked against the clean plates (no artifact at all): the AUC of that pair, their median
 score and the share below the model's threshold. Also the AUC of clean and of cosmetic usable
-plates (severity 1, or severity 2 off the diagnostic region) against every unusable plate, and
-the specificity of both at the threshold that keeps recall 0.95. It reads only the caches
+plates (severity 1, or severity 2 off the diagnostic region) against every unusable plate, the
+specificity of both at the threshold that keeps recall 0.95, and the AUC without the cosmetic
+plates and without the plates made unusable by severity-2 fading or delayed scan alone. It reads only the caches
 named (never family B, which is not a training family), so what it shows may steer a round.
 """
 from __future__ import annotations
@@ -43,6 +44,16 @@ def groups(p: np.ndarray, y: np.ndarray, sev: np.ndarray, threshold: float) -> d
         "spec_cosmetic_at_recall_0.95": float(np.mean(p[cosmetic] < at95)),
         "severity2_only": {},
     }
+    # What the two hardest groups cost the ranking: the AUC without the unusable plates whose
+    # decisive artifacts are only fading or delayed scan at severity 2, without the cosmetic
+    # usable plates, and without both.
+    fd = [D.TYPE_NAMES.index(t) for t in ("fading", "delayed_scan")]
+    faint = y & (worst < 3) & (decisive.sum(axis=1) == decisive[:, fd].sum(axis=1))
+    out["fading_delayed_only"] = int(faint.sum())
+    for name, drop in (("auc_without_fading_delayed_only", faint),
+                       ("auc_without_cosmetic", cosmetic),
+                       ("auc_without_both", faint | cosmetic)):
+        out[name] = roc_auc(y[~drop], p[~drop])
     for k, name in enumerate(D.TYPE_NAMES):
         only = y & decisive[:, k] & (decisive.sum(axis=1) == 1) & (worst < 3)
         if not only.any():

@@ -41,3 +41,12 @@ def test_a_type_scored_like_clean_plates_ranks_at_chance_and_a_separated_one_at_
     # Cosmetic plates score above clean ones, so they are harder to tell from unusable ones.
     assert g["auc_cosmetic_vs_unusable"] < g["auc_clean_vs_unusable"]
     assert g["spec_cosmetic_at_recall_0.95"] < g["spec_clean_at_recall_0.95"]
+
+
+def test_leaving_out_the_hard_groups_raises_the_auc_by_what_they_cost():
+    p, y, sev = _plates()
+    g = groups(p, y, sev, threshold=0.65)
+    assert g["fading_delayed_only"] == 50, "fading with a severity-3 scratch is not faint"
+    assert g["auc_without_fading_delayed_only"] > g["auc"]
+    assert g["auc_without_cosmetic"] > g["auc"]
+    assert g["auc_without_both"] == 1.0, "what is left is scratch and fading+scratch vs clean"
