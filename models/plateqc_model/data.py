@@ -338,7 +338,8 @@ def load_split(split: str, size: int, count: int | None = None, psp: str = pp.PS
                 shape, dtype = _npz_header(z, n)
                 prev = headers.get(n)
                 headers[n] = (shape[1:], dtype if prev is None else np.result_type(prev[1], dtype))
-            rows = _npz_header(z, "y")[0][0]
+                if n == "y":
+                    rows = shape[0]
         take = rows if count is None else min(rows, count - total)
         plan.append((k, f, take))
         total += take
