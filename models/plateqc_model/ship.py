@@ -31,7 +31,7 @@ from plateqc_model import verify as V
 from plateqc_model.net import PlateNet
 
 MODEL_NAME = "plateqc-psp-cnn"
-MODEL_VERSION = "1.5.0"
+MODEL_VERSION = "1.6.0"
 
 
 def load_model(weights: Path, width: int, n_types: int = 14) -> PlateNet:
@@ -55,7 +55,7 @@ def training_generator_hash(train: str, val: str, size: int, psp: str) -> str:
             raise SystemExit(f"{t} and {v} made by different generator versions: {ht} {hv}")
         hashes.append(ht)
     current = {}
-    for fam in ("a", "c", "d", "e"):
+    for fam in ("a", "c", "d", "e", "f"):
         D.FAMILY[0], D._IMPORT_HASH[0] = fam, None
         current[fam] = D.data_hash({})
     D.FAMILY[0] = "a"
