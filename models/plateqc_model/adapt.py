@@ -100,7 +100,7 @@ HERE = Path(__file__).resolve().parents[1]   # models/
 from plateqc_model import data as D
 from plateqc_model import export as E
 from plateqc_model import verify as V
-from plateqc_model.net import PlateNet
+from plateqc_model.net import PlateNet, build
 from plateqc_model.train import choose_threshold, roc_auc
 from plateqc_ref import preprocess as pp
 
@@ -120,7 +120,8 @@ THRESHOLD_SLACK = 1e-6
 TYPE_POS_WEIGHT_CAP = 6.0
 # name, trained modules (None: all), learning rate -- simplest first
 VARIANTS = [("head", ["cls_head"], 1e-3),
-            ("last", ["last", "cls_head", "type_head"], 3e-4),
+            ("last", ["last", "cls_head", "type_head", "type_map", "type_scale", "type_bias"],
+             3e-4),
             ("all", None, 1e-4)]
 # the training families' plates replayed and the in-family check set: the first plates of
 # splits data.py and the Makefile cache (same seeds, same shard boundaries at full counts)
@@ -289,9 +290,8 @@ def load_shards(jobs: list[dict], keys=("x", "y", "types")) -> dict:
 # fine-tuning
 # ---------------------------------------------------------------------------
 def load_base(weights: Path, width: int) -> PlateNet:
-    m = PlateNet(n_types=len(D.TYPE_NAMES), width=width)
-    m.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return m.eval()
+    return build(torch.load(weights, map_location="cpu", weights_only=True), width,
+                 len(D.TYPE_NAMES))
 
 
 @torch.no_grad()
@@ -329,9 +329,14 @@ def finetune(base: PlateNet, variant: tuple, site: dict, tr: np.ndarray, ho: np.
     for p in model.parameters():
         p.requires_grad_(modules is None)
     if modules is not None:
+        # the names of both heads (net.py); a name the model's head does not have is skipped
         for mod in modules:
-            for p in getattr(model, mod).parameters():
-                p.requires_grad_(True)
+            part = getattr(model, mod, None)
+            if isinstance(part, torch.nn.Parameter):
+                part.requires_grad_(True)
+            elif part is not None:
+                for p in part.parameters():
+                    p.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
     trains_types = modules is None or "type_head" in modules
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from plateqc_model import data as D
-from plateqc_model.net import PlateNet
+from plateqc_model.net import PlateNet, build
 from plateqc_model.train import choose_threshold, predict, roc_auc
 from synth.display import sample_display
 from synth.plate import _streams
@@ -81,9 +81,7 @@ def main(argv=None):
     run = Path(a.run)
     res = json.loads((run / "train_result.json").read_text()) if (
         run / "train_result.json").exists() else {"width": 16}
-    model = PlateNet(len(D.TYPE_NAMES), res["width"])
-    model.load_state_dict(torch.load(run / "weights.pt"))
-    model.eval()
+    model = build(torch.load(run / "weights.pt"), res["width"], len(D.TYPE_NAMES))
     psp = res.get("psp", D.pp.PSP_V1)
     tr = D.load_split("train", a.size, a.n, psp=psp)
     va = D.load_split("val", a.size, a.n, psp=psp)

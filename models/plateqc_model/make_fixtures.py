@@ -31,7 +31,7 @@ ROOT = HERE.parent
 from plateqc_ref import cams as C
 from plateqc_model import export as E
 from plateqc_ref import preprocess as pp
-from plateqc_model.net import PlateNet
+from plateqc_model.net import build
 
 FIXTURE_SEED_BASE = 7_000_000
 DEMO_SEED_BASE = 8_000_000
@@ -92,9 +92,8 @@ def sample_positions(size: int):
 
 def load_model():
     meta = json.loads((HERE / "plateqc_weights.json").read_text())
-    m = PlateNet(width=meta["width"])
-    m.load_state_dict(torch.load(HERE / "plateqc_weights.pt", map_location="cpu",
-                                 weights_only=True))
+    m = build(torch.load(HERE / "plateqc_weights.pt", map_location="cpu", weights_only=True),
+              meta["width"])
     return m.double().eval(), meta
 
 

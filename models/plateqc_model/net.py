@@ -6,6 +6,16 @@ Layers exported for Grad-CAM (module names; each is conv -> BN -> ReLU):
   last   : S/16 (16x16)
 Heads read global max + global average pooling of ``last`` so that a small
 artifact (dust, a thin scratch) still moves the score.
+
+Two heads (plan-1.3.md round 15):
+  "pooled" (every model to 1.6.0): class and artifact logits are linear in the pooled ``last``
+           features, so the verdict may use anything ``last`` holds.
+  "maps"   : a 1x1 convolution ``type_map`` turns ``last`` into one map per artifact type
+           (trained against the artifact masks); each artifact logit is an affine function of
+           its own map's spatial max and mean, and the class logits are linear in those 2K
+           pooled map values only, so the verdict can only come through artifact evidence.
+Both have the same inputs, outputs and explained layers (the model contract does not change);
+``build`` tells them apart by the tensors a weights file holds.
 """
 from __future__ import annotations
 
@@ -23,9 +33,13 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.
 
 class PlateNet(nn.Module):
     LAYERS = ["early", "middle", "last"]
+    HEADS = ("pooled", "maps")
 
-    def __init__(self, n_types: int = 14, width: int = 16):
+    def __init__(self, n_types: int = 14, width: int = 16, head: str = "pooled"):
         super().__init__()
+        if head not in self.HEADS:
+            raise ValueError(f"head {head!r} is not one of {self.HEADS}")
+        self.head = head
         w = width
         self.stem = conv_bn_relu(2, w, stride=2)                 # S/2
         self.early = nn.Sequential(conv_bn_relu(w, 2 * w, stride=2),
@@ -36,14 +50,50 @@ class PlateNet(nn.Module):
                                   conv_bn_relu(6 * w, 8 * w, dilation=2))  # S/16
         feat = 2 * 8 * w
         self.dropout = nn.Dropout(0.2)
-        self.cls_head = nn.Linear(feat, 2)
-        self.type_head = nn.Linear(feat, n_types)
+        if head == "pooled":
+            self.cls_head = nn.Linear(feat, 2)
+            self.type_head = nn.Linear(feat, n_types)
+        else:
+            self.type_map = nn.Conv2d(8 * w, n_types, 1)
+            # per type: logit = scale[k, 0] * max + scale[k, 1] * mean + bias[k]; starts as the
+            # map's maximum, the natural "is it anywhere" score
+            self.type_scale = nn.Parameter(torch.tensor([[1.0, 0.0]] * n_types))
+            self.type_bias = nn.Parameter(torch.zeros(n_types))
+            self.cls_head = nn.Linear(2 * n_types, 2)
 
     def forward(self, x):
         x = self.stem(x)
         x = self.early(x)
         x = self.middle(x)
         a = self.last(x)
+        if self.head == "maps":
+            m = self.type_map(a)
+            mx, mean = m.amax(dim=(2, 3)), m.mean(dim=(2, 3))
+            types = mx * self.type_scale[:, 0] + mean * self.type_scale[:, 1] + self.type_bias
+            return self.cls_head(torch.cat([mx, mean], dim=1)), types
         pooled = torch.cat([a.amax(dim=(2, 3)), a.mean(dim=(2, 3))], dim=1)
         pooled = self.dropout(pooled)
         return self.cls_head(pooled), self.type_head(pooled)
+
+    def cam_weights(self, channels: int, h: int, w: int) -> torch.Tensor:
+        """Grad-CAM's channel weights at ``last`` for the unusable logit in closed form: the
+        spatial mean of d logit / d last (max ties aside). Pooled head: (w_max + w_mean) / hw;
+        maps head: the same through the 1x1 maps, sum_k (u_k + v_k) W_k / hw."""
+        u = self.cls_head.weight[1]
+        if self.head == "maps":
+            k = self.type_map.out_channels
+            wk = (u[:k] + u[k:]) @ self.type_map.weight.view(k, channels)
+            return wk / (h * w)
+        return (u[:channels] + u[channels:]) / (h * w)
+
+
+def head_of(state: dict) -> str:
+    """Which head a state dict was saved from."""
+    return "maps" if "type_map.weight" in state else "pooled"
+
+
+def build(state: dict, width: int, n_types: int = 14) -> PlateNet:
+    """A network with the head `state` was saved from, loaded with it, in eval mode."""
+    m = PlateNet(n_types=n_types, width=width, head=head_of(state))
+    m.load_state_dict(state)
+    return m.eval()

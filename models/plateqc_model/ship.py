@@ -28,16 +28,14 @@ from plateqc_model import data as D
 from plateqc_model import export as E
 from plateqc_model import ood as O
 from plateqc_model import verify as V
-from plateqc_model.net import PlateNet
+from plateqc_model.net import PlateNet, build
 
 MODEL_NAME = "plateqc-psp-cnn"
 MODEL_VERSION = "1.6.0"
 
 
 def load_model(weights: Path, width: int, n_types: int = 14) -> PlateNet:
-    m = PlateNet(n_types=n_types, width=width)
-    m.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return m.eval()
+    return build(torch.load(weights, map_location="cpu", weights_only=True), width, n_types)
 
 
 def training_generator_hash(train: str, val: str, size: int, psp: str) -> str:

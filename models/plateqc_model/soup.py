@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from plateqc_model import data as D
-from plateqc_model.net import PlateNet
+from plateqc_model.net import build
 from plateqc_model.train import threshold_fields
 
 
@@ -67,8 +67,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"{r}: width/size/preprocessing differ from {runs[-1]}")
     states = [torch.load(r / "weights.pt", map_location="cpu", weights_only=True) for r in runs]
     soup = average(states)
-    model = PlateNet(n_types=len(D.TYPE_NAMES), width=res["width"])
-    model.load_state_dict(soup)
+    model = build(soup, res["width"], len(D.TYPE_NAMES))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(soup, out / "weights.pt")

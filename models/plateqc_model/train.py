@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parents[1]   # models/
 from plateqc_model import data as D
 from plateqc_model.metrics import roc_auc
 from plateqc_model import style as S_
-from plateqc_model.net import PlateNet
+from plateqc_model.net import PlateNet, build, head_of
 
 
 def set_seed(seed: int, threads: int = 2):
@@ -51,12 +51,9 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, target_sens: float) -> float:
 
 
 def cam_last(model: PlateNet, a: torch.Tensor) -> torch.Tensor:
-    """Closed-form Grad-CAM (before ReLU) of the unusable logit at layer last: the gradient's
-    spatial mean is (w_max + w_avg) / (h w) per channel (max ties aside)."""
-    c = a.shape[1]
-    w = model.cls_head.weight[1]
-    wk = (w[:c] + w[c:]) / (a.shape[2] * a.shape[3])
-    return torch.einsum("nkhw,k->nhw", a, wk)
+    """Closed-form Grad-CAM (before ReLU) of the unusable logit at layer last
+    (`PlateNet.cam_weights`: the gradient's spatial mean per channel, max ties aside)."""
+    return torch.einsum("nkhw,k->nhw", a, model.cam_weights(*a.shape[1:]))
 
 
 def forward_with_feats(model: PlateNet, x: torch.Tensor):
@@ -144,17 +141,24 @@ def pair_batches(pair: np.ndarray, bs: int, rng: np.random.Generator):
 class DenseHeads(torch.nn.Module):
     """Training-only dense supervision: 1x1 convolutions on `middle` and `last` predict the
     per-type artifact masks (local types: where the artifact is; global types: the affected
-    area). Not exported: the verdict still comes from the class head."""
+    area). Not exported: with the pooled head the verdict still comes from the class head. With
+    the maps head (`last_maps`: the model's own `type_map`) the term trains the exported maps
+    at `last` instead of a side head there."""
 
-    def __init__(self, width: int, n_types: int):
+    def __init__(self, width: int, n_types: int, last_maps: torch.nn.Module | None = None):
         super().__init__()
         self.middle = torch.nn.Conv2d(4 * width, n_types, 1)
-        self.last = torch.nn.Conv2d(8 * width, n_types, 1)
+        if last_maps is None:
+            self.last = torch.nn.Conv2d(8 * width, n_types, 1)
+        else:
+            # kept out of this module's parameters and state: it is the model's
+            self._last_maps = [last_maps]
 
     def loss(self, feats: dict, target: torch.Tensor) -> torch.Tensor:
         """target: [N, K, 32, 32] float; `middle` is 32x32 at S=256, `last` 16x16."""
         out = 0.0
-        for name, conv in (("middle", self.middle), ("last", self.last)):
+        last = self._last_maps[0] if hasattr(self, "_last_maps") else self.last
+        for name, conv in (("middle", self.middle), ("last", last)):
             z = conv(feats[name])
             t = F.adaptive_max_pool2d(target, z.shape[-2:])
             out = out + F.binary_cross_entropy_with_logits(
@@ -185,8 +189,7 @@ def threshold_fields(model, va, target_sens: float) -> dict:
 def rethreshold(run: Path, target_sens: float):
     res = json.loads((run / "train_result.json").read_text())
     set_seed(res["seed"], res["args"].get("threads", 2))
-    model = PlateNet(n_types=14, width=res["width"])
-    model.load_state_dict(torch.load(run / "weights.pt"))
+    model = build(torch.load(run / "weights.pt"), res["width"])
     va = D.load_split(res["args"]["val"], res["size"], psp=res["args"].get("psp", D.pp.PSP_V1))
     # the per-epoch AUCs stay those measured during training, on the plates there were then
     res["args"].setdefault("val_monitor", res["val_plates"])
@@ -197,6 +200,36 @@ def rethreshold(run: Path, target_sens: float):
     print(json.dumps({k: v for k, v in res.items() if k not in ("history", "args")}, indent=1))
 
 
+def init_from(model: PlateNet, sev_head, dense, c: dict):
+    """Starts a run from another run's checkpoint `c`. Same head: everything. A maps-head run
+    from a pooled-head checkpoint (round 15): the backbone, the severity layer and the dense
+    term's `middle` head as they were, the checkpoint's trained `last` mask head as the first
+    `type_map`; the pooled heads keep their fresh initialisation."""
+    src = c["model"]
+    if model.head == head_of(src):
+        model.load_state_dict(src)
+        for m, k in ((sev_head, "sev_head"), (dense, "dense")):
+            if m is not None:
+                m.load_state_dict(c[k])
+        return
+    if model.head != "maps":
+        raise SystemExit("a pooled-head run can only start from a pooled-head checkpoint")
+    if "dense" not in c:
+        raise SystemExit("a maps-head run needs a checkpoint with a trained dense head")
+    heads = ("cls_head.", "type_head.", "type_map.", "type_scale", "type_bias")
+    backbone = {k: v for k, v in src.items() if not k.startswith(heads)}
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    assert not unexpected and all(k.startswith(heads) for k in missing), (missing, unexpected)
+    with torch.no_grad():
+        model.type_map.weight.copy_(c["dense"]["last.weight"])
+        model.type_map.bias.copy_(c["dense"]["last.bias"])
+    if sev_head is not None:
+        sev_head.load_state_dict(c["sev_head"])
+    if dense is not None:
+        dense.middle.load_state_dict({k.split(".", 1)[1]: v for k, v in c["dense"].items()
+                                      if k.startswith("middle.")})
+
+
 def recipe_args(a) -> dict:
     """The arguments that make a run what it is (what --resume must see again); an unset
     --init is left out so checkpoints written before the option existed still resume."""
@@ -204,6 +237,7 @@ def recipe_args(a) -> dict:
             if k != "resume" and not (k == "init" and v is None)
             and not (k == "style_aug" and v == 0.0)
             and not (k == "mixstyle" and v == 0.0)
+            and not (k == "head" and v == "pooled")
             and not (k == "psp" and v == D.pp.PSP_V1)}
 
 
@@ -235,6 +269,9 @@ def main(argv=None):
                     help="weight of the training-only dense per-type mask term (0: off)")
     ap.add_argument("--resume", action="store_true",
                     help="continue from the last finished epoch's checkpoint in --out")
+    ap.add_argument("--head", choices=PlateNet.HEADS, default="pooled",
+                    help="pooled: class and type logits from pooled `last` features (to 1.6.0); "
+                         "maps: both only from per-type maps at `last` (plan-1.3.md round 15)")
     ap.add_argument("--init", metavar="RUN",
                     help="start from the weights (network and training-only heads) of the "
                          "finished run RUN, with a fresh optimiser and learning-rate cycle: a "
@@ -282,13 +319,16 @@ def main(argv=None):
     print(f"train {len(Xtr)} plates (unusable {Ytr.mean():.3f}, with local masks "
           f"{has_mask.mean():.3f}); val {len(va['x'])}", flush=True)
 
-    model = PlateNet(n_types=Ttr.shape[1], width=a.width)
+    model = PlateNet(n_types=Ttr.shape[1], width=a.width, head=a.head)
     # training-only ordinal severity layer over the pooled features (max + mean of ``last``)
     n_types = Ttr.shape[1]
     # (only created when used: its initialisation draws from the torch RNG, which also drives
     # dropout, so a run without it reproduces runs made before it existed)
     sev_head = torch.nn.Linear(2 * 8 * a.width, 2 * n_types) if a.sev_weight > 0 else None
-    dense = DenseHeads(a.width, n_types) if a.dense_weight > 0 else None
+    dense = (DenseHeads(a.width, n_types, model.type_map if a.head == "maps" else None)
+             if a.dense_weight > 0 else None)
+    if a.head == "maps" and dense is None:
+        raise SystemExit("--head maps needs the dense term (--dense-weight > 0) to train its maps")
     if dense is not None and TMtr is None:
         raise SystemExit("--dense-weight needs a cache with per-type masks (tmask)")
     params = list(model.parameters())
@@ -341,10 +381,7 @@ def main(argv=None):
     if a.init and first == 0:
         # weights only: the new round draws its own batches and dropout from --seed
         c = torch.load(Path(a.init) / "checkpoint.pt", weights_only=False)
-        model.load_state_dict(c["model"])
-        for m, k in ((sev_head, "sev_head"), (dense, "dense")):
-            if m is not None:
-                m.load_state_dict(c[k])
+        init_from(model, sev_head, dense, c)
         print(f"initialised from {a.init} after its epoch {c['epoch']}", flush=True)
     steps_per_epoch = math.ceil(len(Xtr) / a.batch)
     mix = MixStyle(model, a.mixstyle)
