@@ -161,6 +161,22 @@ def expl_table(r):
     return out
 
 
+# what the card says about each head of net.py
+HEAD_TEXT = {
+    "pooled": "global max + mean pooling, linear heads for 2 class logits and 14 artifact-type "
+              "logits",
+    "maps": "a 1x1 convolution to 14 artifact-type maps at `last` (trained against the artifact "
+            "masks), each type's logit from its map's max and mean, the 2 class logits linear "
+            "in those 28 pooled map values only (plan-1.3.md round 15)",
+}
+
+
+def head_text(train_result: dict) -> str:
+    """The card's words for the head a run trained (train.py records `--head` in its args;
+    runs from before the option had the pooled head)."""
+    return HEAD_TEXT[train_result.get("args", {}).get("head", "pooled")]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=str(HERE / "work" / "run"))
@@ -193,9 +209,8 @@ def main(argv=None):
           f"{', '.join('`' + l + '`' for l in json.loads(md['plateqc.layers']))}",
           f"- architecture: `models/net.py` PlateNet (width {w}): 7 conv3x3-BN-ReLU layers with "
           f"four stride-2 steps (early {2 * w}x{S // 4}x{S // 4}, middle {4 * w}x{S // 8}x{S // 8}, "
-          f"last {8 * w}x{S // 16}x{S // 16}, the last conv dilated by 2), global max + mean "
-          "pooling, linear heads for 2 class logits and 14 artifact-type logits; BatchNorm folded "
-          "into the convolutions at export",
+          f"last {8 * w}x{S // 16}x{S // 16}, the last conv dilated by 2), "
+          + head_text(tr) + "; BatchNorm folded into the convolutions at export",
           f"- shipped threshold `plateqc.threshold` = {float(md['plateqc.threshold']):.4f} "
           f"(P(unusable) >= threshold means unusable); artifact threshold "
           f"{md['plateqc.artifact_threshold']}",

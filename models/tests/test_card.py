@@ -36,3 +36,12 @@ def test_a_loop_of_inits_ends(tmp_path):
     _run(tmp_path, "runs/b", 1, "t", 2, init="runs/a")
     lines = lineage({"args": {"init": "runs/a"}}, tmp_path)
     assert len(lines) == 2
+
+
+def test_the_card_names_the_head_the_run_trained():
+    from plateqc_model.card import head_text
+    pooled = head_text({"args": {"train": "train4"}})          # runs from before --head
+    assert "linear heads" in pooled and "maps" not in pooled
+    assert head_text({"args": {"head": "pooled"}}) == pooled
+    maps = head_text({"args": {"head": "maps"}})
+    assert "artifact-type maps" in maps and "only" in maps
