@@ -150,15 +150,14 @@ class DenseHeads(torch.nn.Module):
         self.middle = torch.nn.Conv2d(4 * width, n_types, 1)
         if last_maps is None:
             self.last = torch.nn.Conv2d(8 * width, n_types, 1)
-        else:
-            # kept out of this module's parameters and state: it is the model's
-            self._last_maps = [last_maps]
+        # held in a list so that the model's own maps stay out of this module's parameters and
+        # state (they are the model's)
+        self._last = [self.last if last_maps is None else last_maps]
 
     def loss(self, feats: dict, target: torch.Tensor) -> torch.Tensor:
         """target: [N, K, 32, 32] float; `middle` is 32x32 at S=256, `last` 16x16."""
         out = 0.0
-        last = self._last_maps[0] if hasattr(self, "_last_maps") else self.last
-        for name, conv in (("middle", self.middle), ("last", last)):
+        for name, conv in (("middle", self.middle), ("last", self._last[0])):
             z = conv(feats[name])
             t = F.adaptive_max_pool2d(target, z.shape[-2:])
             out = out + F.binary_cross_entropy_with_logits(
