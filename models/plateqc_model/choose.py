@@ -19,6 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]   # models/
 
+from plateqc_model import ambiguous as AM
 from plateqc_model import data as D
 from plateqc_model import evaluate as EV
 from plateqc_model import export as E
@@ -43,12 +44,17 @@ def export_candidate(run: Path) -> Path:
 class Splits:
     """Validation and shifted sets, loaded once per preprocessing (each model reads its own)."""
 
-    def __init__(self, val: str, shifted: str, size: int):
-        self.names, self.size, self.cache = (val, shifted), size, {}
+    def __init__(self, val: str, shifted: str, size: int, taus: dict | None = None):
+        self.names, self.size, self.taus, self.cache = (val, shifted), size, taus, {}
+
+    def load(self, split: str, psp: str) -> dict:
+        """A split as scored: twin rows (caches made with twins) never count, and with the
+        round-16 thresholds the ambiguous plates are left out (ambiguous.py)."""
+        return AM.load_scored(split, self.size, psp, self.taus)
 
     def get(self, psp: str):
         if psp not in self.cache:
-            self.cache[psp] = tuple(D.load_split(n, self.size, psp=psp) for n in self.names)
+            self.cache[psp] = tuple(self.load(n, psp) for n in self.names)
         return self.cache[psp]
 
 
@@ -64,7 +70,7 @@ def measure_onnx(onnx: Path, name: str, splits: Splits) -> dict:
     parts = {}
     if "," in splits.names[0]:   # validation over several training families: each one's AUC
         for part in splits.names[0].split(","):
-            d = D.load_split(part, splits.size, psp=m.psp)
+            d = splits.load(part, m.psp)
             parts[part] = EV.evaluate_split(m, d, cam_limit=0)["classification"]["auc"]
     return {"run": name, **({"val_auc_parts": parts} if parts else {}), "val_auc": v["classification"]["auc"],
             "val_pointing_last": v["explanations"]["per_layer"][m.layers[-1]]["gradcam_hit"],
@@ -91,9 +97,14 @@ def main(argv=None):
     ap.add_argument("--fallback-tolerance", default=None, metavar="AUC,SPEC",
                     help="the fallback accepts a run no worse than the baseline by more than these "
                          "margins on family A (round 7) instead of one that beats it")
+    ap.add_argument("--ambiguous", default=None, metavar="JSON",
+                    help="leave the ambiguous plates out of every set, by the thresholds a "
+                         "round-16 training run recorded (its ambiguous.json); the sets must "
+                         "be cached with twins")
     a = ap.parse_args(argv)
     tol = tuple(float(v) for v in a.fallback_tolerance.split(",")) if a.fallback_tolerance else None
-    splits = Splits(a.val, a.shifted, a.size)
+    taus = json.loads(Path(a.ambiguous).read_text())["taus"] if a.ambiguous else None
+    splits = Splits(a.val, a.shifted, a.size, taus)
     rows = []
     for r in a.runs:
         rows.append(measure(Path(r), splits))
@@ -121,6 +132,7 @@ def main(argv=None):
                                  f"no run eligible: highest val AUC if no worse than the baseline "
                                  f"by more than {tol[0]} val AUC and {tol[1]} shifted spec, then "
                                  f"the family-B gate against it")},
+           **({"ambiguous_left_out_by": a.ambiguous} if a.ambiguous else {}),
            "candidates": rows, "baseline": base,
            "chosen": pick["run"] if pick else None,
            "chosen_by": how if pick else None}

@@ -229,6 +229,25 @@ def init_from(model: PlateNet, sev_head, dense, c: dict):
                                       if k.startswith("middle.")})
 
 
+def drop_ambiguous(tr: dict, names: list[str], out: Path) -> dict:
+    """The training rows without the ambiguous plates (round 16), compacted in place: the five
+    families' arrays are most of the machine's memory, so no second copy is made. The rule's
+    thresholds and what it dropped are written to `out`/ambiguous.json."""
+    from plateqc_model import ambiguous as AM
+    if "twin" not in tr:
+        raise SystemExit("--drop-ambiguous needs training caches with twins")
+    d = AM.twin_distance(tr)
+    taus = AM.thresholds(tr, names, d)
+    drop = AM.ambiguous(tr, names, taus, d)
+    (out / "ambiguous.json").write_text(json.dumps(
+        {"rule": {"five": list(AM.FIVE), "percentile": AM.PERCENTILE,
+                  "min_reference": AM.MIN_REFERENCE},
+         "taus": taus, "summary": AM.summary(tr, names, drop)}, indent=1))
+    print(f"dropped {int(drop.sum())} ambiguous plates of {int((~tr['twin'].astype(bool)).sum())}",
+          flush=True)
+    return AM.compact(tr, ~drop)
+
+
 def recipe_args(a) -> dict:
     """The arguments that make a run what it is (what --resume must see again); an unset
     --init is left out so checkpoints written before the option existed still resume."""
@@ -237,6 +256,7 @@ def recipe_args(a) -> dict:
             and not (k == "style_aug" and v == 0.0)
             and not (k == "mixstyle" and v == 0.0)
             and not (k == "head" and v == "pooled")
+            and not (k == "drop_ambiguous" and not v)
             and not (k == "psp" and v == D.pp.PSP_V1)}
 
 
@@ -286,6 +306,9 @@ def main(argv=None):
                     help="with probability P per batch, mix the per-channel feature statistics "
                          "of `stem` and `early` across training families (MixStyle; needs a "
                          "list of splits with twins, whose pair ids tell the families apart)")
+    ap.add_argument("--drop-ambiguous", action="store_true",
+                    help="leave out the unusable plates whose label the input cannot carry "
+                         "(ambiguous.py; plan-1.3.md round 16); needs training splits with twins")
     ap.add_argument("--out", default=str(HERE / "work" / "run"))
     ap.add_argument("--val-monitor", type=int, default=0,
                     help="per-epoch validation AUC on the first N validation plates only (0: all);"
@@ -303,6 +326,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     tr = D.load_split(a.train, a.size, a.count, psp=a.psp)
     va = D.load_split(a.val, a.size, psp=a.psp)
+    if a.drop_ambiguous:
+        tr = drop_ambiguous(tr, a.train.split(","), out)
     Xtr, Ytr, Ttr = tr["x"], tr["y"].astype(np.int64), tr["types"].astype(np.float32)
     Str = tr["sev"].astype(np.float32)
     Mtr = tr["mask"]
