@@ -151,7 +151,8 @@ def compact(data: dict, keep: np.ndarray, chunk: int = 512) -> dict:
     idx = np.flatnonzero(keep)
     for v in data.values():
         for at in range(0, idx.size, chunk):
-            v[at:at + chunk] = v[idx[at:at + chunk]]
+            rows = idx[at:at + chunk]
+            v[at:at + rows.size] = v[rows]
     return {k: v[:idx.size] for k, v in data.items()}
 
 

@@ -96,7 +96,10 @@ def test_compact_moves_rows_in_place_like_a_copy():
     keep[[0, 3, 4, 10, len(keep) - 1]] = False
     expected = AM.subset(data, keep)
     x_buf = data["x"]
-    got = AM.compact({k: v.copy() if k != "x" else v for k, v in data.items()}, keep, chunk=3)
+    for chunk in (3, 4, 7, 1000):   # the last chunk partial and whole
+        got = AM.compact({k: v.copy() for k, v in data.items()}, keep, chunk=chunk)
+        for k in expected:
+            np.testing.assert_array_equal(got[k], expected[k])
+    got = AM.compact(data, keep, chunk=5)
     assert np.shares_memory(got["x"], x_buf)
-    for k in expected:
-        np.testing.assert_array_equal(got[k], expected[k])
+    np.testing.assert_array_equal(got["x"], expected["x"])
