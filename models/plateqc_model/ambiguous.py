@@ -25,7 +25,7 @@ from plateqc_model import data as D
 # (it prints a pattern no clean plate has) and the local types are left alone.
 FIVE = ("fading", "delayed_scan", "brightness", "motion", "double_exposure")
 PERCENTILE = 90.0
-MIN_REFERENCE = 30
+MIN_REFERENCE = 15
 _FIVE_IDX = np.array([D.TYPE_NAMES.index(t) for t in FIVE])
 
 
