@@ -185,11 +185,26 @@ def threshold_fields(model, va, target_sens: float) -> dict:
             "val_specificity": float((pv[~yv] < thr).mean())}
 
 
-def rethreshold(run: Path, target_sens: float):
+def rethreshold(run: Path, target_sens: float, val: str | None = None,
+                ambiguous: Path | None = None):
+    """Chooses a finished run's threshold again: for another target sensitivity, or (round
+    16) on other validation sets (`val`, cached with twins) without the ambiguous plates by
+    the thresholds in `ambiguous`; the threshold it replaces is kept beside it."""
     res = json.loads((run / "train_result.json").read_text())
     set_seed(res["seed"], res["args"].get("threads", 2))
     model = build(torch.load(run / "weights.pt"), res["width"])
-    va = D.load_split(res["args"]["val"], res["size"], psp=res["args"].get("psp", D.pp.PSP_V1))
+    psp = res["args"].get("psp", D.pp.PSP_V1)
+    if val is None:
+        va = D.load_split(res["args"]["val"], res["size"], psp=psp)
+    else:
+        from plateqc_model import ambiguous as AM
+        taus = json.loads(ambiguous.read_text())["taus"] if ambiguous else None
+        va = AM.load_scored(val, res["size"], psp, taus)
+        # kept once: a second rethreshold must not record its own first result as the original
+        res.setdefault("replaced_threshold", {k: res[k] for k in (
+            "threshold", "val_auc", "val_sensitivity", "val_specificity") if k in res})
+        res["threshold_on"] = {"val": val, "ambiguous_left_out_by": str(ambiguous) if ambiguous
+                               else None}
     # the per-epoch AUCs stay those measured during training, on the plates there were then
     res["args"].setdefault("val_monitor", res["val_plates"])
     res["val_plates"] = int(len(va["y"]))
@@ -317,9 +332,15 @@ def main(argv=None):
                     help="do not train: choose the threshold of the finished run RUN again for "
                          "--target-sens (what training with that value would have chosen; the "
                          "weights do not depend on it)")
+    ap.add_argument("--threshold-val", default=None, metavar="SPLITS",
+                    help="with --rethreshold: choose on these validation splits instead")
+    ap.add_argument("--ambiguous", default=None, metavar="JSON",
+                    help="with --threshold-val: leave out the ambiguous plates by these "
+                         "thresholds (a round-16 run's ambiguous.json)")
     a = ap.parse_args(argv)
     if a.rethreshold:
-        return rethreshold(Path(a.rethreshold), a.target_sens)
+        return rethreshold(Path(a.rethreshold), a.target_sens, a.threshold_val,
+                           Path(a.ambiguous) if a.ambiguous else None)
 
     set_seed(a.seed, a.threads)
     out = Path(a.out)
