@@ -103,3 +103,18 @@ def test_compact_moves_rows_in_place_like_a_copy():
     got = AM.compact(data, keep, chunk=5)
     assert np.shares_memory(got["x"], x_buf)
     np.testing.assert_array_equal(got["x"], expected["x"])
+
+
+def test_scored_sets_never_count_twins_and_can_leave_out_the_ambiguous(monkeypatch):
+    data, n_ref = _family()
+    monkeypatch.setattr(D, "load_split", lambda split, size, psp=None: {
+        k: v.copy() for k, v in data.items()})
+    plates = int((data["twin"] == 0).sum())
+    all_plates = AM.load_scored("val4t", 256, D.pp.PSP_V2)
+    assert len(all_plates["y"]) == plates
+    assert not all_plates["twin"].any()
+    taus = AM.thresholds(data, ["train4"])
+    scored = AM.load_scored("val4t", 256, D.pp.PSP_V2, taus)
+    assert len(scored["y"]) == plates - 2
+    # what is left out are unusable plates; every usable one is still scored
+    assert int((scored["y"] == 0).sum()) == int((all_plates["y"] == 0).sum())
