@@ -140,6 +140,17 @@ def summary(data: dict, names: list[str], drop: np.ndarray) -> dict:
     return out
 
 
+def judge(data: dict, names: list[str]) -> tuple[np.ndarray, dict]:
+    """The rule applied to training splits: the ambiguous rows, and a record of the rule, its
+    thresholds and what it left out (what a run writes to its ambiguous.json)."""
+    d = twin_distance(data)
+    taus = thresholds(data, names, d)
+    drop = ambiguous(data, names, taus, d)
+    return drop, {"rule": {"five": list(FIVE), "percentile": PERCENTILE,
+                           "min_reference": MIN_REFERENCE},
+                  "taus": taus, "summary": summary(data, names, drop)}
+
+
 def subset(data: dict, keep: np.ndarray) -> dict:
     return {k: v[keep] for k, v in data.items()}
 
@@ -176,21 +187,17 @@ def main(argv=None):
     ap.add_argument("--psp", default=D.pp.PSP_V2)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    names = a.train.split(",")
     tr = D.load_split(a.train, a.size, psp=a.psp)
-    d = twin_distance(tr)
-    taus = thresholds(tr, names, d)
-    drop = ambiguous(tr, names, taus, d)
-    res = {"rule": {"five": list(FIVE), "percentile": PERCENTILE, "min_reference": MIN_REFERENCE},
-           "train": a.train, "taus": taus, "train_summary": summary(tr, names, drop)}
+    _, res = judge(tr, a.train.split(","))
+    res["train"] = a.train
     del tr
     if a.val:
         res["val"] = {}
         for s in a.val.split(","):
             v = D.load_split(s, a.size, psp=a.psp)
-            res["val"][s] = summary(v, [s], ambiguous(v, [s], taus))
+            res["val"][s] = summary(v, [s], ambiguous(v, [s], res["taus"]))
     Path(a.out).write_text(json.dumps(res, indent=1))
-    print(json.dumps(res["train_summary"], indent=1))
+    print(json.dumps(res["summary"], indent=1))
 
 
 if __name__ == "__main__":

@@ -251,13 +251,8 @@ def drop_ambiguous(tr: dict, names: list[str], out: Path) -> dict:
     from plateqc_model import ambiguous as AM
     if "twin" not in tr:
         raise SystemExit("--drop-ambiguous needs training caches with twins")
-    d = AM.twin_distance(tr)
-    taus = AM.thresholds(tr, names, d)
-    drop = AM.ambiguous(tr, names, taus, d)
-    (out / "ambiguous.json").write_text(json.dumps(
-        {"rule": {"five": list(AM.FIVE), "percentile": AM.PERCENTILE,
-                  "min_reference": AM.MIN_REFERENCE},
-         "taus": taus, "summary": AM.summary(tr, names, drop)}, indent=1))
+    drop, record = AM.judge(tr, names)
+    (out / "ambiguous.json").write_text(json.dumps(record, indent=1))
     print(f"dropped {int(drop.sum())} ambiguous plates of {int((~tr['twin'].astype(bool)).sum())}",
           flush=True)
     return AM.compact(tr, ~drop)

@@ -118,3 +118,14 @@ def test_scored_sets_never_count_twins_and_can_leave_out_the_ambiguous(monkeypat
     assert len(scored["y"]) == plates - 2
     # what is left out are unusable plates; every usable one is still scored
     assert int((scored["y"] == 0).sum()) == int((all_plates["y"] == 0).sum())
+
+
+def test_judge_records_the_rule_and_matches_its_parts():
+    data, _ = _family()
+    drop, record = AM.judge(data, ["train4"])
+    taus = AM.thresholds(data, ["train4"])
+    np.testing.assert_array_equal(drop, AM.ambiguous(data, ["train4"], taus))
+    assert record["taus"] == taus
+    assert record["rule"] == {"five": list(AM.FIVE), "percentile": AM.PERCENTILE,
+                              "min_reference": AM.MIN_REFERENCE}
+    assert record["summary"]["a"]["dropped"] == int(drop.sum()) == 2
