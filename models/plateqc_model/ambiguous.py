@@ -1,4 +1,4 @@
-"""Round 16 (plan-1.3.md): unusable labels the network's input cannot carry.
+"""Rounds 16-17 (plan-1.3.md): unusable labels the network's input cannot carry.
 
 The label rule calls every severity-2 global artifact unusable, yet after psp-v2 many of them
 (a delayed scan, a fading) leave the input almost as it was. A plate is *ambiguous* when it is
@@ -8,7 +8,9 @@ with severity-1 artifacts of those types differ from theirs (the 90th percentile
 
     python -m plateqc_model.ambiguous --train train4,trainc5,... --out work/ambiguous-16.json
 
-Only caches with twins can be judged; the thresholds come from training splits only.
+Only caches with twins can be judged; the thresholds come from training splits only. Round 16
+left the ambiguous plates out of training (`compact`); round 17 teaches them as usable
+(`relabel`).
 """
 from __future__ import annotations
 
@@ -165,6 +167,19 @@ def compact(data: dict, keep: np.ndarray, chunk: int = 512) -> dict:
             rows = idx[at:at + chunk]
             v[at:at + rows.size] = v[rows]
     return {k: v[:idx.size] for k, v in data.items()}
+
+
+def relabel(data: dict, rows: np.ndarray) -> dict:
+    """Round 17: the given rows taught as usable plates with acceptable artifacts, in place.
+    The class label becomes usable and the five types' severity drops to 1, because the ordinal
+    severity term's ">= 2" must agree with the class rule (unusable at severity >= 2); artifact
+    types, masks and twins are kept."""
+    idx = np.flatnonzero(rows)
+    data["y"][idx] = 0
+    sev = data["sev"][idx]
+    sev[:, _FIVE_IDX] = np.minimum(sev[:, _FIVE_IDX], 1)
+    data["sev"][idx] = sev
+    return data
 
 
 def load_scored(split: str, size: int, psp: str, taus: dict | None = None) -> dict:

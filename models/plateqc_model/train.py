@@ -244,18 +244,20 @@ def init_from(model: PlateNet, sev_head, dense, c: dict):
                                       if k.startswith("middle.")})
 
 
-def drop_ambiguous(tr: dict, names: list[str], out: Path) -> dict:
-    """The training rows without the ambiguous plates (round 16), compacted in place: the five
-    families' arrays are most of the machine's memory, so no second copy is made. The rule's
-    thresholds and what it dropped are written to `out`/ambiguous.json."""
+def handle_ambiguous(tr: dict, names: list[str], out: Path, how: str) -> dict:
+    """The training rows with the ambiguous plates left out (how="drop", round 16: compacted in
+    place, since the five families' arrays are most of the machine's memory) or taught as usable
+    (how="relabel", round 17). The rule's thresholds and which plates it judged ambiguous are
+    written to `out`/ambiguous.json."""
     from plateqc_model import ambiguous as AM
     if "twin" not in tr:
-        raise SystemExit("--drop-ambiguous needs training caches with twins")
-    drop, record = AM.judge(tr, names)
+        raise SystemExit(f"--{how}-ambiguous needs training caches with twins")
+    rows, record = AM.judge(tr, names)
+    record["action"] = {"drop": "left out", "relabel": "taught as usable"}[how]
     (out / "ambiguous.json").write_text(json.dumps(record, indent=1))
-    print(f"dropped {int(drop.sum())} ambiguous plates of {int((~tr['twin'].astype(bool)).sum())}",
-          flush=True)
-    return AM.compact(tr, ~drop)
+    print(f"{record['action']}: {int(rows.sum())} ambiguous plates of "
+          f"{int((~tr['twin'].astype(bool)).sum())}", flush=True)
+    return AM.compact(tr, ~rows) if how == "drop" else AM.relabel(tr, rows)
 
 
 def recipe_args(a) -> dict:
@@ -267,6 +269,7 @@ def recipe_args(a) -> dict:
             and not (k == "mixstyle" and v == 0.0)
             and not (k == "head" and v == "pooled")
             and not (k == "drop_ambiguous" and not v)
+            and not (k == "relabel_ambiguous" and not v)
             and not (k == "psp" and v == D.pp.PSP_V1)}
 
 
@@ -316,9 +319,13 @@ def main(argv=None):
                     help="with probability P per batch, mix the per-channel feature statistics "
                          "of `stem` and `early` across training families (MixStyle; needs a "
                          "list of splits with twins, whose pair ids tell the families apart)")
-    ap.add_argument("--drop-ambiguous", action="store_true",
-                    help="leave out the unusable plates whose label the input cannot carry "
-                         "(ambiguous.py; plan-1.3.md round 16); needs training splits with twins")
+    amb = ap.add_mutually_exclusive_group()
+    amb.add_argument("--drop-ambiguous", action="store_true",
+                     help="leave out the unusable plates whose label the input cannot carry "
+                          "(ambiguous.py; plan-1.3.md round 16); needs training splits with twins")
+    amb.add_argument("--relabel-ambiguous", action="store_true",
+                     help="teach those plates as usable, their global types at severity 1 "
+                          "(plan-1.3.md round 17); needs training splits with twins")
     ap.add_argument("--out", default=str(HERE / "work" / "run"))
     ap.add_argument("--val-monitor", type=int, default=0,
                     help="per-epoch validation AUC on the first N validation plates only (0: all);"
@@ -342,8 +349,9 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     tr = D.load_split(a.train, a.size, a.count, psp=a.psp)
     va = D.load_split(a.val, a.size, psp=a.psp)
-    if a.drop_ambiguous:
-        tr = drop_ambiguous(tr, a.train.split(","), out)
+    if a.drop_ambiguous or a.relabel_ambiguous:
+        tr = handle_ambiguous(tr, a.train.split(","), out,
+                              "drop" if a.drop_ambiguous else "relabel")
     Xtr, Ytr, Ttr = tr["x"], tr["y"].astype(np.int64), tr["types"].astype(np.float32)
     Str = tr["sev"].astype(np.float32)
     Mtr = tr["mask"]

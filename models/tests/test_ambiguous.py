@@ -129,3 +129,23 @@ def test_judge_records_the_rule_and_matches_its_parts():
     assert record["rule"] == {"five": list(AM.FIVE), "percentile": AM.PERCENTILE,
                               "min_reference": AM.MIN_REFERENCE}
     assert record["summary"]["a"]["dropped"] == int(drop.sum()) == 2
+
+
+def test_relabel_teaches_only_the_ambiguous_plates_as_usable_with_severity_one():
+    data, _ = _family()
+    before = {k: v.copy() for k, v in data.items()}
+    rows, _ = AM.judge(data, ["train4"])
+    got = AM.relabel(data, rows)
+    assert got["y"] is data["y"]                       # in place, no copy of the caches
+    assert (data["y"][rows] == 0).all() and (before["y"][rows] == 1).all()
+    np.testing.assert_array_equal(data["y"][~rows], before["y"][~rows])
+    np.testing.assert_array_equal(data["sev"][~rows], before["sev"][~rows])
+    k = D.TYPE_NAMES.index("delayed_scan")
+    assert (data["sev"][rows, k] == 1).all()           # still there, now acceptable
+    # the cosmetic local type beside one of them keeps its severity
+    s = D.TYPE_NAMES.index("scratch")
+    np.testing.assert_array_equal(data["sev"][rows, s], before["sev"][rows, s])
+    np.testing.assert_array_equal(data["x"], before["x"])
+    # judged again, a relabelled plate is a usable reference now, never a candidate
+    again, _ = AM.judge(data, ["train4"])
+    assert not again.any()
