@@ -330,28 +330,39 @@ fn rate_across(files: &[PathBuf], workers: usize, work: impl Fn(Vec<u8>) + Sync)
 /// Wall time and peak memory of one whole process (and every process it starts).
 struct ProcessRun {
     seconds: f64,
-    /// Peak of the summed resident memory of the process tree, sampled every 10 ms.
+    /// Peak of the summed resident memory of the process tree, sampled every 10 ms (0 when
+    /// not sampled).
     peak_tree_rss_mb: f64,
     /// Peak of the summed proportional set size: pages shared between the processes (the
     /// decode workers run plateqc's own binary) counted once, as the machine pays for them.
     peak_tree_pss_mb: f64,
 }
 
-/// Runs `cmd` to its end, sampling its process tree's memory.
-fn measure_process(cmd: &mut std::process::Command) -> std::io::Result<ProcessRun> {
+/// Runs `cmd` to its end, sampling its process tree's memory if asked. Sampling reads every
+/// process's page tables (`smaps_rollup`) a hundred times a second on the machine's own cores:
+/// a cost that lands on a process using both cores (plateqc) and not on one using a single
+/// core (the Python peer), so times are taken from runs without it.
+fn measure_process(
+    cmd: &mut std::process::Command,
+    sample_memory: bool,
+) -> std::io::Result<ProcessRun> {
     let t = Instant::now();
     let mut child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
     let (mut rss, mut pss) = (0u64, 0u64);
-    loop {
-        let (r, p) = tree_memory_kb(child.id());
-        (rss, pss) = (rss.max(r), pss.max(p));
-        if child.try_wait()?.is_some() {
-            break;
+    if sample_memory {
+        loop {
+            let (r, p) = tree_memory_kb(child.id());
+            (rss, pss) = (rss.max(r), pss.max(p));
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    } else {
+        child.wait()?;
     }
     Ok(ProcessRun {
         seconds: t.elapsed().as_secs_f64(),
@@ -407,52 +418,68 @@ fn whole_processes(
         return Ok(());
     }
     let n = plateqc::ingest::collect_files(&[dir.to_path_buf()]).len();
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let out = tmp.join(format!("whole-{round}"));
-        let mut scan = std::process::Command::new(decode::worker::default_program());
-        scan.arg("scan")
+    let scan = |out: &std::path::Path| {
+        let mut c = std::process::Command::new(decode::worker::default_program());
+        c.arg("scan")
             .arg(dir)
             .arg("--db")
             .arg(out.join("plateqc.sqlite"))
             .arg("--out")
             .arg(out.join("plateqc"))
             .arg("--no-fail-on-error");
-        ours.push(measure_process(&mut scan)?);
-        let mut py = std::process::Command::new(&python);
-        py.arg(&peer)
+        c
+    };
+    let py = |out: &std::path::Path| {
+        let mut c = std::process::Command::new(&python);
+        c.arg(&peer)
             .arg(dir)
             .arg("--db")
             .arg(out.join("peer.sqlite"))
             .arg("--out")
             .arg(out.join("peer"));
-        theirs.push(measure_process(&mut py)?);
+        c
+    };
+    // Each round times both unobserved, then runs both again with their memory sampled.
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours_mem, mut theirs_mem) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let out = tmp.join(format!("whole-{round}"));
+        let mem = tmp.join(format!("whole-{round}-memory"));
+        ours.push(measure_process(&mut scan(&out), false)?);
+        theirs.push(measure_process(&mut py(&out), false)?);
+        ours_mem.push(measure_process(&mut scan(&mem), true)?);
+        theirs_mem.push(measure_process(&mut py(&mem), true)?);
     }
     let secs = |v: &[ProcessRun]| median(v.iter().map(|r| r.seconds).collect());
     let rss = |v: &[ProcessRun]| v.iter().map(|r| r.peak_tree_rss_mb).fold(0.0, f64::max);
     let pss = |v: &[ProcessRun]| v.iter().map(|r| r.peak_tree_pss_mb).fold(0.0, f64::max);
     let (a, b) = (secs(&ours), secs(&theirs));
     println!(
-        "whole process, {n} plates of {} (median of {rounds}):",
+        "whole process, {n} plates of {} (median of {rounds}; memory from runs of their own):",
         dir.display()
     );
     println!(
         "  plateqc scan             : {a:6.2} s = {:5.1} plates/s, peak RSS {:6.1} MB, PSS {:6.1} MB (with its decode workers)",
         n as f64 / a,
-        rss(&ours),
-        pss(&ours)
+        rss(&ours_mem),
+        pss(&ours_mem)
     );
     println!(
         "  python peer              : {b:6.2} s = {:5.1} plates/s, peak RSS {:6.1} MB, PSS {:6.1} MB",
         n as f64 / b,
-        rss(&theirs),
-        pss(&theirs)
+        rss(&theirs_mem),
+        pss(&theirs_mem)
     );
     println!(
         "  plateqc / python peer    : {:.2} x faster, {:.2} x the memory (RSS), {:.2} x (PSS)",
         b / a,
-        rss(&ours) / rss(&theirs),
-        pss(&ours) / pss(&theirs)
+        rss(&ours_mem) / rss(&theirs_mem),
+        pss(&ours_mem) / pss(&theirs_mem)
+    );
+    let (am, bm) = (secs(&ours_mem), secs(&theirs_mem));
+    println!(
+        "  while memory was sampled : plateqc {am:.2} s, peer {bm:.2} s ({:.2} x)",
+        bm / am
     );
     Ok(())
 }
