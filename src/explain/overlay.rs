@@ -49,19 +49,6 @@ pub fn gray_rgb(gray: &[u8], width: usize, height: usize) -> RgbImage {
     RgbImage::from_raw(width as u32, height as u32, buf).expect("buffer sized from dimensions")
 }
 
-/// Encodes an image with fast deflate: overlays are many and large, and size matters less
-/// than time.
-pub fn save_png(img: &RgbImage, path: &Path) -> Result<(), ExplainError> {
-    let row_len = img.width() as usize * 3;
-    let raw = img.as_raw();
-    save_png_rows(
-        path,
-        img.width() as usize,
-        img.height() as usize,
-        |y, row| row.copy_from_slice(&raw[y * row_len..(y + 1) * row_len]),
-    )
-}
-
 /// Encodes `height` rows of `width` RGB pixels, row `y` drawn by `draw(y, row)`, as a PNG at
 /// `path` (fast deflate, Sub filter), streamed into the file: neither the picture nor its
 /// encoding is ever held whole, which keeps a plate-sized buffer per layer out of the

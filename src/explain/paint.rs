@@ -1,6 +1,6 @@
 //! The explain stage for one plate: a heat map per explained layer blended on the plate and
 //! written as a PNG at native size, and one montage (the plate, each layer's map, the verdict
-//! and the findings written on it).
+//! and the findings written on it) as a JPEG.
 
 use super::overlay::{self, BlendTable, Panel};
 use super::{cam, ExplainError, ExplainOptions, NativeHeat, PlateMap};
@@ -25,14 +25,17 @@ pub struct PlateImage<'a> {
 pub struct Overlays {
     /// Layer name to its overlay PNG.
     pub layers: BTreeMap<String, String>,
+    /// The montage JPEG.
     pub montage: String,
-    /// The montage as JPEG, when asked for: what a rejection note's secondary capture embeds.
+    /// The montage's bytes as written, when asked for: what a rejection note's secondary
+    /// capture embeds.
     pub montage_jpeg: Option<MontageJpeg>,
 }
 
-/// JPEG quality of the montage a rejection note carries as a secondary capture: high enough
-/// that the heat-map colours and the plate under them show no visible blocking (about a tenth
-/// of the uncompressed size on the demo plates).
+/// JPEG quality of the montage (the file, and the secondary capture a rejection note carries):
+/// high enough that the heat-map colours, the plate under them and the text show no visible
+/// blocking (about a tenth of the uncompressed size on the demo plates). The montage is a
+/// summary picture at panel size; the per-layer overlays stay lossless PNGs at native size.
 const MONTAGE_JPEG_QUALITY: i32 = 90;
 
 /// The montage encoded as JPEG Baseline, with its size.
@@ -98,8 +101,8 @@ impl Painter {
     }
 
     /// Writes each explained layer's overlay and the montage into `dir`; with `montage_jpeg`
-    /// also returns the montage as JPEG (the daemon's rejection note embeds it, and encoding
-    /// the image in hand here spares reading the PNG back and decoding it there).
+    /// also returns the montage's JPEG bytes (the daemon's rejection note embeds them, which
+    /// spares reading the file back).
     pub fn write_overlays(
         &self,
         dir: &Path,
@@ -143,16 +146,21 @@ impl Painter {
         let lines = montage_lines(contract, judgement);
         let unusable = judgement.verdict == crate::outcome::Verdict::Unusable;
         let m = overlay::montage(&panels, &lines, unusable, &self.lut, cfg.montage_height);
-        let montage = dir.join("montage.png");
-        overlay::save_png(&m, &montage)?;
-        // A montage that cannot be encoded only costs the note's shortcut: it reads the PNG.
-        let montage_jpeg = if montage_jpeg {
-            MontageJpeg::encode(&m)
-                .map_err(|e| tracing::warn!(error = %e, "montage JPEG not made here; the note reads the PNG"))
-                .ok()
-        } else {
-            None
-        };
+        // JPEG rather than PNG: the montage's deflate was a seventh of a scan's CPU, the JPEG
+        // of the same picture a third of that, and the daemon's rejection note embeds these
+        // very bytes instead of encoding the picture again.
+        let montage = dir.join("montage.jpg");
+        let jpeg = MontageJpeg::encode(&m).map_err(|reason| ExplainError::Encode {
+            path: montage.display().to_string(),
+            reason,
+        })?;
+        crate::fsutil::write_private_with(&montage, &jpeg.bytes, false).map_err(|source| {
+            ExplainError::Write {
+                path: montage.display().to_string(),
+                source,
+            }
+        })?;
+        let montage_jpeg = montage_jpeg.then_some(jpeg);
         Ok(Overlays {
             layers,
             montage: montage.display().to_string(),

@@ -148,15 +148,24 @@ fn data_uri(mime: &str, bytes: &[u8]) -> String {
 const MONTAGE_MAX_WIDTH: u32 = 1600;
 
 /// A small PNG thumbnail of the montage and the montage itself as JPEG (a lossless montage of
-/// a large plate is megabytes; the page embeds one per row), when the file is still there.
+/// a large plate is megabytes; the page embeds one per row), when the file is still there. A
+/// montage written as JPEG (as explain does now) and not too wide is embedded as it is; a PNG
+/// of an older record is encoded.
 fn montage_images(path: Option<&str>) -> Option<(String, String)> {
     let bytes = std::fs::read(path?).ok()?;
-    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).ok()?;
+    let format = image::guess_format(&bytes).ok()?;
+    if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
+        return None;
+    }
+    let img = image::load_from_memory_with_format(&bytes, format).ok()?;
     let thumb = img.thumbnail(240, 64);
     let mut png = Vec::new();
     thumb
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .ok()?;
+    if format == image::ImageFormat::Jpeg && img.width() <= MONTAGE_MAX_WIDTH {
+        return Some((data_uri("image/png", &png), data_uri("image/jpeg", &bytes)));
+    }
     let full = if img.width() > MONTAGE_MAX_WIDTH {
         img.resize(
             MONTAGE_MAX_WIDTH,

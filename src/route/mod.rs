@@ -171,7 +171,7 @@ pub struct Routing {
 
 /// Montage JPEGs made by explain for plates the daemon holds back, by job, until the job's
 /// rejection note is written. Only a shortcut: a note whose montage is not here (the daemon
-/// restarted, the plate waited for review, more were waiting than kept) reads the PNG.
+/// restarted, the plate waited for review, more were waiting than kept) reads the file.
 #[derive(Default)]
 pub struct MontageHandOff {
     by_job: std::sync::Mutex<std::collections::VecDeque<(i64, Arc<crate::explain::MontageJpeg>)>>,

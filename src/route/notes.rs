@@ -73,8 +73,8 @@ pub struct Rejection {
     pub threshold: Option<f64>,
     pub model: String,
     pub montage_path: Option<PathBuf>,
-    /// The montage already encoded (the daemon's pipeline hands it on); otherwise the
-    /// montage PNG is read and encoded here.
+    /// The montage's JPEG bytes (the daemon's pipeline hands them on); otherwise the montage
+    /// file is read here.
     pub montage_jpeg: Option<std::sync::Arc<MontageJpeg>>,
 }
 
@@ -473,6 +473,62 @@ fn secondary_capture(
     obj
 }
 
+/// The montage of an earlier run, read back: a JPEG as explain writes it (baseline, 4:2:2,
+/// what the capture declares) is embedded byte for byte; anything else, such as the PNG of a
+/// record made before montages were JPEGs, is decoded and encoded.
+fn montage_from_file(path: &Path) -> Result<MontageJpeg, NoteError> {
+    let fail = |why: String| NoteError::Montage {
+        path: path.to_path_buf(),
+        why,
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    if let Some((width, height)) = baseline_422(&bytes) {
+        return Ok(MontageJpeg {
+            bytes,
+            width,
+            height,
+        });
+    }
+    let img = image::load_from_memory(&bytes).map_err(|e| fail(e.to_string()))?;
+    MontageJpeg::encode(&img.to_rgb8()).map_err(NoteError::Build)
+}
+
+/// The size of a baseline JPEG with three components, the first sampled 2x1 and the others
+/// 1x1 (YBR_FULL_422 in the capture's terms), from its frame header; `None` for anything else.
+fn baseline_422(b: &[u8]) -> Option<(u32, u32)> {
+    if b.get(..2)? != [0xFF, 0xD8] {
+        return None;
+    }
+    let mut at = 2;
+    loop {
+        if *b.get(at)? != 0xFF {
+            return None;
+        }
+        let marker = *b.get(at + 1)?;
+        let len = u16::from_be_bytes([*b.get(at + 2)?, *b.get(at + 3)?]) as usize;
+        let seg = b.get(at + 4..at + 2 + len)?;
+        match marker {
+            0xC0 => {
+                let (h, w) = (
+                    u16::from_be_bytes([seg[1], seg[2]]),
+                    u16::from_be_bytes([seg[3], seg[4]]),
+                );
+                let comps = seg.get(5..)?;
+                let sampling = [comps.get(2)?, comps.get(5)?, comps.get(8)?];
+                let ok = seg[0] == 8
+                    && comps.first() == Some(&3)
+                    && sampling == [&0x21, &0x11, &0x11]
+                    && h > 0
+                    && w > 0;
+                return ok.then_some((u32::from(w), u32::from(h)));
+            }
+            // Any other frame type (progressive, lossless, ...) or the scan before a frame.
+            0xC1..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF | 0xDA => return None,
+            _ => at += 2 + len,
+        }
+    }
+}
+
 /// Writes the file complete under its name (staged and renamed) but not synced: see
 /// [`write_notes_unsynced`].
 fn write(
@@ -570,17 +626,7 @@ pub fn write_notes_unsynced(
     if let (true, Some(m)) = (with_capture, r.montage_path.as_ref()) {
         let jpeg = match &r.montage_jpeg {
             Some(j) => j.clone(),
-            None => std::sync::Arc::new(
-                MontageJpeg::encode(
-                    &image::open(m)
-                        .map_err(|e| NoteError::Montage {
-                            path: m.clone(),
-                            why: e.to_string(),
-                        })?
-                        .to_rgb8(),
-                )
-                .map_err(NoteError::Build)?,
-            ),
+            None => std::sync::Arc::new(montage_from_file(m)?),
         };
         let sc_uid = derived_uid(&format!("plateqc montage for {}", plate.sop_instance));
         let sc_path = folder.join(format!("{stem}.sc.dcm"));

@@ -191,7 +191,7 @@ pub async fn run(
     let wake = Arc::new(Notify::new());
     let net_cancel = CancellationToken::new();
     // Explain hands held-back plates' montages to the note writer in memory when notes carry
-    // them, so the writer need not read the PNG back.
+    // them, so the writer need not read the file back.
     let montages = Arc::new(crate::route::MontageHandOff::default());
     engine.keep_montage_jpeg(engine.config.notes.enabled && engine.config.notes.secondary_capture);
     let forwarder = start_forwarder(&engine, wake.clone(), net_cancel.clone(), montages.clone());

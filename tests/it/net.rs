@@ -149,6 +149,55 @@ fn rejection_note_and_capture_are_valid_dicom_referencing_the_plate() {
     assert_eq!(capture(&written[1].path), capture(&from_memory[1].path));
     assert_eq!(from_memory[1].sop_instance_uid, written[1].sop_instance_uid);
 
+    // A montage as explain writes it now (montage.jpg), read back after a restart: embedded
+    // byte for byte, the same capture as from memory. A JPEG the capture could not declare as
+    // it is (another encoder's chroma sampling) is decoded and encoded instead.
+    let from_file = tmp.path().join("from-file");
+    std::fs::create_dir_all(&from_file).unwrap();
+    let jpg = from_file.join("montage.jpg");
+    std::fs::write(&jpg, &with_jpeg.montage_jpeg.as_ref().unwrap().bytes).unwrap();
+    let read_back = Rejection {
+        montage_path: Some(jpg.clone()),
+        ..r.clone()
+    };
+    let from_jpg = notes::write_notes(&read_back, &from_file, true).unwrap();
+    assert_eq!(capture(&from_jpg[1].path), capture(&from_memory[1].path));
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let foreign = other.join("montage.jpg");
+    image::DynamicImage::ImageRgb8(drawn.clone())
+        .save_with_format(&foreign, image::ImageFormat::Jpeg)
+        .unwrap();
+    let foreign_bytes = std::fs::read(&foreign).unwrap();
+    let redone = notes::write_notes(
+        &Rejection {
+            montage_path: Some(foreign),
+            ..r.clone()
+        },
+        &other,
+        true,
+    )
+    .unwrap();
+    let (errors, text) = dciodvfy_errors(&redone[1].path);
+    assert!(errors.is_empty(), "{text}");
+    let sc = dicom_object::open_file(&redone[1].path).unwrap();
+    let pixels = sc
+        .element(dicom_dictionary_std::tags::PIXEL_DATA)
+        .unwrap()
+        .value()
+        .fragments()
+        .unwrap()[0]
+        .clone();
+    assert!(
+        !pixels.starts_with(&foreign_bytes),
+        "a 4:4:4 or 4:2:0 JPEG embedded as YBR_FULL_422"
+    );
+    assert_eq!(
+        capture(&redone[1].path)[..2],
+        capture(&from_memory[1].path)[..2],
+        "the same rows and columns"
+    );
+
     // Another plate of the same series, numbered 7: its note joins the same note series and
     // carries the plate's number; a plate without a number still gets a distinct one.
     let field = |dump: &str, tag: &str| -> String {
