@@ -338,10 +338,11 @@ struct ProcessRun {
     peak_tree_pss_mb: f64,
 }
 
-/// Runs `cmd` to its end, sampling its process tree's memory if asked. Sampling reads every
-/// process's page tables (`smaps_rollup`) a hundred times a second on the machine's own cores:
-/// a cost that lands on a process using both cores (plateqc) and not on one using a single
-/// core (the Python peer), so times are taken from runs without it.
+/// Runs `cmd` to its end, sampling its process tree's memory if asked. Sampling walks each
+/// process's page tables (`smaps_rollup`) a hundred times a second, on the same cores and
+/// under the process's memory-map lock, and slows the two pipelines by different amounts (on
+/// 30 demo plates the Python peer by about a quarter, plateqc by under a tenth), so times are
+/// taken from runs without it.
 fn measure_process(
     cmd: &mut std::process::Command,
     sample_memory: bool,
