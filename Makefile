@@ -33,13 +33,15 @@ pytest:
 
 test: setup lint unit pytest
 
+# Nine rounds: the whole-process ratio and the daemon's bursts are short runs whose round-to-round
+# spread (the Python peer's above all) moved three- and five-round medians across the targets.
 bench: build
-	$(CARGO) run --release --locked --bin plateqc-bench -- tests/fixtures --repeat 5 --peer demo/inbox $(BENCH_ARGS)
+	$(CARGO) run --release --locked --bin plateqc-bench -- tests/fixtures --repeat 5 --peer demo/inbox --rounds 9 $(BENCH_ARGS)
 
 # The daemon: latency from a complete file to its recorded verdict, and burst throughput.
 bench-watch: build
 	$(CARGO) build --release --locked --bin plateqc-latency
-	target/release/plateqc-latency demo/inbox --rate 5 --count 60
+	target/release/plateqc-latency demo/inbox --rate 5 --count 60 --rounds 9
 
 # Many sites on one PostgreSQL database: journal traffic of several daemons, then report
 # latency as the history grows (scripts/pg-load.sh starts a private server). Not in `test`.
