@@ -509,17 +509,16 @@ fn baseline_422(b: &[u8]) -> Option<(u32, u32)> {
         let seg = b.get(at + 4..at + 2 + len)?;
         match marker {
             0xC0 => {
+                // Precision, height, width, component count, then (id, sampling, table) each.
+                let [8, h0, h1, w0, w1, 3, comps @ ..] = seg else {
+                    return None;
+                };
                 let (h, w) = (
-                    u16::from_be_bytes([seg[1], seg[2]]),
-                    u16::from_be_bytes([seg[3], seg[4]]),
+                    u16::from_be_bytes([*h0, *h1]),
+                    u16::from_be_bytes([*w0, *w1]),
                 );
-                let comps = seg.get(5..)?;
-                let sampling = [comps.get(2)?, comps.get(5)?, comps.get(8)?];
-                let ok = seg[0] == 8
-                    && comps.first() == Some(&3)
-                    && sampling == [&0x21, &0x11, &0x11]
-                    && h > 0
-                    && w > 0;
+                let sampling = [comps.get(1)?, comps.get(4)?, comps.get(7)?];
+                let ok = sampling == [&0x21, &0x11, &0x11] && h > 0 && w > 0;
                 return ok.then_some((u32::from(w), u32::from(h)));
             }
             // Any other frame type (progressive, lossless, ...) or the scan before a frame.
@@ -645,4 +644,44 @@ pub fn write_notes_unsynced(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_whole_baseline_422_frame_header_is_taken_as_is() {
+        let rgb = image::RgbImage::from_fn(37, 11, |x, y| image::Rgb([x as u8, y as u8, 9]));
+        let ours = MontageJpeg::encode(&rgb).unwrap();
+        assert_eq!(baseline_422(&ours.bytes), Some((37, 11)));
+        // Another encoder's chroma sampling, a PNG, and nothing at all are not.
+        let mut other = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut other)
+            .encode_image(&rgb)
+            .unwrap();
+        assert_eq!(baseline_422(&other), None);
+        let mut png = Vec::new();
+        rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(baseline_422(&png), None);
+        assert_eq!(baseline_422(&[]), None);
+        // Every truncation of our own file, and a frame header shorter than its fields (length
+        // 2, then 7), end in None rather than a panic.
+        let sof = ours
+            .bytes
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .unwrap();
+        for cut in 0..ours.bytes.len().min(sof + 20) {
+            let got = baseline_422(&ours.bytes[..cut]);
+            assert!(got.is_none() || cut > sof + 18, "cut {cut}: {got:?}");
+        }
+        for len in [2u16, 7] {
+            let mut short = ours.bytes[..sof + 2].to_vec();
+            short.extend_from_slice(&len.to_be_bytes());
+            short.extend_from_slice(&ours.bytes[sof + 4..]);
+            assert_eq!(baseline_422(&short), None, "length {len}");
+        }
+    }
 }
