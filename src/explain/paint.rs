@@ -147,7 +147,7 @@ impl Painter {
         let unusable = judgement.verdict == crate::outcome::Verdict::Unusable;
         let m = overlay::montage(&panels, &lines, unusable, &self.lut, cfg.montage_height);
         // JPEG rather than PNG: the montage's deflate was a seventh of a scan's CPU, the JPEG
-        // of the same picture a third of that, and the daemon's rejection note embeds these
+        // of the same picture under half of that, and the daemon's rejection note embeds these
         // very bytes instead of encoding the picture again.
         let montage = dir.join("montage.jpg");
         let jpeg = MontageJpeg::encode(&m).map_err(|reason| ExplainError::Encode {
