@@ -16,6 +16,10 @@ Two heads (plan-1.3.md round 15):
            pooled map values only, so the verdict can only come through artifact evidence.
 Both have the same inputs, outputs and explained layers (the model contract does not change);
 ``build`` tells them apart by the tensors a weights file holds.
+
+``extra_blocks`` (round 18) appends that many residual blocks to ``middle`` and to ``last``
+at the same width; each starts as the identity, so a deepened network given a shallower
+network's weights computes exactly what that network did until training moves the blocks.
 """
 from __future__ import annotations
 
@@ -31,15 +35,35 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.
     )
 
 
+class Residual(nn.Module):
+    """x -> relu(x + BN(conv3x3(x))). The BatchNorm scale starts at zero, so the block starts as
+    the identity on its (non-negative, post-ReLU) input; its convolution's initial weights come
+    from their own random stream (`seed`) so that adding blocks leaves the draws of everything
+    else (the other layers, batch order, dropout) as they were without them."""
+
+    def __init__(self, ch: int, seed: int):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.conv = nn.Conv2d(ch, ch, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(ch)
+        nn.init.zeros_(self.bn.weight)
+
+    def forward(self, x):
+        return torch.relu(x + self.bn(self.conv(x)))
+
+
 class PlateNet(nn.Module):
     LAYERS = ["early", "middle", "last"]
     HEADS = ("pooled", "maps")
 
-    def __init__(self, n_types: int = 14, width: int = 16, head: str = "pooled"):
+    def __init__(self, n_types: int = 14, width: int = 16, head: str = "pooled",
+                 extra_blocks: int = 0):
         super().__init__()
         if head not in self.HEADS:
             raise ValueError(f"head {head!r} is not one of {self.HEADS}")
         self.head = head
+        self.extra_blocks = extra_blocks
         w = width
         self.stem = conv_bn_relu(2, w, stride=2)                 # S/2
         self.early = nn.Sequential(conv_bn_relu(w, 2 * w, stride=2),
@@ -48,6 +72,9 @@ class PlateNet(nn.Module):
                                     conv_bn_relu(4 * w, 4 * w))  # S/8
         self.last = nn.Sequential(conv_bn_relu(4 * w, 6 * w, stride=2),
                                   conv_bn_relu(6 * w, 8 * w, dilation=2))  # S/16
+        for i in range(extra_blocks):
+            self.middle.append(Residual(4 * w, seed=1000 + i))
+            self.last.append(Residual(8 * w, seed=2000 + i))
         feat = 2 * 8 * w
         self.dropout = nn.Dropout(0.2)
         if head == "pooled":
@@ -92,8 +119,14 @@ def head_of(state: dict) -> str:
     return "maps" if "type_map.weight" in state else "pooled"
 
 
+def extra_blocks_of(state: dict) -> int:
+    """How many residual blocks a state dict's `last` carries beyond the two convolutions."""
+    return sum(1 for k in state if k.startswith("last.") and k.endswith(".conv.weight"))
+
+
 def build(state: dict, width: int, n_types: int = 14) -> PlateNet:
-    """A network with the head `state` was saved from, loaded with it, in eval mode."""
-    m = PlateNet(n_types=n_types, width=width, head=head_of(state))
+    """A network with the head and depth `state` was saved from, loaded with it, in eval mode."""
+    m = PlateNet(n_types=n_types, width=width, head=head_of(state),
+                 extra_blocks=extra_blocks_of(state))
     m.load_state_dict(state)
     return m.eval()

@@ -221,7 +221,11 @@ def init_from(model: PlateNet, sev_head, dense, c: dict):
     `type_map`; the pooled heads keep their fresh initialisation."""
     src = c["model"]
     if model.head == head_of(src):
-        model.load_state_dict(src)
+        # a deepened network (round 18) takes a shallower one's weights; its extra residual
+        # blocks keep their identity start
+        missing, unexpected = model.load_state_dict(src, strict=False)
+        assert not unexpected and all(is_extra_block(model, k) for k in missing), \
+            (missing, unexpected)
         for m, k in ((sev_head, "sev_head"), (dense, "dense")):
             if m is not None:
                 m.load_state_dict(c[k])
@@ -242,6 +246,14 @@ def init_from(model: PlateNet, sev_head, dense, c: dict):
     if dense is not None:
         dense.middle.load_state_dict({k.split(".", 1)[1]: v for k, v in c["dense"].items()
                                       if k.startswith("middle.")})
+
+
+def is_extra_block(model: PlateNet, key: str) -> bool:
+    """Whether a state-dict key belongs to one of the residual blocks `extra_blocks` appends
+    (index 2 onwards of `middle` and `last`)."""
+    stage, idx, *_ = key.split(".") + ["", ""]
+    return stage in ("middle", "last") and idx.isdigit() and int(idx) >= 2 \
+        and model.extra_blocks > 0
 
 
 def handle_ambiguous(tr: dict, names: list[str], out: Path, how: str) -> dict:
@@ -270,6 +282,7 @@ def recipe_args(a) -> dict:
             and not (k == "head" and v == "pooled")
             and not (k == "drop_ambiguous" and not v)
             and not (k == "relabel_ambiguous" and not v)
+            and not (k == "extra_blocks" and v == 0)
             and not (k == "psp" and v == D.pp.PSP_V1)}
 
 
@@ -283,6 +296,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--extra-blocks", type=int, default=0,
+                    help="residual blocks appended to `middle` and `last` (round 18); each "
+                         "starts as the identity, so --init from a shallower run starts there")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--unusable-weight", type=float, default=2.0)
     ap.add_argument("--attn-weight", type=float, default=0.2)
@@ -367,7 +383,8 @@ def main(argv=None):
     print(f"train {len(Xtr)} plates (unusable {Ytr.mean():.3f}, with local masks "
           f"{has_mask.mean():.3f}); val {len(va['x'])}", flush=True)
 
-    model = PlateNet(n_types=Ttr.shape[1], width=a.width, head=a.head)
+    model = PlateNet(n_types=Ttr.shape[1], width=a.width, head=a.head,
+                     extra_blocks=a.extra_blocks)
     # training-only ordinal severity layer over the pooled features (max + mean of ``last``)
     n_types = Ttr.shape[1]
     # (only created when used: its initialisation draws from the torch RNG, which also drives
