@@ -134,3 +134,28 @@ def test_deepened_model_exports_under_the_contract_and_onnx_agrees(tmp_path):
     want = m.cam_weights(*a.shape[1:]).detach().numpy()
     got = res["grad_last"].mean(axis=(2, 3))
     np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), rtol=1e-3, atol=1e-6)
+
+
+def test_the_export_check_finds_the_blocks_relus_and_passes(tmp_path):
+    """verify.py's branch-matched reference pairs the graph's ReLU nodes with the model's ReLU
+    modules in call order, so a block's ReLU must be a module the check can see."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from plateqc_model import export as E
+    from plateqc_model.verify import verify
+    types = [{"name": f"t{k}", "code": "111214", "meaning": "x"} for k in range(K)]
+    md = E.build_metadata(input_size=S, layers=["middle", "last"], artifact_types=types,
+                          threshold=0.5, commit="0" * 40)
+    torch.manual_seed(8)
+    m = PlateNet(n_types=K, width=W, extra_blocks=1)
+    _trained_bn(m, 8)
+    with torch.no_grad():
+        m.middle[2].bn.weight.fill_(0.6)
+        m.last[2].bn.weight.fill_(0.8)
+    m.eval()
+    assert sum(isinstance(x, torch.nn.ReLU) for x in m.modules()) == 9
+    out = tmp_path / "deep.onnx"
+    E.export_onnx(m, ["middle", "last"], out, input_size=S, metadata=md)
+    images = np.random.default_rng(9).random((4, 2, S, S), dtype=np.float32)
+    res = verify(out, m, ["middle", "last"], images, tol=1e-4, float64_graph=False)
+    assert res["pass"], res
