@@ -177,6 +177,21 @@ def head_text(train_result: dict) -> str:
     return HEAD_TEXT[train_result.get("args", {}).get("head", "pooled")]
 
 
+def backbone_text(train_result: dict) -> str:
+    """The card's words for the backbone a run trained: PlateNet's seven convolutions, plus the
+    residual blocks `--extra-blocks` appends to `middle` and `last` (plan-1.3.md round 18)."""
+    w, S = train_result["width"], train_result["size"]
+    n = train_result.get("args", {}).get("extra_blocks", 0)
+    convs = 7 + 2 * n
+    text = (f"PlateNet (width {w}): {convs} conv3x3-BN-ReLU layers with four stride-2 steps "
+            f"(early {2 * w}x{S // 4}x{S // 4}, middle {4 * w}x{S // 8}x{S // 8}, "
+            f"last {8 * w}x{S // 16}x{S // 16}, the second conv of `last` dilated by 2)")
+    if n:
+        text += (f", of which {2 * n} in {n} residual block{'s' if n > 1 else ''} at the end of "
+                 "each of `middle` and `last` (plan-1.3.md round 18)")
+    return text
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=str(HERE / "work" / "run"))
@@ -190,7 +205,6 @@ def main(argv=None):
     tr = json.loads((Path(a.run) / "train_result.json").read_text())
     ev = json.loads(Path(a.eval).read_text())
     md = ev["metadata"]
-    w, S = tr["width"], tr["size"]
     run = Path(a.run).resolve()
     run_rel = (f"models/{run.relative_to(HERE)}" if run.is_relative_to(HERE) else str(run))
     L = []
@@ -207,9 +221,7 @@ def main(argv=None):
           f"{md['plateqc.contract']}; preprocessing `{md['plateqc.preprocessing']}`",
           f"- input `[N,2,{md['plateqc.input_size']},{md['plateqc.input_size']}]`; layers "
           f"{', '.join('`' + l + '`' for l in json.loads(md['plateqc.layers']))}",
-          f"- architecture: `models/net.py` PlateNet (width {w}): 7 conv3x3-BN-ReLU layers with "
-          f"four stride-2 steps (early {2 * w}x{S // 4}x{S // 4}, middle {4 * w}x{S // 8}x{S // 8}, "
-          f"last {8 * w}x{S // 16}x{S // 16}, the last conv dilated by 2), "
+          f"- architecture: `models/net.py` {backbone_text(tr)}, "
           + head_text(tr) + "; BatchNorm folded into the convolutions at export",
           f"- shipped threshold `plateqc.threshold` = {float(md['plateqc.threshold']):.4f} "
           f"(P(unusable) >= threshold means unusable); artifact threshold "

@@ -45,3 +45,11 @@ def test_the_card_names_the_head_the_run_trained():
     assert head_text({"args": {"head": "pooled"}}) == pooled
     maps = head_text({"args": {"head": "maps"}})
     assert "artifact-type maps" in maps and "only" in maps
+
+
+def test_the_card_counts_the_convolutions_a_deepened_run_has():
+    from plateqc_model.card import backbone_text
+    plain = backbone_text({"width": 16, "size": 256, "args": {"train": "train4"}})
+    assert "7 conv3x3" in plain and "residual" not in plain and "last 128x16x16" in plain
+    deep = backbone_text({"width": 16, "size": 256, "args": {"extra_blocks": 1}})
+    assert "9 conv3x3" in deep and "2 in 1 residual block at the end" in deep
