@@ -224,8 +224,9 @@ def init_from(model: PlateNet, sev_head, dense, c: dict):
         # a deepened network (round 18) takes a shallower one's weights; its extra residual
         # blocks keep their identity start
         missing, unexpected = model.load_state_dict(src, strict=False)
-        assert not unexpected and all(is_extra_block(model, k) for k in missing), \
-            (missing, unexpected)
+        if unexpected or not all(is_extra_block(model, k) for k in missing):
+            raise SystemExit("--init: the checkpoint's network is not this one or a shallower "
+                             f"one (missing {missing[:4]}, unexpected {unexpected[:4]})")
         for m, k in ((sev_head, "sev_head"), (dense, "dense")):
             if m is not None:
                 m.load_state_dict(c[k])
@@ -252,8 +253,8 @@ def is_extra_block(model: PlateNet, key: str) -> bool:
     """Whether a state-dict key belongs to one of the residual blocks `extra_blocks` appends
     (index 2 onwards of `middle` and `last`)."""
     stage, idx, *_ = key.split(".") + ["", ""]
-    return stage in ("middle", "last") and idx.isdigit() and int(idx) >= 2 \
-        and model.extra_blocks > 0
+    return stage in ("middle", "last") and idx.isdigit() \
+        and 2 <= int(idx) < 2 + model.extra_blocks
 
 
 def handle_ambiguous(tr: dict, names: list[str], out: Path, how: str) -> dict:

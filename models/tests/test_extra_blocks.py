@@ -84,8 +84,12 @@ def test_build_recognises_the_depth_from_the_weights():
 
 def test_a_shallow_run_cannot_start_from_a_deeper_checkpoint():
     deep = PlateNet(n_types=K, width=W, extra_blocks=1)
-    with pytest.raises(AssertionError):
+    with pytest.raises(SystemExit):
         init_from(PlateNet(n_types=K, width=W), None, None, {"model": deep.state_dict()})
+    # nor a run from a checkpoint of another width, whose tensors do not fit
+    with pytest.raises(RuntimeError):
+        init_from(PlateNet(n_types=K, width=W), None, None,
+                  {"model": PlateNet(n_types=K, width=W + 1).state_dict()})
 
 
 def test_dense_heads_and_severity_term_carry_over_to_a_deepened_run():
