@@ -108,11 +108,8 @@ def test_dense_heads_and_severity_term_carry_over_to_a_deepened_run():
 
 def test_deepened_model_exports_under_the_contract_and_onnx_agrees(tmp_path):
     pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from plateqc_model import export as E
-    types = [{"name": f"t{k}", "code": "111214", "meaning": "x"} for k in range(K)]
-    md = E.build_metadata(input_size=S, layers=["middle", "last"], artifact_types=types,
-                          threshold=0.5, commit="0" * 40)
+    pytest.importorskip("onnxruntime")
+    from onnx_small import assert_matches_torch, export_small, run_unusable
     torch.manual_seed(5)
     m = PlateNet(n_types=K, width=W, extra_blocks=1)
     _trained_bn(m, 5)
@@ -120,24 +117,12 @@ def test_deepened_model_exports_under_the_contract_and_onnx_agrees(tmp_path):
         m.last[2].bn.weight.fill_(0.7)      # a block that has moved away from the identity
     m.eval()
     out = tmp_path / "deep.onnx"
-    E.export_onnx(m, ["middle", "last"], out, input_size=S, metadata=md)
-    assert E.check_contract(out) == []
-    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert export_small(m, out, S, K) == []
     x = np.random.default_rng(6).random((2, 2, S, S), dtype=np.float32)
-    res = dict(zip([o.name for o in sess.get_outputs()],
-                   sess.run(None, {"image": x, "target_class": np.full(2, 1, np.int64)})))
-    with torch.no_grad():
-        cls, typ = m(torch.from_numpy(x))
-    np.testing.assert_allclose(res["logits"], cls.numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(res["artifact_scores"], torch.sigmoid(typ).numpy(),
-                               rtol=1e-4, atol=1e-5)
-    # the exported `last` is the output of the whole stage, residual block included, and its
-    # gradient the class-1 logit's
-    a = m.last(m.middle(m.early(m.stem(torch.from_numpy(x))))).detach()
-    np.testing.assert_allclose(res["act_last"], a.numpy(), rtol=1e-4, atol=1e-5)
-    want = m.cam_weights(*a.shape[1:]).detach().numpy()
-    got = res["grad_last"].mean(axis=(2, 3))
-    np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), rtol=1e-3, atol=1e-6)
+    res = run_unusable(out, x)
+    # `act_last` is the output of the whole stage, residual block included, and its gradient
+    # the class-1 logit's
+    assert_matches_torch(m, res, x)
 
 
 def test_the_export_check_finds_the_blocks_relus_and_passes(tmp_path):
@@ -145,11 +130,8 @@ def test_the_export_check_finds_the_blocks_relus_and_passes(tmp_path):
     modules in call order, so a block's ReLU must be a module the check can see."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from plateqc_model import export as E
+    from onnx_small import LAYERS, export_small
     from plateqc_model.verify import verify
-    types = [{"name": f"t{k}", "code": "111214", "meaning": "x"} for k in range(K)]
-    md = E.build_metadata(input_size=S, layers=["middle", "last"], artifact_types=types,
-                          threshold=0.5, commit="0" * 40)
     torch.manual_seed(8)
     m = PlateNet(n_types=K, width=W, extra_blocks=1)
     _trained_bn(m, 8)
@@ -159,7 +141,7 @@ def test_the_export_check_finds_the_blocks_relus_and_passes(tmp_path):
     m.eval()
     assert sum(isinstance(x, torch.nn.ReLU) for x in m.modules()) == 9
     out = tmp_path / "deep.onnx"
-    E.export_onnx(m, ["middle", "last"], out, input_size=S, metadata=md)
+    assert export_small(m, out, S, K) == []
     images = np.random.default_rng(9).random((4, 2, S, S), dtype=np.float32)
-    res = verify(out, m, ["middle", "last"], images, tol=1e-4, float64_graph=False)
+    res = verify(out, m, LAYERS, images, tol=1e-4, float64_graph=False)
     assert res["pass"], res

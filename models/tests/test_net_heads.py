@@ -102,26 +102,12 @@ def test_a_maps_run_starts_from_a_pooled_run_backbone_and_mask_head():
 
 def test_maps_model_exports_under_the_contract_and_onnx_agrees(tmp_path):
     pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from plateqc_model import export as E
-    types = [{"name": f"t{k}", "code": "111214", "meaning": "x"} for k in range(K)]
-    md = E.build_metadata(input_size=S, layers=["middle", "last"], artifact_types=types,
-                          threshold=0.5, commit="0" * 40)
+    pytest.importorskip("onnxruntime")
+    from onnx_small import assert_matches_torch, export_small, run_unusable
     m = _maps(5)
     out = tmp_path / "maps.onnx"
-    E.export_onnx(m, ["middle", "last"], out, input_size=S, metadata=md)
-    assert E.check_contract(out) == []
-    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert export_small(m, out, S, K) == []
     x = np.random.default_rng(6).random((2, 2, S, S), dtype=np.float32)
-    res = dict(zip([o.name for o in sess.get_outputs()],
-                   sess.run(None, {"image": x, "target_class": np.full(2, 1, np.int64)})))
-    with torch.no_grad():
-        cls, typ = m(torch.from_numpy(x))
-    np.testing.assert_allclose(res["logits"], cls.numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(res["artifact_scores"], torch.sigmoid(typ).numpy(),
-                               rtol=1e-4, atol=1e-5)
+    res = run_unusable(out, x)
     # the exported gradient at `last` is the class-1 logit's, through the maps
-    a = _last(m, torch.from_numpy(x)).detach()
-    want = m.cam_weights(*a.shape[1:]).detach().numpy()
-    got = res["grad_last"].mean(axis=(2, 3))
-    np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), rtol=1e-3, atol=1e-6)
+    assert_matches_torch(m, res, x)
