@@ -126,6 +126,13 @@ def extra_blocks_of(state: dict) -> int:
     return sum(1 for k in state if k.startswith("last.") and k.endswith(".conv.weight"))
 
 
+def is_extra_block(key: str, extra_blocks: int) -> bool:
+    """Whether a state-dict key belongs to one of `extra_blocks` residual blocks appended to
+    `middle` and `last` (their indices 2 onwards, after the stage's two convolutions)."""
+    stage, idx, *_ = key.split(".") + ["", ""]
+    return stage in ("middle", "last") and idx.isdigit() and 2 <= int(idx) < 2 + extra_blocks
+
+
 def build(state: dict, width: int, n_types: int = 14) -> PlateNet:
     """A network with the head and depth `state` was saved from, loaded with it, in eval mode."""
     m = PlateNet(n_types=n_types, width=width, head=head_of(state),

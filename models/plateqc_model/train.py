@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parents[1]   # models/
 from plateqc_model import data as D
 from plateqc_model.metrics import roc_auc
 from plateqc_model import style as S_
-from plateqc_model.net import PlateNet, build, head_of
+from plateqc_model.net import PlateNet, build, head_of, is_extra_block
 
 
 def set_seed(seed: int, threads: int = 2):
@@ -224,7 +224,7 @@ def init_from(model: PlateNet, sev_head, dense, c: dict):
         # a deepened network (round 18) takes a shallower one's weights; its extra residual
         # blocks keep their identity start
         missing, unexpected = model.load_state_dict(src, strict=False)
-        if unexpected or not all(is_extra_block(model, k) for k in missing):
+        if unexpected or not all(is_extra_block(k, model.extra_blocks) for k in missing):
             raise SystemExit("--init: the checkpoint's network is not this one or a shallower "
                              f"one (missing {missing[:4]}, unexpected {unexpected[:4]})")
         for m, k in ((sev_head, "sev_head"), (dense, "dense")):
@@ -247,14 +247,6 @@ def init_from(model: PlateNet, sev_head, dense, c: dict):
     if dense is not None:
         dense.middle.load_state_dict({k.split(".", 1)[1]: v for k, v in c["dense"].items()
                                       if k.startswith("middle.")})
-
-
-def is_extra_block(model: PlateNet, key: str) -> bool:
-    """Whether a state-dict key belongs to one of the residual blocks `extra_blocks` appends
-    (index 2 onwards of `middle` and `last`)."""
-    stage, idx, *_ = key.split(".") + ["", ""]
-    return stage in ("middle", "last") and idx.isdigit() \
-        and 2 <= int(idx) < 2 + model.extra_blocks
 
 
 def handle_ambiguous(tr: dict, names: list[str], out: Path, how: str) -> dict:
