@@ -358,6 +358,22 @@ def load_split(split: str, size: int, count: int | None = None, psp: str = pp.PS
 PAIR_STRIDE = 10_000_000   # pair ids of the k-th split of a list are offset by k times this
 
 
+def pool_inputs(x: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """Averages k x k blocks of every channel of cached plates [N, C, S, S] (round 19's scale
+    probe: the network sees the plates at S / k). Done in chunks so that the peak is the input,
+    the result and one chunk in float32, not the input again in float32."""
+    if k == 1:
+        return x
+    n, c, h, w = x.shape
+    if h % k or w % k:
+        raise ValueError(f"plates of {h} x {w} do not pool by {k}")
+    out = np.empty((n, c, h // k, w // k), x.dtype)
+    for i in range(0, n, chunk):
+        part = x[i:i + chunk].astype(np.float32)
+        out[i:i + chunk] = part.reshape(len(part), c, h // k, k, w // k, k).mean(axis=(3, 5))
+    return out
+
+
 def unpack_masks(packed: np.ndarray, size: int) -> np.ndarray:
     return np.unpackbits(packed, axis=-1)[..., : size * size].reshape(-1, size, size).astype(bool)
 

@@ -276,6 +276,7 @@ def recipe_args(a) -> dict:
             and not (k == "drop_ambiguous" and not v)
             and not (k == "relabel_ambiguous" and not v)
             and not (k == "extra_blocks" and v == 0)
+            and not (k == "pool" and v == 1)
             and not (k == "psp" and v == D.pp.PSP_V1)}
 
 
@@ -292,6 +293,10 @@ def main(argv=None):
     ap.add_argument("--extra-blocks", type=int, default=0,
                     help="residual blocks appended to `middle` and `last` (round 18); each "
                          "starts as the identity, so --init from a shallower run starts there")
+    ap.add_argument("--pool", type=int, default=1, metavar="K",
+                    help="average K x K blocks of the cached inputs (training and validation) "
+                         "before training: round 19's probe of the input scale; not a "
+                         "preprocessing the product has, so such a run is never exported")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--unusable-weight", type=float, default=2.0)
     ap.add_argument("--attn-weight", type=float, default=0.2)
@@ -361,6 +366,12 @@ def main(argv=None):
     if a.drop_ambiguous or a.relabel_ambiguous:
         tr = handle_ambiguous(tr, a.train.split(","), out,
                               "drop" if a.drop_ambiguous else "relabel")
+    if a.pool > 1 and a.style_aug > 0:
+        raise SystemExit("--style-aug works on full-size plates (their rectangles): not with --pool")
+    # masks and per-type targets stay at full size: the attention and dense terms pool them to
+    # the feature maps' size whatever the input's
+    tr["x"] = D.pool_inputs(tr["x"], a.pool)
+    va["x"] = D.pool_inputs(va["x"], a.pool)
     Xtr, Ytr, Ttr = tr["x"], tr["y"].astype(np.int64), tr["types"].astype(np.float32)
     Str = tr["sev"].astype(np.float32)
     Mtr = tr["mask"]

@@ -1,0 +1,98 @@
+"""Round 19's probe of the input scale (plan-1.3.md): two runs of the same command, one on the
+cached plates and one on them pooled by `--pool K`, scored in PyTorch on the same plates.
+
+Reports, per run: AUC on each training family's validation set and over all of them, family
+A's shifted set (AUC, specificity at recall 0.95), and recall per artifact type and severity
+at the run's own threshold (validation sensitivity 0.97). Not a choice and not an export: a
+pooled run is not something the product can run.
+
+    python -m plateqc_model.probe_scale --runs runs/cand-U,runs/cand-AA \\
+        --val val4,valc5,vald7,vale10,valf13 --shifted shifted4 --out work/probe-19.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from plateqc_model import data as D
+from plateqc_model.evaluate import operating_points
+from plateqc_model.metrics import roc_auc
+from plateqc_model.net import build
+from plateqc_model.train import predict
+
+
+def load_run(run: Path):
+    res = json.loads((run / "train_result.json").read_text())
+    model = build(torch.load(run / "weights.pt"), res["width"])
+    return model, res
+
+
+def type_recall(d: dict, p: np.ndarray, thr: float, names: list[str]) -> dict:
+    """Recall at `thr` of the unusable plates carrying each type, by that type's severity."""
+    y = d["y"].astype(bool)
+    out = {}
+    for k, name in enumerate(names):
+        for s in (2, 3):
+            sel = y & (d["types"][:, k] > 0) & (d["sev"][:, k] == s)
+            if sel.sum() >= 10:
+                out[f"{name}/{s}"] = {"n": int(sel.sum()), "recall": float((p[sel] >= thr).mean())}
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", required=True, help="comma-separated run directories")
+    ap.add_argument("--val", required=True)
+    ap.add_argument("--shifted", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    runs = [Path(r) for r in a.runs.split(",")]
+    loaded = [load_run(r) for r in runs]
+    psps = {res["args"]["psp"] for _, res in loaded}
+    sizes = {res["size"] for _, res in loaded}
+    if len(psps) != 1 or len(sizes) != 1:
+        raise SystemExit("the runs must read the same caches (preprocessing and size)")
+    psp, size = psps.pop(), sizes.pop()
+    names = list(D.TYPE_NAMES)
+    report = {str(r): {"pool": res["args"].get("pool", 1), "threshold": res["threshold"],
+                       "val_auc_parts": {}, "type_recall_val": {}} for r, (_, res) in
+              zip(runs, loaded)}
+    ys, ps = {str(r): [] for r in runs}, {str(r): [] for r in runs}
+    typed = {str(r): [] for r in runs}
+    for split in a.val.split(","):
+        d = D.load_split(split, size, psp=psp)
+        for r, (model, res) in zip(runs, loaded):
+            p, _ = predict(model, D.pool_inputs(d["x"], res["args"].get("pool", 1)))
+            key = str(r)
+            report[key]["val_auc_parts"][split] = roc_auc(d["y"], p)
+            ys[key].append(d["y"])
+            ps[key].append(p)
+            typed[key].append(({n: d[n] for n in ("y", "types", "sev")}, p))
+        del d
+    for r, (_, res) in zip(runs, loaded):
+        key = str(r)
+        report[key]["val_auc"] = roc_auc(np.concatenate(ys[key]), np.concatenate(ps[key]))
+        merged = {n: np.concatenate([t[0][n] for t in typed[key]]) for n in ("y", "types", "sev")}
+        report[key]["type_recall_val"] = type_recall(
+            merged, np.concatenate([t[1] for t in typed[key]]), res["threshold"], names)
+    d = D.load_split(a.shifted, size, psp=psp)
+    for r, (model, res) in zip(runs, loaded):
+        p, _ = predict(model, D.pool_inputs(d["x"], res["args"].get("pool", 1)))
+        op = operating_points(d["y"], p, res["threshold"])
+        report[str(r)]["shifted"] = {"auc": op["auc"],
+                                     "spec_at_recall_0.95": op["spec_at_recall_0.95"]}
+    Path(a.out).write_text(json.dumps(report, indent=1))
+    for key, v in report.items():
+        print(f"{key} (pool {v['pool']}): val AUC {v['val_auc']:.4f} "
+              + " ".join(f"{s} {x:.4f}" for s, x in v["val_auc_parts"].items())
+              + f"; shifted AUC {v['shifted']['auc']:.4f}, spec at recall 0.95 "
+              f"{v['shifted']['spec_at_recall_0.95']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
