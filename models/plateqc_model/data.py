@@ -13,8 +13,10 @@ import argparse
 import hashlib
 import json
 import os
+import struct
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -311,14 +313,75 @@ def _npz_header(z, key: str) -> tuple[tuple, np.dtype]:
     return shape, dtype
 
 
-def load_split(split: str, size: int, count: int | None = None, psp: str = pp.PSP_V1):
+def npz_member_map(path: Path, key: str) -> np.memmap:
+    """A read-only memory map of one array of an .npz shard, in place. `np.savez` stores its
+    members uncompressed, so each is an .npy file lying whole inside the zip: its bytes start
+    after the member's local header and the .npy header."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(key + ".npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"{path}: {key} is compressed and cannot be mapped")
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{path}: no local zip header for {key}")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        start = f.tell()
+    return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape,
+                     order="F" if fortran else "C")
+
+
+class MappedRows:
+    """Rows of several shards' memory-mapped arrays, read as one array: `v[idx]` (an integer
+    array, a slice or an int) gathers the rows from their shards in the order asked. Only what
+    training and scoring read is offered (rows, length, shape, dtype)."""
+
+    def __init__(self, parts: list[np.ndarray]):
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(p) for p in parts])
+        self.shape = (int(self.starts[-1]),) + tuple(parts[0].shape[1:])
+        self.dtype = parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx):
+        if isinstance(idx, (int, np.integer)):
+            return self[np.array([idx])][0]
+        if isinstance(idx, slice):
+            idx = np.arange(len(self))[idx]
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError("row index out of range")
+        idx = np.where(idx < 0, idx + len(self), idx)
+        out = np.empty((len(idx),) + self.shape[1:], self.dtype)
+        which = np.searchsorted(self.starts, idx, side="right") - 1
+        for k in np.unique(which):
+            sel = which == k
+            out[sel] = self.parts[k][idx[sel] - self.starts[k]]
+        return out
+
+
+def load_split(split: str, size: int, count: int | None = None, psp: str = pp.PSP_V1,
+               mmap: bool = False):
     """Concatenate the shards of a split (in index order). `split` may name several splits
     separated by commas (e.g. "train4,trainc5": two training families); they are concatenated
     in that order, `count` then counts over all of them, and their `pair` ids are kept apart.
 
     Each array is allocated once at its final size and filled shard by shard, so the peak is
     the result plus one shard (concatenating whole splits and then the splits needed about
-    twice the result: five training families' 13 GB did not fit in 24 GB)."""
+    twice the result: five training families' 13 GB did not fit in 24 GB). With `mmap` the
+    plates themselves (`x`) are not read but mapped in place (`MappedRows`): the five training
+    families at 384 px are 29 GB (round 20); the page cache keeps what it can."""
     files: list[tuple[int, Path]] = []   # (index of the split in the list, shard)
     for k, one in enumerate(split.split(",")):
         found = shard_files(one, size, psp)
@@ -343,7 +406,8 @@ def load_split(split: str, size: int, count: int | None = None, psp: str = pp.PS
         take = rows if count is None else min(rows, count - total)
         plan.append((k, f, take))
         total += take
-    data = {n: np.empty((total,) + headers[n][0], headers[n][1]) for n in sorted(keys)}
+    mapped = {"x"} & keys if mmap else set()
+    data = {n: np.empty((total,) + headers[n][0], headers[n][1]) for n in sorted(keys - mapped)}
     at = 0
     for k, f, take in plan:
         with np.load(f) as z:
@@ -352,6 +416,8 @@ def load_split(split: str, size: int, count: int | None = None, psp: str = pp.PS
         if "pair" in data:
             data["pair"][at:at + take] += k * PAIR_STRIDE
         at += take
+    if mapped:
+        data["x"] = MappedRows([npz_member_map(f, "x")[:take] for _, f, take in plan])
     return data
 
 

@@ -277,6 +277,7 @@ def recipe_args(a) -> dict:
             and not (k == "relabel_ambiguous" and not v)
             and not (k == "extra_blocks" and v == 0)
             and not (k == "pool" and v == 1)
+            and k != "mmap"
             and not (k == "psp" and v == D.pp.PSP_V1)}
 
 
@@ -297,6 +298,10 @@ def main(argv=None):
                     help="average K x K blocks of the cached inputs (training and validation) "
                          "before training: round 19's probe of the input scale; not a "
                          "preprocessing the product has, so such a run is never exported")
+    ap.add_argument("--mmap", action="store_true",
+                    help="read the training plates in place from the cached shards instead of "
+                         "loading them (round 20: 384 px plates do not fit in memory); the "
+                         "same rows in the same order, so the same run")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--unusable-weight", type=float, default=2.0)
     ap.add_argument("--attn-weight", type=float, default=0.2)
@@ -361,7 +366,10 @@ def main(argv=None):
     set_seed(a.seed, a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    tr = D.load_split(a.train, a.size, a.count, psp=a.psp)
+    if a.mmap and (a.pool > 1 or a.drop_ambiguous or a.relabel_ambiguous):
+        raise SystemExit("--pool and the ambiguous-plate options rewrite loaded plates: "
+                         "not with --mmap")
+    tr = D.load_split(a.train, a.size, a.count, psp=a.psp, mmap=a.mmap)
     va = D.load_split(a.val, a.size, psp=a.psp)
     if a.drop_ambiguous or a.relabel_ambiguous:
         tr = handle_ambiguous(tr, a.train.split(","), out,
