@@ -42,20 +42,21 @@ def export_candidate(run: Path) -> Path:
 
 
 class Splits:
-    """Validation and shifted sets, loaded once per preprocessing (each model reads its own)."""
+    """Validation and shifted sets, loaded once per preprocessing and input size: each model
+    reads the same plates as made for its own input (round 20 compares 384 px with 256 px)."""
 
-    def __init__(self, val: str, shifted: str, size: int, taus: dict | None = None):
-        self.names, self.size, self.taus, self.cache = (val, shifted), size, taus, {}
+    def __init__(self, val: str, shifted: str, taus: dict | None = None):
+        self.names, self.taus, self.cache = (val, shifted), taus, {}
 
-    def load(self, split: str, psp: str) -> dict:
+    def load(self, split: str, psp: str, size: int) -> dict:
         """A split as scored: twin rows (caches made with twins) never count, and with the
         round-16 thresholds the ambiguous plates are left out (ambiguous.py)."""
-        return AM.load_scored(split, self.size, psp, self.taus)
+        return AM.load_scored(split, size, psp, self.taus)
 
-    def get(self, psp: str):
-        if psp not in self.cache:
-            self.cache[psp] = tuple(self.load(n, psp) for n in self.names)
-        return self.cache[psp]
+    def get(self, psp: str, size: int):
+        if (psp, size) not in self.cache:
+            self.cache[(psp, size)] = tuple(self.load(n, psp, size) for n in self.names)
+        return self.cache[(psp, size)]
 
 
 def measure(run: Path, splits: Splits) -> dict:
@@ -64,13 +65,13 @@ def measure(run: Path, splits: Splits) -> dict:
 
 def measure_onnx(onnx: Path, name: str, splits: Splits) -> dict:
     m = EV.Model(onnx)
-    val, shifted = splits.get(m.psp)
+    val, shifted = splits.get(m.psp, m.size)
     v = EV.evaluate_split(m, val)
     s = EV.evaluate_split(m, shifted, cam_limit=0)
     parts = {}
     if "," in splits.names[0]:   # validation over several training families: each one's AUC
         for part in splits.names[0].split(","):
-            d = splits.load(part, m.psp)
+            d = splits.load(part, m.psp, m.size)
             parts[part] = EV.evaluate_split(m, d, cam_limit=0)["classification"]["auc"]
     return {"run": name, **({"val_auc_parts": parts} if parts else {}), "val_auc": v["classification"]["auc"],
             "val_pointing_last": v["explanations"]["per_layer"][m.layers[-1]]["gradcam_hit"],
@@ -84,7 +85,6 @@ def main(argv=None):
     ap.add_argument("--runs", nargs="+", required=True)
     ap.add_argument("--val", default="val")
     ap.add_argument("--shifted", default="shifted")
-    ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--baseline", default=None,
                     help="the shipped model (ONNX), measured alike for the fallback rule")
     ap.add_argument("--baseline-from", default=None, metavar="CHOICE_JSON",
@@ -104,7 +104,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     tol = tuple(float(v) for v in a.fallback_tolerance.split(",")) if a.fallback_tolerance else None
     taus = json.loads(Path(a.ambiguous).read_text())["taus"] if a.ambiguous else None
-    splits = Splits(a.val, a.shifted, a.size, taus)
+    splits = Splits(a.val, a.shifted, taus)
     rows = []
     for r in a.runs:
         rows.append(measure(Path(r), splits))
