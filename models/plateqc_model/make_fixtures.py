@@ -198,11 +198,18 @@ def preprocessing_entry(x: np.ndarray, rect, positions) -> dict:
             "samples": [[c, yy, xx, float(x[c, yy, xx])] for c, yy, xx in positions]}
 
 
-def make_psp_golden(fixtures: Path, psp: str = pp.PSP_V2):
-    """golden-psp-v2.json beside golden.json: the same files through `psp`."""
+# a second input size for the preprocessing references (not the shipped model's)
+GOLDEN_OTHER_SIZE = 384
+
+
+def make_psp_golden(fixtures: Path, psp: str = pp.PSP_V2, size: int | None = None):
+    """golden-psp-v2.json beside golden.json: the same files through `psp`, at golden.json's
+    input size, or at `size` into golden-psp-v2-s<size>.json (the contract carries S; round
+    20's 384 px model must find plateqc's preprocessing right at its S too)."""
     import pydicom
     g = json.loads((fixtures / "golden.json").read_text())
-    size = int(g["input_size"])
+    own = int(g["input_size"])
+    size = own if size is None else size
     positions = sample_positions(size)
     entries = []
     for e in g["files"]:
@@ -213,7 +220,8 @@ def make_psp_golden(fixtures: Path, psp: str = pp.PSP_V2):
                         "label": {"lossless": e["label"]["lossless"]},
                         "reference_decoding": decoding,
                         "preprocessing": preprocessing_entry(x, rect, positions)})
-    out = fixtures / f"golden-{psp.removeprefix('plateqc-')}.json"
+    tail = "" if size == own else f"-s{size}"
+    out = fixtures / f"golden-{psp.removeprefix('plateqc-')}{tail}.json"
     out.write_text(json.dumps({
         "about": (f"{psp} by models/plateqc_ref/preprocess.py (float64) on the fixtures of "
                   "golden.json, decoded as there (make_fixtures.py --psp-golden). Samples are "
@@ -342,13 +350,16 @@ def main(argv=None):
     ap.add_argument("--behaviour", default=str(ROOT / "tests" / "behaviour"))
     ap.add_argument("--no-demo", action="store_true")
     ap.add_argument("--psp-golden", action="store_true",
-                    help="only write golden-psp-v2.json for the fixtures already there")
+                    help="only write golden-psp-v2.json and golden-psp-v2-s384.json for the "
+                         "fixtures already there")
     a = ap.parse_args(argv)
     if a.psp_golden:
-        return make_psp_golden(Path(a.fixtures))
+        make_psp_golden(Path(a.fixtures))
+        return make_psp_golden(Path(a.fixtures), size=GOLDEN_OTHER_SIZE)
     torch.set_num_threads(2)
     make_fixtures(Path(a.fixtures))
     make_psp_golden(Path(a.fixtures))
+    make_psp_golden(Path(a.fixtures), size=GOLDEN_OTHER_SIZE)
     make_behaviour(Path(a.behaviour))
     if not a.no_demo:
         make_demo(Path(a.demo))

@@ -479,28 +479,39 @@ fn fixture_pixels_match_pydicom() {
     }
 }
 
+/// At the shipped model's input size and at another one: the contract carries S, so a model
+/// made for 384 px plates must get the same preprocessing as the reference too.
 #[test]
 fn psp_v2_matches_the_python_reference() {
-    let path = root().join("tests/fixtures/golden-psp-v2.json");
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut sizes = Vec::new();
+    for file in ["golden-psp-v2.json", "golden-psp-v2-s384.json"] {
+        let path = root().join("tests/fixtures").join(file);
+        let g: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        sizes.push(g["input_size"].as_u64().unwrap() as usize);
+        psp_v2_matches(&g, file);
+    }
+    assert_eq!(sizes, [256, 384]);
+}
+
+fn psp_v2_matches(g: &Value, file: &str) {
     let size = g["input_size"].as_u64().unwrap() as usize;
-    let input = golden_input(&g, size);
+    let input = golden_input(g, size);
     assert_eq!(input.psp, preprocess::Psp::V2);
     let policy = DecodePolicy::default();
     let files = g["files"].as_array().unwrap();
-    assert!(files.len() >= 15, "{} fixtures", files.len());
+    assert!(files.len() >= 15, "{file}: {} fixtures", files.len());
     for e in files {
         let name = e["file"].as_str().unwrap();
         let bytes = read(&root().join("tests/fixtures").join(name));
         assert_eq!(
             hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
             e["sha256"].as_str().unwrap(),
-            "{name}: the fixture changed since golden-psp-v2.json was made"
+            "{name}: the fixture changed since {file} was made"
         );
         let plate = decode(&bytes, &policy).unwrap_or_else(|err| panic!("{name}: {err}"));
         let (tensor, lb) = preprocess::preprocess(&plate, input);
         check_preprocessing(
-            name,
+            &format!("{name} at {size} px"),
             exact_reference(e),
             &tensor,
             &lb,
