@@ -62,24 +62,21 @@ def main(argv=None):
     report = {str(r): {"pool": res["args"].get("pool", 1), "threshold": res["threshold"],
                        "val_auc_parts": {}, "type_recall_val": {}} for r, (_, res) in
               zip(runs, loaded)}
-    ys, ps = {str(r): [] for r in runs}, {str(r): [] for r in runs}
-    typed = {str(r): [] for r in runs}
+    labels = []                                  # per validation set: y, types, sev
+    scores = {str(r): [] for r in runs}          # per run, per validation set
     for split in a.val.split(","):
         d = D.load_split(split, size, psp=psp)
+        labels.append({n: d[n] for n in ("y", "types", "sev")})
         for r, (model, res) in zip(runs, loaded):
             p, _ = predict(model, D.pool_inputs(d["x"], res["args"].get("pool", 1)))
-            key = str(r)
-            report[key]["val_auc_parts"][split] = roc_auc(d["y"], p)
-            ys[key].append(d["y"])
-            ps[key].append(p)
-            typed[key].append(({n: d[n] for n in ("y", "types", "sev")}, p))
+            report[str(r)]["val_auc_parts"][split] = roc_auc(d["y"], p)
+            scores[str(r)].append(p)
         del d
+    merged = {n: np.concatenate([part[n] for part in labels]) for n in ("y", "types", "sev")}
     for r, (_, res) in zip(runs, loaded):
-        key = str(r)
-        report[key]["val_auc"] = roc_auc(np.concatenate(ys[key]), np.concatenate(ps[key]))
-        merged = {n: np.concatenate([t[0][n] for t in typed[key]]) for n in ("y", "types", "sev")}
-        report[key]["type_recall_val"] = type_recall(
-            merged, np.concatenate([t[1] for t in typed[key]]), res["threshold"], names)
+        p = np.concatenate(scores[str(r)])
+        report[str(r)]["val_auc"] = roc_auc(merged["y"], p)
+        report[str(r)]["type_recall_val"] = type_recall(merged, p, res["threshold"], names)
     d = D.load_split(a.shifted, size, psp=psp)
     for r, (model, res) in zip(runs, loaded):
         p, _ = predict(model, D.pool_inputs(d["x"], res["args"].get("pool", 1)))
