@@ -303,13 +303,18 @@ def restamp_split(split: str, split_seed: int, size: int, shifted: bool,
     return gen_hash
 
 
+def _npy_header(f) -> tuple[tuple, bool, np.dtype]:
+    """Shape, Fortran order and dtype from an .npy header at `f`'s position (left after it)."""
+    major, _ = np.lib.format.read_magic(f)
+    read = (np.lib.format.read_array_header_1_0 if major == 1
+            else np.lib.format.read_array_header_2_0)
+    return read(f)
+
+
 def _npz_header(z, key: str) -> tuple[tuple, np.dtype]:
     """Shape and dtype of one array in an open .npz, read from its header alone."""
     with z.zip.open(key + ".npy") as f:
-        major, _ = np.lib.format.read_magic(f)
-        read = (np.lib.format.read_array_header_1_0 if major == 1
-                else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read(f)
+        shape, _, dtype = _npy_header(f)
     return shape, dtype
 
 
@@ -328,11 +333,7 @@ def npz_member_map(path: Path, key: str) -> np.memmap:
             raise ValueError(f"{path}: no local zip header for {key}")
         name_len, extra_len = struct.unpack("<HH", local[26:30])
         f.seek(info.header_offset + 30 + name_len + extra_len)
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        shape, fortran, dtype = _npy_header(f)
         start = f.tell()
     return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape,
                      order="F" if fortran else "C")

@@ -21,13 +21,13 @@ import torch
 from plateqc_model import data as D
 from plateqc_model.evaluate import operating_points
 from plateqc_model.metrics import roc_auc
-from plateqc_model.net import build
+from plateqc_model.ship import load_model
 from plateqc_model.train import predict
 
 
 def load_run(run: Path):
     res = json.loads((run / "train_result.json").read_text())
-    model = build(torch.load(run / "weights.pt"), res["width"])
+    model = load_model(run / "weights.pt", res["width"])
     return model, res
 
 

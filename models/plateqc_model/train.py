@@ -369,13 +369,13 @@ def main(argv=None):
     if a.mmap and (a.pool > 1 or a.drop_ambiguous or a.relabel_ambiguous):
         raise SystemExit("--pool and the ambiguous-plate options rewrite loaded plates: "
                          "not with --mmap")
+    if a.pool > 1 and a.style_aug > 0:
+        raise SystemExit("--style-aug works on full-size plates (their rectangles): not with --pool")
     tr = D.load_split(a.train, a.size, a.count, psp=a.psp, mmap=a.mmap)
     va = D.load_split(a.val, a.size, psp=a.psp)
     if a.drop_ambiguous or a.relabel_ambiguous:
         tr = handle_ambiguous(tr, a.train.split(","), out,
                               "drop" if a.drop_ambiguous else "relabel")
-    if a.pool > 1 and a.style_aug > 0:
-        raise SystemExit("--style-aug works on full-size plates (their rectangles): not with --pool")
     # masks and per-type targets stay at full size: the attention and dense terms pool them to
     # the feature maps' size whatever the input's
     tr["x"] = D.pool_inputs(tr["x"], a.pool)
