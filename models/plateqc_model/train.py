@@ -269,7 +269,8 @@ def recipe_args(a) -> dict:
     """The arguments that make a run what it is (what --resume must see again); an unset
     --init is left out so checkpoints written before the option existed still resume."""
     return {k: v for k, v in vars(a).items()
-            if k != "resume" and not (k == "init" and v is None)
+            if k not in ("resume", "checkpoint_steps", "stop_after_steps")
+            and not (k == "init" and v is None)
             and not (k == "style_aug" and v == 0.0)
             and not (k == "mixstyle" and v == 0.0)
             and not (k == "head" and v == "pooled")
@@ -320,6 +321,13 @@ def main(argv=None):
                     help="weight of the training-only dense per-type mask term (0: off)")
     ap.add_argument("--resume", action="store_true",
                     help="continue from the last finished epoch's checkpoint in --out")
+    ap.add_argument("--checkpoint-steps", type=int, default=0, metavar="N",
+                    help="also checkpoint every N steps inside an epoch, so a run stopped "
+                         "mid-epoch (a session's end) resumes at that step, not at the epoch's "
+                         "start; the same run either way, so not part of the recipe")
+    ap.add_argument("--stop-after-steps", type=int, default=0, metavar="N",
+                    help="end this invocation after N training steps with a checkpoint "
+                         "(--resume goes on from there); not part of the recipe")
     ap.add_argument("--head", choices=PlateNet.HEADS, default="pooled",
                     help="pooled: class and type logits from pooled `last` features (to 1.6.0); "
                          "maps: both only from per-type maps at `last` (plan-1.3.md round 15)")
@@ -369,6 +377,10 @@ def main(argv=None):
     if a.mmap and (a.pool > 1 or a.drop_ambiguous or a.relabel_ambiguous):
         raise SystemExit("--pool and the ambiguous-plate options rewrite loaded plates: "
                          "not with --mmap")
+    if (a.checkpoint_steps or a.stop_after_steps) and a.style_aug > 0:
+        # style randomisation draws each batch's plan inside the batch stream, one batch ahead,
+        # so the stream cannot be restarted at a step; whole epochs still resume
+        raise SystemExit("--checkpoint-steps and --stop-after-steps: not with --style-aug")
     if a.pool > 1 and a.style_aug > 0:
         raise SystemExit("--style-aug works on full-size plates (their rectangles): not with --pool")
     tr = D.load_split(a.train, a.size, a.count, psp=a.psp, mmap=a.mmap)
@@ -433,6 +445,8 @@ def main(argv=None):
     history = []
     S = a.size
     first = 0
+    skip = 0        # steps of epoch `first` a mid-epoch checkpoint has already taken
+    partial: dict = {}
     ckpt = out / "checkpoint.pt"
     if a.resume and ckpt.exists():
         # everything a finished epoch leaves behind, so a killed run goes on exactly as if it
@@ -454,8 +468,14 @@ def main(argv=None):
         torch.set_rng_state(c["torch_rng"])
         history, first = c["history"], c["epoch"] + 1
         t_start -= c["seconds"]
-        print(f"resumed after epoch {c['epoch']}", flush=True)
-    if a.init and first == 0:
+        if "step" in c:
+            # written inside epoch c["epoch"]: go on at its next step
+            first, skip = c["epoch"], c["step"]
+            partial = {k: c[k] for k in ("rng", "epoch_rng", "tot", "epoch_seconds")}
+            print(f"resumed in epoch {first} after its step {skip}", flush=True)
+        else:
+            print(f"resumed after epoch {c['epoch']}", flush=True)
+    if a.init and first == 0 and not skip:
         # weights only: the new round draws its own batches and dropout from --seed
         c = torch.load(Path(a.init) / "checkpoint.pt", weights_only=False)
         init_from(model, sev_head, dense, c)
@@ -463,6 +483,23 @@ def main(argv=None):
     steps_per_epoch = math.ceil(len(Xtr) / a.batch)
     mix = MixStyle(model, a.mixstyle)
     mix_hooks = mix.hooks() if a.mixstyle > 0 else []
+
+    def save_checkpoint(ep: int, mid: dict | None = None):
+        """Everything needed to go on as if the run had not stopped: after epoch `ep`, or with
+        `mid` (step, epoch_rng, tot, epoch_seconds) inside it."""
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "rng": rng.bit_generator.state,
+                    **({"mix_rng": mix_rng.bit_generator.state} if a.mixstyle > 0 else {}),
+                    "torch_rng": torch.get_rng_state(), "history": history, "epoch": ep,
+                    "seconds": time.time() - t_start,
+                    "args": recipe_args(a),
+                    **({"sev_head": sev_head.state_dict()} if sev_head is not None else {}),
+                    **({"dense": dense.state_dict()} if dense is not None else {}),
+                    **(mid or {})},
+                   out / "checkpoint.tmp.pt")
+        (out / "checkpoint.tmp.pt").replace(ckpt)
+
+    steps_run = 0   # in this invocation, for --stop-after-steps
     for ep in range(first, a.epochs):
         if ep > 0 and a.time_budget > 0 and time.time() - t_start > a.time_budget:
             print(f"time budget reached, stopping before epoch {ep}", flush=True)
@@ -474,9 +511,25 @@ def main(argv=None):
         tot = {"cls": 0.0, "typ": 0.0, "sev": 0.0, "attn": 0.0, "dense": 0.0, "n": 0}
         if dense is not None:
             dense.train()
+        start = skip if ep == first else 0
+        if start:
+            rng.bit_generator.state = partial["epoch_rng"]
+            tot = dict(partial["tot"])
+            t0 -= partial["epoch_seconds"]
+        epoch_rng = rng.bit_generator.state
         it = (pair_batches(pair, a.batch, rng) if pair is not None
               else batches(len(Xtr), a.batch, rng))
-        for step, (b, xb) in enumerate(S_.styled(it, Xtr, Rtr, pair, a.style_aug, rng)):
+        if a.style_aug <= 0:
+            # the epoch's batches drawn now: the permutation is the stream's first draw either
+            # way, so this is the lazy order; listed, a mid-epoch resume can start at a step
+            it = list(it)
+            n_steps = len(it)
+            if start:
+                rng.bit_generator.state = partial["rng"]
+            it = it[start:]
+        stop_now = False
+        for step, (b, xb) in enumerate(S_.styled(it, Xtr, Rtr, pair, a.style_aug, rng),
+                                       start=start):
             x = torch.from_numpy(xb)
             y = torch.from_numpy(Ytr[b])
             t = torch.from_numpy(Ttr[b])
@@ -537,6 +590,18 @@ def main(argv=None):
                       f"typ {float(l_typ):.4f} sev {float(l_sev):.4f} attn {float(l_attn):.4f} "
                       f"dense {float(l_dense):.4f} "
                       f"{time.time() - t0:.0f}s", flush=True)
+            steps_run += 1
+            stop_now = bool(a.stop_after_steps) and steps_run >= a.stop_after_steps
+            due = stop_now or (a.checkpoint_steps and (step + 1) % a.checkpoint_steps == 0)
+            if due and step + 1 < n_steps:   # (never with --style-aug: refused above)
+                save_checkpoint(ep, {"step": step + 1, "epoch_rng": epoch_rng, "tot": tot,
+                                     "epoch_seconds": time.time() - t0})
+            if stop_now:
+                break
+        if stop_now and step + 1 < n_steps:
+            print(f"stopped in epoch {ep} after step {step + 1} (--stop-after-steps); "
+                  "--resume goes on from there", flush=True)
+            return
         nmon = a.val_monitor or len(va["y"])
         pv, tv = predict(model, va["x"][:nmon])
         auc = roc_auc(va["y"][:nmon], pv)
@@ -546,16 +611,11 @@ def main(argv=None):
         history.append(rec)
         print(json.dumps(rec), flush=True)
         torch.save(model.state_dict(), out / "weights.pt")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                    "sched": sched.state_dict(), "rng": rng.bit_generator.state,
-                    **({"mix_rng": mix_rng.bit_generator.state} if a.mixstyle > 0 else {}),
-                    "torch_rng": torch.get_rng_state(), "history": history, "epoch": ep,
-                    "seconds": time.time() - t_start,
-                    "args": recipe_args(a),
-                    **({"sev_head": sev_head.state_dict()} if sev_head is not None else {}),
-                    **({"dense": dense.state_dict()} if dense is not None else {})},
-                   out / "checkpoint.tmp.pt")
-        (out / "checkpoint.tmp.pt").replace(ckpt)
+        save_checkpoint(ep)
+        if stop_now and ep + 1 < a.epochs:
+            print(f"stopped after epoch {ep} (--stop-after-steps); --resume goes on from there",
+                  flush=True)
+            return
 
     for h in mix_hooks:
         h.remove()
