@@ -320,7 +320,8 @@ def main(argv=None):
     ap.add_argument("--dense-weight", type=float, default=0.0,
                     help="weight of the training-only dense per-type mask term (0: off)")
     ap.add_argument("--resume", action="store_true",
-                    help="continue from the last finished epoch's checkpoint in --out")
+                    help="continue from the last checkpoint in --out (after an epoch, or inside "
+                         "one with --checkpoint-steps / --stop-after-steps)")
     ap.add_argument("--checkpoint-steps", type=int, default=0, metavar="N",
                     help="also checkpoint every N steps inside an epoch, so a run stopped "
                          "mid-epoch (a session's end) resumes at that step, not at the epoch's "
@@ -449,8 +450,8 @@ def main(argv=None):
     partial: dict = {}
     ckpt = out / "checkpoint.pt"
     if a.resume and ckpt.exists():
-        # everything a finished epoch leaves behind, so a killed run goes on exactly as if it
-        # had not stopped (same batches, same dropout draws)
+        # everything a finished epoch (or step) leaves behind, so a killed run goes on exactly
+        # as if it had not stopped (same batches, same dropout draws)
         c = torch.load(ckpt, weights_only=False)
         same = recipe_args(a)
         if c.get("args") != same:
