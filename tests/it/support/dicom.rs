@@ -5,7 +5,7 @@ use super::daemon::{files_under, site, spawn_daemon, sql, wait_until, Daemon, Si
 use super::{python, stdout_of, support_file};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// dciodvfy's complaints about a file: its error and warning lines (plateqc's own objects
 /// are held to no warnings at all).
@@ -34,13 +34,30 @@ pub fn dcmdump(path: &Path) -> String {
     String::from_utf8_lossy(&stdout_of(cmd, &format!("dcmdump {}", path.display()))).into_owned()
 }
 
-/// A TCP port free on loopback right now.
+/// A TCP port free on loopback right now, below the kernel's ephemeral range (32768 and up on
+/// Linux). Tests restart daemons on the same port, which stays unbound for a moment; a port
+/// from the ephemeral range could meanwhile become the source port of any outgoing connection
+/// on the machine (the suite makes many), and the restarted daemon could not bind it. Each call
+/// moves on through the range, so the tests of one run never share a port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 32_768 - LOW;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Start at a place of this process's own, so runs side by side do not walk in step.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id() % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on loopback between {LOW} and 32767");
 }
 
 /// Waits until something accepts connections on `port`.
@@ -121,8 +138,20 @@ pub fn net_site(port: u16, pacs_port: u16, dicom: &str, extra: &str) -> Site {
 pub fn start_net_daemon(s: &Site, port: u16) -> (Daemon, PathBuf) {
     let log = s.root.join("daemon.log");
     let child = spawn_daemon(s, "info", std::fs::File::create(&log).unwrap().into());
-    let d = Daemon { child };
-    wait_listening(port, "plateqc");
+    let mut d = Daemon { child };
+    // Not wait_listening: a daemon that exits (or hangs) at start says why in the failure.
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let exited = d.child.try_wait().unwrap();
+        if exited.is_some() || t.elapsed() > Duration::from_secs(60) {
+            panic!(
+                "plateqc not listening on {port} ({}); its log:\n{}",
+                exited.map_or("still running after 60 s".to_string(), |s| s.to_string()),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     (d, log)
 }
 
