@@ -1,5 +1,7 @@
 """Round 19's probe of the input scale (plan-1.3.md): two runs of the same command, one on the
 cached plates and one on them pooled by `--pool K`, scored in PyTorch on the same plates.
+Round 20 uses it for runs at different input sizes (U at 256 px, BB at 384): each run reads the
+cache made for its own size, and the caches' labels are checked to be the same plates.
 
 Reports, per run: AUC on each training family's validation set and over all of them, family
 A's shifted set (AUC, specificity at recall 0.95), and recall per artifact type and severity
@@ -16,16 +18,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from plateqc_model import data as D
 from plateqc_model.evaluate import operating_points
 from plateqc_model.metrics import roc_auc
-from plateqc_model.ship import load_model
-from plateqc_model.train import predict
 
 
 def load_run(run: Path):
+    from plateqc_model.ship import load_model   # PyTorch: the test environment has none
     res = json.loads((run / "train_result.json").read_text())
     model = load_model(run / "weights.pt", res["width"])
     return model, res
@@ -43,6 +43,18 @@ def type_recall(d: dict, p: np.ndarray, thr: float, names: list[str]) -> dict:
     return out
 
 
+def same_plates(split: str, sizes: set[int], psp: str) -> dict[int, dict]:
+    """A split's cache at each input size the runs read (round 20: 256 and 384 px). The caches
+    are made from the same seeds, so their plates must be the same; their labels are checked."""
+    out = {s: D.load_split(split, s, psp=psp) for s in sorted(sizes)}
+    first = next(iter(out.values()))
+    for s, d in out.items():
+        for n in ("y", "types", "sev"):
+            if not np.array_equal(d[n], first[n]):
+                raise SystemExit(f"{split}: the {s} px cache holds other plates ({n} differs)")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", required=True, help="comma-separated run directories")
@@ -50,14 +62,15 @@ def main(argv=None):
     ap.add_argument("--shifted", required=True)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
+    import torch
+    from plateqc_model.train import predict
     torch.set_num_threads(2)
     runs = [Path(r) for r in a.runs.split(",")]
     loaded = [load_run(r) for r in runs]
     psps = {res["args"]["psp"] for _, res in loaded}
-    sizes = {res["size"] for _, res in loaded}
-    if len(psps) != 1 or len(sizes) != 1:
-        raise SystemExit("the runs must read the same caches (preprocessing and size)")
-    psp, size = psps.pop(), sizes.pop()
+    if len(psps) != 1:
+        raise SystemExit("the runs must read the same preprocessing")
+    psp = psps.pop()
     names = list(D.TYPE_NAMES)
     report = {str(r): {"pool": res["args"].get("pool", 1), "threshold": res["threshold"],
                        "val_auc_parts": {}, "type_recall_val": {}} for r, (_, res) in
@@ -65,20 +78,23 @@ def main(argv=None):
     labels = []                                  # per validation set: y, types, sev
     scores = {str(r): [] for r in runs}          # per run, per validation set
     for split in a.val.split(","):
-        d = D.load_split(split, size, psp=psp)
-        labels.append({n: d[n] for n in ("y", "types", "sev")})
+        by_size = same_plates(split, {res["size"] for _, res in loaded}, psp)
+        d0 = next(iter(by_size.values()))
+        labels.append({n: d0[n] for n in ("y", "types", "sev")})
         for r, (model, res) in zip(runs, loaded):
+            d = by_size[res["size"]]
             p, _ = predict(model, D.pool_inputs(d["x"], res["args"].get("pool", 1)))
             report[str(r)]["val_auc_parts"][split] = roc_auc(d["y"], p)
             scores[str(r)].append(p)
-        del d
+        del by_size, d0, d
     merged = {n: np.concatenate([part[n] for part in labels]) for n in ("y", "types", "sev")}
     for r, (_, res) in zip(runs, loaded):
         p = np.concatenate(scores[str(r)])
         report[str(r)]["val_auc"] = roc_auc(merged["y"], p)
         report[str(r)]["type_recall_val"] = type_recall(merged, p, res["threshold"], names)
-    d = D.load_split(a.shifted, size, psp=psp)
+    by_size = same_plates(a.shifted, {res["size"] for _, res in loaded}, psp)
     for r, (model, res) in zip(runs, loaded):
+        d = by_size[res["size"]]
         p, _ = predict(model, D.pool_inputs(d["x"], res["args"].get("pool", 1)))
         op = operating_points(d["y"], p, res["threshold"])
         report[str(r)]["shifted"] = {"auc": op["auc"],
