@@ -45,11 +45,14 @@ def type_recall(d: dict, p: np.ndarray, thr: float, names: list[str]) -> dict:
 
 def same_plates(split: str, sizes: set[int], psp: str) -> dict[int, dict]:
     """A split's cache at each input size the runs read (round 20: 256 and 384 px). The caches
-    are made from the same seeds, so their plates must be the same; their labels are checked."""
+    are made from the same seeds, so their plates must be the same; their labels (and the
+    plates' generator seeds, where the caches carry them) are checked."""
     out = {s: D.load_split(split, s, psp=psp) for s in sorted(sizes)}
     first = next(iter(out.values()))
+    checked = ("y", "types", "sev") + (("seeds",) if all("seeds" in d for d in out.values())
+                                       else ())
     for s, d in out.items():
-        for n in ("y", "types", "sev"):
+        for n in checked:
             if not np.array_equal(d[n], first[n]):
                 raise SystemExit(f"{split}: the {s} px cache holds other plates ({n} differs)")
     return out

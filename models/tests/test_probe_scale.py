@@ -8,11 +8,11 @@ from plateqc_model import data as D
 from plateqc_model import probe_scale as P
 
 
-def fake_split(size, y, sev):
+def fake_split(size, y, sev, seeds=(11, 12, 13)):
     n = len(y)
     return {"x": np.zeros((n, 2, size, size), np.float16), "y": np.array(y, np.uint8),
             "types": np.array([[v > 0] for v in sev], np.uint8),
-            "sev": np.array([[v] for v in sev], np.float32)}
+            "sev": np.array([[v] for v in sev], np.float32), "seeds": np.array(seeds, np.int64)}
 
 
 def test_each_size_gets_its_own_cache_when_the_plates_agree(monkeypatch):
@@ -30,7 +30,8 @@ def test_each_size_gets_its_own_cache_when_the_plates_agree(monkeypatch):
 
 
 @pytest.mark.parametrize("other", [dict(y=[1, 1, 1], sev=[2, 0, 3]),
-                                   dict(y=[1, 0, 1], sev=[2, 0, 2])])
+                                   dict(y=[1, 0, 1], sev=[2, 0, 2]),
+                                   dict(y=[1, 0, 1], sev=[2, 0, 3], seeds=(11, 12, 14))])
 def test_caches_holding_other_plates_stop_the_comparison(monkeypatch, other):
     def load(split, size, psp=None):
         return (fake_split(size, [1, 0, 1], [2, 0, 3]) if size == 256
