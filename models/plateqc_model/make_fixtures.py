@@ -198,14 +198,21 @@ def preprocessing_entry(x: np.ndarray, rect, positions) -> dict:
             "samples": [[c, yy, xx, float(x[c, yy, xx])] for c, yy, xx in positions]}
 
 
-# a second input size for the preprocessing references (not the shipped model's)
-GOLDEN_OTHER_SIZE = 384
+# the two input sizes the preprocessing references cover: the shipped model's (golden.json's)
+# and the other one (256 px to 1.6.0, 384 px from 1.7.0), so plateqc's preprocessing is checked
+# at both whichever the shipped model takes
+GOLDEN_SIZES = (256, 384)
+
+
+def other_golden_size(fixtures: Path) -> int:
+    own = int(json.loads((fixtures / "golden.json").read_text())["input_size"])
+    return next(s for s in GOLDEN_SIZES if s != own)
 
 
 def make_psp_golden(fixtures: Path, psp: str = pp.PSP_V2, size: int | None = None):
     """golden-psp-v2.json beside golden.json: the same files through `psp`, at golden.json's
-    input size, or at `size` into golden-psp-v2-s<size>.json (the contract carries S; round
-    20's 384 px model must find plateqc's preprocessing right at its S too)."""
+    input size, or at `size` into golden-psp-v2-s<size>.json (the contract carries S; plateqc's
+    preprocessing must be right at 256 and 384 px whichever the shipped model takes)."""
     import pydicom
     g = json.loads((fixtures / "golden.json").read_text())
     own = int(g["input_size"])
@@ -350,16 +357,16 @@ def main(argv=None):
     ap.add_argument("--behaviour", default=str(ROOT / "tests" / "behaviour"))
     ap.add_argument("--no-demo", action="store_true")
     ap.add_argument("--psp-golden", action="store_true",
-                    help="only write golden-psp-v2.json and golden-psp-v2-s384.json for the "
-                         "fixtures already there")
+                    help="only write golden-psp-v2.json and golden-psp-v2-s<other size>.json "
+                         "for the fixtures already there")
     a = ap.parse_args(argv)
     if a.psp_golden:
         make_psp_golden(Path(a.fixtures))
-        return make_psp_golden(Path(a.fixtures), size=GOLDEN_OTHER_SIZE)
+        return make_psp_golden(Path(a.fixtures), size=other_golden_size(Path(a.fixtures)))
     torch.set_num_threads(2)
     make_fixtures(Path(a.fixtures))
     make_psp_golden(Path(a.fixtures))
-    make_psp_golden(Path(a.fixtures), size=GOLDEN_OTHER_SIZE)
+    make_psp_golden(Path(a.fixtures), size=other_golden_size(Path(a.fixtures)))
     make_behaviour(Path(a.behaviour))
     if not a.no_demo:
         make_demo(Path(a.demo))

@@ -31,7 +31,7 @@ from plateqc_model import verify as V
 from plateqc_model.net import PlateNet, build
 
 MODEL_NAME = "plateqc-psp-cnn"
-MODEL_VERSION = "1.6.0"
+MODEL_VERSION = "1.7.0"
 
 
 def load_model(weights: Path, width: int, n_types: int = 14) -> PlateNet:
@@ -75,8 +75,9 @@ def feature_stats(run: Path, path: Path, refit: bool = False) -> dict:
             print(f"feature distance: {path} (threshold {s['threshold']!r}, "
                   f"{O.summary(s)})", flush=True)
             return s
-        print(f"feature distance: {path} was fitted with other weights or is of kind "
-              f"{s['kind']!r}, not {O.KIND!r}; fitting again", flush=True)
+        why = (f"is of kind {s['kind']!r}, not {O.KIND!r}" if s["kind"] != O.KIND
+               else "was fitted with other weights")
+        print(f"feature distance: {path} {why}; fitting again", flush=True)
     return O.fit_for_run(run, path)
 
 

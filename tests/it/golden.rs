@@ -479,17 +479,29 @@ fn fixture_pixels_match_pydicom() {
     }
 }
 
-/// At the shipped model's input size and at another one: the contract carries S, so a model
-/// made for 384 px plates must get the same preprocessing as the reference too.
+/// At the shipped model's input size (`golden-psp-v2.json`) and at the other one
+/// (`golden-psp-v2-s<S>.json`): the contract carries S, so plateqc's preprocessing must match
+/// the reference at 256 and at 384 px whichever the shipped model takes.
 #[test]
 fn psp_v2_matches_the_python_reference() {
+    let own: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/golden.json")).unwrap(),
+    )
+    .unwrap();
+    let own = own["input_size"].as_u64().unwrap();
+    let other = if own == 384 { 256 } else { 384 };
     let mut sizes = Vec::new();
-    for file in ["golden-psp-v2.json", "golden-psp-v2-s384.json"] {
-        let path = root().join("tests/fixtures").join(file);
+    for file in [
+        "golden-psp-v2.json".to_string(),
+        format!("golden-psp-v2-s{other}.json"),
+    ] {
+        let path = root().join("tests/fixtures").join(&file);
         let g: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        sizes.push(g["input_size"].as_u64().unwrap() as usize);
-        psp_v2_matches(&g, file);
+        sizes.push(g["input_size"].as_u64().unwrap());
+        psp_v2_matches(&g, &file);
     }
+    assert_eq!(sizes, [own, other]);
+    sizes.sort_unstable();
     assert_eq!(sizes, [256, 384]);
 }
 
