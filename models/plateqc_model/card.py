@@ -192,6 +192,31 @@ def backbone_text(train_result: dict) -> str:
     return text
 
 
+def fallback_sentence(choice: dict) -> str:
+    """How the fallback took the chosen run, in the terms it was met: beating the model shipped
+    before on both family-A measures, or only staying within the plan's tolerances of it."""
+    chosen = next(r for r in choice["candidates"] if r["run"] == choice["chosen"])
+    base = choice.get("baseline")
+    head = ("By the fallback written in the plan before round 2 trained, the run with the "
+            "highest validation AUC was taken because ")
+    tail = ", and shipped only after the family-B gate found it better than that model."
+    if base is None:
+        return head + "no model was shipped before it" + tail
+    key_auc = "fallback_val_auc" if "fallback_val_auc" in chosen else "val_auc"
+    worse = [name for name, k in ((f"validation AUC ({f3(chosen[key_auc])} vs "
+                                   f"{f3(base[key_auc])})", key_auc),
+                                  ("shifted specificity at recall 0.95 "
+                                   f"({f3(chosen['shifted_spec_at_recall_0.95'])} vs "
+                                   f"{f3(base['shifted_spec_at_recall_0.95'])})",
+                                   "shifted_spec_at_recall_0.95"))
+             if chosen[k] < base[k]]
+    if not worse:
+        return head + "it beats the model shipped before on both family-A measures" + tail
+    return (head + "on family A it is no worse than the model shipped before by more than the "
+            "plan's tolerances (" + choice["rule"]["fallback"] + "); it is below it on "
+            + " and ".join(worse) + tail)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=str(HERE / "work" / "run"))
@@ -316,10 +341,7 @@ def main(argv=None):
                      f"{f3(r['shifted_spec_at_recall_0.95'])} | {f3(r['shifted_auc'])} | "
                      f"{mark} |")
         if choice.get("chosen_by") == "fallback":
-            L += ["", "**No run met the eligibility line.** By the fallback written in the plan "
-                  "before round 2 trained, the run with the highest validation AUC was taken "
-                  "because it beats the model shipped before on both family-A measures, and "
-                  "shipped only after the family-B gate found it no worse than that model."]
+            L += ["", "**No run met the eligibility line.** " + fallback_sentence(choice)]
         ag = gate.get("against") if gate else None
         if ag:
             L += ["", f"Gate against {ag['baseline_version']}: AUC {f3(ag['auc']['new'])} vs "

@@ -519,7 +519,7 @@ def measure(model_path: Path, stats_path: Path, run: Path, gate_count: int = 100
         print(name, json.dumps(r["flag_rates"]), f"{time.time() - t0:.0f} s", flush=True)
     # the development foreign set of plan-1.3.md round 2 (no family B in it)
     from plateqc_model.ood_round2 import foreign_set
-    fs = foreign_set()
+    fs = foreign_set(size=m.size)   # the same design at the model's input size
     p, dist = _run_onnx(m, fs["x"])
     flagged = dist >= thr
     called_usable = p < m.threshold

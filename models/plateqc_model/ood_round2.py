@@ -92,8 +92,8 @@ def _stored16(img: np.ndarray) -> np.ndarray:
     return np.round(np.clip(img, 0, 1) * 65535).astype(np.uint16)
 
 
-def _pp16(img: np.ndarray) -> np.ndarray:
-    t, _ = PP.preprocess_stored(_stored16(img), 16, 0, "MONOCHROME2", None, None, SIZE, PSP)
+def _pp16(img: np.ndarray, size: int = SIZE) -> np.ndarray:
+    t, _ = PP.preprocess_stored(_stored16(img), 16, 0, "MONOCHROME2", None, None, size, PSP)
     return t
 
 
@@ -162,8 +162,12 @@ def _ceph(rng):
     return img
 
 
-def foreign_set(seed: int = 20261203) -> dict:
-    """The plan's development foreign set: x [N, 2, S, S] float32, group and name per image."""
+def foreign_set(seed: int = 20261203, size: int = SIZE) -> dict:
+    """The plan's development foreign set: x [N, 2, S, S] float32, group and name per image.
+    Built at 256 px when it was designed (round 2 of the unfamiliar score); `size` builds the
+    same design for a model of another input size (1.7.0: 384), from the held-out plates cached
+    at that size. The random draws that place a plate in a field depend on its size, so the
+    images after those are the same kind of image, not the same pixels."""
     import warnings
     import pydicom
     warnings.filterwarnings("ignore")
@@ -177,7 +181,7 @@ def foreign_set(seed: int = 20261203) -> dict:
     tf = Path(pydicom.__file__).parent / "data" / "test_files"
     for f in ["CT_small", "693_J2KI", "J2K_pixelrep_mismatch", "MR_small", "examples_overlay",
               "JPEG2000", "JPGExtended", "image_dfl", "liver_1frame", "rtdose_1frame"]:
-        t, _ = PP.preprocess_file(tf / f"{f}.dcm", SIZE, PSP)
+        t, _ = PP.preprocess_file(tf / f"{f}.dcm", size, PSP)
         add(t, "pydicom_mono", f)
     for f in ["examples_rgb_color", "examples_jpeg2k", "examples_ybr_color", "examples_palette"]:
         ds = pydicom.dcmread(str(tf / f"{f}.dcm"))
@@ -188,28 +192,28 @@ def foreign_set(seed: int = 20261203) -> dict:
             # pydicom 3 returns YBR pixel data converted to RGB
             a = np.round(a[..., 0] * 0.299 + a[..., 1] * 0.587 + a[..., 2] * 0.114)
         t, _ = PP.preprocess_stored(np.asarray(a, np.uint16), 8, 0, "MONOCHROME2", None, None,
-                                    SIZE, PSP)
+                                    size, PSP)
         add(t, "pydicom_us_grey", f)
     for i in range(20):
         h, w = int(rng.integers(300, 600)), int(rng.integers(300, 600))
-        add(_pp16(rng.uniform(0, 1, (h, w))), "noise_white", f"noise{i}")
+        add(_pp16(rng.uniform(0, 1, (h, w)), size), "noise_white", f"noise{i}")
     for i in range(20):
         h, w = int(rng.integers(300, 600)), int(rng.integers(300, 600))
-        add(_pp16(_texture(rng, h, w, rng.uniform(1.5, 3.0))), "texture_1f", f"tex{i}")
+        add(_pp16(_texture(rng, h, w, rng.uniform(1.5, 3.0)), size), "texture_1f", f"tex{i}")
     for i, (h, w) in enumerate([(400, 400), (300, 400), (400, 300), (250, 500)]):
-        add(_pp16(np.full((h, w), 0.4)), "flat", f"flat{i}")
+        add(_pp16(np.full((h, w), 0.4), size), "flat", f"flat{i}")
     for i in range(10):
         h, w = int(rng.integers(300, 600)), int(rng.integers(300, 600))
         Y, Xg = _grid(h, w)
         a = rng.uniform(0, 2 * np.pi)
         img = 0.5 + 0.4 * (np.cos(a) * Xg + np.sin(a) * Y) / 1.5 + rng.normal(0, 0.01, (h, w))
-        add(_pp16(img), "ramp", f"ramp{i}")
+        add(_pp16(img, size), "ramp", f"ramp{i}")
     for i in range(10):
-        add(_pp16(_chest(rng)), "chest_like", f"chest{i}")
+        add(_pp16(_chest(rng), size), "chest_like", f"chest{i}")
     for i in range(10):
-        add(_pp16(_ceph(rng)), "ceph_like", f"ceph{i}")
+        add(_pp16(_ceph(rng), size), "ceph_like", f"ceph{i}")
     # plates of held-out family A (test4, usable), rebuilt into inputs training never had
-    t4 = D.load_split("test4", SIZE, 400, psp=PSP)
+    t4 = D.load_split("test4", size, 400, psp=PSP)
     usable = [k for k in range(len(t4["y"])) if t4["y"][k] == 0]
     plates = [_plate_c0(t4["x"][k]) for k in usable[:80]]
     for i in range(20):
@@ -222,13 +226,13 @@ def foreign_set(seed: int = 20261203) -> dict:
         Yg = np.linspace(0, 1, H)[:, None] * np.ones((1, row.shape[1]))
         img = 0.15 + 0.25 * np.abs(Yg - 0.5) * 2 + rng.normal(0, 0.01, Yg.shape)
         img[top:top + hh] = row
-        add(_pp16(img), "pano_like", f"pano{i}")
+        add(_pp16(img, size), "pano_like", f"pano{i}")
     for i in range(20):
         p = plates[20 + i]
         h, w = p.shape
         ch, cw = int(0.35 * h), int(0.35 * w)
         crop = p[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
-        add(_pp16(PP.bilinear_resize(crop, 3 * ch, 3 * cw)), "zoom_crop", f"zoom{i}")
+        add(_pp16(PP.bilinear_resize(crop, 3 * ch, 3 * cw), size), "zoom_crop", f"zoom{i}")
     for i in range(20):
         p = plates[40 + i]
         F = 800
@@ -238,9 +242,9 @@ def foreign_set(seed: int = 20261203) -> dict:
         small = PP.area_resize(p, oh, ow)
         r0, c0 = int(rng.integers(0, F - oh)), int(rng.integers(0, F - ow))
         field[r0:r0 + oh, c0:c0 + ow] = small
-        add(_pp16(field), "small_in_field", f"field{i}")
+        add(_pp16(field, size), "small_in_field", f"field{i}")
     for i in range(20):
-        add(_pp16(1.0 - plates[60 + i]), "inverted", f"inv{i}")
+        add(_pp16(1.0 - plates[60 + i], size), "inverted", f"inv{i}")
     return {"x": np.stack(X), "group": np.array(G), "name": np.array(N)}
 
 

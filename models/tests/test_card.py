@@ -53,3 +53,23 @@ def test_the_card_counts_the_convolutions_a_deepened_run_has():
     assert "7 conv3x3" in plain and "residual" not in plain and "last 128x16x16" in plain
     deep = backbone_text({"width": 16, "size": 256, "args": {"extra_blocks": 1}})
     assert "9 conv3x3" in deep and "2 in 1 residual block at the end" in deep
+
+
+def _choice(cand_auc, cand_spec):
+    return {"rule": {"fallback": "within 0.005 val AUC and 0.03 shifted spec"},
+            "chosen": "runs/new", "chosen_by": "fallback",
+            "candidates": [{"run": "runs/new", "val_auc": cand_auc, "fallback_val_auc": cand_auc,
+                            "shifted_spec_at_recall_0.95": cand_spec}],
+            "baseline": {"run": "old.onnx", "val_auc": 0.94, "fallback_val_auc": 0.94,
+                         "shifted_spec_at_recall_0.95": 0.58}}
+
+
+def test_fallback_sentence_says_beats_only_when_both_measures_are_better():
+    from plateqc_model.card import fallback_sentence
+    both = fallback_sentence(_choice(0.945, 0.60))
+    assert "beats the model shipped before on both" in both and "below" not in both
+    one = fallback_sentence(_choice(0.945, 0.556))
+    assert "beats" not in one
+    assert "below it on shifted specificity at recall 0.95 (0.556 vs 0.580)" in one
+    assert "validation AUC" not in one.split("below it on")[1]
+    assert "within 0.005 val AUC" in one
