@@ -1,5 +1,6 @@
 //! All integration tests in one binary (one link, shared helpers); each test owns its temp dir.
 
+mod behaviour;
 mod decode_real;
 mod golden;
 mod hostile;
