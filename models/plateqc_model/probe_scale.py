@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from plateqc_model import data as D
-from plateqc_model.evaluate import operating_points
 from plateqc_model.metrics import roc_auc
 
 
 def load_run(run: Path):
-    from plateqc_model.ship import load_model   # PyTorch: the test environment has none
+    from plateqc_model.ship import load_model   # PyTorch, as in main
     res = json.loads((run / "train_result.json").read_text())
     model = load_model(run / "weights.pt", res["width"])
     return model, res
@@ -65,7 +64,8 @@ def main(argv=None):
     ap.add_argument("--shifted", required=True)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    import torch
+    import torch   # PyTorch (through train and evaluate): the test environment has none
+    from plateqc_model.evaluate import operating_points
     from plateqc_model.train import predict
     torch.set_num_threads(2)
     runs = [Path(r) for r in a.runs.split(",")]
