@@ -94,10 +94,18 @@ pub fn sql(db: &Path, query: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-pub fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, limit: Duration, ok: impl FnMut() -> bool) {
+    wait_until_or(limit, ok, || format!("timed out waiting for {what}"));
+}
+
+/// [`wait_until`] whose timeout message is built when it times out, so it can carry what
+/// was learnt meanwhile (a daemon's log, say).
+pub fn wait_until_or(limit: Duration, mut ok: impl FnMut() -> bool, why: impl FnOnce() -> String) {
     let t = Instant::now();
     while !ok() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        if t.elapsed() >= limit {
+            panic!("{}", why());
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }

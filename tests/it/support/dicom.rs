@@ -1,11 +1,13 @@
 //! The daemon on the network and its independent peers: DCMTK (`storescp` standing in for the
 //! PACS, `echoscu`, `dcmdump`), pynetdicom (`net_peer.py`) and dicom3tools' `dciodvfy`.
 
-use super::daemon::{files_under, site, spawn_daemon, sql, wait_until, Daemon, Site};
+use super::daemon::{
+    files_under, site, spawn_daemon, sql, wait_until, wait_until_or, Daemon, Site,
+};
 use super::{python, stdout_of, support_file};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// dciodvfy's complaints about a file: its error and warning lines (plateqc's own objects
 /// are held to no warnings at all).
@@ -139,19 +141,26 @@ pub fn start_net_daemon(s: &Site, port: u16) -> (Daemon, PathBuf) {
     let log = s.root.join("daemon.log");
     let child = spawn_daemon(s, "info", std::fs::File::create(&log).unwrap().into());
     let mut d = Daemon { child };
+    let log_of = || std::fs::read_to_string(&log).unwrap_or_default();
     // Not wait_listening: a daemon that exits (or hangs) at start says why in the failure.
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        let exited = d.child.try_wait().unwrap();
-        if exited.is_some() || t.elapsed() > Duration::from_secs(60) {
-            panic!(
-                "plateqc not listening on {port} ({}); its log:\n{}",
-                exited.map_or("still running after 60 s".to_string(), |s| s.to_string()),
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_or(
+        Duration::from_secs(60),
+        || {
+            if let Some(status) = d.child.try_wait().unwrap() {
+                panic!(
+                    "plateqc exited ({status}) before listening on {port}; its log:\n{}",
+                    log_of()
+                );
+            }
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        },
+        || {
+            format!(
+                "plateqc not listening on {port} after 60 s; its log:\n{}",
+                log_of()
+            )
+        },
+    );
     (d, log)
 }
 
