@@ -204,19 +204,15 @@ def preprocessing_entry(x: np.ndarray, rect, positions) -> dict:
 GOLDEN_SIZES = (256, 384)
 
 
-def other_golden_size(fixtures: Path) -> int:
-    own = int(json.loads((fixtures / "golden.json").read_text())["input_size"])
-    return next(s for s in GOLDEN_SIZES if s != own)
-
-
-def make_psp_golden(fixtures: Path, psp: str = pp.PSP_V2, size: int | None = None):
+def make_psp_golden(fixtures: Path, psp: str = pp.PSP_V2, other: bool = False):
     """golden-psp-v2.json beside golden.json: the same files through `psp`, at golden.json's
-    input size, or at `size` into golden-psp-v2-s<size>.json (the contract carries S; plateqc's
-    preprocessing must be right at 256 and 384 px whichever the shipped model takes)."""
+    input size, or with `other` at the other of GOLDEN_SIZES into golden-psp-v2-s<size>.json
+    (the contract carries S; plateqc's preprocessing must be right at 256 and 384 px whichever
+    the shipped model takes)."""
     import pydicom
     g = json.loads((fixtures / "golden.json").read_text())
     own = int(g["input_size"])
-    size = own if size is None else size
+    size = next(s for s in GOLDEN_SIZES if s != own) if other else own
     positions = sample_positions(size)
     entries = []
     for e in g["files"]:
@@ -362,11 +358,11 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.psp_golden:
         make_psp_golden(Path(a.fixtures))
-        return make_psp_golden(Path(a.fixtures), size=other_golden_size(Path(a.fixtures)))
+        return make_psp_golden(Path(a.fixtures), other=True)
     torch.set_num_threads(2)
     make_fixtures(Path(a.fixtures))
     make_psp_golden(Path(a.fixtures))
-    make_psp_golden(Path(a.fixtures), size=other_golden_size(Path(a.fixtures)))
+    make_psp_golden(Path(a.fixtures), other=True)
     make_behaviour(Path(a.behaviour))
     if not a.no_demo:
         make_demo(Path(a.demo))
