@@ -203,12 +203,9 @@ def fallback_sentence(choice: dict) -> str:
     if base is None:
         return head + "no model was shipped before it" + tail
     key_auc = "fallback_val_auc" if "fallback_val_auc" in chosen else "val_auc"
-    worse = [name for name, k in ((f"validation AUC ({f3(chosen[key_auc])} vs "
-                                   f"{f3(base[key_auc])})", key_auc),
-                                  ("shifted specificity at recall 0.95 "
-                                   f"({f3(chosen['shifted_spec_at_recall_0.95'])} vs "
-                                   f"{f3(base['shifted_spec_at_recall_0.95'])})",
-                                   "shifted_spec_at_recall_0.95"))
+    measures = (("validation AUC", key_auc),
+                ("shifted specificity at recall 0.95", "shifted_spec_at_recall_0.95"))
+    worse = [f"{name} ({f3(chosen[k])} vs {f3(base[k])})" for name, k in measures
              if chosen[k] < base[k]]
     if not worse:
         return head + "it beats the model shipped before on both family-A measures" + tail
